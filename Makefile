@@ -1,0 +1,30 @@
+# Two entry points that do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast conformance clean
+
+$(STAMP): pyproject.toml constraints-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints-dev.txt -e ".[test,torch]"
+	touch $(STAMP)
+
+# The main job on a shipped example: inspect, compile, and run it.
+demo: $(STAMP)
+	$(PY) examples/make_example.py examples/build
+	$(VENV)/bin/compile inspect examples/build/tiny_cnn.onnx
+	$(VENV)/bin/compile examples/build/tiny_cnn.onnx --target reference -o examples/build/tiny_cnn.cmod
+	$(VENV)/bin/compile run examples/build/tiny_cnn.cmod -o examples/build/tiny_cnn_out.npz
+
+# Whole suite (CPU only; GPU tests are marked `cuda` and skip without one).
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) examples/build

@@ -1,0 +1,4 @@
+"""Ops: attention family (being filled in)."""
+from __future__ import annotations
+
+OPS = []

@@ -1,0 +1,4 @@
+"""Ops: strings family (being filled in)."""
+from __future__ import annotations
+
+OPS = []

@@ -1,0 +1,4 @@
+"""Ops: tensor family (being filled in)."""
+from __future__ import annotations
+
+OPS = []

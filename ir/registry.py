@@ -1,0 +1,175 @@
+"""The op registry's vocabulary: what one op definition (`OpDef`) holds, and the contexts
+its type inference and numpy reference receive.
+
+One op, one entry: attribute schema, input/output arity, type and shape inference,
+the numpy reference that defines its semantics, its fusion category and its precision
+policy. Ops carry the semantics of the newest ONNX opset; the ONNX frontend rewrites
+older opsets into this form. The explicit list of op modules lives in `ir/ops/__init__.py`.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .errors import ShapeInferenceError
+from .types import TensorType, ValueType
+
+
+class Category(enum.Enum):
+    """How an op fuses with its neighbours."""
+
+    ELEMENTWISE = "elementwise"  # out[i] = f(in[i]); all operands one shape
+    BROADCAST = "broadcast"  # elementwise under numpy broadcasting
+    INJECTIVE = "injective"  # each output element copies one input element (reshape, transpose, slice, gather)
+    REDUCTION = "reduction"  # reduces along axes (sum, max, softmax, norms)
+    OUT_FUSABLE = "out_fusable"  # heavy compute (conv, matmul) whose epilogue fuses into the output tile
+    OPAQUE = "opaque"  # everything else: sorts, control flow, data-dependent shapes
+
+
+class Precision(enum.Enum):
+    """What the precision pass may do with an op when lowering to fp16/bf16."""
+
+    FOLLOW = "follow"  # computes in its input type; fine in fp16/bf16
+    FP32 = "fp32"  # keep in fp32: range or rounding sensitive (exp, log, pow, norms' statistics)
+    ACCUMULATE_FP32 = "accumulate_fp32"  # low-precision operands, fp32 accumulator (matmul, conv, sums)
+    EXACT = "exact"  # integer, bool, index or pure data movement: not a precision question
+
+
+REQUIRED = object()
+
+ATTR_KINDS = ("int", "float", "string", "ints", "floats", "strings", "tensor", "tensors", "graph", "graphs", "dtype", "type")
+
+
+@dataclass(frozen=True)
+class Attr:
+    """An attribute's kind (one of ATTR_KINDS) and default (`REQUIRED` when it has none).
+
+    `dtype` attributes hold a `DType` (ONNX stores them as ints); `type` holds a ValueType;
+    `tensor` holds a numpy array; `graph` holds an ir Graph.
+    """
+
+    kind: str
+    default: Any = REQUIRED
+
+    def __post_init__(self):
+        if self.kind not in ATTR_KINDS:
+            raise ValueError(f"unknown attribute kind {self.kind!r}")
+
+
+def _parse_arity(specs: Sequence[str]) -> tuple[int, int | None]:
+    """("X", "W", "B?") -> (2, 3); ("inputs+",) -> (1, None); ("inputs*",) -> (0, None)."""
+    lo, hi = 0, 0
+    for s in specs:
+        if s.endswith("+"):
+            return lo + 1, None
+        if s.endswith("*"):
+            return lo, None
+        hi += 1
+        if not s.endswith("?"):
+            lo = hi
+    return lo, hi
+
+
+class InferContext:
+    """What an op's type inference sees of one node."""
+
+    def __init__(self, op: str, node_name: str, inputs: list[ValueType | None], attrs: dict,
+                 consts: list[np.ndarray | None], num_outputs: int):
+        self.op = op
+        self.node_name = node_name
+        self.inputs = inputs
+        self.attrs = attrs
+        self.consts = consts
+        self.num_outputs = num_outputs
+
+    def has(self, i: int) -> bool:
+        return i < len(self.inputs) and self.inputs[i] is not None
+
+    def input(self, i: int) -> TensorType:
+        if not self.has(i):
+            raise self.error(f"input {i} is required")
+        t = self.inputs[i]
+        return t
+
+    def const(self, i: int) -> np.ndarray | None:
+        """The compile-time value of input i when it is a constant, else None."""
+        return self.consts[i] if i < len(self.consts) else None
+
+    def error(self, message: str) -> ShapeInferenceError:
+        where = f"node '{self.node_name}' ({self.op})" if self.node_name else f"node ({self.op})"
+        return ShapeInferenceError(f"{where}: {message}")
+
+
+class RefContext:
+    """What an op's numpy reference sees of one node while the interpreter runs it."""
+
+    def __init__(self, op: str, node_name: str, attrs: dict, output_types: list[ValueType],
+                 run_subgraph: Callable[[Any, list], list]):
+        self.op = op
+        self.node_name = node_name
+        self.attrs = attrs
+        self.output_types = output_types
+        self.num_outputs = len(output_types)
+        self._run_subgraph = run_subgraph
+
+    def run_subgraph(self, graph, inputs: list) -> list:
+        """Run a body graph (If/Loop/Scan) with the given inputs; it sees the enclosing values."""
+        return self._run_subgraph(graph, inputs)
+
+    def error(self, message: str) -> ShapeInferenceError:
+        return ShapeInferenceError(f"node '{self.node_name}' ({self.op}): {message}")
+
+
+InferFn = Callable[[InferContext], list]
+ReferenceFn = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything the compiler knows about one op.
+
+    `inputs`/`outputs` name the operands; a trailing `?` marks an optional one, a trailing
+    `+` (one or more) or `*` (zero or more) a variadic tail.
+    `infer(ctx)` returns the output types; `reference(ctx, *arrays)` returns the outputs and
+    is the definition of the op's semantics: for one output the value itself (an array, or
+    a list of arrays for a sequence, or None for an empty optional), for several a tuple.
+    Missing optional inputs arrive as None.
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    infer: InferFn
+    reference: ReferenceFn
+    category: Category
+    precision: Precision
+    attrs: dict[str, Attr] = field(default_factory=dict)
+    doc: str = ""
+    lowering: Callable | None = None  # codegen: how this op becomes loop IR (None: not yet lowerable)
+
+    @property
+    def input_arity(self) -> tuple[int, int | None]:
+        return _parse_arity(self.inputs)
+
+    @property
+    def output_arity(self) -> tuple[int, int | None]:
+        return _parse_arity(self.outputs)
+
+    def resolve_attrs(self, attrs: dict, where: str = "") -> dict:
+        """The node's attributes with defaults filled in; unknown or missing ones are errors."""
+        unknown = set(attrs) - set(self.attrs)
+        if unknown:
+            raise ShapeInferenceError(
+                f"{where or self.name}: unknown attribute(s) {sorted(unknown)}; {self.name} takes {sorted(self.attrs) or 'none'}")
+        full = {}
+        for key, spec in self.attrs.items():
+            if key in attrs:
+                full[key] = attrs[key]
+            elif spec.default is REQUIRED:
+                raise ShapeInferenceError(f"{where or self.name}: required attribute '{key}' is missing")
+            else:
+                full[key] = spec.default
+        return full
