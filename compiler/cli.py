@@ -1,0 +1,154 @@
+"""The `compile` command.
+
+    compile MODEL.onnx --target T -o OUT.cmod [--input-shape name=1,3,224,224]
+    compile inspect MODEL.onnx [--input-shape ...]
+    compile run OUT.cmod [--inputs x.npz] [-o y.npz]
+
+Errors a user can act on print as one `error: ...` line and exit 1; no tracebacks.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .ir.errors import CompilerError
+
+SUBCOMMANDS = ("inspect", "run")
+
+
+def _shape_override(text: str) -> tuple[str, list]:
+    """`name=1,3,224,224` (symbol names allowed: `x=batch,3,224,224`)."""
+    if "=" not in text:
+        raise CompilerError(f"--input-shape {text!r}: expected NAME=D1,D2,... (e.g. input=1,3,224,224)")
+    name, dims = text.rsplit("=", 1)
+    parsed = []
+    for d in dims.split(","):
+        d = d.strip()
+        if not d:
+            continue
+        parsed.append(int(d) if d.lstrip("-").isdigit() else d)
+    if any(isinstance(d, int) and d < 0 for d in parsed):
+        raise CompilerError(f"--input-shape {text!r}: dims must be non-negative")
+    return name, parsed
+
+
+def _shapes(args) -> dict:
+    return dict(_shape_override(s) for s in (args.input_shape or []))
+
+
+def _add_shape_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", action="append", metavar="NAME=DIMS",
+                   help="override an input's shape, e.g. input=1,3,224,224 (repeatable)")
+
+
+def cmd_build(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="compile", description="Compile an ONNX model into an artifact.",
+                                epilog="subcommands: compile inspect MODEL | compile run ARTIFACT")
+    p.add_argument("model", help="ONNX model file")
+    p.add_argument("--target", default="reference", help="reference | llvm [-mcpu=NAME] | cuda [-arch=sm_XX]")
+    p.add_argument("-o", "--output", help="artifact path (default: MODEL with .cmod)")
+    _add_shape_arg(p)
+    args = p.parse_args(argv)
+    from .api import compile as compile_model
+
+    cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args))
+    out = args.output or str(Path(args.model).with_suffix(".cmod"))
+    cm.save(out)
+    print(f"compiled {args.model} for {cm.target} -> {out}")
+    return 0
+
+
+def cmd_inspect(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="compile inspect", description="Show a model's signature, op counts and IR.")
+    p.add_argument("model")
+    p.add_argument("--no-ir", action="store_true", help="omit the IR listing")
+    _add_shape_arg(p)
+    args = p.parse_args(argv)
+    from .api import import_model
+    from .ir.printer import type_text
+
+    graph = import_model(args.model, _shapes(args))
+    print(f"model: {args.model}")
+    print("inputs:")
+    for v in graph.inputs:
+        print(f"  {v.name}: {type_text(v.type)}")
+    print("outputs:")
+    for v in graph.outputs:
+        print(f"  {v.name}: {type_text(v.type)}")
+    counts = graph.op_counts()
+    print(f"nodes: {len(graph.nodes)}  constants: {len(graph.constants)} "
+          f"({sum(c.const.nbytes for c in graph.constants) / 1e6:.2f} MB)")
+    print("op counts:")
+    for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {op:<28} {n}")
+    if not args.no_ir:
+        print("IR:")
+        print(str(graph), end="")
+    return 0
+
+
+def _random_input(spec, rng) -> np.ndarray:
+    from .ir import dtypes
+
+    shape = [d if isinstance(d, int) else 1 for d in spec.shape]
+    dt = dtypes.parse(spec.dtype)
+    if dt.is_float:
+        return rng.standard_normal(shape).astype(dt.numpy)
+    if dt.kind == "bool":
+        return rng.integers(0, 2, shape).astype(bool)
+    if dt.is_int:
+        return rng.integers(0, 10, shape).astype(dt.numpy)
+    raise CompilerError(f"cannot make a random input of type {spec.dtype} for '{spec.name}'; pass --inputs")
+
+
+def cmd_run(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="compile run", description="Run a compiled artifact.")
+    p.add_argument("artifact")
+    p.add_argument("--inputs", help=".npz with one array per input name (random inputs when omitted)")
+    p.add_argument("-o", "--output", help="write outputs to this .npz")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    from .model import load
+
+    model = load(args.artifact)
+    if args.inputs:
+        try:
+            with np.load(args.inputs, allow_pickle=False) as data:
+                feeds = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as e:
+            raise CompilerError(f"{args.inputs}: cannot read inputs as .npz: {e}") from None
+    else:
+        rng = np.random.default_rng(args.seed)
+        feeds = {s.name: _random_input(s, rng) for s in model.inputs}
+        desc = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+        print(f"no --inputs given: using random inputs (seed {args.seed}): {desc}", file=sys.stderr)
+    outputs = model.run(feeds)
+    for name, arr in outputs.items():
+        arr = np.asarray(arr)
+        summary = f"mean {arr.mean():.6g}, min {arr.min():.6g}, max {arr.max():.6g}" if arr.size and arr.dtype.kind in "fiub" else ""
+        print(f"{name}: {arr.dtype}{list(arr.shape)} {summary}")
+    if args.output:
+        np.savez(args.output, **{k: np.asarray(v) for k, v in outputs.items()})
+        print(f"outputs written to {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"inspect": cmd_inspect, "run": cmd_run}
+    try:
+        if argv and argv[0] in commands:
+            return commands[argv[0]](argv[1:])
+        return cmd_build(argv)
+    except CompilerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `compile inspect m.onnx | head` is fine
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The model zoo: real CNN architectures with seeded random weights, and models defined in torch."""

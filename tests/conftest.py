@@ -1,0 +1,40 @@
+"""Shared pytest set-up: the `cuda` marker's skip, and the conformance count in the summary."""
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+
+import pytest
+
+_conformance = Counter()
+
+
+def _has_gpu() -> bool:
+    return shutil.which("nvidia-smi") is not None
+
+
+def pytest_collection_modifyitems(config, items):
+    if _has_gpu():
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+def pytest_runtest_logreport(report):
+    # Runs on the xdist controller too, so the count covers every worker.
+    counted = report.when == "call" or (report.when == "setup" and report.skipped)
+    if "test_onnx_conformance" in report.nodeid and counted:
+        target = "llvm" if "llvm" in report.nodeid.split("::")[0] else "reference"
+        _conformance[(target, report.outcome)] += 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    for target in ("reference", "llvm"):
+        passed = _conformance[(target, "passed")]
+        total = sum(n for (t, _), n in _conformance.items() if t == target)
+        if total:
+            terminalreporter.write_line(
+                f"ONNX conformance ({target}): {passed} node tests passed of {total} "
+                f"({_conformance[(target, 'skipped')]} excluded or skipped, {_conformance[(target, 'failed')]} failed)")
