@@ -18,14 +18,21 @@ from .types import ValueType
 
 
 class Value:
-    """One SSA value: produced once (by a node, or as graph input or constant), read many times."""
+    """One SSA value: produced once (by a node, or as graph input or constant), read many times.
 
-    __slots__ = ("name", "type", "const")
+    `shape_value` is what a small integer tensor is known to hold when it carries sizes
+    (the output of Shape, Gather on it, Concat of those...): a tuple of dims, ints or
+    symbols, so `Reshape(x, Concat(Shape(x)[0], 12, 64))` keeps the symbol `batch`.
+    """
 
-    def __init__(self, name: str, type: ValueType, const: np.ndarray | None = None):
+    __slots__ = ("name", "type", "const", "shape_value")
+
+    def __init__(self, name: str, type: ValueType, const: np.ndarray | None = None,
+                 shape_value: tuple | None = None):
         self.name = name
         self.type = type
         self.const = const
+        self.shape_value = shape_value
 
     @property
     def is_const(self) -> bool:

@@ -18,6 +18,12 @@ def default_num_outputs(op: str) -> int:
 def infer_node_types(op: str, inputs: list[Value | None], attrs: dict[str, Any],
                      num_outputs: int | None = None, name: str = "") -> list[ValueType]:
     """Output types of `op` applied to `inputs`; raises a ShapeInferenceError naming the node."""
+    return infer_node(op, inputs, attrs, num_outputs, name)[0]
+
+
+def infer_node(op: str, inputs: list[Value | None], attrs: dict[str, Any],
+               num_outputs: int | None = None, name: str = "") -> tuple[list[ValueType], list]:
+    """(output types, output shape values) of `op` applied to `inputs`; see Value.shape_value."""
     where = f"node '{name}' ({op})" if name else f"node ({op})"
     opdef = REGISTRY.get(op)
     if opdef is None:
@@ -38,7 +44,8 @@ def infer_node_types(op: str, inputs: list[Value | None], attrs: dict[str, Any],
         raise ShapeInferenceError(f"{where}: cannot produce {num_outputs} outputs")
     full_attrs = opdef.resolve_attrs(attrs, where)
     ctx = InferContext(op, name, [None if v is None else v.type for v in inputs], full_attrs,
-                       [None if v is None else v.const for v in inputs], num_outputs)
+                       [None if v is None else v.const for v in inputs], num_outputs,
+                       [None if v is None else v.shape_value for v in inputs])
     try:
         types = list(opdef.infer(ctx))
     except ShapeInferenceError:
@@ -47,4 +54,10 @@ def infer_node_types(op: str, inputs: list[Value | None], attrs: dict[str, Any],
         raise ShapeInferenceError(f"{where}: {e}") from e
     if len(types) < num_outputs:
         raise ShapeInferenceError(f"{where}: inference gave {len(types)} output types for {num_outputs} outputs")
-    return types[:num_outputs]
+    values = [None] * num_outputs
+    if opdef.shape_value is not None:
+        try:
+            values = (list(opdef.shape_value(ctx)) + values)[:num_outputs]
+        except (ValueError, IndexError, TypeError, KeyError):
+            pass  # shape values are a refinement; inference above already gave sound types
+    return types[:num_outputs], values

@@ -130,6 +130,15 @@ class Interpreter:
                     del env[v]
         return [lookup(v) for v in graph.outputs]
 
+    def run_node(self, node: Node, args: list) -> list:
+        """Evaluate one node on arrays (constant folding uses this); checks outputs in check_types mode."""
+        outs = self._run_node(node, list(args), {})
+        if self.check_types:
+            bindings: dict[str, int] = {}
+            for v, arr in zip(node.outputs, outs):
+                _check_output(node, v, arr, bindings)
+        return outs
+
     def _run_node(self, node: Node, args: list, scope: Mapping[Value, Any]) -> list:
         opdef = REGISTRY[node.op]
         attrs = opdef.resolve_attrs(node.attrs, node.describe())

@@ -77,13 +77,14 @@ class InferContext:
     """What an op's type inference sees of one node."""
 
     def __init__(self, op: str, node_name: str, inputs: list[ValueType | None], attrs: dict,
-                 consts: list[np.ndarray | None], num_outputs: int):
+                 consts: list[np.ndarray | None], num_outputs: int, shape_values: list | None = None):
         self.op = op
         self.node_name = node_name
         self.inputs = inputs
         self.attrs = attrs
         self.consts = consts
         self.num_outputs = num_outputs
+        self.shape_values = shape_values or [None] * len(inputs)
 
     def has(self, i: int) -> bool:
         return i < len(self.inputs) and self.inputs[i] is not None
@@ -97,6 +98,21 @@ class InferContext:
     def const(self, i: int) -> np.ndarray | None:
         """The compile-time value of input i when it is a constant, else None."""
         return self.consts[i] if i < len(self.consts) else None
+
+    def shape_value(self, i: int) -> tuple | None:
+        """What small integer input i holds, as a tuple of dims (ints or symbols), when known.
+
+        Known means a constant 0-D/1-D integer tensor, or a value whose producer propagated
+        its contents (Shape, Gather/Concat/Slice of shapes...). A 0-D value gives a 1-tuple.
+        """
+        if not self.has(i):
+            return None
+        c = self.const(i)
+        if c is not None:
+            if c.ndim <= 1 and c.dtype.kind in "iu":
+                return tuple(int(x) for x in c.reshape(-1))
+            return None
+        return self.shape_values[i] if i < len(self.shape_values) else None
 
     def error(self, message: str) -> ShapeInferenceError:
         where = f"node '{self.node_name}' ({self.op})" if self.node_name else f"node ({self.op})"
@@ -149,6 +165,11 @@ class OpDef:
     attrs: dict[str, Attr] = field(default_factory=dict)
     doc: str = ""
     lowering: Callable | None = None  # codegen: how this op becomes loop IR (None: not yet lowerable)
+    # For ops that move sizes around (Shape, Gather, Concat...): the dims each output holds,
+    # given the same context as `infer`; None where unknown. See Value.shape_value.
+    shape_value: Callable[[InferContext], list] | None = None
+    # Folding it at graph-build time would be wrong (random ops): never fold.
+    deterministic: bool = True
 
     @property
     def input_arity(self) -> tuple[int, int | None]:

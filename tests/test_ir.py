@@ -133,3 +133,38 @@ def test_symbolic_dims_bind_consistently():
     run_graph(g, {"x": np.ones(3, np.float32), "y": np.ones(3, np.float32)})
     with pytest.raises(InputError, match="input 'y'"):
         run_graph(g, {"x": np.ones(3, np.float32), "y": np.ones(5, np.float32)})
+
+
+def test_shape_arithmetic_keeps_symbols_through_reshape():
+    """Shape -> Gather -> Unsqueeze -> Concat -> Reshape, as exporters write it, keeps `batch`."""
+    b = GraphBuilder()
+    x = b.input("x", tensor(["batch", "seq", 768], "f32"))
+    s = b.op("Shape", x)
+    dims = [b.op("Unsqueeze", b.op("Gather", s, b.const(np.array(i, np.int64))), b.const(np.array([0])))
+            for i in (0, 1)]
+    target = b.op("Concat", *dims, b.const(np.array([12, 64], np.int64)), axis=0)
+    out = b.op("Reshape", x, target)
+    b.output(out)
+    g = b.build()
+    assert out.type == tensor(["batch", "seq", 12, 64], "f32")
+    assert run_graph(g, {"x": np.zeros((2, 5, 768), np.float32)}, check_types=True)["reshape"].shape == (2, 5, 12, 64)
+
+
+def test_builder_folds_small_constant_subgraphs_but_not_without_constants():
+    b = GraphBuilder()
+    x = b.input("x", tensor([2, 3], "f32"))
+    shape = b.op("Shape", x)  # static input: its shape is a constant
+    assert shape.const is not None and shape.const.tolist() == [2, 3]
+    summed = b.op("Add", b.const(np.array([1.0], np.float32)), b.const(np.array([2.0], np.float32)))
+    assert summed.const.tolist() == [3.0]
+    y = b.op("Relu", x)
+    assert y.const is None
+    b.output(b.op("Add", y, summed))
+    g = b.build()
+    assert [n.op for n in g.nodes] == ["Relu", "Add"]
+    assert len(g.constants) == 1  # the folded operands are gone
+
+    raw = GraphBuilder(fold_constants=False)
+    x = raw.input("x", tensor([2, 3], "f32"))
+    raw.output(raw.op("Shape", x))
+    assert [n.op for n in raw.build().nodes] == ["Shape"]
