@@ -6,9 +6,10 @@ module means adding it to `OP_MODULES`; a test checks that every op is complete.
 from __future__ import annotations
 
 from ..registry import OpDef
-from . import attention, control, elementwise, image, nn, normalization, reduction, strings, tensor
+from . import attention, control, conv, elementwise, fused, image, matmul, nn, normalization, pool, quant, reduction, strings, tensor
 
-OP_MODULES = (elementwise, reduction, normalization, nn, attention, image, tensor, control, strings)
+OP_MODULES = (elementwise, reduction, normalization, nn, conv, matmul, pool, quant, attention, image, tensor, control,
+              strings, fused)
 
 
 def _build_registry() -> dict[str, OpDef]:
