@@ -19,12 +19,15 @@ demo: $(STAMP)
 	$(VENV)/bin/compile examples/build/tiny_cnn.onnx --target reference -o examples/build/tiny_cnn.cmod
 	$(VENV)/bin/compile run examples/build/tiny_cnn.cmod --inputs examples/build/tiny_cnn_input.npz -o examples/build/tiny_cnn_out.npz
 
-# Whole suite (CPU only; GPU tests are marked `cuda` and skip without one).
+# Whole suite (CPU only; GPU tests are marked `cuda` and skip without one). Two pytest
+# workers on two cores: one BLAS thread each, or numpy's matmuls fight over the cores.
+TEST_ENV := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -q
+	$(TEST_ENV) $(PY) -m pytest -n 2 -q
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -n 2 -q -m "not slow"
+	$(TEST_ENV) $(PY) -m pytest -n 2 -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) examples/build
