@@ -21,7 +21,7 @@ demo: $(STAMP)
 
 # Whole suite (CPU only; GPU tests are marked `cuda` and skip without one). Two pytest
 # workers on two cores: one BLAS thread each, or numpy's matmuls fight over the cores.
-TEST_ENV := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+TEST_ENV := OPENBLAS_NUM_THREADS=1
 
 test: $(STAMP)
 	$(TEST_ENV) $(PY) -m pytest -n 2 -q
