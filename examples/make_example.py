@@ -43,6 +43,7 @@ def build_tiny_cnn(seed: int = 0) -> onnx.ModelProto:
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 10])],
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="make_example")
+    model.ir_version = 8  # what opset 17 was released with; readable by older onnxruntime builds too
     onnx.checker.check_model(model)
     return model
 

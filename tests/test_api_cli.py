@@ -133,7 +133,7 @@ def test_cli_inspect_compile_run(model_path, image, tmp_path, capsys):
     (["{model}", "--target", "tpu"], "error: unknown target 'tpu'; known targets:"),
     (["missing.onnx"], "error: missing.onnx: no such file"),
     (["run", "missing.cmod"], "error: missing.cmod: no such file"),
-    (["inspect", "{model}", "--input-shape", "nosuch=1,2"], "error: --input-shape names unknown input(s) ['nosuch']"),
+    (["inspect", "{model}", "--input-shape", "nosuch=1,2"], "error: input_shapes names unknown input(s) ['nosuch']"),
 ])
 def test_cli_errors_are_one_line(argv, message, model_path, capsys):
     argv = [a.replace("{model}", str(model_path)) for a in argv]
