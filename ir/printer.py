@@ -63,9 +63,11 @@ def _float_text(f: float) -> str:
 
 def array_text(arr: np.ndarray, dtype: DType, embed: bool) -> str:
     """Inline literal `[1, 2]`, base64 `b64"..."`, or `blob` (data kept outside the text)."""
-    if arr.size <= INLINE_CONST_LIMIT and dtype.kind in ("float", "int", "uint", "bool", "string") and dtype.bits >= 8:
+    # Strings always print inline: they have no raw-bytes form to embed.
+    if dtype.kind == "string" or (arr.size <= INLINE_CONST_LIMIT and dtype.kind in ("float", "int", "uint", "bool")
+                                  and dtype.bits >= 8):
         return "[" + ", ".join(_scalar_text(x, dtype) for x in arr.reshape(-1)) + "]"
-    if embed and dtype.kind != "string":
+    if embed:
         return 'b64"' + base64.b64encode(np.ascontiguousarray(arr).tobytes()).decode() + '"'
     return "blob"
 

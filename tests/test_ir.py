@@ -168,3 +168,15 @@ def test_builder_folds_small_constant_subgraphs_but_not_without_constants():
     x = raw.input("x", tensor([2, 3], "f32"))
     raw.output(raw.op("Shape", x))
     assert [n.op for n in raw.build().nodes] == ["Shape"]
+
+
+def test_string_tensors_round_trip_inline():
+    b = GraphBuilder()
+    x = b.input("x", tensor([20], "str"))
+    words = b.const(np.array([f"w{i}" for i in range(20)], dtype=object), "words")
+    b.output(b.op("Equal", x, words))
+    g = b.build()
+    text = print_graph(g)
+    assert '"w19"' in text and "blob" not in text
+    again = parse_graph(text)
+    assert list(again.constants[0].const) == list(words.const)
