@@ -49,7 +49,13 @@ def _scalar_text(x, dtype: DType) -> str:
     if dtype.kind == "bool":
         return "true" if x else "false"
     if dtype.kind == "float":
-        return _float_text(float(x))
+        f = float(x)
+        if math.isnan(f) or math.isinf(f):
+            return _float_text(f)
+        # numpy prints the shortest text that reads back to the same value *in this dtype*
+        # (0.01 rather than float32's 0.009999999776482582).
+        text = str(dtype.numpy.type(x))
+        return text if any(c in text for c in ".e") else text + ".0"
     return str(int(x))
 
 
