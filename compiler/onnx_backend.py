@@ -7,10 +7,11 @@ so the suite tests our type inference as well as our references.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import onnx
+from onnx import helper
 from onnx.backend.base import Backend, BackendRep
 
 from .frontend.onnx_import import import_onnx
@@ -31,6 +32,16 @@ class ReferenceRep(BackendRep):
             feeds = {v.name: x for v, x in zip(self.graph.inputs, inputs)}
         out = self.interpreter.run(self.graph, feeds)
         return tuple(out[v.name] for v in self.graph.outputs)
+
+
+def _one_node_model(node: onnx.NodeProto, inputs: list, opset: int | None) -> onnx.ModelProto:
+    feeds = [(name, np.asarray(x)) for name, x in zip(node.input, inputs) if name]
+    graph = helper.make_graph(
+        [node], f"{node.op_type}_node",
+        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(x.dtype), x.shape) for name, x in feeds],
+        [helper.make_empty_tensor_value_info(o) for o in node.output if o])
+    opsets = [helper.make_opsetid(node.domain, opset or onnx.defs.onnx_opset_version())]
+    return helper.make_model(graph, opset_imports=opsets)
 
 
 def backend_for(target: str = "reference") -> type[Backend]:
@@ -54,7 +65,9 @@ def backend_for(target: str = "reference") -> type[Backend]:
 
         @classmethod
         def run_node(cls, node, inputs, device: str = "CPU", outputs_info=None, **kwargs):
-            raise NotImplementedError("node-level runs go through prepare() on a one-node model")
+            """One node on numpy inputs, as a one-node model (of `opset_version`, else the newest)."""
+            model = _one_node_model(node, list(inputs), kwargs.get("opset_version"))
+            return cls.prepare(model, device).run(list(x for name, x in zip(node.input, inputs) if name))
 
     CompilerBackend.__name__ = f"CompilerBackend_{target}"
     return CompilerBackend

@@ -1,9 +1,9 @@
 """ONNX nodes that do not map one-to-one onto a registry op of the same name.
 
 `CONVERTERS[(domain, op_type)]` is a function `(ctx, inputs, attrs) -> outputs` that
-emits IR nodes through `ctx`. This is where older opsets are rewritten into the
-newest semantics (attributes that later became inputs, changed defaults) and where
-ONNX-only constructs (Constant) become IR constants.
+emits IR nodes through `ctx`. ONNX-only constructs (Constant) become IR constants here;
+the rewrites of older opsets into the newest semantics live in `onnx_legacy` and are
+merged into the same table below, so the importer has one place to look.
 """
 from __future__ import annotations
 
@@ -16,34 +16,74 @@ from ..ir.builder import GraphBuilder
 from ..ir.errors import ShapeInferenceError
 from ..ir.graph import Value
 from ..ir.ops import REGISTRY
+from ..ir.types import TensorType
+
+NEWEST = None  # `opset=NEWEST` in ImportContext.emit: the node is already in the newest form
 
 
 class ImportContext:
-    """What a converter sees of the ONNX node it converts, and how it emits IR."""
+    """What a converter sees of the ONNX node it converts, and how it emits IR.
+
+    `expand` is the importer's fallback for ops the registry lacks: it inlines the op's
+    ONNX function body (the importer supplies it; None means no fallback).
+    """
 
     def __init__(self, builder: GraphBuilder, node_name: str, domain: str, op_type: str, opset: int,
-                 output_names: list[str]):
+                 output_names: list[str], expand: Callable | None = None):
         self.builder = builder
         self.node_name = node_name
         self.domain = domain
         self.op_type = op_type
         self.opset = opset
         self.output_names = output_names
+        self._expand = expand
 
     def emit(self, op: str, inputs: list[Value | None], attrs: dict[str, Any] | None = None, *,
-             num_outputs: int = 1, output_names: list[str] | None = None) -> list[Value]:
-        """Add one IR node. Attributes are coerced to the op's declared kinds (dtype ints -> DType)."""
-        attrs = coerce_attrs(op, dict(attrs or {}))
+             num_outputs: int = 1, output_names: list[str] | None = None, opset: int | None = NEWEST) -> list[Value]:
+        """Add one IR node. Attributes are coerced to the op's declared kinds (dtype ints -> DType).
+
+        An op the registry lacks is expanded into its ONNX function body, taken at `opset`
+        (the newest when None: converters emit ops in their newest form).
+        """
         names = None
         if output_names is not None:
             names = [n if n else f"{self.node_name}_unused{i}" for i, n in enumerate(output_names)]
+        if op not in REGISTRY and self._expand is not None:
+            return self._expand(self, op, inputs, dict(attrs or {}), num_outputs, names, opset)
+        attrs = coerce_attrs(op, dict(attrs or {}))
         return self.builder.node(op, inputs, attrs, name=self.node_name, num_outputs=num_outputs, output_names=names)
+
+    def emit_same(self, inputs: list[Value | None], attrs: dict[str, Any], op: str | None = None,
+                  upgraded: bool = False) -> list[Value]:
+        """Emit the node with all its outputs under the model's output names: as it stands,
+        or `upgraded` by a converter into the newest form (which then picks the function
+        body used if the registry lacks the op)."""
+        return self.emit(op or self.op_type, inputs, attrs, num_outputs=len(self.output_names),
+                         output_names=list(self.output_names), opset=NEWEST if upgraded else self.opset)
+
+    def emit1(self, op: str, *inputs: Value | None, **attrs) -> Value:
+        """Shorthand for an intermediate single-output node."""
+        return self.emit(op, list(inputs), attrs)[0]
 
     def const(self, array, name: str = "const") -> Value:
         return self.builder.const(np.asarray(array), name)
 
+    def ints(self, values) -> Value:
+        """An int64 1-D constant (axes, pads, shapes)."""
+        return self.const(np.asarray(list(values), dtype=np.int64))
+
+    def scalar_like(self, value, like: Value) -> Value:
+        """A 0-d constant of `like`'s element type."""
+        return self.const(np.asarray(value, dtype=tensor_type(like, self).dtype.numpy))
+
     def error(self, message: str) -> ShapeInferenceError:
         return ShapeInferenceError(f"node '{self.node_name}' ({self.op_type}, opset {self.opset}): {message}")
+
+
+def tensor_type(v: Value, ctx: ImportContext) -> TensorType:
+    if not isinstance(v.type, TensorType):
+        raise ctx.error(f"expected a tensor, got {v.type}")
+    return v.type
 
 
 def coerce_attrs(op: str, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -89,6 +129,17 @@ def convert_constant(ctx: ImportContext, inputs, attrs):
     return [ctx.const(arr, ctx.output_names[0] if ctx.output_names else "const")]
 
 
-CONVERTERS: dict[tuple[str, str], Converter] = {
-    ("", "Constant"): convert_constant,  # a value, not a computation
-}
+def _build_table() -> dict[tuple[str, str], Converter]:
+    from .onnx_legacy import LEGACY_CONVERTERS
+
+    table: dict[tuple[str, str], Converter] = {
+        ("", "Constant"): convert_constant,  # a value, not a computation
+    }
+    for key, fn in LEGACY_CONVERTERS.items():
+        if key in table:
+            raise RuntimeError(f"two converters for {key}")
+        table[key] = fn
+    return table
+
+
+CONVERTERS: dict[tuple[str, str], Converter] = _build_table()

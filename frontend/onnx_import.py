@@ -3,63 +3,29 @@ and turns each ONNX node into IR nodes (typed by the registry's inference).
 
 ONNX ops from the default domain map onto registry ops of the same name; other domains
 get a prefix (`ai.onnx.ml` -> `ml.`). Ops whose meaning changed across opsets, or that
-become something else in the IR, go through a converter from `onnx_converters`.
+become something else in the IR, go through a converter (`onnx_converters`, `onnx_legacy`);
+ops the registry lacks but ONNX (or the model) defines as functions are inlined from their
+bodies (`onnx_functions`). What counts as supported is decided up front (`onnx_support`).
 """
 from __future__ import annotations
 
 from collections import ChainMap
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import onnx
 
 from ..ir.builder import GraphBuilder, NameScope
 from ..ir.errors import GraphError, ModelLoadError, UnsupportedOpsError
 from ..ir.graph import Graph, Value
-from ..ir.ops import REGISTRY
 from .onnx_converters import CONVERTERS, ImportContext
+from .onnx_functions import FunctionLibrary, function_opsets
 from .onnx_loader import load_model_proto
-from .onnx_types import decode_attribute, tensor_to_array, value_type
+from .onnx_support import find_unsupported, is_supported, node_domain, registry_name
+from .onnx_types import body_input_types, decode_attribute, is_untyped, tensor_to_array, value_type
+
+__all__ = ["import_onnx", "is_supported", "find_unsupported", "model_opsets", "MIN_OPSET"]
 
 MIN_OPSET = 7
-
-DOMAIN_PREFIX = {
-    "": "",
-    "ai.onnx": "",
-    "ai.onnx.ml": "ml.",
-    "ai.onnx.preview": "preview.",
-    "ai.onnx.preview.training": "training.",
-}
-
-
-def registry_name(domain: str, op_type: str) -> str | None:
-    prefix = DOMAIN_PREFIX.get(domain)
-    return None if prefix is None else prefix + op_type
-
-
-def is_supported(domain: str, op_type: str) -> bool:
-    name = registry_name(domain, op_type)
-    return (domain or "", op_type) in CONVERTERS or (name is not None and name in REGISTRY)
-
-
-def find_unsupported(graph: onnx.GraphProto, opsets: Mapping[str, int]) -> dict[tuple[str, str, int], list[str]]:
-    """Every unsupported (domain, op_type, opset) in the graph and its subgraphs, with node names."""
-    found: dict[tuple[str, str, int], list[str]] = {}
-
-    def walk(g: onnx.GraphProto) -> None:
-        for i, node in enumerate(g.node):
-            domain = "" if node.domain == "ai.onnx" else node.domain
-            if not is_supported(domain, node.op_type):
-                key = (domain, node.op_type, opsets.get(domain, 0))
-                found.setdefault(key, []).append(node.name or f"#{i} in graph '{g.name}'")
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    walk(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    for sub in a.graphs:
-                        walk(sub)
-
-    walk(graph)
-    return found
 
 
 def model_opsets(proto: onnx.ModelProto) -> dict[str, int]:
@@ -79,11 +45,13 @@ def import_onnx(model, input_shapes: Mapping[str, Sequence] | None = None) -> Gr
     proto = load_model_proto(model)
     opsets = model_opsets(proto)
     if opsets.get("", MIN_OPSET) < MIN_OPSET:
-        raise ModelLoadError(f"model uses ai.onnx opset {opsets['']}; the oldest supported is {MIN_OPSET}")
-    unsupported = find_unsupported(proto.graph, opsets)
+        raise ModelLoadError(f"model uses ai.onnx opset {opsets['']}; the oldest supported is {MIN_OPSET} "
+                             f"(re-export the model with a newer opset)")
+    functions = FunctionLibrary(list(proto.functions))
+    unsupported = find_unsupported(proto.graph, opsets, functions)
     if unsupported:
         raise UnsupportedOpsError(unsupported)
-    importer = _GraphImporter(opsets)
+    importer = _GraphImporter(opsets, functions)
     graph = importer.import_graph(proto.graph, outer={}, input_shapes=dict(input_shapes or {}), is_main=True)
     from ..ir.verify import verify_graph
 
@@ -94,9 +62,13 @@ def import_onnx(model, input_shapes: Mapping[str, Sequence] | None = None) -> Gr
 def _topological_order(g: onnx.GraphProto, known: set[str]) -> list[onnx.NodeProto]:
     """ONNX asks for sorted nodes, but exporters do not always comply: sort, and name any cycle."""
     nodes = list(g.node)
-    producer = {}
+    producer: dict[str, int] = {}
     for idx, n in enumerate(nodes):
         for o in n.output:
+            if o in producer:
+                first = nodes[producer[o]]
+                raise GraphError(f"graph '{g.name}': value '{o}' is produced twice, by nodes "
+                                 f"'{first.name or first.op_type}' and '{n.name or n.op_type}'")
             if o:
                 producer[o] = idx
 
@@ -146,11 +118,14 @@ def _outer_reads(g: onnx.GraphProto) -> set[str]:
 
 
 class _GraphImporter:
-    def __init__(self, opsets: Mapping[str, int]):
-        self.opsets = opsets
+    def __init__(self, opsets: Mapping[str, int], functions: FunctionLibrary):
+        self.opsets = dict(opsets)
+        self.functions = functions
 
     def import_graph(self, g: onnx.GraphProto, outer: Mapping[str, Value], input_shapes: dict | None = None,
-                     is_main: bool = False) -> Graph:
+                     is_main: bool = False, input_hints: Sequence = ()) -> Graph:
+        """One graph (the model's, or a subgraph reading `outer`). `input_hints` type the
+        inputs a subgraph leaves untyped (ONNX lets Loop/Scan bodies omit them)."""
         names = NameScope()
         names.reserve([i.name for i in g.input] + [t.name for t in g.initializer]
                       + [o for n in g.node for o in n.output] + [o.name for o in g.output])
@@ -168,18 +143,22 @@ class _GraphImporter:
             if inp.name in scope.maps[0]:
                 continue  # IR < 4: initializers are listed as inputs too; they stay constants
             override = input_shapes.pop(inp.name, None)
-            try:
-                vt = value_type(inp.type, shape_override=override)
-            except ValueError as e:
-                raise ModelLoadError(f"graph input '{inp.name}': {e}") from None
+            hint = input_hints[len(b.inputs)] if len(b.inputs) < len(input_hints) else None
+            if hint is not None and is_untyped(inp.type):
+                vt = hint  # a loop body's carried value: its type is the loop input's
+            else:
+                try:
+                    vt = value_type(inp.type, shape_override=override)
+                except ValueError as e:
+                    raise ModelLoadError(f"graph '{g.name}' input '{inp.name}': {e}") from None
             scope[inp.name] = b.input(inp.name, vt)
         if is_main and input_shapes:
-            raise ModelLoadError(f"--input-shape names unknown input(s) {sorted(input_shapes)}; "
+            raise ModelLoadError(f"input_shapes names unknown input(s) {sorted(input_shapes)}; "
                                  f"the model's inputs are {[v.name for v in b.inputs]}")
 
         known = set(scope)
         for node in _topological_order(g, known):
-            self._import_node(node, b, scope)
+            self._import_node(node, b, scope, self.opsets)
 
         outputs = []
         for o in g.output:
@@ -202,9 +181,16 @@ class _GraphImporter:
             used.add(result[-1])
         return result
 
-    def _import_node(self, node: onnx.NodeProto, b: GraphBuilder, scope: ChainMap) -> None:
-        domain = "" if node.domain == "ai.onnx" else node.domain
-        where = f"node '{node.name}' ({node.op_type})" if node.name else f"node ({node.op_type})"
+    def _import_node(self, node: onnx.NodeProto, b: GraphBuilder, scope: ChainMap, opsets: Mapping[str, int],
+                     attrs: dict[str, Any] | None = None, name: str | None = None,
+                     output_names: list[str] | None = None) -> None:
+        """Convert one ONNX node, reading its inputs from `scope` and binding its outputs there.
+
+        Function bodies pass the node's resolved `attrs`, a qualified `name` and the names
+        its outputs take in the IR (the ONNX names stay the keys of `scope`).
+        """
+        domain = node_domain(node)
+        label = name or node.name or node.op_type
         inputs: list[Value | None] = []
         for x in node.input:
             if not x:
@@ -212,17 +198,56 @@ class _GraphImporter:
             elif x in scope:
                 inputs.append(scope[x])
             else:
+                where = f"node '{label}' ({node.op_type})"
                 raise GraphError(f"{where}: input '{x}' is not defined by any node, initializer or graph input")
-        raw_attrs = {a.name: decode_attribute(a, None, lambda sg: self.import_graph(sg, scope))
-                     for a in node.attribute}
-        ctx = ImportContext(b, node.name or node.op_type, domain, node.op_type, self.opsets.get(domain, 1),
-                            list(node.output))
-        converter = CONVERTERS.get((domain, node.op_type))
+        if attrs is None:
+            hints = body_input_types(domain, node.op_type, opsets.get(domain, 1), inputs, node.attribute)
+            attrs = {a.name: self._decode(a, scope, hints) for a in node.attribute}
+        outs = self.convert(b, label, domain, node.op_type, opsets, inputs, attrs,
+                            output_names or list(node.output))
+        for onnx_name, v in zip(node.output, outs):
+            if onnx_name and v is not None:
+                scope[onnx_name] = v
+
+    def _decode(self, a: onnx.AttributeProto, scope: Mapping[str, Value], hints: Sequence = ()):
+        return decode_attribute(a, None, lambda sg: self.import_graph(sg, scope, input_hints=hints))
+
+    def convert(self, b: GraphBuilder, node_name: str, domain: str, op_type: str, opsets: Mapping[str, int],
+                inputs: list[Value | None], attrs: dict[str, Any], output_names: list[str]) -> list[Value]:
+        """One ONNX op as IR nodes: its converter, the registry op of its name, or its function body."""
+        opset = opsets.get(domain, 1)
+        ctx = ImportContext(b, node_name, domain, op_type, opset, output_names,
+                            expand=lambda *args: self._expand(opsets, *args))
+        converter = CONVERTERS.get((domain, op_type))
         if converter is not None:
-            outs = converter(ctx, inputs, raw_attrs)
-        else:
-            outs = ctx.emit(registry_name(domain, node.op_type), inputs, raw_attrs,
-                            num_outputs=len(node.output), output_names=list(node.output))
-        for name, v in zip(node.output, outs):
-            if name and v is not None:
-                scope[name] = v
+            return converter(ctx, inputs, attrs)
+        return ctx.emit_same(inputs, attrs, op=registry_name(domain, op_type) or f"{domain}::{op_type}")
+
+    def _expand(self, opsets: Mapping[str, int], ctx: ImportContext, op: str, inputs: list[Value | None],
+                attrs: dict[str, Any], num_outputs: int, names: list[str] | None, opset: int | None) -> list[Value]:
+        """Inline the function body of `op` (an op the registry lacks) in place of the node."""
+        same = op in (registry_name(ctx.domain, ctx.op_type), f"{ctx.domain}::{ctx.op_type}")
+        domain, op_type = (ctx.domain, ctx.op_type) if same else ("", op)
+        fn = self.functions.body_for(domain, op_type, opset, inputs, attrs, num_outputs)
+        if fn is None:
+            raise UnsupportedOpsError({(domain, op_type, ctx.opset if opset is None else opset): [ctx.node_name]})
+        body_opsets = function_opsets(fn, opsets)
+        defaults = self.functions.attribute_defaults(domain, op_type, opset, fn)
+        local: ChainMap[str, Value] = ChainMap({formal: v for formal, v in zip(fn.input, inputs) if v is not None})
+        renamed = {formal: name for formal, name in zip(fn.output, names or []) if name}
+        for i, inner in enumerate(fn.node):
+            inner_attrs = {}
+            for a in inner.attribute:
+                if not a.ref_attr_name:
+                    inner_attrs[a.name] = self._decode(a, local)
+                elif a.ref_attr_name in attrs:
+                    inner_attrs[a.name] = attrs[a.ref_attr_name]
+                elif a.ref_attr_name in defaults:
+                    inner_attrs[a.name] = self._decode(defaults[a.ref_attr_name], local)
+            self._import_node(inner, ctx.builder, local, body_opsets, attrs=inner_attrs,
+                              name=f"{ctx.node_name}/{inner.name or inner.op_type + str(i)}",
+                              output_names=[renamed.get(o, f"{ctx.node_name}/{o}" if o else "") for o in inner.output])
+        missing = [o for o in fn.output[:num_outputs] if o not in local]
+        if missing:
+            raise GraphError(f"node '{ctx.node_name}' ({op_type}): its function body does not define {missing}")
+        return [local[o] for o in fn.output[:num_outputs]]

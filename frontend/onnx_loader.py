@@ -14,6 +14,8 @@ from ..ir.errors import ModelLoadError
 def load_model_proto(model) -> onnx.ModelProto:
     """Accepts a file path, the model's bytes, or an onnx.ModelProto."""
     if isinstance(model, onnx.ModelProto):
+        if _external_tensors(model):
+            _load_external_data(model, "<ModelProto>", None)
         return model
     if isinstance(model, (bytes, bytearray, memoryview)):
         return _parse(bytes(model), "<bytes>", base_dir=None)
@@ -41,15 +43,29 @@ def _parse(data: bytes, where: str, base_dir: Path | None) -> onnx.ModelProto:
         raise ModelLoadError(f"{where}: not a readable ONNX model (truncated or not protobuf: {e})") from None
     if not proto.HasField("graph") or not proto.opset_import and not proto.graph.node:
         raise ModelLoadError(f"{where}: not an ONNX model (no graph or opset in the file)")
-    if base_dir is not None and _uses_external_data(proto):
-        try:
-            from onnx.external_data_helper import load_external_data_for_model
-
-            load_external_data_for_model(proto, str(base_dir))
-        except (OSError, ValueError) as e:
-            raise ModelLoadError(f"{where}: cannot load external data: {e}") from None
+    if _external_tensors(proto):
+        _load_external_data(proto, where, base_dir)
     return proto
 
 
-def _uses_external_data(proto: onnx.ModelProto) -> bool:
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+def _external_tensors(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+
+
+def _load_external_data(proto: onnx.ModelProto, where: str, base_dir: Path | None) -> None:
+    """Weights stored beside the model: each file must exist before onnx reads them."""
+    if base_dir is None:
+        raise ModelLoadError(f"{where}: the model keeps its weights in external files; "
+                             f"import it from its path so they can be found")
+    for t in _external_tensors(proto):
+        location = {e.key: e.value for e in t.external_data}.get("location", "")
+        if not (base_dir / location).is_file():
+            raise ModelLoadError(f"{where}: external data file '{location}' of tensor '{t.name}' "
+                                 f"is missing (looked in {base_dir})")
+    try:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        load_external_data_for_model(proto, str(base_dir))
+    except (OSError, ValueError, onnx.checker.ValidationError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelLoadError(f"{where}: cannot load external data: {first}") from None

@@ -24,9 +24,11 @@ def value_type(tp: onnx.TypeProto, shape_override=None):
     which = tp.WhichOneof("value")
     if which == "tensor_type":
         tt = tp.tensor_type
-        dtype = dtypes.from_onnx(tt.elem_type) if tt.elem_type else dtypes.float32
+        if not tt.elem_type:
+            raise ValueError("has no element type")
+        dtype = dtypes.from_onnx(tt.elem_type)
         if shape_override is not None:
-            return TensorType(tuple(shape_override), dtype)
+            return TensorType(_override_dims(shape_override), dtype)
         if not tt.HasField("shape"):
             return TensorType(None, dtype)
         dims = []
@@ -42,7 +44,24 @@ def value_type(tp: onnx.TypeProto, shape_override=None):
         return SequenceType(value_type(tp.sequence_type.elem_type))
     if which == "optional_type":
         return OptionalType(value_type(tp.optional_type.elem_type))
+    if which is None:
+        raise ValueError("has no type")
     raise ValueError(f"unsupported ONNX value type {which!r}")
+
+
+def _override_dims(shape) -> tuple:
+    """A user's shape: ints (numpy's too) and symbol names; anything else is refused."""
+    if isinstance(shape, (str, bytes)) or not hasattr(shape, "__iter__"):
+        raise ValueError(f"shape override {shape!r} is not a list of dims")
+    dims = []
+    for d in shape:
+        if isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0:
+            dims.append(int(d))
+        elif isinstance(d, str) and d:
+            dims.append(d)
+        else:
+            raise ValueError(f"shape override {list(shape)} has dim {d!r}; expected a size >= 0 or a symbol name")
+    return tuple(dims)
 
 
 def decode_attribute(a: onnx.AttributeProto, spec: Attr | None, import_subgraph: Callable) -> Any:
@@ -94,3 +113,36 @@ def sparse_to_dense(sp: onnx.SparseTensorProto) -> np.ndarray:
         flat = indices
     dense[flat] = values
     return dense.reshape(shape)
+
+
+def is_untyped(tp: onnx.TypeProto) -> bool:
+    """No type, or a tensor type without an element type: ONNX allows this for subgraph inputs."""
+    which = tp.WhichOneof("value")
+    return which is None or (which == "tensor_type" and not tp.tensor_type.elem_type)
+
+
+def body_input_types(domain: str, op_type: str, opset: int, inputs: list, attributes) -> list:
+    """The types of a Loop/Scan body's inputs, from the node's inputs (for bodies that omit them)."""
+    if domain != "":
+        return []
+    if op_type == "Loop":
+        scalar = [TensorType((), dtypes.int64), TensorType((), dtypes.bool_)]
+        return scalar + [None if v is None else v.type for v in inputs[2:]]
+    if op_type == "Scan":
+        ints = {a.name: list(a.ints) for a in attributes}
+        n_scan = next((a.i for a in attributes if a.name == "num_scan_inputs"), 0)
+        if opset < 9:  # Scan-8: sequence_lens first, then batched values (scan axis 1)
+            states, scanned = inputs[1: len(inputs) - n_scan], inputs[len(inputs) - n_scan:]
+            return ([_drop_axis(v.type, 0) for v in states]
+                    + [_drop_axis(_drop_axis(v.type, 0), 0) for v in scanned])
+        states, scanned = inputs[: len(inputs) - n_scan], inputs[len(inputs) - n_scan:]
+        axes = ints.get("scan_input_axes") or [0] * len(scanned)
+        return [v.type for v in states] + [_drop_axis(v.type, ax) for v, ax in zip(scanned, axes)]
+    return []
+
+
+def _drop_axis(t, axis: int):
+    if not isinstance(t, TensorType) or t.shape is None:
+        return t
+    axis %= max(len(t.shape), 1)
+    return t.with_shape(t.shape[:axis] + t.shape[axis + 1:])

@@ -1,7 +1,9 @@
 """Run ONNX's backend node tests through our pipeline and summarise failures by cause.
 
 A development tool (the pytest conformance module is the real gate):
-    python scripts/node_tests.py [-k REGEX] [--target reference] [-v]
+    python scripts/node_tests.py [-k REGEX] [--target reference] [-v] [--tb]
+    python scripts/node_tests.py --exclusions        # a draft of tests/conformance_exclusions.py
+    python scripts/node_tests.py --check-exclusions  # excluded tests that pass, failing ones not excluded
 """
 from __future__ import annotations
 
@@ -10,29 +12,18 @@ import re
 import sys
 import traceback
 import warnings
-from collections import Counter
+from collections import Counter, defaultdict
+from pathlib import Path
 
 warnings.filterwarnings("ignore")
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-k", default="", help="regex on test names")
-    ap.add_argument("--target", default="reference")
-    ap.add_argument("-v", action="store_true", help="print every failure's message")
-    ap.add_argument("--tb", action="store_true", help="print tracebacks")
-    args = ap.parse_args()
-
-    import numpy as np
-    from onnx.backend.test.loader import load_model_tests
-    from onnx.backend.test.runner import Runner
+def run_cases(cases, backend, show_tb: bool) -> tuple[list[str], list[tuple[str, Exception]]]:
+    """Each case prepared and run on every data set; returns passed names and (name, error) failures."""
     from onnx import numpy_helper
-    from compiler.onnx_backend import backend_for
+    from onnx.backend.test.runner import Runner
 
-    backend = backend_for(args.target)
-    pat = re.compile(args.k)
-    cases = [c for c in load_model_tests(kind="node") if pat.search(c.name)]
-    passed, failures = 0, []
+    passed, failures = [], []
     for case in cases:
         try:
             rep = backend.prepare(case.model)
@@ -41,19 +32,99 @@ def main() -> int:
                 ref = [numpy_helper.to_array(x) if hasattr(x, "data_type") else x for x in ref]
                 out = rep.run(inputs)
                 Runner.assert_similar_outputs(ref, out, rtol=case.rtol, atol=case.atol)
-            passed += 1
+            passed.append(case.name)
         except Exception as e:  # noqa: BLE001 - a tool that reports every failure
-            msg = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            failures.append((case.name, msg))
-            if args.tb:
+            failures.append((case.name, e))
+            if show_tb:
                 traceback.print_exc()
-    causes = Counter(re.sub(r"'[^']*'|\d+", "#", m)[:120] for _, m in failures)
-    for name, msg in failures if args.v else []:
-        print(f"FAIL {name}: {msg[:300]}")
+    return passed, failures
+
+
+def first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def cause(e: Exception) -> str:
+    """A failure's cause with the test-specific parts (names, numbers) blanked, for grouping."""
+    ops = getattr(e, "ops", None)
+    if isinstance(ops, dict):  # UnsupportedOpsError: group by which ops are missing
+        return "unsupported op(s): " + ", ".join(sorted({f"{d or 'ai.onnx'}::{op}" for d, op, _ in ops}))
+    if isinstance(e, AssertionError):
+        return "AssertionError: outputs differ from the expected ones"
+    return re.sub(r"'[^']*'|\d+", "#", first_line(e))[:120]
+
+
+def missing_ops(failures) -> Counter:
+    counts: Counter = Counter()
+    for _, e in failures:
+        for d, op, _ in getattr(e, "ops", None) or {}:
+            counts[f"{d or 'ai.onnx'}::{op}"] += 1
+    return counts
+
+
+def print_exclusions(failures) -> None:
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name, e in failures:
+        groups[cause(e)].append(name)
+    print("EXCLUDED: dict[str, tuple[str, ...]] = {")
+    for reason, names in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        print(f"    {reason!r}: (")
+        for n in sorted(names):
+            print(f"        {n!r},")
+        print("    ),")
+    print("}")
+
+
+def check_exclusions(passed: list[str], failures) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from conformance_exclusions import EXCLUDED
+
+    excluded = {n for names in EXCLUDED.values() for n in names}
+    now_pass = sorted(excluded & set(passed))
+    new_fail = sorted({n for n, _ in failures} - excluded)
+    for n in now_pass:
+        print(f"PASSES BUT EXCLUDED {n}")
+    for n, e in failures:
+        if n in new_fail:
+            print(f"FAILS, NOT EXCLUDED {n}: {first_line(e)[:200]}")
+    print(f"\n{len(now_pass)} excluded tests pass; {len(new_fail)} failing tests are not excluded")
+    return 1 if now_pass or new_fail else 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-k", default="", help="regex on test names")
+    ap.add_argument("--target", default="reference")
+    ap.add_argument("-v", action="store_true", help="print every failure's message")
+    ap.add_argument("--tb", action="store_true", help="print tracebacks")
+    ap.add_argument("--exclusions", action="store_true", help="print a grouped draft of the exclusion list")
+    ap.add_argument("--check-exclusions", action="store_true",
+                    help="compare with tests/conformance_exclusions.py (exit 1 on any mismatch)")
+    args = ap.parse_args()
+
+    from onnx.backend.test.loader import load_model_tests
+    from compiler.onnx_backend import backend_for
+
+    pat = re.compile(args.k)
+    cases = [c for c in load_model_tests(kind="node") if pat.search(c.name)]
+    passed, failures = run_cases(cases, backend_for(args.target), args.tb)
+
+    if args.exclusions:
+        print_exclusions(failures)
+        return 0
+    if args.check_exclusions:
+        return check_exclusions(passed, failures)
+    for name, e in failures if args.v else []:
+        print(f"FAIL {name}: {first_line(e)[:300]}")
     print("\nfailure causes:")
-    for cause, n in causes.most_common(40):
-        print(f"  {n:4d}  {cause}")
-    print(f"\n{passed} passed, {len(failures)} failed (of {len(cases)})")
+    for text, n in Counter(cause(e) for _, e in failures).most_common(40):
+        print(f"  {n:4d}  {text}")
+    missing = missing_ops(failures)
+    if missing:
+        print("\nmissing ops (tests needing each):")
+        print("  " + ", ".join(f"{op} {n}" for op, n in missing.most_common()))
+    print(f"\n{len(passed)} passed, {len(failures)} failed (of {len(cases)})")
     return 0
 
 

@@ -1,0 +1,46 @@
+"""Node tests of ONNX's conformance suite that fail on the reference target, grouped by cause.
+
+`EXCLUDED` maps a reason to the test names (without the `_cpu` suffix) it covers. The
+conformance module marks each one a strict xfail: when a fix makes one pass, the run
+fails until its entry is deleted here. `python scripts/node_tests.py --check-exclusions`
+lists both kinds of drift; `--exclusions` prints a draft grouped by failure cause.
+"""
+from __future__ import annotations
+
+EXCLUDED: dict[str, tuple[str, ...]] = {
+    "by design: the model's ai.onnx opset is 1; the importer refuses opsets below 7": (
+        "test_not_2d",
+        "test_not_3d",
+        "test_not_4d",
+    ),
+    "random output: Bernoulli draws from numpy's generator, not the one that made the expected data": (
+        "test_bernoulli",
+        "test_bernoulli_double",
+        "test_bernoulli_double_expanded",
+        "test_bernoulli_expanded",
+        "test_bernoulli_seed",
+        "test_bernoulli_seed_expanded",
+    ),
+    "ImageDecoder: JPEG, JPEG 2000, TIFF and WebP need an image library the reference build lacks": (
+        "test_image_decoder_decode_jpeg2k_rgb",
+        "test_image_decoder_decode_jpeg_bgr",
+        "test_image_decoder_decode_jpeg_grayscale",
+        "test_image_decoder_decode_jpeg_rgb",
+        "test_image_decoder_decode_tiff_rgb",
+        "test_image_decoder_decode_webp_rgb",
+    ),
+    "onnx's runner cannot compare a sequence of 0-d tensors (it calls len() on each element)": (
+        "test_loop16_seq_none",
+    ),
+    "AffineGrid's decomposed body fails type inference: its If branches for 2-D and 3-D disagree "
+    "(the untaken branch splits a 5-vector in 4; an If output of branch-dependent shape reaches Range)": (
+        "test_affine_grid_2d_align_corners_expanded",
+        "test_affine_grid_2d_expanded",
+        "test_affine_grid_3d_align_corners_expanded",
+        "test_affine_grid_3d_expanded",
+    ),
+    "fp16 rounding: the decomposed attention differs from the expected data by one fp16 ulp (0.0005 at 1.0, "
+    "over the 1e-7 atol); onnxruntime differs by the same amount": (
+        "test_attention_4d_causal_fp16_expanded",
+    ),
+}
