@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import ChainMap
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import onnx
 
 from ..ir.builder import GraphBuilder, NameScope
@@ -200,6 +201,10 @@ class _GraphImporter:
             else:
                 where = f"node '{label}' ({node.op_type})"
                 raise GraphError(f"{where}: input '{x}' is not defined by any node, initializer or graph input")
+        if attrs is None and domain == "" and node.op_type == "If" and inputs and inputs[0] is not None \
+                and inputs[0].const is not None:
+            self._inline_taken_branch(node, inputs[0].const, b, scope, opsets, label)
+            return
         if attrs is None:
             hints = body_input_types(domain, node.op_type, opsets.get(domain, 1), inputs, node.attribute)
             attrs = {a.name: self._decode(a, scope, hints) for a in node.attribute}
@@ -208,6 +213,24 @@ class _GraphImporter:
         for onnx_name, v in zip(node.output, outs):
             if onnx_name and v is not None:
                 scope[onnx_name] = v
+
+    def _inline_taken_branch(self, node: onnx.NodeProto, cond, b: GraphBuilder, scope: ChainMap,
+                             opsets: Mapping[str, int], label: str) -> None:
+        """An If whose condition is known at import time is its taken branch. Exported
+        models branch on ranks and shapes; the untaken branch may not even type-check
+        for this model's shapes, so it is never imported."""
+        taken = "then_branch" if bool(np.asarray(cond).reshape(-1)[0]) else "else_branch"
+        body = next(a.g for a in node.attribute if a.name == taken)
+        local: ChainMap[str, Value] = scope.new_child()
+        for t in body.initializer:
+            local[t.name] = b.const(tensor_to_array(t), t.name)
+        for inner in _topological_order(body, set(local)):
+            self._import_node(inner, b, local, opsets, name=f"{label}/{inner.name or inner.op_type}")
+        for onnx_name, out in zip(node.output, body.output):
+            if onnx_name:
+                if out.name not in local:
+                    raise GraphError(f"node '{label}' (If): its {taken} does not produce '{out.name}'")
+                scope[onnx_name] = local[out.name]
 
     def _decode(self, a: onnx.AttributeProto, scope: Mapping[str, Value], hints: Sequence = ()):
         return decode_attribute(a, None, lambda sg: self.import_graph(sg, scope, input_hints=hints))

@@ -32,13 +32,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     "onnx's runner cannot compare a sequence of 0-d tensors (it calls len() on each element)": (
         "test_loop16_seq_none",
     ),
-    "AffineGrid's decomposed body fails type inference: its If branches for 2-D and 3-D disagree "
-    "(the untaken branch splits a 5-vector in 4; an If output of branch-dependent shape reaches Range)": (
-        "test_affine_grid_2d_align_corners_expanded",
-        "test_affine_grid_2d_expanded",
-        "test_affine_grid_3d_align_corners_expanded",
-        "test_affine_grid_3d_expanded",
-    ),
     "fp16 rounding: the decomposed attention differs from the expected data by one fp16 ulp (0.0005 at 1.0, "
     "over the 1e-7 atol); onnxruntime differs by the same amount": (
         "test_attention_4d_causal_fp16_expanded",

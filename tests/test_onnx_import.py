@@ -631,3 +631,27 @@ def test_backend_run_node_wraps_one_node_in_a_model():
     softmax = helper.make_node("Softmax", ["a"], ["c"], axis=0)
     (out,) = backend.run_node(softmax, [np.zeros((2, 2), np.float32)], opset_version=11)
     np.testing.assert_allclose(out, np.full((2, 2), 0.25, np.float32))  # opset 11: softmax over the 2-D view
+
+
+def test_if_with_a_condition_known_at_import_becomes_its_taken_branch():
+    """Exporters branch on shapes; a constant condition inlines the taken branch, and the
+    other branch (which need not type-check for this model) is never imported."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    then_out = helper.make_tensor_value_info("t", TensorProto.FLOAT, None)
+    else_out = helper.make_tensor_value_info("e", TensorProto.FLOAT, None)
+    then_g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [], [then_out])
+    # Splitting a dim of 3 in two equal parts cannot type-check: importing it would fail.
+    else_g = helper.make_graph([helper.make_node("Split", ["x"], ["e", "e2"], axis=1, num_outputs=2)],
+                               "else", [], [else_out])
+    nodes = [
+        helper.make_node("Size", ["x"], ["n"]),
+        helper.make_node("Constant", [], ["six"], value=helper.make_tensor("six", TensorProto.INT64, [], [6])),
+        helper.make_node("Equal", ["n", "six"], ["cond"]),
+        helper.make_node("If", ["cond"], ["y"], then_branch=then_g, else_branch=else_g),
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 18)])
+    graph = import_onnx(model)
+    assert "If" not in [n.op for n in graph.nodes] and "Split" not in [n.op for n in graph.nodes]
+    data = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    np.testing.assert_array_equal(run_graph(graph, {"x": data})["y"], np.maximum(data, 0))

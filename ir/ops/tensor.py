@@ -594,6 +594,14 @@ def _shape_value_of_concat(ctx: InferContext) -> list:
     return [tuple(d for p in parts for d in p)]
 
 
+def _shape_value_of_size(ctx: InferContext) -> list:
+    shape = ctx.input(0).shape
+    if shape is None:
+        return [None]
+    size = _prod(shape)
+    return [(size,)]
+
+
 def _shape_value_passthrough(ctx: InferContext) -> list:
     """Unsqueeze/Squeeze/Reshape/Identity of a size vector keep its contents."""
     return [ctx.shape_value(0)]
@@ -938,7 +946,7 @@ OPS = [
     _op("Shape", ("data",), ("shape",), _infer_shape, _ref_shape, Category.OPAQUE,
         attrs={"start": Attr("int", 0), "end": Attr("int", None)}, shape_value=_shape_value_of_shape, doc="The input's dims [start, end) as int64."),
     _op("Size", ("data",), ("size",), lambda ctx: [TensorType((), dtypes.int64)],
-        lambda ctx, x: np.array(x.size, dtype=np.int64), Category.OPAQUE, doc="The input's element count as int64."),
+        lambda ctx, x: np.array(x.size, dtype=np.int64), Category.OPAQUE, shape_value=_shape_value_of_size, doc="The input's element count as int64."),
     _op("ConstantOfShape", ("input",), ("output",), _infer_constant_of_shape, _ref_constant_of_shape,
         Category.OPAQUE, attrs={"value": Attr("tensor", None)},
         doc="A tensor of the given shape filled with `value` (default float32 zero)."),
