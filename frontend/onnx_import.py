@@ -38,6 +38,22 @@ def model_opsets(proto: onnx.ModelProto) -> dict[str, int]:
     return opsets
 
 
+def _ops_changed_since(graph: onnx.GraphProto, opset: int) -> list[str]:
+    """Default-domain ops of the graph whose definition at MIN_OPSET is newer than `opset`."""
+    changed = set()
+    for node in graph.node:
+        if node_domain(node) != "":
+            continue
+        try:
+            since = onnx.defs.get_schema(node.op_type, MIN_OPSET).since_version
+        except onnx.defs.SchemaError:
+            changed.add(node.op_type)
+            continue
+        if since > opset:
+            changed.add(node.op_type)
+    return sorted(changed)
+
+
 def import_onnx(model, input_shapes: Mapping[str, Sequence] | None = None) -> Graph:
     """Import an ONNX model (path, bytes or ModelProto) as a verified IR Graph.
 
@@ -46,8 +62,12 @@ def import_onnx(model, input_shapes: Mapping[str, Sequence] | None = None) -> Gr
     proto = load_model_proto(model)
     opsets = model_opsets(proto)
     if opsets.get("", MIN_OPSET) < MIN_OPSET:
-        raise ModelLoadError(f"model uses ai.onnx opset {opsets['']}; the oldest supported is {MIN_OPSET} "
-                             f"(re-export the model with a newer opset)")
+        changed = _ops_changed_since(proto.graph, opsets[""])
+        if changed:
+            raise ModelLoadError(f"model uses ai.onnx opset {opsets['']}; the oldest supported is {MIN_OPSET}, and "
+                                 f"{', '.join(changed)} changed since (re-export the model with a newer opset)")
+        # Every op it uses reads the same at opset 7: import it as an opset-7 model.
+        opsets[""] = MIN_OPSET
     functions = FunctionLibrary(list(proto.functions))
     unsupported = find_unsupported(proto.graph, opsets, functions)
     if unsupported:

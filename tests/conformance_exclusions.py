@@ -8,11 +8,6 @@ lists both kinds of drift; `--exclusions` prints a draft grouped by failure caus
 from __future__ import annotations
 
 EXCLUDED: dict[str, tuple[str, ...]] = {
-    "by design: the model's ai.onnx opset is 1; the importer refuses opsets below 7": (
-        "test_not_2d",
-        "test_not_3d",
-        "test_not_4d",
-    ),
     "random output: Bernoulli draws from numpy's generator, not the one that made the expected data": (
         "test_bernoulli",
         "test_bernoulli_double",
