@@ -1,0 +1,71 @@
+"""Ops the optimization passes introduce: `Linear` (MatMul + bias, what pattern recognition
+turns an exporter's MatMul -> Add into) and `FusedKernel` (one kernel of the fusion
+partitioner, holding the subgraph it computes).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import Attr, Category, InferContext, OpDef, Precision
+from ..shape_utils import broadcast_shapes
+from ..types import TensorType
+from .matmul import accumulator, matmul_shape
+
+
+def _infer_linear(ctx: InferContext):
+    a, b = ctx.input(0), ctx.input(1)
+    if a.dtype != b.dtype:
+        raise ctx.error(f"operands have element types {a.dtype} and {b.dtype}, expected one type")
+    shape = matmul_shape(ctx, a, b)
+    if ctx.has(2):
+        bias = ctx.input(2)
+        if bias.dtype != a.dtype:
+            raise ctx.error(f"bias has element type {bias.dtype}, expected {a.dtype} like the operands")
+        try:
+            shape = broadcast_shapes(shape, bias.shape)
+        except ValueError as e:
+            raise ctx.error(f"bias {bias} does not broadcast onto the product: {e}") from None
+    return [TensorType(shape, a.dtype)]
+
+
+def _ref_linear(ctx, a, b, bias=None):
+    # Accumulate (and add the bias) in the accumulator type, rounding once at the end, as a
+    # matmul kernel with a bias epilogue does.
+    acc = accumulator(a.dtype)
+    y = np.matmul(a.astype(acc, copy=False), b.astype(acc, copy=False))
+    if bias is not None:
+        y = y + bias.astype(acc, copy=False)
+    return y.astype(a.dtype, copy=False)
+
+
+def _infer_fused_kernel(ctx: InferContext):
+    body = ctx.attrs["body"]
+    if len(body.inputs) != len(ctx.inputs):
+        raise ctx.error(f"the body takes {len(body.inputs)} inputs, the node passes {len(ctx.inputs)}")
+    for i, (outer, inner) in enumerate(zip(ctx.inputs, body.inputs)):
+        if outer != inner.type and not (isinstance(outer, TensorType) and isinstance(inner.type, TensorType)
+                                        and outer.dtype == inner.type.dtype):
+            raise ctx.error(f"input {i} is {outer}, the body's input %{inner.name} is {inner.type}")
+    if ctx.num_outputs != len(body.outputs):
+        raise ctx.error(f"the body returns {len(body.outputs)} values, the node has {ctx.num_outputs} outputs")
+    return [v.type for v in body.outputs]
+
+
+def _ref_fused_kernel(ctx, *inputs):
+    outs = ctx.run_subgraph(ctx.attrs["body"], list(inputs))
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+LINEAR = OpDef(
+    "Linear", ("A", "B", "bias?"), ("Y",), _infer_linear, _ref_linear,
+    Category.OUT_FUSABLE, Precision.ACCUMULATE_FP32,
+    doc="MatMul(A, B) + bias in one op (numpy matmul and broadcasting); the bias is the matmul's epilogue.")
+
+FUSED_KERNEL = OpDef(
+    "FusedKernel", ("inputs*",), ("outputs+",), _infer_fused_kernel, _ref_fused_kernel,
+    # Already a whole kernel: nothing fuses into it from outside.
+    Category.OPAQUE, Precision.FOLLOW,
+    attrs={"body": Attr("graph"), "kind": Attr("string", "")},
+    doc="One fused kernel: runs its `body` subgraph on its inputs; `kind` names the fusion pattern.")
+
+OPS = [LINEAR, FUSED_KERNEL]
