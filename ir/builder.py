@@ -16,8 +16,8 @@ from .types import TensorType, ValueType
 
 
 def _holds_sizes(t) -> bool:
-    """Small integer tensors (0-D or 1-D) are the ones that carry shapes around."""
-    return isinstance(t, TensorType) and t.dtype.kind in ("int", "uint") and t.rank is not None and t.rank <= 1
+    """Small integer tensors (0-D or 1-D) carry shapes around; bool ones the tests on them."""
+    return isinstance(t, TensorType) and t.dtype.kind in ("int", "uint", "bool") and t.rank is not None and t.rank <= 1
 
 
 class NameScope:

@@ -109,7 +109,7 @@ class InferContext:
             return None
         c = self.const(i)
         if c is not None:
-            if c.ndim <= 1 and c.dtype.kind in "iu":
+            if c.ndim <= 1 and c.dtype.kind in "iub":
                 return tuple(int(x) for x in c.reshape(-1))
             return None
         return self.shape_values[i] if i < len(self.shape_values) else None

@@ -81,17 +81,11 @@ def broadcasts_within(small: Value, big: Value) -> bool:
     return True
 
 
-# Ops drawing random numbers. The registry's `deterministic` flag is the source of truth;
-# this list backs it up for ops registered before the flag was set on them.
-RANDOM_OPS = frozenset({"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike",
-                        "Bernoulli", "Multinomial"})
-
-
 def deterministic(node: Node) -> bool:
     """Same inputs, same outputs: the node may be folded or merged with a twin."""
     from ..ir.ops import REGISTRY
 
-    if not REGISTRY[node.op].deterministic or node.op in RANDOM_OPS:
+    if not REGISTRY[node.op].deterministic:  # random draws
         return False
     if node.op == "Dropout" and len(node.inputs) > 2 and node.inputs[2] is not None:
         training = node.inputs[2].const

@@ -180,3 +180,27 @@ def test_string_tensors_round_trip_inline():
     assert '"w19"' in text and "blob" not in text
     again = parse_graph(text)
     assert list(again.constants[0].const) == list(words.const)
+
+
+def test_torch_expand_pattern_keeps_symbols():
+    """torch exports expand(shape) as Where(Equal(shape, -1), ones, shape): `batch` survives it."""
+    b = GraphBuilder()
+    ids = b.input("ids", tensor(["batch", 128], "i64"))
+    shape = b.op("Reshape", b.op("Shape", ids), b.const(np.array([-1], np.int64)))
+    minus_one = b.const(np.array([-1, -1], np.int64))
+    ones = b.const(np.array([1, 1], np.int64))
+    target = b.op("Where", b.op("Equal", shape, minus_one), ones, shape)
+    out = b.op("Expand", b.const(np.zeros((1, 128), np.int64)), target)
+    b.output(out)
+    assert out.type == tensor(["batch", 128], "i64")
+    assert run_graph(b.build(), {"ids": np.zeros((3, 128), np.int64)}, check_types=True)["expand"].shape == (3, 128)
+
+
+def test_random_ops_are_never_folded():
+    from compiler.ir.ops import REGISTRY
+
+    random_ops = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Multinomial"}
+    assert {name for name, op in REGISTRY.items() if not op.deterministic} == random_ops
+    b = GraphBuilder()
+    draw = b.op("RandomUniformLike", b.const(np.zeros(4, np.float32)))
+    assert draw.const is None and [n.op for n in b.nodes] == ["RandomUniformLike"]

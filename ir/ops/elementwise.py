@@ -381,21 +381,54 @@ def _dim_div(x: Dim, y: Dim) -> Dim:
     return x if y == 1 else 1 if x == y else fresh_dim("div")
 
 
+def _broadcast_size_values(ctx: InferContext, count: int) -> list[tuple] | None:
+    """The shape values of inputs 0..count-1 (0-D/1-D), a single entry repeated to the common length."""
+    values = [ctx.shape_value(i) for i in range(count)]
+    if any(v is None for v in values) or any(ctx.input(i).rank not in (0, 1) for i in range(count)):
+        return None
+    n = max(len(v) for v in values)
+    if any(len(v) not in (1, n) for v in values):
+        return None
+    return [v * n if len(v) == 1 else v for v in values]
+
+
 def _dim_arithmetic(dim_op):
     """Shape-value hook for a binary integer op on 0-D/1-D size tensors (broadcasting a single entry)."""
 
     def hook(ctx: InferContext) -> list:
-        a, b = ctx.shape_value(0), ctx.shape_value(1)
-        ranks = (ctx.input(0).rank, ctx.input(1).rank)
-        if a is None or b is None or not ctx.input(0).dtype.is_int or any(r not in (0, 1) for r in ranks):
+        values = _broadcast_size_values(ctx, 2)
+        if values is None or not ctx.input(0).dtype.is_int:
             return [None]
-        if len(a) != len(b) and 1 not in (len(a), len(b)):
-            return [None]
-        n = max(len(a), len(b))
-        a, b = (a * n if len(a) == 1 else a), (b * n if len(b) == 1 else b)
-        return [tuple(dim_op(x, y) for x, y in zip(a, b))]
+        return [tuple(dim_op(x, y) for x, y in zip(*values))]
 
     return hook
+
+
+def _dims_equal(x: Dim, y: Dim) -> int | None:
+    """1/0 when provable: equal ints, the same symbol, or a negative int against a size."""
+    if isinstance(x, int) and isinstance(y, int):
+        return int(x == y)
+    if x == y:
+        return 1
+    if (isinstance(x, int) and x < 0) or (isinstance(y, int) and y < 0):
+        return 0  # sizes are never negative (exporters compare shapes with -1)
+    return None
+
+
+def _equal_shape_value(ctx: InferContext) -> list:
+    values = _broadcast_size_values(ctx, 2)
+    if values is None:
+        return [None]
+    flags = tuple(_dims_equal(x, y) for x, y in zip(*values))
+    return [None if None in flags else flags]
+
+
+def _where_shape_value(ctx: InferContext) -> list:
+    """Where(Equal(shape, -1), ones, shape), torch's export of expand, keeps the symbols."""
+    values = _broadcast_size_values(ctx, 3)
+    if values is None or not all(isinstance(c, int) for c in values[0]):
+        return [None]
+    return [tuple(x if c else y for c, x, y in zip(*values))]
 
 
 # ----------------------------------------------------------------------------- casts
@@ -655,7 +688,7 @@ OPS = [
           doc="Elementwise clamp of input to the optional scalar bounds min and max."),
     # Comparisons (bool results).
     _binary("Equal", np.equal, "Elementwise A == B (numbers, bool or strings).",
-            kinds=ANY, result=dtypes.bool_, precision=_P.EXACT),
+            kinds=ANY, result=dtypes.bool_, precision=_P.EXACT, shape_value=_equal_shape_value),
     _binary("Less", np.less, "Elementwise A < B.", result=dtypes.bool_, precision=_P.EXACT),
     _binary("LessOrEqual", np.less_equal, "Elementwise A <= B.", result=dtypes.bool_, precision=_P.EXACT),
     _binary("Greater", np.greater, "Elementwise A > B.", result=dtypes.bool_, precision=_P.EXACT),
@@ -674,7 +707,7 @@ OPS = [
             choices={"direction": ("LEFT", "RIGHT")}),
     # Selection, copies and casts.
     OpDef(name="Where", inputs=("condition", "X", "Y"), outputs=("output",), infer=_where_infer,
-          reference=_where, category=Category.BROADCAST, precision=_P.EXACT,
+          reference=_where, category=Category.BROADCAST, precision=_P.EXACT, shape_value=_where_shape_value,
           doc="Elementwise X where condition else Y, all three broadcasting."),
     OpDef(name="Identity", inputs=("input",), outputs=("output",), infer=_identity_infer,
           reference=_identity, category=Category.ELEMENTWISE, precision=_P.EXACT,

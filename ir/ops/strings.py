@@ -14,6 +14,8 @@ other runtimes in shape and type only.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import re
 import zlib
 
@@ -795,3 +797,7 @@ OPS = [
         "Decodes a BMP, binary PNM or PNG byte stream into an [H, W, C] uint8 image.",
         {"pixel_format": Attr("string", "RGB")}),
 ]
+
+# Random ops must never be evaluated at compile time: folding would freeze one draw.
+_RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Multinomial"}
+OPS = [dataclasses.replace(op, deterministic=False) if op.name in _RANDOM_OPS else op for op in OPS]

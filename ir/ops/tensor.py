@@ -909,7 +909,7 @@ _BLOCK_ATTRS = {"blocksize": Attr("int"), "mode": Attr("string", "DCR")}
 
 OPS = [
     _op("Reshape", ("data", "shape"), ("reshaped",), _infer_reshape, _ref_reshape,
-        attrs={"allowzero": Attr("int", 0)}, doc="Reshape to a target shape (0 copies the input dim, -1 is inferred)."),
+        attrs={"allowzero": Attr("int", 0)}, shape_value=_shape_value_passthrough, doc="Reshape to a target shape (0 copies the input dim, -1 is inferred)."),
     _op("Flatten", ("input",), ("output",), _infer_flatten, _ref_flatten,
         attrs={"axis": Attr("int", 1)}, doc="Reshape to 2-D: dims before `axis` and from `axis` on."),
     _op("Squeeze", ("data", "axes?"), ("squeezed",), _infer_squeeze, _ref_squeeze,
