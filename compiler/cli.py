@@ -1,7 +1,7 @@
 """The `compile` command.
 
     compile MODEL.onnx --target T -o OUT.cmod [--input-shape name=1,3,224,224]
-    compile inspect MODEL.onnx [--input-shape ...]
+    compile inspect MODEL.onnx [--input-shape ...] [-O N] [--dump-ir DIR] [--json]
     compile run OUT.cmod [--inputs x.npz] [-o y.npz]
 
 Errors a user can act on print as one `error: ...` line and exit 1; no tracebacks.
@@ -65,12 +65,25 @@ def cmd_inspect(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="compile inspect", description="Show a model's signature, op counts and IR.")
     p.add_argument("model")
     p.add_argument("--no-ir", action="store_true", help="omit the IR listing")
+    p.add_argument("-O", dest="level", type=int, choices=(0, 1, 2, 3), default=None,
+                   help="optimize at this level and show the result (default with --json/--dump-ir: 3)")
+    p.add_argument("--dump-ir", metavar="DIR", help="write the graph after each pass as numbered text files in DIR")
+    p.add_argument("--json", action="store_true",
+                   help="print node counts, kernels and the memory plan as JSON (nothing else)")
     _add_shape_arg(p)
     args = p.parse_args(argv)
     from .api import import_model
     from .ir.printer import type_text
 
     graph = import_model(args.model, _shapes(args))
+    optimized = summary = None
+    if args.level is not None or args.dump_ir or args.json:
+        optimized, summary = _optimize_for_inspect(graph, args)
+    if args.json:
+        import json
+
+        print(json.dumps(dict(model=args.model, **summary), indent=2))
+        return 0
     print(f"model: {args.model}")
     print("inputs:")
     for v in graph.inputs:
@@ -84,10 +97,31 @@ def cmd_inspect(argv: list[str]) -> int:
     print("op counts:")
     for op, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {op:<28} {n}")
+    if summary is not None:
+        _print_optimization(summary, args)
     if not args.no_ir:
-        print("IR:")
-        print(str(graph), end="")
+        print("IR:" if optimized is None else f"IR after -O{summary['level']}:")
+        print(str(graph if optimized is None else optimized), end="")
     return 0
+
+
+def _optimize_for_inspect(graph, args):
+    """Run the -O pipeline for `compile inspect` (verifying after every pass when dumping IR)."""
+    from .passes.report import optimization_report
+
+    level = 3 if args.level is None else args.level
+    return optimization_report(graph, level, dump_dir=args.dump_ir, verify=bool(args.dump_ir))
+
+
+def _print_optimization(summary: dict, args) -> None:
+    print(f"optimization (-O{summary['level']}): nodes {summary['nodes_before']} -> {summary['nodes_after']}, "
+          f"kernels {summary['num_kernels']}")
+    print(f"memory: arena {summary['arena_bytes']} bytes, naive sum {summary['naive_bytes']} bytes, "
+          f"{summary['in_place']} in place")
+    for k in summary["kernels"]:
+        print(f"  {k['name']:<40} {' + '.join(k['ops'])}")
+    if args.dump_ir:
+        print(f"IR after each pass written to {args.dump_ir}/")
 
 
 def _random_input(spec, rng) -> np.ndarray:
@@ -136,9 +170,16 @@ def cmd_run(argv: list[str]) -> int:
     return 0
 
 
+def cmd_bench(argv: list[str]) -> int:
+    """`compile bench`: imported on use, so the other commands do not load the harness."""
+    from .bench import cmd_bench as run_bench
+
+    return run_bench(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"inspect": cmd_inspect, "run": cmd_run}
+    commands = {"inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
