@@ -1,0 +1,169 @@
+"""Fused epilogues of GEMM/conv microkernels, applied to the accumulator registers before
+the store: folded BatchNorm (per-column scale and shift), per-column bias, a residual
+tensor, and an activation (relu, clip, gelu with tanh or erf, silu).
+
+Order (fixed, the order conv -> BN -> add -> relu appears in ResNets):
+    y = acc * scale[n] + shift[n]       if scale_shift
+    y = y + bias[n]                     if bias
+    y = y + residual[m, n]              if residual and not residual_after_activation
+    y = act(y)
+    y = y + residual[m, n]              if residual and residual_after_activation
+The transcendental parts use our own vector polynomials (exp: Cephes range reduction,
+erf: Abramowitz-Stegun 7.1.26, |error| < 1.5e-7) so no lane calls into libm.
+`reference` is the numpy definition the tests compare against.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ...ir.errors import CompilerError
+from .irutil import I32, fconst, intrinsic
+
+ACTIVATIONS = ("none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu")
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    bias: bool = False
+    scale_shift: bool = False
+    residual: bool = False
+    activation: str = "none"
+    clip_min: float = 0.0
+    clip_max: float = 6.0
+    residual_after_activation: bool = False
+
+    def __post_init__(self):
+        if self.activation not in ACTIVATIONS:
+            raise CompilerError(f"epilogue activation {self.activation!r}; expected one of {ACTIVATIONS}")
+
+    @property
+    def key(self) -> str:
+        """A short stable name fragment (kernel names, cache keys)."""
+        parts = [p for p, on in (("ss", self.scale_shift), ("b", self.bias), ("r", self.residual)) if on]
+        act = self.activation if self.activation != "clip" else f"clip{self.clip_min:g}_{self.clip_max:g}"
+        return "_".join(parts + [act, "ra" if self.residual_after_activation else ""]).strip("_")
+
+
+# ------------------------------------------------------------------ vector math (IR)
+
+def _vexp(b, x, lanes: int):
+    """exp on a float vector: x = n ln2 + r, exp(r) by a degree-6 polynomial, 2^n by exponent bits."""
+    x = intrinsic(b, "minnum", [intrinsic(b, "maxnum", [x, fconst(-87.3, lanes)]), fconst(88.0, lanes)])
+    n = intrinsic(b, "roundeven", [b.fmul(x, fconst(1.4426950408889634, lanes))])
+    r = b.fsub(x, b.fmul(n, fconst(0.693359375, lanes)))  # Cody-Waite: ln2 split in two
+    r = b.fadd(r, b.fmul(n, fconst(2.12194440e-4, lanes)))
+    p = fconst(1.9875691500e-4, lanes)
+    for c in (1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1):
+        p = b.fadd(b.fmul(p, r), fconst(c, lanes))
+    p = b.fadd(b.fadd(b.fmul(p, b.fmul(r, r)), r), fconst(1.0, lanes))
+    ivec = b.fptosi(n, _ivec(lanes))
+    bits = b.shl(b.add(ivec, _iconst(127, lanes)), _iconst(23, lanes))
+    return b.fmul(p, b.bitcast(bits, x.type))
+
+
+def _ivec(lanes):
+    return ir.VectorType(I32, lanes)
+
+
+def _iconst(v, lanes):
+    return ir.Constant(_ivec(lanes), [v] * lanes)
+
+
+def _vtanh(b, x, lanes):
+    """tanh(x) = 1 - 2 / (exp(2x) + 1): saturates to +-1 through exp's clamping."""
+    e = _vexp(b, b.fmul(x, fconst(2.0, lanes)), lanes)
+    return b.fsub(fconst(1.0, lanes), b.fdiv(fconst(2.0, lanes), b.fadd(e, fconst(1.0, lanes))))
+
+
+def _verf(b, x, lanes):
+    """erf by Abramowitz-Stegun 7.1.26 on |x|, sign restored with copysign."""
+    ax = intrinsic(b, "fabs", [x])
+    t = b.fdiv(fconst(1.0, lanes), b.fadd(fconst(1.0, lanes), b.fmul(ax, fconst(0.3275911, lanes))))
+    p = fconst(1.061405429, lanes)
+    for c in (-1.453152027, 1.421413741, -0.284496736, 0.254829592):
+        p = b.fadd(b.fmul(p, t), fconst(c, lanes))
+    p = b.fmul(p, t)
+    e = _vexp(b, b.fneg(b.fmul(ax, ax)), lanes)
+    y = b.fsub(fconst(1.0, lanes), b.fmul(p, e))
+    return intrinsic(b, "copysign", [y, x])
+
+
+def _act_relu(b, x, lanes, ep):
+    return intrinsic(b, "maxnum", [x, fconst(0.0, lanes)])
+
+
+def _act_clip(b, x, lanes, ep):
+    return intrinsic(b, "minnum", [intrinsic(b, "maxnum", [x, fconst(ep.clip_min, lanes)]), fconst(ep.clip_max, lanes)])
+
+
+def _act_gelu_tanh(b, x, lanes, ep):
+    x3 = b.fmul(b.fmul(x, x), x)
+    inner = b.fmul(b.fadd(x, b.fmul(x3, fconst(0.044715, lanes))), fconst(math.sqrt(2.0 / math.pi), lanes))
+    return b.fmul(b.fmul(x, fconst(0.5, lanes)), b.fadd(fconst(1.0, lanes), _vtanh(b, inner, lanes)))
+
+
+def _act_gelu_erf(b, x, lanes, ep):
+    e = _verf(b, b.fmul(x, fconst(1.0 / math.sqrt(2.0), lanes)), lanes)
+    return b.fmul(b.fmul(x, fconst(0.5, lanes)), b.fadd(fconst(1.0, lanes), e))
+
+
+def _act_silu(b, x, lanes, ep):
+    e = _vexp(b, b.fneg(x), lanes)
+    return b.fdiv(x, b.fadd(fconst(1.0, lanes), e))
+
+
+_ACT_IR = {"relu": _act_relu, "clip": _act_clip, "gelu_tanh": _act_gelu_tanh,
+           "gelu_erf": _act_gelu_erf, "silu": _act_silu}
+
+
+def apply(b, ep: Epilogue, acc, lanes: int, col: dict, residual):
+    """The epilogue on one accumulator vector. `col` maps "bias"/"scale"/"shift" to that
+    column vector (already loaded); `residual` is the residual vector or None."""
+    y = acc
+    if ep.scale_shift:
+        y = b.fadd(b.fmul(y, col["scale"]), col["shift"])
+    if ep.bias:
+        y = b.fadd(y, col["bias"])
+    if ep.residual and not ep.residual_after_activation:
+        y = b.fadd(y, residual)
+    if ep.activation != "none":
+        y = _ACT_IR[ep.activation](b, y, lanes, ep)
+    if ep.residual and ep.residual_after_activation:
+        y = b.fadd(y, residual)
+    return y
+
+
+# ------------------------------------------------------------------ numpy definition
+
+def _erf(x):
+    from ...ir.ops.elementwise import erf  # the project's vectorized float64 erf (the Erf op's)
+    return erf(np.asarray(x, np.float64))
+
+
+_ACT_NP = {
+    "none": lambda x, ep: x,
+    "relu": lambda x, ep: np.maximum(x, 0),
+    "clip": lambda x, ep: np.clip(x, ep.clip_min, ep.clip_max),
+    "gelu_tanh": lambda x, ep: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
+    "gelu_erf": lambda x, ep: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
+    "silu": lambda x, ep: x / (1 + np.exp(-x)),
+}
+
+
+def reference(ep: Epilogue, acc, bias=None, scale=None, shift=None, residual=None):
+    """The epilogue in numpy (float64 inside), on an [M, N] accumulator (columns last)."""
+    y = np.asarray(acc, np.float64)
+    if ep.scale_shift:
+        y = y * scale + shift
+    if ep.bias:
+        y = y + bias
+    if ep.residual and not ep.residual_after_activation:
+        y = y + residual
+    y = _ACT_NP[ep.activation](y, ep)
+    if ep.residual and ep.residual_after_activation:
+        y = y + residual
+    return y.astype(np.float32)

@@ -1,0 +1,641 @@
+"""Packed fp32 GEMM with register-blocked FMA microkernels, generated with llvmlite.ir.
+
+    C[M, N] = A[M, K] @ B[K, N]   (+ fused epilogue), per group g of `groups`
+
+B (the weights) is repacked at compile time (`pack_weights`) into panels of NR columns:
+packed[g, p, k, 0:NR] = B[g, k, p*NR : p*NR+NR], zero-padded past N. The microkernel
+reads one panel row per k as NR/L contiguous vectors (L = 8 lanes on AVX2, 16 on AVX-512).
+
+A is, by default, not packed: its rows are read in place with broadcasts through per-row
+pointers. (Knob `pack_a`: each thread first copies its block of row tiles' chunk into a
+contiguous stack buffer, row i of a tile at a constant offset, so every row shares one base
+register; this is what lets a 14-row AVX-512 tile avoid spilling row pointers.)
+That makes convolution the same kernel ("indirect" implicit GEMM): a row is an output
+pixel, k = (tap, cin), and the row pointer for a tap is the input pixel it reads, or a
+zero buffer where the tap falls into padding. No im2col buffer exists at any size; plain
+GEMM and 1x1 stride-1 convs are the case where row m starts at A + m*lda (`AOperand.pointwise`).
+
+Loop nest of one thread (BLIS order; `GemmSchedule` names every block size):
+    for column panels in blocks of nc_panels        # B block stays in L2
+      for K chunks of ~kc (whole taps, or a cin range of one tap)   # B panel slice in L1
+        for row tiles in blocks of mc_tiles         # A rows re-read from L2
+          for panel in block: for tile in block:
+            microkernel: MR x NR accumulators in registers, k loop unrolled `unroll` times,
+                         C loaded (not first chunk) / epilogue + store (last chunk)
+Edge tiles are their own microkernel variants: fewer rows (compile-time MR') and fewer
+vectors with the last one loaded/stored under a constant lane mask.
+Threads: libgomp's GOMP_parallel; the row tiles (or column panels, whichever has more
+units) are split into contiguous ranges that differ by at most one tile.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ...ir.errors import CompilerError
+from ..schedule import Knob
+from . import epilogue as E
+from .irutil import (F32, F32P, I8P, I32, I64, VOID, broadcast, counted_loop, declare, entry_alloca, fma, i64,
+                     imin, load_vec, new_function, store_vec, vec_type)
+
+# ------------------------------------------------------------------ problem description
+
+
+@dataclass(frozen=True)
+class AOperand:
+    """How GEMM rows and k index the activation tensor (NHWC, `pixel_stride` floats per pixel).
+
+    Row m = (image, oh, ow); k = tap * cin + c with tap = kh_i * kw + kw_i; the element is
+    X[image, oh*stride_h - pad_t + kh_i*dil_h, ow*stride_w - pad_l + kw_i*dil_w, g*cin + c]."""
+    batch: int
+    in_h: int
+    in_w: int
+    pixel_stride: int
+    out_h: int
+    out_w: int
+    cin: int
+    kh: int = 1
+    kw: int = 1
+    stride: tuple[int, int] = (1, 1)
+    pad: tuple[int, int] = (0, 0)  # top, left (bottom/right are implied by out_h/out_w)
+    dilation: tuple[int, int] = (1, 1)
+
+    @staticmethod
+    def matrix(m: int, k: int, lda: int | None = None) -> "AOperand":
+        """A plain row-major [M, K] matrix with leading dimension lda."""
+        return AOperand(1, m, 1, lda or k, m, 1, k)
+
+    @property
+    def rows(self) -> int:
+        return self.batch * self.out_h * self.out_w
+
+    @property
+    def taps(self) -> int:
+        return self.kh * self.kw
+
+    @property
+    def k(self) -> int:
+        return self.taps * self.cin
+
+    @property
+    def pointwise(self) -> bool:
+        """Row m reads X + m*pixel_stride: no window, no stride, no padding."""
+        return (self.taps == 1 and self.stride == (1, 1) and self.pad == (0, 0)
+                and self.in_h * self.in_w == self.out_h * self.out_w and self.in_w == self.out_w)
+
+
+@dataclass(frozen=True)
+class GemmProblem:
+    a: AOperand
+    n: int  # output columns per group
+    groups: int = 1
+    ldc: int | None = None  # floats per output row; default n * groups
+    epilogue: E.Epilogue = field(default_factory=E.Epilogue)
+
+    @property
+    def m(self) -> int:
+        return self.a.rows
+
+    @property
+    def k(self) -> int:
+        return self.a.k
+
+    @property
+    def out_stride(self) -> int:
+        return self.ldc or self.n * self.groups
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.m * self.n * self.k * self.groups
+
+
+# ------------------------------------------------------------------ schedule
+
+GEMM_SPACE: tuple[Knob, ...] = (
+    Knob("mr", tuple(range(1, 15)), "rows of the register tile (broadcast A values)"),
+    Knob("nr", (8, 16, 24, 32, 48, 64), "columns of the register tile (a multiple of the vector lanes)"),
+    Knob("kc", (64, 128, 192, 256, 384, 512, 1024, 1 << 30), "k per chunk: the B panel slice kept in L1"),
+    Knob("mc_tiles", (2, 4, 8, 16, 32, 64, 1 << 30), "row tiles per block: the A rows kept in L2"),
+    Knob("nc_panels", (1, 2, 4, 8, 16, 1 << 30), "column panels per block: the B block kept in L2"),
+    Knob("unroll", (1, 2, 4, 8), "unroll of the k loop"),
+    Knob("pack_a", (0, 1), "copy each row tile's chunk of A into a contiguous buffer first"),
+)
+_CHOICES = {k.name: k.choices for k in GEMM_SPACE}
+
+
+@dataclass(frozen=True)
+class GemmSchedule:
+    mr: int
+    nr: int
+    kc: int
+    mc_tiles: int
+    nc_panels: int
+    unroll: int
+    lanes: int
+    pack_a: int = 0  # fixed by the target: 8 (AVX2) or 16 (AVX-512)
+
+    def __post_init__(self):
+        for name, choices in _CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise CompilerError(f"gemm schedule: {name}={getattr(self, name)} is outside {choices}")
+        if self.lanes not in (8, 16):
+            raise CompilerError(f"gemm schedule: lanes={self.lanes}; expected 8 (AVX2) or 16 (AVX-512)")
+        if self.nr % self.lanes:
+            raise CompilerError(f"gemm schedule: nr={self.nr} must be a multiple of the {self.lanes} vector lanes")
+        regs = 32 if self.lanes == 16 else 16
+        need = self.mr * self.nv + self.nv + 1  # accumulators + one B row + one broadcast
+        if need > regs:
+            raise CompilerError(f"gemm schedule: a {self.mr}x{self.nr} tile needs {need} vector registers, "
+                                f"the target has {regs}")
+
+    @property
+    def nv(self) -> int:
+        return self.nr // self.lanes
+
+    @property
+    def key(self) -> str:
+        return (f"{self.mr}x{self.nr}_kc{self.kc}_mc{self.mc_tiles}_nc{self.nc_panels}_u{self.unroll}"
+                + ("_pa" if self.pack_a else ""))
+
+
+def target_lanes(target) -> int:
+    """fp32 lanes of the widest vector the target may use (16 on AVX-512, else 8: AVX2 is the floor)."""
+    if target.vector_bits < 256 or "fma" not in target.required:
+        raise CompilerError(f"the GEMM microkernels need AVX2+FMA; target {target.cpu} has {target.required}")
+    return 16 if target.vector_bits >= 512 else 8
+
+
+def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule:
+    """Heuristic default, chosen from the emitted code (no spills in the k loop) and timings.
+
+    AVX2 (16 ymm): 6x16 = 12 accumulators + 2 B vectors + 1 broadcast.
+    AVX-512 (32 zmm): 8x48 = 24 accumulators + 3 B vectors + 1 broadcast. 14x32 fits the
+    vector registers too, but A is read in place through one pointer per row, and 14 row
+    pointers plus the B pointer and loop counters overflow the 16 general registers
+    (LLVM spills them inside the k loop); 8 rows do not. (14x32 with pack_a=1 is
+    spill-free too: a point for the autotuner on AVX-512 hosts.)
+    Narrow problems (N within one or two vectors) keep 8 rows and shrink NR instead.
+    kc: the largest choice whose B slice (kc x NR floats) fills at most half of L1
+    (16 KiB on AVX2 parts, 24 KiB on AVX-512 parts, whose L1d is 48 KiB)."""
+    lanes = target_lanes(target)
+    n = problem.n if problem is not None else 1 << 30
+    if lanes == 8:
+        mr, nr = (6, 16) if n > 8 else (8, 8)
+        budget = 16 << 10
+    else:
+        mr, nr = (8, 48) if n > 32 else (8, 32) if n > 16 else (8, 16)
+        budget = 24 << 10
+    kc = max(c for c in _CHOICES["kc"] if c * nr * 4 <= budget or c == _CHOICES["kc"][0])
+    # Convs whose contiguous k runs are short (VGG's first layer: 3x3 over 3 channels, a
+    # 9-float kernel row) spend the direct path's time on row addressing, which it redoes
+    # for every column panel; packing does it once per row block (measured: 24 -> 40 GFLOP/s).
+    # Longer runs (ResNet's 7x7 conv1: 21 floats) are faster read in place.
+    # A row stride that is a multiple of 4 KiB puts every row of a tile in the same L1 sets
+    # (conflict misses against the B slice): packing makes the rows contiguous
+    # (measured on 2048x1024x1024: 55-61 -> 72 GFLOP/s per core).
+    # A packed block is then reused across all column panels (BLIS order, nc_panels=all).
+    a = problem.a if problem is not None else None
+    short_runs = a is not None and not a.pointwise and a.kw * a.cin < 16
+    aliasing_rows = a is not None and a.pointwise and a.pixel_stride % 1024 == 0
+    pack_a = int((short_runs or aliasing_rows) and problem.groups == 1)
+    return GemmSchedule(mr=mr, nr=nr, kc=kc, mc_tiles=16, nc_panels=1 << 30 if pack_a else 4, unroll=4,
+                        lanes=lanes, pack_a=pack_a)
+
+
+# ------------------------------------------------------------------ weight packing (compile time)
+
+
+def pack_weights(b: np.ndarray, schedule: GemmSchedule) -> np.ndarray:
+    """B [K, N] or [groups, K, N] -> contiguous [groups, panels, K, NR] float32, zero-padded."""
+    b = np.asarray(b, np.float32)
+    if b.ndim == 2:
+        b = b[None]
+    g, k, n = b.shape
+    panels = -(-n // schedule.nr)
+    padded = np.zeros((g, k, panels * schedule.nr), np.float32)
+    padded[:, :, :n] = b
+    return np.ascontiguousarray(padded.reshape(g, k, panels, schedule.nr).transpose(0, 2, 1, 3))
+
+
+def k_chunks(a: AOperand, kc: int) -> list[tuple[int, int, int, int]]:
+    """The K range split into (tap_lo, tap_hi, c_lo, c_hi) chunks of about kc: whole taps
+    when cin <= kc, else even cin ranges of one tap (even, so no chunk is a sliver)."""
+    if a.cin <= kc:
+        per = max(1, kc // a.cin)
+        if per >= a.kw:  # whole kernel rows per chunk, so rows can be merged into one k run
+            per -= per % a.kw
+        return [(t, min(t + per, a.taps), 0, a.cin) for t in range(0, a.taps, per)]
+    parts = -(-a.cin // kc)
+    bounds = [a.cin * i // parts for i in range(parts + 1)]
+    return [(t, t + 1, lo, hi) for t in range(a.taps) for lo, hi in zip(bounds, bounds[1:])]
+
+
+# ------------------------------------------------------------------ code generation
+
+PARAMS = ("x", "w", "y", "bias", "scale", "shift", "res")  # the entry point's pointer arguments
+_UK_ARGS = [(n, F32P) for n in PARAMS] + [("apack", F32P)] + [(n, I64) for n in ("m0", "g", "p", "tap_lo", "tap_hi", "c_lo", "c_hi",
+                                                                "first", "last")]
+
+
+class _Gen:
+    """Emits one GEMM (entry point, worker, microkernel variants) into a module."""
+
+    def __init__(self, module: ir.Module, name: str, prob: GemmProblem, sched: GemmSchedule):
+        self.module, self.name, self.p, self.s = module, name, prob, sched
+        self.L = sched.lanes
+        self.panels = -(-prob.n // sched.nr)
+        self.m_tiles = -(-prob.m // sched.mr)
+        self.variants: dict = {}
+        self.chunks = k_chunks(prob.a, sched.kc)
+        self.ks = max((th - tl) * (ch - cl) for tl, th, cl, ch in self.chunks)  # packed row stride
+        self.mc_eff = min(sched.mc_tiles, self.m_tiles)
+        if sched.pack_a and prob.groups > 1:
+            raise CompilerError(f"gemm {name}: pack_a packs one group's rows; grouped problems read A in place")
+        if sched.pack_a and self.mc_eff * sched.mr * self.ks * 4 > (1 << 20):
+            raise CompilerError(f"gemm {name}: the packed A block ({self.mc_eff} tiles x {sched.mr} rows x {self.ks} k) "
+                                "exceeds 1 MiB of thread stack; lower mc_tiles or kc")
+        zero_len = max(prob.a.cin * prob.a.kw, 1)
+        self.zero = ir.GlobalVariable(module, ir.ArrayType(F32, zero_len), f"{name}.zero")
+        self.zero.linkage = "internal"
+        self.zero.global_constant = True
+        self.zero.initializer = ir.Constant(ir.ArrayType(F32, zero_len), None)
+
+    # ---------------------------------------------------------------- microkernel
+    def microkernel(self, mr: int, nv: int, active: int) -> ir.Function:
+        """The mr x (nv vectors) tile kernel; the last vector has `active` lanes (edge panels).
+
+        void uk(PARAMS..., m0, g, p, tap_lo, tap_hi, c_lo, c_hi, first, last): adds the
+        chunk's k range to the tile at rows m0.., column panel p of group g."""
+        key = (mr, nv, active)
+        if key in self.variants:
+            return self.variants[key]
+        fn, b = new_function(self.module, f"{self.name}.uk{mr}x{nv}m{active}", _UK_ARGS)
+        self.variants[key] = fn
+        A = {a.name: a for a in fn.args}
+        p, s, a, L = self.p, self.s, self.p.a, self.L
+        nr = s.nr
+        panel = b.gep(A["w"], [b.mul(b.add(b.mul(A["g"], i64(self.panels)), A["p"]), i64(p.k * nr))])
+        n0 = b.add(b.mul(A["g"], i64(p.n)), b.mul(A["p"], i64(nr)))
+        cin_off = b.mul(A["g"], i64(a.cin))
+        rows = [b.add(A["m0"], i64(i)) for i in range(mr)]
+        lanes_of = [L if v < nv - 1 else active for v in range(nv)]
+
+        def c_ptr(base, m, v):
+            return b.gep(base, [b.add(b.mul(m, i64(p.out_stride)), b.add(n0, i64(v * L)))])
+
+        # accumulators live in allocas that SROA turns into registers (phis) at O3
+        acc = [[entry_alloca(b, vec_type(L), f"acc{i}_{v}") for v in range(nv)] for i in range(mr)]
+        with b.if_else(b.icmp_signed("!=", A["first"], i64(0))) as (zero, load):
+            with zero:  # first K chunk: start from 0
+                self._each(mr, nv, lambda i, v: b.store(ir.Constant(vec_type(L), [0.0] * L), acc[i][v]))
+            with load:  # later chunks: continue from the partial sums in C
+                self._each(mr, nv, lambda i, v: b.store(load_vec(b, c_ptr(A["y"], rows[i], v), L, lanes_of[v]),
+                                                        acc[i][v]))
+
+        if s.pack_a:
+            self._packed_k_loop(b, A, panel, acc, mr, nv)
+        else:
+            self._direct_k_loops(b, A, rows, cin_off, panel, acc, mr, nv)
+
+        with b.if_else(b.icmp_signed("!=", A["last"], i64(0))) as (fused, plain):
+            with fused:
+                self._epilogue_store(b, A, rows, acc, mr, nv, lanes_of, n0, c_ptr)
+            with plain:  # partial sums: the next chunk adds to them
+                self._each(mr, nv, lambda i, v: store_vec(b, b.load(acc[i][v]), c_ptr(A["y"], rows[i], v), L,
+                                                          lanes_of[v]))
+        b.ret_void()
+        return fn
+
+    def _direct_k_loops(self, b, A, rows, cin_off, panel, acc, mr, nv):
+        """The chunk's k range with A read in place: per tap (or per merged kernel row)."""
+        a, nr = self.p.a, self.s.nr
+        row_at, geo = self._row_addressing(b, A, rows, cin_off)
+
+        def tap_body(tap):
+            ptrs = row_at(tap)
+            bt = b.gep(panel, [b.mul(tap, i64(a.cin * nr))])
+            self._k_loop(b, A["c_lo"], A["c_hi"], ptrs, bt, acc, mr, nv)
+
+        def per_tap():
+            counted_loop(b, A["tap_lo"], A["tap_hi"], tap_body, name="tap")
+
+        if not self._merge_kernel_rows:
+            per_tap()
+            return
+        with b.if_else(self._whole_rows(b, A, geo)) as (merged, taps):
+            with merged:
+                self._kernel_row_loop(b, A, geo, panel, acc, mr, nv)
+            with taps:
+                per_tap()
+
+    def _packed_k_loop(self, b, A, panel, acc, mr, nv):
+        """The chunk's k range from the packed tile: row i at apack + i*ks. The row offsets
+        are constants, so all rows share one base register (address displacement)."""
+        a, nr = self.p.a, self.s.nr
+        k0 = b.add(b.mul(A["tap_lo"], i64(a.cin)), A["c_lo"])
+        klen = b.mul(b.sub(A["tap_hi"], A["tap_lo"]), b.sub(A["c_hi"], A["c_lo"]))
+        ptrs = [b.gep(A["apack"], [i64(i * self.ks)]) for i in range(mr)]
+        self._k_loop(b, i64(0), klen, ptrs, b.gep(panel, [b.mul(k0, i64(nr))]), acc, mr, nv)
+
+    def pack_tile(self, mr: int) -> ir.Function:
+        """void pack(PARAMS..., apack, m0, g, tap_lo, tap_hi, c_lo, c_hi): the chunk of the
+        tile's mr rows, row i contiguous at apack + i*ks (padding taps copy zeros)."""
+        key = ("pack", mr)
+        if key in self.variants:
+            return self.variants[key]
+        args = [(n, F32P) for n in PARAMS] + [("apack", F32P)] + [(n, I64) for n in ("m0", "g", "tap_lo", "tap_hi",
+                                                                                    "c_lo", "c_hi")]
+        fn, b = new_function(self.module, f"{self.name}.pack{mr}", args)
+        self.variants[key] = fn
+        A = {x.name: x for x in fn.args}
+        a = self.p.a
+        rows = [b.add(A["m0"], i64(i)) for i in range(mr)]
+        row_at, _ = self._row_addressing(b, A, rows, b.mul(A["g"], i64(a.cin)))
+        clen = b.sub(A["c_hi"], A["c_lo"])
+        nbytes = b.mul(clen, i64(4))
+        memcpy = declare(self.module, "llvm.memcpy.p0.p0.i64", VOID, [I8P, I8P, I64, ir.IntType(1)])
+
+        def tap(t):
+            at = b.mul(b.sub(t, A["tap_lo"]), clen)
+            for i, src in enumerate(row_at(t)):
+                dst = b.gep(A["apack"], [b.add(at, i64(i * self.ks))])
+                b.call(memcpy, [b.bitcast(dst, I8P), b.bitcast(b.gep(src, [A["c_lo"]]), I8P), nbytes,
+                                ir.Constant(ir.IntType(1), 0)])
+
+        counted_loop(b, A["tap_lo"], A["tap_hi"], tap, name="tap")
+        b.ret_void()
+        return fn
+
+    @staticmethod
+    def _each(mr: int, nv: int, fn) -> None:
+        for i in range(mr):
+            for v in range(nv):
+                fn(i, v)
+
+    def _row_addressing(self, b, A, rows, cin_off):
+        """Returns tap -> list of per-row float* (the input pixel of that tap, or the zero buffer)."""
+        a = self.p.a
+        if a.pointwise:
+            ptrs = [b.gep(A["x"], [b.add(b.mul(m, i64(a.pixel_stride)), cin_off)]) for m in rows]
+            return (lambda tap: ptrs), None
+        ohw = a.out_h * a.out_w
+        geo = []
+        for m in rows:  # per row, once per microkernel call: image base, window origin
+            img, r = b.udiv(m, i64(ohw)), b.urem(m, i64(ohw))
+            oh, ow = b.udiv(r, i64(a.out_w)), b.urem(r, i64(a.out_w))
+            ih0 = b.sub(b.mul(oh, i64(a.stride[0])), i64(a.pad[0]))
+            iw0 = b.sub(b.mul(ow, i64(a.stride[1])), i64(a.pad[1]))
+            geo.append((b.mul(img, i64(a.in_h * a.in_w)), ih0, iw0))
+        zero = b.bitcast(self.zero, F32P)
+
+        def at(tap):
+            khi = b.udiv(tap, i64(a.kw))
+            kwi = b.urem(tap, i64(a.kw))
+            dh, dw = b.mul(khi, i64(a.dilation[0])), b.mul(kwi, i64(a.dilation[1]))
+            out = []
+            for pix0, ih0, iw0 in geo:
+                ih, iw = b.add(ih0, dh), b.add(iw0, dw)
+                # unsigned compare: negative coordinates wrap to huge values, one test per bound
+                ok = b.and_(b.icmp_unsigned("<", ih, i64(a.in_h)), b.icmp_unsigned("<", iw, i64(a.in_w)))
+                pix = b.add(pix0, b.add(b.mul(ih, i64(a.in_w)), iw))
+                ptr = b.gep(A["x"], [b.add(b.mul(pix, i64(a.pixel_stride)), cin_off)])
+                out.append(b.select(ok, ptr, zero))
+            return out
+        return at, geo
+
+    # A kernel row of KW taps reads KW*cin contiguous floats when the input is dense NHWC
+    # (one group), the taps are adjacent (dilation 1) and the whole window row lies inside
+    # the image: then it is one k run, and the per-tap overhead (row pointers, short k
+    # loops) is paid once per kernel row. This is what makes conv1 (cin = 3) efficient.
+    @property
+    def _merge_kernel_rows(self) -> bool:
+        a = self.p.a
+        return (not a.pointwise and a.kw > 1 and a.dilation[1] == 1 and a.pixel_stride == a.cin
+                and self.p.groups == 1)
+
+    def _whole_rows(self, b, A, geo):
+        """Runtime test: every row's window is horizontally inside the image and the chunk
+        covers whole kernel rows over all of cin."""
+        a = self.p.a
+        ok = b.and_(b.icmp_signed("==", A["c_lo"], i64(0)), b.icmp_signed("==", A["c_hi"], i64(a.cin)))
+        ok = b.and_(ok, b.icmp_signed("==", b.urem(A["tap_lo"], i64(a.kw)), i64(0)))
+        ok = b.and_(ok, b.icmp_signed("==", b.urem(A["tap_hi"], i64(a.kw)), i64(0)))
+        for _, _, iw0 in geo:
+            ok = b.and_(ok, b.icmp_unsigned("<", iw0, i64(a.in_w)))
+            ok = b.and_(ok, b.icmp_unsigned("<", b.add(iw0, i64(a.kw - 1)), i64(a.in_w)))
+        return ok
+
+    def _kernel_row_loop(self, b, A, geo, panel, acc, mr, nv):
+        a, nr = self.p.a, self.s.nr
+        zero = b.bitcast(self.zero, F32P)
+        run = a.kw * a.cin
+
+        def kernel_row(khi):
+            ptrs = []
+            for pix0, ih0, iw0 in geo:
+                ih = b.add(ih0, b.mul(khi, i64(a.dilation[0])))
+                ptr = b.gep(A["x"], [b.mul(b.add(pix0, b.add(b.mul(ih, i64(a.in_w)), iw0)), i64(a.pixel_stride))])
+                ptrs.append(b.select(b.icmp_unsigned("<", ih, i64(a.in_h)), ptr, zero))
+            bt = b.gep(panel, [b.mul(khi, i64(run * nr))])
+            self._k_loop(b, i64(0), i64(run), ptrs, bt, acc, mr, nv)
+
+        counted_loop(b, b.udiv(A["tap_lo"], i64(a.kw)), b.udiv(A["tap_hi"], i64(a.kw)), kernel_row, name="kh")
+
+    def _k_loop(self, b, c_lo, c_hi, ptrs, bt, acc, mr, nv):
+        """acc[i][v] += A[row i, c] * Bpanel[c, v] for c in [c_lo, c_hi), unrolled by `unroll`."""
+        L, nr, u = self.L, self.s.nr, self.s.unroll
+
+        def step(c, vals):
+            brow = [load_vec(b, b.gep(bt, [b.add(b.mul(c, i64(nr)), i64(v * L))]), L) for v in range(nv)]
+            for i in range(mr):
+                av = broadcast(b, b.load(b.gep(ptrs[i], [c])), L)
+                for v in range(nv):
+                    vals[i][v] = fma(b, av, brow[v], vals[i][v])
+
+        def block(count):
+            def body(j):
+                vals = [[b.load(acc[i][v]) for v in range(nv)] for i in range(mr)]
+                for k in range(count):
+                    step(b.add(j, i64(k)), vals)
+                for i in range(mr):
+                    for v in range(nv):
+                        b.store(vals[i][v], acc[i][v])
+            return body
+
+        n_main = b.mul(b.udiv(b.sub(c_hi, c_lo), i64(u)), i64(u))
+        main_hi = b.add(c_lo, n_main)
+        if u > 1:
+            counted_loop(b, c_lo, main_hi, block(u), step=u, name="k")
+        counted_loop(b, main_hi if u > 1 else c_lo, c_hi, block(1), name="kt")
+
+    def _epilogue_store(self, b, A, rows, acc, mr, nv, lanes_of, n0, c_ptr):
+        ep, L = self.p.epilogue, self.L
+        cols = []
+        for v in range(nv):
+            col = {}
+            for nm, on in (("bias", ep.bias), ("scale", ep.scale_shift), ("shift", ep.scale_shift)):
+                if on:
+                    col[nm] = load_vec(b, b.gep(A[nm], [b.add(n0, i64(v * L))]), L, lanes_of[v])
+            cols.append(col)
+        for i in range(mr):
+            for v in range(nv):
+                res = load_vec(b, c_ptr(A["res"], rows[i], v), L, lanes_of[v]) if ep.residual else None
+                y = E.apply(b, ep, b.load(acc[i][v]), L, cols[v], res)
+                store_vec(b, y, c_ptr(A["y"], rows[i], v), L, lanes_of[v])
+
+    # ---------------------------------------------------------------- worker and entry
+    def worker(self) -> ir.Function:
+        p, s = self.p, self.s
+        args = [(n, F32P) for n in PARAMS] + [("tid", I64), ("nt", I64)]
+        fn, b = new_function(self.module, f"{self.name}.worker", args)
+        A = {a.name: a for a in fn.args}
+        col_units = p.groups * self.panels
+        # split the dimension whose halves are the more even (for the 2 cores we target):
+        # a thread's work is (its share of one dim) x (all of the other)
+        split_rows = -(-self.m_tiles // 2) * col_units <= -(-col_units // 2) * self.m_tiles
+        units = self.m_tiles if split_rows else col_units
+        lo = b.udiv(b.mul(A["tid"], i64(units)), A["nt"])
+        hi = b.udiv(b.mul(b.add(A["tid"], i64(1)), i64(units)), A["nt"])
+        mt_lo, mt_hi = (lo, hi) if split_rows else (i64(0), i64(self.m_tiles))
+        cu_lo, cu_hi = (i64(0), i64(col_units)) if split_rows else (lo, hi)
+
+        chunks = self.chunks
+        apack = None
+        if s.pack_a:  # one block of packed rows per thread (on its stack)
+            apack = b.bitcast(entry_alloca(b, ir.ArrayType(F32, self.mc_eff * s.mr * self.ks), "apack"), F32P)
+        table_ty = ir.ArrayType(I64, 4 * len(chunks))
+        table = ir.GlobalVariable(self.module, table_ty, f"{self.name}.kchunks")
+        table.linkage, table.global_constant = "internal", True
+        table.initializer = ir.Constant(table_ty, [x for ch in chunks for x in ch])
+
+        full_m, full_p = p.m // s.mr, p.n // s.nr
+        rem_m, rem_n = p.m % s.mr, p.n % s.nr
+        nv_e = -(-rem_n // self.L)
+        active_e = rem_n - (nv_e - 1) * self.L
+        ptrs = [A[n] for n in PARAMS]
+
+        def tile_pack(t, mb):
+            """This tile's rows in the packed block (NULL when A is read in place)."""
+            if not s.pack_a:
+                return ir.Constant(F32P, None)
+            return b.gep(apack, [b.mul(b.sub(t, mb), i64(s.mr * self.ks))])
+
+        def call_tile(t, mb, g, pan, ch_vals, first, last):
+            def variant(mr, nv, active):
+                uk = self.microkernel(mr, nv, active)
+                b.call(uk, ptrs + [tile_pack(t, mb), b.mul(t, i64(s.mr)), g, pan] + ch_vals + [first, last])
+
+            col_variants = [(s.nv, self.L)] + ([(nv_e, active_e)] if rem_n else [])
+            row_variants = [s.mr] + ([rem_m] if rem_m else [])
+            if len(col_variants) == 1 and len(row_variants) == 1:
+                variant(s.mr, s.nv, self.L)
+                return
+
+            def by_cols(mr):
+                if len(col_variants) == 1:
+                    variant(mr, s.nv, self.L)
+                    return
+                with b.if_else(b.icmp_signed("<", pan, i64(full_p))) as (full, edge):
+                    with full:
+                        variant(mr, s.nv, self.L)
+                    with edge:
+                        variant(mr, nv_e, active_e)
+
+            if len(row_variants) == 1:
+                by_cols(s.mr)
+                return
+            with b.if_else(b.icmp_signed("<", t, i64(full_m))) as (full, edge):
+                with full:
+                    by_cols(s.mr)
+                with edge:
+                    by_cols(rem_m)
+
+        def pack(t, mb, ch_vals):
+            def rows(mr):
+                b.call(self.pack_tile(mr), ptrs + [tile_pack(t, mb), b.mul(t, i64(s.mr)), i64(0)] + ch_vals)
+            if not rem_m:
+                rows(s.mr)
+                return
+            with b.if_else(b.icmp_signed("<", t, i64(full_m))) as (full, edge):
+                with full:
+                    rows(s.mr)
+                with edge:
+                    rows(rem_m)
+
+        def col_block(cb):
+            cb_hi = imin(b, b.add(cb, i64(s.nc_panels)), cu_hi)
+
+            def chunk(ch):
+                base = b.mul(ch, i64(4))
+                ch_vals = [b.load(b.gep(table, [i64(0), b.add(base, i64(j))])) for j in range(4)]
+                first = b.zext(b.icmp_signed("==", ch, i64(0)), I64)
+                last = b.zext(b.icmp_signed("==", ch, i64(len(chunks) - 1)), I64)
+
+                def row_block(mb):
+                    mb_hi = imin(b, b.add(mb, i64(s.mc_tiles)), mt_hi)
+                    if s.pack_a:
+                        counted_loop(b, mb, mb_hi, lambda t: pack(t, mb, ch_vals), name="pk")
+
+                    def col_unit(u):
+                        g, pan = b.udiv(u, i64(self.panels)), b.urem(u, i64(self.panels))
+                        counted_loop(b, mb, mb_hi, lambda t: call_tile(t, mb, g, pan, ch_vals, first, last),
+                                     name="t")
+
+                    counted_loop(b, cb, cb_hi, col_unit, name="u")
+
+                counted_loop(b, mt_lo, mt_hi, row_block, step=min(s.mc_tiles, 1 << 20), name="mb")
+
+            counted_loop(b, i64(0), i64(len(chunks)), chunk, name="ch")
+
+        counted_loop(b, cu_lo, cu_hi, col_block, step=min(s.nc_panels, 1 << 20), name="cb")
+        b.ret_void()
+        return fn
+
+    def entry(self, parallel_min_flops: int) -> ir.Function:
+        return entry_point(self.module, self.name, self.worker(), self.p.flops < parallel_min_flops)
+
+
+def entry_point(module: ir.Module, name: str, worker: ir.Function, serial: bool) -> ir.Function:
+    """The exported `void name(PARAMS..., int nthreads)`: runs `worker(PARAMS..., tid, nt)`
+    on a GOMP team (nthreads 0 = libgomp's default), or inline when `serial` (small work:
+    waking threads costs more than it saves) or nthreads == 1."""
+    fn, b = new_function(module, name, [(n, F32P) for n in PARAMS] + [("nthreads", I32)], internal=False)
+    A = {a.name: a for a in fn.args}
+    ptrs = [A[n] for n in PARAMS]
+    struct = ir.LiteralStructType([F32P] * len(PARAMS))
+    outlined, ob = new_function(module, f"{name}.par", [("data", I8P)])
+    data = ob.bitcast(outlined.args[0], struct.as_pointer())
+    vals = [ob.load(ob.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, i)])) for i in range(len(PARAMS))]
+    tid = ob.sext(ob.call(declare(module, "omp_get_thread_num", I32, []), []), I64)
+    nt = ob.sext(ob.call(declare(module, "omp_get_num_threads", I32, []), []), I64)
+    ob.call(worker, vals + [tid, nt])
+    ob.ret_void()
+
+    one = b.icmp_signed("==", A["nthreads"], ir.Constant(I32, 1))
+    with b.if_else(ir.Constant(ir.IntType(1), 1) if serial else one) as (alone, team):
+        with alone:
+            b.call(worker, ptrs + [i64(0), i64(1)])
+        with team:
+            mem = entry_alloca(b, struct, "args")
+            for i, v in enumerate(ptrs):
+                b.store(v, b.gep(mem, [ir.Constant(I32, 0), ir.Constant(I32, i)]))
+            gomp = declare(module, "GOMP_parallel", VOID, [ir.FunctionType(VOID, [I8P]).as_pointer(), I8P, I32, I32])
+            b.call(gomp, [outlined, b.bitcast(mem, I8P), A["nthreads"], ir.Constant(I32, 0)])
+    b.ret_void()
+    return fn
+
+
+def emit_gemm(module: ir.Module, name: str, problem: GemmProblem, schedule: GemmSchedule,
+              parallel_min_flops: int = 1 << 21) -> ir.Function:
+    """Add the GEMM `name` to `module` and return its entry point:
+
+        void name(float *x, float *w_packed, float *y, float *bias, float *scale, float *shift,
+                  float *residual, int nthreads)      # nthreads 0 = libgomp's default (all cores)
+
+    Unused epilogue pointers may be NULL. `residual` may be `y` itself (in-place add)."""
+    if problem.m == 0 or problem.n == 0 or problem.k == 0:
+        raise CompilerError(f"gemm {name}: empty problem (M={problem.m}, N={problem.n}, K={problem.k}); "
+                            "the caller fills such outputs without a kernel")
+    return _Gen(module, name, problem, schedule).entry(parallel_min_flops)

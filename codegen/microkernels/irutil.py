@@ -1,0 +1,123 @@
+"""Small llvmlite helpers shared by the microkernel generators: counted loops, vector
+loads/stores with constant lane masks, broadcasts and intrinsic declarations.
+
+Kept apart from `llvm_backend` (which lowers loop IR) because microkernels are written
+directly against the builder: their register tiles and loop orders are fixed by hand.
+"""
+from __future__ import annotations
+
+import llvmlite.ir as ir
+
+F32 = ir.FloatType()
+I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+VOID = ir.VoidType()
+I8P = ir.IntType(8).as_pointer()
+F32P = F32.as_pointer()
+
+
+def i64(v: int) -> ir.Constant:
+    return ir.Constant(I64, v)
+
+
+def vec_type(lanes: int) -> ir.VectorType:
+    return ir.VectorType(F32, lanes)
+
+
+def fconst(value: float, lanes: int) -> ir.Constant:
+    return ir.Constant(vec_type(lanes), [float(value)] * lanes)
+
+
+def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+    """The function `name` in `module`, declared on first use (intrinsics, libgomp)."""
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ret, args), name)
+    return fn
+
+
+def intrinsic(b: ir.IRBuilder, name: str, args: list) -> ir.Value:
+    """`llvm.NAME.vNf32(args...)` for a float vector (or scalar f32) first argument."""
+    ty = args[0].type
+    suffix = f"v{ty.count}f32" if isinstance(ty, ir.VectorType) else "f32"
+    return b.call(declare(b.module, f"llvm.{name}.{suffix}", ty, [a.type for a in args]), args)
+
+
+def fma(b: ir.IRBuilder, a, x, acc):
+    return intrinsic(b, "fma", [a, x, acc])
+
+
+def broadcast(b: ir.IRBuilder, scalar, lanes: int):
+    """Splat one float to all lanes (LLVM selects vbroadcastss, from memory when it can)."""
+    v = b.insert_element(ir.Constant(vec_type(lanes), ir.Undefined), scalar, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vec_type(lanes), ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+
+def _mask(lanes: int, active: int) -> ir.Constant:
+    return ir.Constant(ir.VectorType(I1, lanes), [1 if i < active else 0 for i in range(lanes)])
+
+
+def load_vec(b: ir.IRBuilder, ptr, lanes: int, active: int | None = None):
+    """Load `lanes` floats at `ptr` (a float*); only the first `active` lanes touch memory."""
+    vty = vec_type(lanes)
+    vp = b.bitcast(ptr, vty.as_pointer())
+    if active is None or active >= lanes:
+        return b.load(vp, align=4)
+    fn = declare(b.module, f"llvm.masked.load.v{lanes}f32.p0", vty, [vty.as_pointer(), I32, _mask(lanes, active).type, vty])
+    return b.call(fn, [vp, ir.Constant(I32, 4), _mask(lanes, active), fconst(0.0, lanes)])
+
+
+def store_vec(b: ir.IRBuilder, value, ptr, lanes: int, active: int | None = None) -> None:
+    """Store a vector at `ptr`; edge tiles write only the first `active` lanes (masked store)."""
+    vty = vec_type(lanes)
+    vp = b.bitcast(ptr, vty.as_pointer())
+    if active is None or active >= lanes:
+        b.store(value, vp, align=4)
+        return
+    fn = declare(b.module, f"llvm.masked.store.v{lanes}f32.p0", VOID, [vty, vty.as_pointer(), I32, _mask(lanes, active).type])
+    b.call(fn, [value, vp, ir.Constant(I32, 4), _mask(lanes, active)])
+
+
+def counted_loop(b: ir.IRBuilder, lo, hi, body, step: int = 1, name: str = "i") -> None:
+    """`for i in range(lo, hi, step): body(i)` as a phi loop (canonical form for LLVM's passes).
+
+    `body` gets the loop variable and builds into `b`; it may create blocks of its own."""
+    lo = lo if isinstance(lo, ir.Value) else i64(lo)
+    hi = hi if isinstance(hi, ir.Value) else i64(hi)
+    pre = b.block
+    head = b.append_basic_block(f"{name}.head")
+    loop = b.append_basic_block(f"{name}.body")
+    done = b.append_basic_block(f"{name}.done")
+    b.branch(head)
+    b.position_at_end(head)
+    iv = b.phi(I64, name=name)
+    iv.add_incoming(lo, pre)
+    b.cbranch(b.icmp_signed("<", iv, hi), loop, done)
+    b.position_at_end(loop)
+    body(iv)
+    iv.add_incoming(b.add(iv, i64(step)), b.block)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def imin(b: ir.IRBuilder, x, y):
+    return b.select(b.icmp_signed("<", x, y), x, y)
+
+
+def new_function(module: ir.Module, name: str, args: list[tuple[str, ir.Type]], internal: bool = True):
+    """A function with named args and an `entry` block for allocas; returns (fn, builder at body)."""
+    fn = ir.Function(module, ir.FunctionType(VOID, [t for _, t in args]), name)
+    if internal:
+        fn.linkage = "internal"
+    for a, (n, t) in zip(fn.args, args):
+        a.name = n  # no noalias: a residual may be the output buffer itself (in-place add)
+    entry = fn.append_basic_block("entry")
+    body = fn.append_basic_block("body")
+    ir.IRBuilder(entry).branch(body)
+    return fn, ir.IRBuilder(body)
+
+
+def entry_alloca(b: ir.IRBuilder, ty: ir.Type, name: str = ""):
+    """An alloca in the function's entry block, so SROA promotes it to registers."""
+    eb = ir.IRBuilder(b.function.blocks[0])
+    eb.position_at_start(b.function.blocks[0])
+    return eb.alloca(ty, name=name)
