@@ -5,6 +5,8 @@
     out = cm.run({"input": x})
     cm.save("model.cmod")
     model = compiler.load("model.cmod")
+    fast = compiler.jit(torch_module, (x,), target="llvm")       # torch tensors in and out
+    opt = torch.compile(torch_module, backend="compiler")
 
 Heavy imports (onnx, llvmlite, torch) happen inside the functions that need them, so
 serving code that only calls `load` pulls in numpy and little else.
@@ -28,4 +30,25 @@ def load(path):
     return _load(path)
 
 
-__all__ = ["compile", "load", "__version__"]
+def jit(module, example_inputs, target: str = "llvm", **options):
+    """Compile a torch module; returns a callable on torch tensors. See `compiler.torch_jit.jit`."""
+    from .torch_jit import jit as _jit
+
+    return _jit(module, example_inputs, target=target, **options)
+
+
+def _register_torch_backend_if_loaded() -> None:
+    """backend="compiler" for torch.compile: registered here when torch is already imported;
+    otherwise torch finds it through the `torch_dynamo_backends` entry point (pyproject.toml),
+    so `import compiler` never imports torch itself."""
+    import sys
+
+    if "torch" in sys.modules:
+        from .torch_jit import register_torch_backend
+
+        register_torch_backend(only_if_torch_imported=True)
+
+
+_register_torch_backend_if_loaded()
+
+__all__ = ["compile", "jit", "load", "__version__"]

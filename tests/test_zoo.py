@@ -236,3 +236,10 @@ def test_mlp_matches_onnxruntime_and_torch(zoo, record_property):
     assert_close(actual, _torch_eager(torch_models.make_mlp(SEED), feeds), what="MLP vs torch eager", end_to_end=True)
     assert expected.std(axis=-1).min() > 0.1, "logits collapsed"
     _report(record_property, "mlp", built, {"logits": max_errors(actual, expected)[0]}, start)
+
+
+def test_mismatch_report_handles_scalars():
+    from compiler.zoo.tolerances import mismatch_report, tolerance
+
+    assert mismatch_report(np.float32(1.0), np.float32(1.0), tolerance("float32")) is None
+    assert "1 of 1 elements" in mismatch_report(np.float32(1.0), np.float32(2.0), tolerance("float32"))

@@ -95,7 +95,7 @@ def mismatch_report(actual, expected, tol: Tolerance, what: str = "output") -> s
     wide = np.complex128 if actual.dtype.kind == "c" else np.float64  # ml_dtypes types widen too
     a, e = actual.astype(wide), expected.astype(wide)
     nan_a, nan_e = np.isnan(a), np.isnan(e)
-    err = np.abs(a - e)
+    err = np.asarray(np.abs(a - e))  # an array even for 0-d inputs, so it can be masked
     err[nan_a & nan_e] = 0.0                    # NaN where NaN is expected is a match
     err[nan_a ^ nan_e] = np.inf
     err[np.isinf(a) & (a == e)] = 0.0           # so is the same infinity
