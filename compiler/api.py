@@ -1,10 +1,19 @@
-"""The Python API: `compile(model, target=...)` and `load(path)`."""
+"""The Python API: `compile(model, target=...)` and `load(path)`.
+
+The llvm target keeps an on-disk compile cache (COMPILER_CACHE_DIR, default
+~/.cache/compiler): the key hashes the model bytes, input shapes, target and compiler
+version, so recompiling an unchanged model with the same options only loads the artifact.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+from pathlib import Path
 from typing import Mapping, Sequence
 
-from .model import CompiledModel, load
+from . import __version__
+from .model import CompiledModel, load, native_artifact
 from .targets import parse_target
 
 
@@ -15,15 +24,72 @@ def import_model(model, input_shapes: Mapping[str, Sequence] | None = None):
     return import_onnx(model, input_shapes=input_shapes)
 
 
-def compile(model, target: str = "reference", *, input_shapes: Mapping[str, Sequence] | None = None) -> CompiledModel:
+def compile(model, target: str = "reference", *, input_shapes: Mapping[str, Sequence] | None = None,
+            num_threads: int | None = None, cache: bool = True):
     """Compile an ONNX model (path, bytes or onnx.ModelProto) for `target`.
 
     `input_shapes` overrides declared input shapes: {"x": [1, 3, 224, 224]}.
+    llvm only: `num_threads` for parallel loops (None/0 = all cores); `cache=False` skips
+    the on-disk compile cache.
     """
     tgt = parse_target(target)
-    graph = import_model(model, input_shapes)
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
-    return CompiledModel(graph, str(tgt), source)
+    if tgt.kind != "llvm":
+        return CompiledModel(import_model(model, input_shapes), str(tgt), source)
+    entry = _cache_path(model, input_shapes, str(tgt)) if cache else None
+    if entry is not None and entry.exists():
+        try:
+            return load(entry, num_threads=num_threads)
+        except Exception:  # a stale or corrupt cache entry is rebuilt, never trusted
+            entry.unlink(missing_ok=True)
+    from .codegen.native import compile_graph
+    from .runtime.native import NativeModel
+
+    graph = import_model(model, input_shapes)
+    build = compile_graph(graph, tgt.options)
+    manifest, sections = native_artifact(graph, build, str(tgt), source)
+    compiled = NativeModel(manifest, sections, where=source, num_threads=num_threads, lazy=True)
+    compiled.timings = build.timings
+    if entry is not None:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        compiled.save(entry)
+    return compiled
+
+
+def _model_bytes(model) -> bytes | None:
+    if isinstance(model, (str, os.PathLike)):
+        try:
+            return Path(model).read_bytes()
+        except OSError:
+            return None
+    if isinstance(model, (bytes, bytearray)):
+        return bytes(model)
+    if hasattr(model, "SerializeToString"):
+        return model.SerializeToString()
+    return None
+
+
+def _compiler_code_hash() -> str:
+    """A hash of the code generator's sources: a compiler edited in place (an editable
+    install between releases) never reuses artifacts the previous code produced."""
+    from . import codegen, frontend, ir
+
+    h = hashlib.sha256()
+    for package in (codegen, frontend, ir):
+        for path in sorted(Path(package.__file__).parent.rglob("*.py")):
+            h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _cache_path(model, input_shapes, target: str) -> Path | None:
+    data = _model_bytes(model)
+    if data is None:
+        return None
+    root = Path(os.environ.get("COMPILER_CACHE_DIR") or Path.home() / ".cache" / "compiler")
+    h = hashlib.sha256(data)
+    h.update(json.dumps({"shapes": {k: list(v) for k, v in (input_shapes or {}).items()}, "target": target,
+                         "version": __version__, "code": _compiler_code_hash()}, sort_keys=True).encode())
+    return root / "llvm" / f"{h.hexdigest()}.cmod"
 
 
 __all__ = ["compile", "load", "CompiledModel"]

@@ -101,10 +101,35 @@ def _all_constants(graph: Graph) -> list:
     return found
 
 
-def load(path: str | Path) -> CompiledModel:
-    """Load an artifact written by `CompiledModel.save`."""
+def native_artifact(graph: Graph, build, target: str, source: str) -> tuple[dict, dict[str, bytes]]:
+    """The manifest and sections of an llvm artifact (see compiler/artifact.py for the container)."""
+    from .runtime.native import NATIVE_ABI
+
+    manifest = {
+        "compiler_version": __version__,
+        "target": target,
+        "source": source,
+        "inputs": [TensorSpec.of(v).to_json() for v in graph.inputs],
+        "outputs": [TensorSpec.of(v).to_json() for v in graph.outputs],
+        "native_abi": NATIVE_ABI,
+        "cpu": build.target.cpu,
+        "cpu_features": list(build.target.required),
+        "arena_size": build.arena_size,
+        "kernels": build.num_kernels,
+        "kernel_calls": build.num_calls,
+    }
+    sections = {"model.so": build.library, "weights.bin": build.weights, "kernels.txt": build.kernel_listing.encode()}
+    return manifest, sections
+
+
+def load(path: str | Path, num_threads: int | None = None):
+    """Load an artifact written by `save` (reference or llvm); `num_threads` applies to native code (0/None = all cores)."""
     manifest, sections = read_artifact(path)
     target = manifest.get("target", "")
+    if target.split()[0:1] == ["llvm"]:
+        from .runtime.native import NativeModel
+
+        return NativeModel(manifest, sections, where=str(path), num_threads=num_threads)
     if target.split()[0:1] != ["reference"]:
         raise ArtifactError(f"{path}: artifact is for target {target!r}, which this build cannot run")
     from .ir.errors import GraphError

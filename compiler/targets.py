@@ -18,7 +18,7 @@ KNOWN_TARGETS = {
 }
 
 # Targets whose code generator exists in this build; the others are refused by name.
-AVAILABLE_TARGETS = ("reference",)
+AVAILABLE_TARGETS = ("reference", "llvm")
 
 
 @dataclass(frozen=True)

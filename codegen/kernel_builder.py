@@ -1,0 +1,142 @@
+"""One kernel from a group of graph nodes: lowering rules -> tensor expressions -> loop IR.
+
+A group is one node today; the fusion partitioner will hand over several. Inside a group
+a value produced by an elementwise/broadcast/injective stage and read only inside the
+group is inlined into its consumers (never stored); every other value is a kernel
+parameter. Scratch stages (softmax's maximum, a conv's padded input) become parameters
+too, placed in the arena by the memory planner for the duration of the kernel.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..ir import dtypes
+from ..ir.ops import REGISTRY
+from ..ir.registry import Category
+from ..ir.types import TensorType
+from . import loop_ir as L
+from .lowering import KERNEL_CLASS, RULES, LowerContext, NotLowerable
+from .printer import kernel_text
+from .schedule import Schedule, default_schedule, lower_stage
+from .te import Compute, Reduce, Tensor, numel
+from .verify import verify_kernel
+
+_CLASS_OF_CATEGORY = {Category.ELEMENTWISE: "elementwise", Category.BROADCAST: "elementwise",
+                      Category.INJECTIVE: "injective", Category.REDUCTION: "reduction",
+                      Category.OUT_FUSABLE: "matmul", Category.OPAQUE: "injective"}
+
+
+@dataclass
+class KernelPlan:
+    """A kernel and what each of its parameters is bound to."""
+
+    kernel: L.Kernel
+    args: list = field(default_factory=list)  # ("value", Value) | ("temp", nbytes) | ("packed", ndarray)
+
+    def key(self) -> str:
+        """The kernel's text with generated names canonicalised: equal keys = interchangeable code."""
+        text = kernel_text(self.kernel)
+        return canonical_text(text[text.index("("):])  # the kernel's own name is not part of its identity
+
+
+def canonical_text(text: str) -> str:
+    names: dict[str, str] = {}
+
+    def rename(m):
+        return names.setdefault(m.group(0), f"{m.group(1)}{len(names)}")
+
+    return re.sub(r"\b([a-z]+)\d+\b", rename, text)
+
+
+class InlineTensor:
+    """A value computed inside the group: indexing it yields its producer's expression."""
+
+    def __init__(self, stage: Compute):
+        self.stage = stage
+        self.shape = stage.shape
+        self.rank = len(stage.shape)
+        self.dtype = stage.dtype
+
+    def __getitem__(self, idx):
+        return L.cast(self.stage.fn(list(idx) if isinstance(idx, (list, tuple)) else [idx]), self.dtype)
+
+    def bcast(self, idx, out_rank: int):
+        lead = out_rank - self.rank
+        return self[[L.const(0) if d == 1 else idx[lead + k] for k, d in enumerate(self.shape)]]
+
+    def load_if(self, idx, pred, other):
+        safe = [L.select(pred, i, L.const(0)) for i in idx]  # never evaluate the producer out of range
+        return L.select(pred, self[safe], L.as_expr(other, self.dtype))
+
+
+def kernel_class(node) -> str:
+    if node.op in KERNEL_CLASS:
+        return KERNEL_CLASS[node.op]
+    op = REGISTRY.get(node.op)
+    return _CLASS_OF_CATEGORY.get(op.category, "injective") if op else "injective"
+
+
+def build_kernel(name: str, nodes: list, consts: dict, escaping: set, vector_bits: int,
+                 schedules: dict | None = None) -> KernelPlan:
+    """Lower `nodes` (topologically ordered) into one kernel.
+
+    consts: Value -> compile-time array (weights and folded values); escaping: values the
+    rest of the graph reads (they get a parameter even when produced inside the group).
+    """
+    params: list[L.Buffer] = []
+    args: list = []
+    tensors: dict = {}
+    stages: list[tuple[Compute, Tensor]] = []
+    klass = kernel_class(nodes[-1])
+
+    def param(value, dtype, shape, binding) -> Tensor:
+        buf = L.Buffer(f"p{len(params)}", dtype, max(1, numel(shape)))
+        params.append(buf)
+        args.append(binding)
+        return Tensor(buf, shape)
+
+    for node in nodes:
+        ins = []
+        for v in node.inputs:
+            if v is None:
+                ins.append(None)
+            elif v in tensors:
+                ins.append(tensors[v])
+            else:
+                tensors[v] = param(v, v.type.dtype, v.type.shape, ("value", v))
+                ins.append(tensors[v])
+        opdef = REGISTRY[node.op]
+        attrs = opdef.resolve_attrs(node.attrs, node.describe())
+        out_types = [v.type if isinstance(v.type, TensorType) else None for v in node.outputs]
+        ctx = LowerContext(node, ins, out_types, attrs, [None if v is None else consts.get(v) for v in node.inputs])
+        rule = RULES.get(node.op)
+        if rule is None:
+            raise NotLowerable("no lowering rule")
+        outs = rule(ctx)
+        for t, array in ctx.packed:
+            t.buffer = L.Buffer(f"p{len(params)}", t.dtype, t.buffer.size)
+            params.append(t.buffer)
+            args.append(("packed", array))
+        for stage, t in ctx.stages:
+            t.buffer = L.Buffer(f"p{len(params)}", t.buffer.dtype, t.buffer.size)
+            params.append(t.buffer)
+            args.append(("temp", t.buffer.size * t.buffer.dtype.itemsize))
+            stages.append((stage, t))
+        for v, stage in zip(node.outputs, outs):
+            inline = (len(nodes) > 1 and v not in escaping and not isinstance(stage.fn([L.const(0)] * len(stage.shape)), Reduce))
+            if inline:
+                tensors[v] = InlineTensor(stage)
+            else:
+                tensors[v] = param(v, v.type.dtype, v.type.shape, ("value", v))
+                stages.append((stage, tensors[v]))
+    body = []
+    for stage, t in stages:
+        sched = (schedules or {}).get(klass) or default_schedule(klass, vector_bits, max(8, t.dtype.bits))
+        body.append(lower_stage(stage, t, sched))
+    kernel = L.Kernel(name, tuple(params), L.seq(*body), klass, dict(default_schedule(klass, vector_bits).knobs))
+    verify_kernel(kernel)
+    return KernelPlan(kernel, args)
+

@@ -1,0 +1,88 @@
+"""The LLVM CPU target: which CPU and ISA features code is generated for, and what a host
+must have to run it.
+
+`llvm` compiles for the host (LLVM's host CPU name and feature string). `llvm -mcpu=NAME`
+cross-compiles for an x86-64 micro-architecture level (x86-64, -v2, -v3, -v4) or a known
+CPU name mapped to its level, so the features recorded in the artifact are exactly the
+ones the code generator was allowed to use. The runtime compares them with the host's
+(`compiler.runtime.cpu`) before loading any native code: a missing feature is an error
+message, never SIGILL.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.errors import TargetError
+
+# ISA features the loader checks. Others LLVM reports (system instructions such as
+# shstk or invpcid) never appear in generated kernels.
+CHECKED_FEATURES = (
+    "sse", "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "f16c",
+    "bmi", "bmi2", "lzcnt", "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl",
+    "avx512vnni", "avx512bf16", "avx512fp16", "avxvnni",
+)
+
+_V1 = ("sse", "sse2")
+_V2 = _V1 + ("sse3", "ssse3", "sse4.1", "sse4.2", "popcnt")
+_V3 = _V2 + ("avx", "avx2", "fma", "f16c", "bmi", "bmi2", "lzcnt", "movbe")
+_V4 = _V3 + ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
+LEVELS = {"x86-64": _V1, "x86-64-v2": _V2, "x86-64-v3": _V3, "x86-64-v4": _V4}
+
+# Named CPUs -> the micro-architecture level whose features their code may use.
+CPU_LEVELS = {
+    "nehalem": "x86-64-v2", "westmere": "x86-64-v2", "sandybridge": "x86-64-v2",
+    "haswell": "x86-64-v3", "broadwell": "x86-64-v3", "skylake": "x86-64-v3", "alderlake": "x86-64-v3",
+    "znver1": "x86-64-v3", "znver2": "x86-64-v3", "znver3": "x86-64-v3",
+    "skylake-avx512": "x86-64-v4", "cascadelake": "x86-64-v4", "icelake-server": "x86-64-v4",
+    "sapphirerapids": "x86-64-v4", "znver4": "x86-64-v4",
+}
+
+
+@dataclass(frozen=True)
+class CPUTarget:
+    cpu: str  # LLVM CPU name
+    features: str  # LLVM feature string ("" = the CPU's own)
+    required: tuple[str, ...]  # CHECKED_FEATURES the code may use
+    triple: str
+
+    @property
+    def vector_bits(self) -> int:
+        if "avx512f" in self.required:
+            return 512
+        return 256 if "avx" in self.required else 128
+
+
+def _llvm():
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return llvm
+
+
+def cpu_target(options: dict[str, str] | None = None) -> CPUTarget:
+    """The CPU target for `llvm` target options ({"mcpu": NAME} or none for the host)."""
+    llvm = _llvm()
+    options = dict(options or {})
+    unknown = set(options) - {"mcpu"}
+    if unknown:
+        raise TargetError(f"llvm target: unknown option(s) {sorted(unknown)}; llvm takes -mcpu=NAME")
+    triple = llvm.get_process_triple()
+    if not triple.startswith("x86_64"):
+        raise TargetError(f"llvm target: only x86-64 hosts are supported, this one is {triple}")
+    mcpu = options.get("mcpu")
+    if mcpu is None or mcpu == "native":
+        feats = llvm.get_host_cpu_features()
+        on = tuple(f for f in CHECKED_FEATURES if feats.get(f, False))
+        return CPUTarget(llvm.get_host_cpu_name(), feats.flatten(), on, triple)
+    level = mcpu if mcpu in LEVELS else CPU_LEVELS.get(mcpu)
+    if level is None:
+        known = ", ".join(sorted(LEVELS) + sorted(CPU_LEVELS))
+        raise TargetError(f"llvm target: unknown -mcpu={mcpu}; known: {known}")
+    return CPUTarget(level, "", LEVELS[level], triple)
+
+
+def target_machine(t: CPUTarget):
+    llvm = _llvm()
+    target = llvm.Target.from_triple(t.triple)
+    return target.create_target_machine(cpu=t.cpu, features=t.features, opt=3, reloc="pic", codemodel="default")

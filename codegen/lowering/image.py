@@ -1,0 +1,85 @@
+"""Lowering rule of Resize: per-axis tap and weight tables computed at compile time.
+
+Every output position along a resized axis reads a fixed set of input positions with
+fixed weights (they depend only on static sizes and attributes), so the tables are
+packed as constants and the kernel is a small reduction over taps: a gather plus a
+weighted sum, with no coordinate arithmetic at run time. The tables come from the same
+helpers the reference uses, so both agree on every coordinate mode and rounding rule.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+
+from ...ir import dtypes
+from .. import loop_ir as L
+from ..te import Compute, Reduce
+from .context import LowerContext, NotLowerable
+
+
+def _axis_tables(ctx: LowerContext, x_shape, axis, size, scale, box):
+    from ...ir.ops import image
+
+    a = ctx.attrs
+    length = x_shape[axis]
+    coords = image._source_coords(a["coordinate_transformation_mode"], size, scale, length, box)
+    if a["mode"] == "nearest":
+        taps = np.clip(image._nearest_index(coords, a["nearest_mode"]), 0, length - 1)[:, None]
+        weights = np.ones(taps.shape)
+    else:
+        taps, weights = image._interpolation_taps(coords, length, scale, a)
+    outside = (coords < 0) | (coords > length - 1)
+    return taps.astype(np.int64), weights, outside
+
+
+def _resize(ctx: LowerContext):
+    from ...ir.ops import image
+
+    x = ctx.input(0)
+    a = ctx.attrs
+    axes = image._resize_axes(a, x.rank)
+    scales = ctx.const(2) if ctx.has(2) else None
+    sizes = ctx.const(3) if ctx.has(3) else None
+    if (ctx.has(2) and scales is None) or (ctx.has(3) and sizes is None):
+        raise NotLowerable("Resize scales/sizes must be compile-time constants")
+    roi = ctx.const(1) if ctx.has(1) else None
+    new_sizes, new_scales = image._resize_plan(x.shape, axes, scales, sizes, a["keep_aspect_ratio_policy"])
+    crop = a["coordinate_transformation_mode"] == "tf_crop_and_resize" and roi is not None and roi.size
+    bounds = list(zip(roi[: len(axes)], roi[len(axes):])) if crop else [(0.0, 1.0)] * len(axes)
+    work = dtypes.float64 if x.dtype is dtypes.float64 else dtypes.float32
+    tables = {}  # axis -> (taps, weights, outside) packed tensors
+    for axis, size, scale, box in zip(axes, new_sizes, new_scales, bounds):
+        if size == x.shape[axis] and scale == 1.0 and tuple(box) == (0.0, 1.0):
+            continue
+        taps, weights, outside = _axis_tables(ctx, x.shape, axis, size, scale, tuple(float(b) for b in box))
+        tables[axis] = (ctx.pack(taps), ctx.pack(weights.astype(work.numpy)), ctx.pack(outside))
+    moved = sorted(tables)
+    ntaps = tuple(tables[ax][0].shape[1] for ax in moved)
+    out_dt = ctx.out_dtype()
+    extrapolate = a["coordinate_transformation_mode"] == "tf_crop_and_resize"
+
+    def element(idx):
+        def value(rv):
+            src, w = list(idx), L.const(1.0, work)
+            for ax, r in zip(moved, rv):
+                taps, weights, _ = tables[ax]
+                src[ax] = taps[[idx[ax], r]]
+                w = L.mul(w, weights[[idx[ax], r]])
+            return L.mul(w, L.cast(x[src], work))
+
+        def finish(s):
+            if out_dt.is_int:
+                info = np.iinfo(out_dt.numpy)
+                s = L.binary("min", L.binary("max", L.call("round", s), L.const(float(info.min), work)),
+                             L.const(float(info.max), work))
+            if extrapolate:
+                for ax in moved:
+                    s = L.select(tables[ax][2][[idx[ax]]], L.const(a["extrapolation_value"], work), s)
+            return s
+
+        return Reduce("sum", ntaps, value, finish, work)
+
+    return [Compute(ctx.out_shape(), out_dt, element)]
+
+
+RULES = {"Resize": _resize}

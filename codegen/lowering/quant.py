@@ -1,0 +1,93 @@
+"""Lowering rules of linear (de)quantization to and from 8/16/32-bit integers: per tensor,
+per axis or per block scales and zero points, computed in float64 like the references."""
+from __future__ import annotations
+
+import numpy as np
+
+from ...ir import dtypes
+from .. import loop_ir as L
+from ..te import Compute, wide
+from .context import LowerContext, NotLowerable
+
+F64 = dtypes.float64
+
+
+def _param(ctx: LowerContext, i: int, idx, rank: int):
+    """Input i (scale or zero point) at the element that applies to x[idx]."""
+    p = ctx.input(i)
+    block = ctx.attrs["block_size"]
+    if not block and p.rank <= 1 and all(d == 1 for d in p.shape):
+        return p[[L.const(0)] * p.rank]
+    axis = ctx.attrs["axis"] % rank
+    if block:
+        at = list(idx)
+        at[axis] = L.div(idx[axis], block)
+        return p[at]
+    return p[[idx[axis]]]
+
+
+def _integer_target(dt):
+    if not (dt.is_int and dt.bits >= 8):
+        raise NotLowerable(f"quantization to {dt} (only 8, 16 and 32-bit integers are lowered)")
+
+
+def _quantize(ctx: LowerContext):
+    x = ctx.input(0)
+    out = ctx.out_dtype()
+    _integer_target(out)
+    info = np.iinfo(out.numpy)
+
+    def element(idx):
+        scale = wide(_param(ctx, 1, idx, x.rank))
+        q = L.cast(L.div(L.cast(wide(x[idx]), scale.dtype), scale), F64)
+        q = L.call("round", q)
+        if ctx.has(2):
+            q = L.add(q, L.cast(_param(ctx, 2, idx, x.rank), F64))
+        return L.binary("min", L.binary("max", q, L.const(float(info.min), F64)), L.const(float(info.max), F64))
+
+    return [Compute(ctx.out_shape(), out, element)]
+
+
+def _dequantize(ctx: LowerContext):
+    x = ctx.input(0)
+    _integer_target(x.dtype)
+
+    def element(idx):
+        y = L.cast(x[idx], F64)
+        if ctx.has(2):
+            y = L.sub(y, L.cast(_param(ctx, 2, idx, x.rank), F64))
+        return L.mul(y, L.cast(wide(_param(ctx, 1, idx, x.rank)), F64))
+
+    return [Compute(ctx.out_shape(), ctx.out_dtype(), element)]
+
+
+def _dynamic_quantize(ctx: LowerContext):
+    """uint8 with scale (max(x, 0) - min(x, 0)) / 255 and the zero point that maps 0 exactly."""
+    from .reduction import reduce_over
+
+    x = ctx.input(0)
+    f32 = dtypes.float32
+    axes = list(range(x.rank))
+    lo = ctx.temp(reduce_over(x, axes, False, "min", acc=f32))
+    hi = ctx.temp(reduce_over(x, axes, False, "max", acc=f32))
+    zero = L.const(0.0, f32)
+
+    def scale(_=None):
+        return L.div(L.sub(L.binary("max", hi[[]], zero), L.binary("min", lo[[]], zero)), L.const(255.0, f32))
+
+    def zero_point(_=None):
+        s = scale()
+        zp = L.call("round", L.div(L.call("neg", L.binary("min", lo[[]], zero)), s))
+        zp = L.binary("min", L.binary("max", zp, zero), L.const(255.0, f32))
+        return L.select(L.binary("eq", s, zero), zero, zp)  # an all-zero input: zeros quantize to 0
+
+    def element(idx):
+        s = scale()
+        q = L.add(L.call("round", L.div(L.cast(wide(x[idx]), f32), s)), zero_point())
+        q = L.binary("min", L.binary("max", q, zero), L.const(255.0, f32))
+        return L.select(L.binary("eq", s, zero), zero, q)
+
+    return [Compute(x.shape, dtypes.uint8, element), Compute((), f32, scale), Compute((), dtypes.uint8, zero_point)]
+
+
+RULES = {"QuantizeLinear": _quantize, "DequantizeLinear": _dequantize, "DynamicQuantizeLinear": _dynamic_quantize}

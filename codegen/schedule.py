@@ -1,0 +1,167 @@
+"""Schedules: named knobs with declared ranges per kernel class, a heuristic default, and
+the lowering of one tensor-expression stage into a loop nest under a schedule.
+
+Knobs are data: the autotuner searches the same `SPACES` this module declares, and
+`lower_stage` reads only the knob values, never the kernel class, to decide loop shapes.
+
+The loop nest for a stage of shape (d0, ..., dn-1):
+    [parallel] for o in 0..d0*...*dn-2          # leading dims fused, split across threads
+      for jo in 0..dn-1 // vector_width
+        vectorized for ji in 0..vector_width    # SIMD lanes over the contiguous last dim
+          body
+      for jt in 0..dn-1 % vector_width          # scalar tail
+        body
+and a reduction body keeps a per-lane accumulator, its innermost reduce loop unrolled
+by `unroll` (with a tail).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.errors import CompilerError
+from . import loop_ir as L
+from .te import COMBINERS, Compute, Reduce, Tensor, numel
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str
+    choices: tuple
+    doc: str
+
+
+_COMMON = (
+    Knob("vector_width", (1, 2, 4, 8, 16), "SIMD lanes over the innermost output dim"),
+    Knob("parallel", (0, 1), "split the fused leading dims across threads"),
+    Knob("min_parallel_work", (1 << 12, 1 << 15, 1 << 18), "element-operations below which a stage runs on one thread"),
+)
+_REDUCE = _COMMON + (Knob("unroll", (1, 2, 4, 8), "unroll factor of the innermost reduce loop"),)
+
+# One declared search space per kernel class (the autotuner's domain).
+SPACES: dict[str, tuple[Knob, ...]] = {
+    "elementwise": _COMMON,
+    "injective": _COMMON,
+    "reduction": _REDUCE,
+    "conv": _REDUCE,
+    "matmul": _REDUCE,
+    "pool": _REDUCE,
+}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    kernel_class: str
+    knobs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        space = {k.name: k for k in SPACES.get(self.kernel_class, ())}
+        if self.kernel_class not in SPACES:
+            raise CompilerError(f"no schedule space for kernel class {self.kernel_class!r}; known: {sorted(SPACES)}")
+        for name, value in self.knobs.items():
+            if name not in space:
+                raise CompilerError(f"schedule for {self.kernel_class}: unknown knob {name!r}; knobs: {sorted(space)}")
+            if value not in space[name].choices:
+                raise CompilerError(f"schedule for {self.kernel_class}: {name}={value!r} is outside {space[name].choices}")
+        missing = set(space) - set(self.knobs)
+        if missing:
+            raise CompilerError(f"schedule for {self.kernel_class}: knobs {sorted(missing)} have no value")
+
+    def __getitem__(self, name: str):
+        return self.knobs[name]
+
+
+def default_schedule(kernel_class: str, vector_bits: int = 256, elem_bits: int = 32) -> Schedule:
+    """The heuristic default: fill one native vector register, parallelise big stages, unroll by 4."""
+    lanes = max(1, min(16, vector_bits // max(elem_bits, 8)))
+    knobs = {"vector_width": lanes, "parallel": 1, "min_parallel_work": 1 << 15}
+    if any(k.name == "unroll" for k in SPACES[kernel_class]):
+        knobs["unroll"] = 4
+    return Schedule(kernel_class, knobs)
+
+
+# ------------------------------------------------------------------------ stage lowering
+
+
+def _split_loop(extent: int, factor: int, kind: L.LoopKind, body_at, hint: str) -> L.Stmt:
+    """`for j in 0..extent: body_at(j)` as a main loop of `factor`-wide inner `kind` loops plus a tail."""
+    if extent == 0:
+        return L.seq()
+    if factor <= 1 or extent < factor:
+        j = L.var(hint)
+        return L.For(j, L.const(extent), L.LoopKind.SERIAL, body_at(j)) if extent > 1 else body_at(L.const(0))
+    main, tail = divmod(extent, factor)
+    jo, ji = L.var(hint + "o"), L.var(hint + "i")
+    inner = L.For(ji, L.const(factor), kind, body_at(L.add(L.mul(jo, factor), ji)))
+    stmts = [inner if main == 1 else L.For(jo, L.const(main), L.LoopKind.SERIAL, inner)]
+    if main == 1:
+        stmts[0] = L.substitute(inner, {jo: L.const(0)})
+    if tail:
+        jt = L.var(hint + "t")
+        stmts.append(L.For(jt, L.const(tail), L.LoopKind.SERIAL, body_at(L.add(main * factor, jt))))
+    return L.seq(*stmts)
+
+
+def _reduce_body(red: Reduce, acc_dtype, out: Tensor, flat: L.Expr, sched: Schedule) -> L.Stmt:
+    acc = L.Buffer(L.var("acc").name, acc_dtype, 1, "local")
+    zero = L.const(0)
+    rvars_outer = [L.var("r") for _ in red.extents[:-1]]
+
+    def update_at(r_last: L.Expr) -> L.Stmt:
+        value = L.cast(red.body(rvars_outer + [r_last]), acc_dtype)
+        cur = L.Load(acc_dtype, acc, zero)
+        return L.Store(acc, zero, L.binary(COMBINERS[red.combiner], cur, value))
+
+    if red.extents:
+        nest = _split_loop(red.extents[-1], sched.knobs.get("unroll", 1), L.LoopKind.UNROLLED, update_at, "r")
+        for rv, ext in reversed(list(zip(rvars_outer, red.extents[:-1]))):
+            nest = L.For(rv, L.const(ext), L.LoopKind.SERIAL, nest) if ext else L.seq()
+    else:  # no reduce axes (ReduceSum with noop_with_empty_axes): one element, composite steps still apply
+        nest = L.Store(acc, zero, L.binary(COMBINERS[red.combiner], L.Load(acc_dtype, acc, zero),
+                                           L.cast(red.body([]), acc_dtype)))
+    result: L.Expr = L.Load(acc_dtype, acc, zero)
+    if red.finalize is not None:
+        result = red.finalize(result)
+    body = L.seq(L.Store(acc, zero, red.init(acc_dtype)), nest, L.Store(out.buffer, flat, L.cast(result, out.dtype)))
+    return L.Allocate(acc, body)
+
+
+def lower_stage(stage: Compute, out: Tensor, sched: Schedule) -> L.Stmt:
+    """The loop nest that fills `out` with `stage` under `sched`."""
+    shape = stage.shape
+    if numel(shape) == 0:
+        return L.seq()
+
+    def body_at(idx: list[L.Expr]) -> L.Stmt:
+        value = stage.fn(idx)
+        flat = out.flat_index(idx)
+        if isinstance(value, Reduce):
+            acc_dtype = value.dtype or stage.dtype
+            return _reduce_body(value, acc_dtype, out, flat, sched)
+        return L.Store(out.buffer, flat, L.cast(value, out.dtype))
+
+    if not shape:
+        return body_at([])
+    lead, inner = shape[:-1], shape[-1]
+
+    def inner_nest(lead_idx: list[L.Expr]) -> L.Stmt:
+        return _split_loop(inner, sched["vector_width"], L.LoopKind.VECTORIZED,
+                           lambda j: body_at(lead_idx + [j]), "j")
+
+    outer_extent = numel(lead)
+    if outer_extent <= 1:
+        return inner_nest([L.const(0)] * len(lead))
+    o = L.var("o")
+    lead_idx, rest = [], o
+    for k in range(len(lead) - 1, -1, -1):  # o enumerates the leading dims row-major
+        lead_idx.insert(0, L.mod(rest, lead[k]) if k else rest)
+        rest = L.div(rest, lead[k])
+    work = numel(shape) * _reduce_size(stage)
+    parallel = sched["parallel"] and work >= sched["min_parallel_work"]
+    kind = L.LoopKind.PARALLEL if parallel else L.LoopKind.SERIAL
+    return L.For(o, L.const(outer_extent), kind, inner_nest(lead_idx))
+
+
+def _reduce_size(stage: Compute) -> int:
+    """Work per output element, for the parallel threshold (probes the rule once with zeros)."""
+    probe = stage.fn([L.const(0)] * len(stage.shape))
+    return numel(probe.extents) if isinstance(probe, Reduce) else 1

@@ -1,0 +1,138 @@
+"""A small tensor-expression layer (in the spirit of TVM's te.compute) for lowering rules.
+
+A lowering rule says, for an output index tuple, which expression computes the element:
+loads of input tensors at transformed indices, arithmetic, intrinsics and selects. A
+reduction adds reduce axes and a combiner. Rules never write loops: `schedule.lower_stage`
+turns a `Compute` into a loop nest under a `Schedule`, so the same rule serves every
+schedule the autotuner may pick.
+
+    out = Compute(shape, dtype, lambda i: x[i] + y[i])                       # elementwise
+    out = Compute((m, n), f32, lambda i: Reduce("sum", (k,), lambda r: a[i[0], r[0]] * b[r[0], i[1]]))
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ..ir import dtypes
+from ..ir.dtypes import DType
+from . import loop_ir as L
+
+
+def strides_of(shape: Sequence[int]) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return tuple(reversed(strides))
+
+
+def numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+class Tensor:
+    """A dense row-major tensor backed by a flat buffer; indexing builds loads."""
+
+    def __init__(self, buffer: L.Buffer, shape: Sequence[int]):
+        self.buffer = buffer
+        self.shape = tuple(int(d) for d in shape)
+        self.strides = strides_of(self.shape)
+
+    @property
+    def dtype(self) -> DType:
+        return self.buffer.dtype
+
+    @property
+    def rank(self) -> int:
+        return len(self.shape)
+
+    def flat_index(self, idx: Sequence) -> L.Expr:
+        if len(idx) != self.rank:
+            raise ValueError(f"{self.buffer.name}: rank-{self.rank} tensor indexed with {len(idx)} indices")
+        flat: L.Expr = L.const(0)
+        for i, s, d in zip(idx, self.strides, self.shape):
+            if d != 1:  # a size-1 dim contributes nothing: its only valid index is 0
+                flat = L.add(flat, L.mul(i, s))
+        return flat
+
+    def __getitem__(self, idx) -> L.Expr:
+        if not isinstance(idx, (tuple, list)):
+            idx = (idx,)
+        return L.Load(self.dtype, self.buffer, self.flat_index(idx))
+
+    def load_if(self, idx: Sequence, pred: L.Expr, other) -> L.Expr:
+        """The element at `idx` where `pred` holds, else `other` (padding); never reads out of bounds."""
+        return L.Load(self.dtype, self.buffer, self.flat_index(idx), pred, L.as_expr(other, self.dtype))
+
+    def bcast(self, idx: Sequence, out_rank: int) -> L.Expr:
+        """Numpy broadcasting: load at the output index `idx` (rank `out_rank`)."""
+        lead = out_rank - self.rank
+        return self[[L.const(0) if d == 1 else idx[lead + k] for k, d in enumerate(self.shape)]]
+
+
+# Reduction combiners: (initial value for a dtype, how two partial results combine).
+def _init(kind: str, dtype: DType):
+    import numpy as np
+
+    if kind in ("sum",):
+        return 0
+    if kind == "prod":
+        return 1
+    if dtype.is_float:
+        return float("-inf") if kind == "max" else float("inf")
+    if dtype.kind == "bool":
+        return kind == "min"
+    info = np.iinfo(dtype.numpy)
+    return int(info.min) if kind == "max" else int(info.max)
+
+
+COMBINERS = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}
+
+
+@dataclass
+class Reduce:
+    """`combiner` over the reduce axes of `body(rvars)`; `finalize(acc)` post-processes."""
+
+    combiner: str
+    extents: tuple[int, ...]
+    body: Callable[[list[L.Var]], L.Expr]
+    finalize: Callable[[L.Expr], L.Expr] | None = None
+    dtype: DType | None = None  # accumulator type; default: the body's
+
+    def init(self, dtype: DType) -> L.Expr:
+        return L.const(_init(self.combiner, dtype), dtype)
+
+
+@dataclass
+class Compute:
+    """One stage: a tensor of `shape`/`dtype` whose element at index i is `fn(i)` (an Expr or a Reduce)."""
+
+    shape: tuple[int, ...]
+    dtype: DType
+    fn: Callable[[list[L.Expr]], "L.Expr | Reduce"]
+    name: str = "out"
+
+    def __post_init__(self):
+        self.shape = tuple(int(d) for d in self.shape)
+
+
+# ------------------------------------------------------------------- expression helpers
+
+F32 = dtypes.float32
+
+
+def is_narrow_float(dt: DType) -> bool:
+    return dt.is_float and dt.bits < 32
+
+
+def wide(e: L.Expr) -> L.Expr:
+    """Narrow floats compute in float32, like the numpy references do."""
+    return L.cast(e, F32) if is_narrow_float(e.dtype) else e
+
+
+def fconst(value: float, like: L.Expr) -> L.Expr:
+    return L.const(value, like.dtype)

@@ -1,0 +1,41 @@
+"""The host CPU's ISA features, for the loader's compatibility check.
+
+Features use LLVM's names (avx2, avx512f, sse4.2). They come from /proc/cpuinfo; the
+environment variable COMPILER_HOST_CPU_FEATURES (comma-separated LLVM names) replaces
+them, which is how tests fake an older CPU without needing one.
+"""
+from __future__ import annotations
+
+import os
+
+FAKE_ENV = "COMPILER_HOST_CPU_FEATURES"
+
+# LLVM feature name -> /proc/cpuinfo flag, where they differ.
+_CPUINFO_NAME = {"sse3": "pni", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "lzcnt": "abm", "pclmul": "pclmulqdq", "bmi": "bmi1"}
+
+
+def host_features() -> set[str] | None:
+    """LLVM-named features of this CPU; None when they cannot be determined."""
+    fake = os.environ.get(FAKE_ENV)
+    if fake is not None:
+        return {f.strip().lstrip("+") for f in fake.split(",") if f.strip()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+            else:
+                return None
+    except OSError:
+        return None
+    llvm_names = {k for k, v in _CPUINFO_NAME.items() if v in flags}
+    return flags | llvm_names
+
+
+def missing_features(required) -> list[str]:
+    """The required features this host lacks (empty when it has them all, or cannot tell)."""
+    have = host_features()
+    if have is None:
+        return []
+    return [f for f in required if f not in have]

@@ -1,0 +1,163 @@
+"""`NativeModel`: a compiled model's shared library, weights and arena behind `run()`.
+
+Loading checks the host has every CPU feature the code was compiled for before the
+library is opened (an error, never SIGILL). `run` validates inputs (names, dtypes,
+shapes; non-contiguous arrays are copied) and then makes one call into native code.
+Calls from several threads are safe: each call takes its own arena from a pool, so
+concurrent calls never share scratch memory, and the pool never grows beyond the number
+of calls in flight at once.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import tempfile
+import threading
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..ir.errors import ArtifactError, InputError
+from .cpu import missing_features
+
+_ALIGN = 64
+NATIVE_ABI = "cm_entry-v1"  # int cm_entry(void **inputs, void **outputs, void *weights, void *arena)
+
+
+def _aligned_empty(nbytes: int) -> np.ndarray:
+    """A byte array whose data starts on a 64-byte boundary (vector loads, cache lines)."""
+    raw = np.empty(nbytes + _ALIGN, dtype=np.uint8)
+    start = (-raw.ctypes.data) % _ALIGN
+    return raw[start:start + nbytes]
+
+
+class NativeModel:
+    def __init__(self, manifest: dict, sections: dict[str, bytes], where: str = "artifact",
+                 num_threads: int | None = None, lazy: bool = False):
+        """`lazy`: open the library on the first run (a cross-compiled model can still be saved)."""
+        from ..model import TensorSpec
+
+        if manifest.get("native_abi") != NATIVE_ABI:
+            raise ArtifactError(f"{where}: native code ABI {manifest.get('native_abi')!r}, this runtime runs {NATIVE_ABI!r}; "
+                                f"recompile the model with this compiler")
+        library, weights = sections.get("model.so"), sections.get("weights.bin")
+        if library is None or weights is None:
+            raise ArtifactError(f"{where}: corrupt artifact (no native library or weights section)")
+        self._sections = sections
+
+        self.manifest = manifest
+        self.where = where
+        self.target = manifest.get("target", "llvm")
+        self.inputs = [TensorSpec.from_json(d) for d in manifest["inputs"]]
+        self.outputs = [TensorSpec.from_json(d) for d in manifest["outputs"]]
+        self._in_dtypes = [np.dtype(s.dtype) for s in self.inputs]
+        self._out_dtypes = [np.dtype(s.dtype) for s in self.outputs]
+        self._arena_size = max(1, int(manifest.get("arena_size", 0)))
+        self._arenas: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._num_threads = num_threads or 0
+        self._lib = None
+        if not lazy:
+            self._open()
+
+    def _open(self) -> None:
+        """Check the host's CPU features, then map the library and the weights."""
+        with self._lock:
+            if self._lib is not None:
+                return
+            missing = missing_features(self.manifest.get("cpu_features", []))
+            if missing:
+                raise ArtifactError(
+                    f"{self.where}: compiled for CPU '{self.manifest.get('cpu')}' and needs CPU features {missing} "
+                    f"this host lacks; recompile on this machine or for an older CPU "
+                    f"(e.g. --target \"llvm -mcpu=x86-64-v2\")")
+            weights = self._sections["weights.bin"]
+            self._weights = _aligned_empty(max(1, len(weights)))
+            self._weights[: len(weights)] = np.frombuffer(weights, dtype=np.uint8)
+            lib = _open_library(self._sections["model.so"])
+            self._entry = lib.cm_entry
+            self._entry.restype = ctypes.c_int
+            self._entry.argtypes = [ctypes.POINTER(ctypes.c_void_p)] * 2 + [ctypes.c_void_p] * 2
+            lib.cm_set_num_threads(ctypes.c_int(int(self._num_threads)))
+            self._lib = lib
+
+    def save(self, path) -> None:
+        from ..artifact import write_artifact
+
+        manifest = {k: v for k, v in self.manifest.items() if k not in ("sections", "format_version")}
+        write_artifact(path, manifest, self._sections)
+
+    def __repr__(self) -> str:
+        sig = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self.inputs)
+        return f"<CompiledModel target={self.target} ({sig}) -> {[s.name for s in self.outputs]}>"
+
+    def set_num_threads(self, n: int) -> None:
+        """Threads for parallel loops; 0 = all cores."""
+        self._num_threads = int(n)
+        if self._lib is not None:
+            self._lib.cm_set_num_threads(ctypes.c_int(self._num_threads))
+
+    def _validate(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"run() takes a dict of input name -> array; the model takes {[s.name for s in self.inputs]}")
+        names = [s.name for s in self.inputs]
+        unknown = sorted(set(feeds) - set(names))
+        missing = [n for n in names if n not in feeds]
+        if unknown or missing:
+            parts = ([f"unknown input(s) {unknown}"] if unknown else []) + ([f"missing input(s) {missing}"] if missing else [])
+            raise InputError("; ".join(parts) + f"; the model takes {names}")
+        arrays = []
+        for spec, dt in zip(self.inputs, self._in_dtypes):
+            a = np.asarray(feeds[spec.name])
+            if a.dtype != dt:
+                raise InputError(f"input '{spec.name}': expected element type {spec.dtype}, got {a.dtype}")
+            if tuple(a.shape) != tuple(spec.shape):
+                raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(a.shape)}")
+            arrays.append(np.ascontiguousarray(a))  # a copy only when the caller's array is strided
+        return arrays
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        if self._lib is None:
+            self._open()
+        arrays = self._validate(feeds)
+        outs = [np.empty(s.shape, dt) for s, dt in zip(self.outputs, self._out_dtypes)]
+        in_ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
+        out_ptrs = (ctypes.c_void_p * max(1, len(outs)))(*[o.ctypes.data for o in outs])
+        arena = self._take_arena()
+        try:
+            rc = self._entry(in_ptrs, out_ptrs, self._weights.ctypes.data, arena.ctypes.data)
+        finally:
+            self._give_back(arena)
+        if rc != 0:
+            raise RuntimeError(f"native model returned error code {rc}")
+        return {s.name: o for s, o in zip(self.outputs, outs)}
+
+    def __call__(self, *args, **kwargs):
+        if len(args) > len(self.inputs):
+            raise InputError(f"model takes {len(self.inputs)} inputs {[s.name for s in self.inputs]}, got {len(args)}")
+        feeds = {spec.name: a for spec, a in zip(self.inputs, args)}
+        feeds.update(kwargs)
+        out = self.run(feeds)
+        values = tuple(out[s.name] for s in self.outputs)
+        return values[0] if len(values) == 1 else values
+
+    def _take_arena(self) -> np.ndarray:
+        with self._lock:
+            if self._arenas:
+                return self._arenas.pop()
+        return _aligned_empty(self._arena_size)
+
+    def _give_back(self, arena: np.ndarray) -> None:
+        with self._lock:
+            self._arenas.append(arena)
+
+
+def _open_library(data: bytes) -> ctypes.CDLL:
+    """dlopen the library from a private temporary file, removed once it is mapped."""
+    fd, path = tempfile.mkstemp(prefix="cmodel-", suffix=".so")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+    finally:
+        os.unlink(path)
