@@ -252,9 +252,11 @@ def register_torch_backend(only_if_torch_imported: bool = False) -> bool:
     the backend is registered now."""
     if only_if_torch_imported and "torch" not in sys.modules:
         return False
-    from torch._dynamo.backends.registry import _COMPILER_FNS, register_backend
+    from torch._dynamo.backends.registry import _BACKENDS, _COMPILER_FNS, register_backend
 
-    if "compiler" not in _COMPILER_FNS:
+    # When torch found our entry point it is loading it right now (that import is what ran
+    # this): registering too would make torch's own registration a duplicate.
+    if "compiler" not in _COMPILER_FNS and _BACKENDS.get("compiler") is None:
         register_backend(compiler_fn=dynamo_backend, name="compiler")
     return True
 
