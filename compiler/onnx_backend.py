@@ -45,7 +45,13 @@ def _one_node_model(node: onnx.NodeProto, inputs: list, opset: int | None) -> on
 
 
 def backend_for(target: str = "reference") -> type[Backend]:
-    """A Backend class that compiles for `target`."""
+    """A Backend class that compiles for `target` (`reference` or `llvm`)."""
+    if target == "llvm":
+        from .codegen.onnx_backend_llvm import LLVMBackend
+
+        return LLVMBackend
+    if target != "reference":
+        raise ValueError(f"no conformance backend for target {target!r}; known: reference, llvm")
 
     class CompilerBackend(Backend):
         @classmethod
@@ -58,10 +64,7 @@ def backend_for(target: str = "reference") -> type[Backend]:
 
         @classmethod
         def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> BackendRep:
-            graph = import_onnx(model)
-            if target == "reference":
-                return ReferenceRep(graph)
-            raise NotImplementedError(f"target {target!r} is not available in the conformance backend yet")
+            return ReferenceRep(import_onnx(model))
 
         @classmethod
         def run_node(cls, node, inputs, device: str = "CPU", outputs_info=None, **kwargs):

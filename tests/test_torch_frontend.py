@@ -414,8 +414,6 @@ def test_backend_rejects_unknown_options():
         dynamo_backend(gm, [randn(2)], options={"bogus": 1})
 
 
-
-
 def _installed_backend_entry_points():
     from importlib.metadata import entry_points
 
