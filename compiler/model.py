@@ -17,6 +17,7 @@ from .ir import dtypes
 from .ir.errors import ArtifactError, InputError
 from .ir.graph import Graph
 from .ir.types import TensorType
+from .runtime.calling import PositionalCall
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class TensorSpec:
         return cls(value.name, t.dtype.name, tuple(t.shape) if t.shape is not None else ("*",))
 
 
-class CompiledModel:
+class CompiledModel(PositionalCall):
     """A model compiled for one target. `run({name: array})` returns {name: array}."""
 
     def __init__(self, graph: Graph, target: str, source: str = ""):
@@ -59,16 +60,6 @@ class CompiledModel:
         if not isinstance(feeds, Mapping):
             raise InputError(f"run() takes a dict of input name -> array; the model takes {[s.name for s in self.inputs]}")
         return self._interpreter.run(self.graph, feeds)
-
-    def __call__(self, *args, **kwargs):
-        """Positional inputs in signature order (or by name); one output comes back bare, several as a tuple."""
-        if len(args) > len(self.inputs):
-            raise InputError(f"model takes {len(self.inputs)} inputs {[s.name for s in self.inputs]}, got {len(args)}")
-        feeds = {spec.name: a for spec, a in zip(self.inputs, args)}
-        feeds.update(kwargs)
-        out = self.run(feeds)
-        values = tuple(out[s.name] for s in self.outputs)
-        return values[0] if len(values) == 1 else values
 
     def save(self, path: str | Path) -> None:
         from .ir.printer import print_graph

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..ir.errors import ArtifactError, InputError
+from .calling import PositionalCall
 from .cpu import missing_features
 
 _ALIGN = 64
@@ -31,7 +32,7 @@ def _aligned_empty(nbytes: int) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-class NativeModel:
+class NativeModel(PositionalCall):
     def __init__(self, manifest: dict, sections: dict[str, bytes], where: str = "artifact",
                  num_threads: int | None = None, lazy: bool = False):
         """`lazy`: open the library on the first run (a cross-compiled model can still be saved)."""
@@ -131,15 +132,6 @@ class NativeModel:
         if rc != 0:
             raise RuntimeError(f"native model returned error code {rc}")
         return {s.name: o for s, o in zip(self.outputs, outs)}
-
-    def __call__(self, *args, **kwargs):
-        if len(args) > len(self.inputs):
-            raise InputError(f"model takes {len(self.inputs)} inputs {[s.name for s in self.inputs]}, got {len(args)}")
-        feeds = {spec.name: a for spec, a in zip(self.inputs, args)}
-        feeds.update(kwargs)
-        out = self.run(feeds)
-        values = tuple(out[s.name] for s in self.outputs)
-        return values[0] if len(values) == 1 else values
 
     def _take_arena(self) -> np.ndarray:
         with self._lock:
