@@ -11,16 +11,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
-
-from ..ir import dtypes
 from ..ir.ops import REGISTRY
 from ..ir.registry import Category
 from ..ir.types import TensorType
 from . import loop_ir as L
 from .lowering import KERNEL_CLASS, RULES, LowerContext, NotLowerable
 from .printer import kernel_text
-from .schedule import Schedule, default_schedule, lower_stage
+from .schedule import default_schedule, lower_stage
 from .te import Compute, Reduce, Tensor, numel
 from .verify import verify_kernel
 

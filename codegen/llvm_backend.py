@@ -253,7 +253,6 @@ class _FunctionEmitter:
             idx, ivary = self.expr(s.index)
             if ivary:
                 self.fail(f"local buffer {s.buffer.name} indexed per lane")
-            lanes = self.vec[1]
             self.b.store(self.splat(value, vary), self.b.gep(base, [ir.Constant(I64, 0), idx]))
             return
         if s.buffer.scope == "local":

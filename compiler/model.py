@@ -13,7 +13,6 @@ import numpy as np
 
 from . import __version__
 from .artifact import pack_arrays, read_artifact, unpack_arrays, write_artifact
-from .ir import dtypes
 from .ir.errors import ArtifactError, InputError
 from .ir.graph import Graph
 from .ir.types import TensorType
