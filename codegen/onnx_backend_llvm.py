@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import numpy_helper
-from onnx.backend.base import Backend, BackendRep
+from onnx.backend.base import BackendRep
 
 from ..frontend.onnx_import import import_onnx
 from ..model import native_artifact
+from ..onnx_backend import CPUBackend
 from ..runtime.native import NativeModel
 from .lowering import RULES, SHAPE_INPUTS
 from .native import compile_graph
@@ -82,19 +83,7 @@ class LLVMRep(BackendRep):
         return tuple(out[s.name] for s in model.outputs)
 
 
-class LLVMBackend(Backend):
-    @classmethod
-    def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> bool:
-        return True
-
-    @classmethod
-    def supports_device(cls, device: str) -> bool:
-        return device == "CPU"
-
+class LLVMBackend(CPUBackend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> BackendRep:
         return LLVMRep(model)
-
-    @classmethod
-    def run_node(cls, node, inputs, device: str = "CPU", outputs_info=None, **kwargs):
-        raise NotImplementedError("node-level runs go through prepare() on a one-node model")

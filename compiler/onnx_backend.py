@@ -44,33 +44,38 @@ def _one_node_model(node: onnx.NodeProto, inputs: list, opset: int | None) -> on
     return helper.make_model(graph, opset_imports=opsets)
 
 
+class CPUBackend(Backend):
+    """What every target's conformance backend shares; subclasses say how to `prepare`."""
+
+    @classmethod
+    def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> bool:
+        return True
+
+    @classmethod
+    def supports_device(cls, device: str) -> bool:
+        return device == "CPU"
+
+    @classmethod
+    def run_node(cls, node, inputs, device: str = "CPU", outputs_info=None, **kwargs):
+        """One node on numpy inputs, as a one-node model (of `opset_version`, else the newest)."""
+        model = _one_node_model(node, list(inputs), kwargs.get("opset_version"))
+        return cls.prepare(model, device).run(list(x for name, x in zip(node.input, inputs) if name))
+
+
+class ReferenceBackend(CPUBackend):
+    """Imports the model and runs it on the reference interpreter with run-time type checks."""
+
+    @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> BackendRep:
+        return ReferenceRep(import_onnx(model))
+
+
 def backend_for(target: str = "reference") -> type[Backend]:
-    """A Backend class that compiles for `target` (`reference` or `llvm`)."""
+    """The Backend class that compiles for `target` (`reference` or `llvm`)."""
     if target == "llvm":
         from .codegen.onnx_backend_llvm import LLVMBackend
 
         return LLVMBackend
     if target != "reference":
         raise ValueError(f"no conformance backend for target {target!r}; known: reference, llvm")
-
-    class CompilerBackend(Backend):
-        @classmethod
-        def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> bool:
-            return True
-
-        @classmethod
-        def supports_device(cls, device: str) -> bool:
-            return device == "CPU"
-
-        @classmethod
-        def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> BackendRep:
-            return ReferenceRep(import_onnx(model))
-
-        @classmethod
-        def run_node(cls, node, inputs, device: str = "CPU", outputs_info=None, **kwargs):
-            """One node on numpy inputs, as a one-node model (of `opset_version`, else the newest)."""
-            model = _one_node_model(node, list(inputs), kwargs.get("opset_version"))
-            return cls.prepare(model, device).run(list(x for name, x in zip(node.input, inputs) if name))
-
-    CompilerBackend.__name__ = f"CompilerBackend_{target}"
-    return CompilerBackend
+    return ReferenceBackend
