@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints-dev.txt
 demo: $(STAMP)
 	$(PY) examples/make_example.py examples/build
 	$(VENV)/bin/compile inspect examples/build/tiny_cnn.onnx --input-shape image=2,3,32,32
-	$(VENV)/bin/compile examples/build/tiny_cnn.onnx --target reference -o examples/build/tiny_cnn.cmod
+	$(VENV)/bin/compile examples/build/tiny_cnn.onnx --target llvm --input-shape image=2,3,32,32 -o examples/build/tiny_cnn.cmod
 	$(VENV)/bin/compile run examples/build/tiny_cnn.cmod --inputs examples/build/tiny_cnn_input.npz -o examples/build/tiny_cnn_out.npz
 
 # Whole suite (CPU only; GPU tests are marked `cuda` and skip without one). Two pytest

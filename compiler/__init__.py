@@ -16,7 +16,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 
-def compile(model, target: str = "reference", **options):
+def compile(model, target: str = "llvm", **options):
     """Compile a model for `target`; see `compiler.api.compile`."""
     from .api import compile as _compile
 

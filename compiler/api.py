@@ -24,7 +24,7 @@ def import_model(model, input_shapes: Mapping[str, Sequence] | None = None):
     return import_onnx(model, input_shapes=input_shapes)
 
 
-def compile(model, target: str = "reference", *, input_shapes: Mapping[str, Sequence] | None = None,
+def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence] | None = None,
             num_threads: int | None = None, cache: bool = True):
     """Compile an ONNX model (path, bytes or onnx.ModelProto) for `target`.
 

@@ -48,7 +48,7 @@ def cmd_build(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="compile", description="Compile an ONNX model into an artifact.",
                                 epilog="subcommands: compile inspect MODEL | compile run ARTIFACT")
     p.add_argument("model", help="ONNX model file")
-    p.add_argument("--target", default="reference", help="reference | llvm [-mcpu=NAME] | cuda [-arch=sm_XX]")
+    p.add_argument("--target", default="llvm", help="llvm [-mcpu=NAME] (default) | reference | cuda [-arch=sm_XX]")
     p.add_argument("-o", "--output", help="artifact path (default: MODEL with .cmod)")
     _add_shape_arg(p)
     args = p.parse_args(argv)
