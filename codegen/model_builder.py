@@ -101,7 +101,8 @@ def check_compilable(graph: Graph, known: dict) -> list[Node]:
         t = v.type
         if not isinstance(t, TensorType) or not t.is_static:
             example = [d if isinstance(d, int) else 1 for d in t.shape] if isinstance(t, TensorType) and t.shape else None
-            hint = f"; pass input_shapes to compile (e.g. {{'{v.name}': {example}}})" if example else ""
+            hint = (f"; give static shapes: input_shapes={{'{v.name}': {example}}} in Python, "
+                    f"--input-shape {v.name}={','.join(map(str, example))} on the command line") if example else ""
             problems.append((f"input '{v.name}'", f"type {t} is not a static-shaped tensor (native code needs static "
                                                     f"shapes){hint}"))
     if problems:  # every node downstream would repeat the same complaint

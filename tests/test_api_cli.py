@@ -147,3 +147,10 @@ def test_console_script_is_installed(model_path):
     result = subprocess.run([str(exe), "inspect", str(model_path), "--no-ir"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "op counts:" in result.stdout
+
+
+def test_llvm_default_needs_static_shapes_and_says_how(model_path, capsys):
+    assert cli_main([str(model_path), "-o", "unused.cmod"]) == 1  # llvm is the default target
+    err = capsys.readouterr().err
+    assert "input 'image': type f32[batch,3,32,32] is not a static-shaped tensor" in err
+    assert "--input-shape image=1,3,32,32" in err and err.count("\n") == 1
