@@ -76,22 +76,33 @@ def _weight(kernel) -> int:
     return sum(1 for _ in walk(kernel.body))
 
 
+def entry_function(mb) -> ir.Function:
+    """Declare `int cm_entry(void** inputs, void** outputs, void* weights, void* arena)`."""
+    return ir.Function(mb.module, ir.FunctionType(B.I32, [B.I8P.as_pointer(), B.I8P.as_pointer(), B.I8P, B.I8P]),
+                       "cm_entry")
+
+
+def kernel_call_args(b: ir.IRBuilder, entry: ir.Function, call, target: ir.Function) -> list:
+    """The pointers one kernel call takes: input/output table entries, or weight/arena offsets."""
+    inputs, outputs, weights, arena = entry.args
+    args = []
+    for storage, ty in zip(call.storages, target.function_type.args):
+        if storage.kind in ("input", "output"):
+            table = inputs if storage.kind == "input" else outputs
+            ptr = b.load(b.gep(table, [ir.Constant(B.I64, storage.index)]))
+        else:
+            base = weights if storage.kind == "weight" else arena
+            ptr = b.gep(base, [ir.Constant(B.I64, storage.index)])
+        args.append(b.bitcast(ptr, ty))
+    return args
+
+
 def _add_entry(mb, program: NativeProgram, functions: dict) -> None:
-    fn = ir.Function(mb.module, ir.FunctionType(B.I32, [B.I8P.as_pointer(), B.I8P.as_pointer(), B.I8P, B.I8P]), "cm_entry")
-    inputs, outputs, weights, arena = fn.args
+    fn = entry_function(mb)
     b = ir.IRBuilder(fn.append_basic_block())
     for call in program.calls:
         target = functions[call.function]
-        args = []
-        for storage, ty in zip(call.storages, target.function_type.args):
-            if storage.kind in ("input", "output"):
-                table = inputs if storage.kind == "input" else outputs
-                ptr = b.load(b.gep(table, [ir.Constant(B.I64, storage.index)]))
-            else:
-                base = weights if storage.kind == "weight" else arena
-                ptr = b.gep(base, [ir.Constant(B.I64, storage.index)])
-            args.append(b.bitcast(ptr, ty))
-        b.call(target, args)
+        b.call(target, kernel_call_args(b, fn, call, target))
     b.ret(ir.Constant(B.I32, 0))
 
 

@@ -503,6 +503,7 @@ def _profiled_module(program) -> str:
     import llvmlite.ir as ir
 
     from .codegen import llvm_backend as B
+    from .codegen.native import entry_function, kernel_call_args
 
     mb = B.ModuleBuilder()
     functions = {name: mb.add_kernel(plan.kernel) for name, plan in program.kernels.items()}
@@ -511,9 +512,7 @@ def _profiled_module(program) -> str:
     ticks.initializer = ir.Constant(ticks_ty, None)
     timespec = ir.LiteralStructType([B.I64, B.I64])
     clock_gettime = mb.declare("clock_gettime", B.I32, [B.I32, timespec.as_pointer()])
-    fn = ir.Function(mb.module, ir.FunctionType(B.I32, [B.I8P.as_pointer(), B.I8P.as_pointer(), B.I8P, B.I8P]),
-                     "cm_entry")
-    inputs, outputs, weights, arena = fn.args
+    fn = entry_function(mb)
     b = ir.IRBuilder(fn.append_basic_block())
     ts = b.alloca(timespec)
     zero = ir.Constant(B.I32, 0)
@@ -527,15 +526,7 @@ def _profiled_module(program) -> str:
 
     for i, call in enumerate(program.calls):
         target = functions[call.function]
-        args = []
-        for storage, ty in zip(call.storages, target.function_type.args):
-            if storage.kind in ("input", "output"):
-                table = inputs if storage.kind == "input" else outputs
-                ptr = b.load(b.gep(table, [ir.Constant(B.I64, storage.index)]))
-            else:
-                base = weights if storage.kind == "weight" else arena
-                ptr = b.gep(base, [ir.Constant(B.I64, storage.index)])
-            args.append(b.bitcast(ptr, ty))
+        args = kernel_call_args(b, fn, call, target)
         stamp(2 * i)
         b.call(target, args)
         stamp(2 * i + 1)
