@@ -6,6 +6,10 @@
          Softmax / attention / MatMul+Add alternating with simplification
     -O3  O2, then fusion into kernels and memory planning
 
+`LLVM_PIPELINE`, what the llvm target runs: O2, then the channels-last layout pass (NHWC
+conv chains with fused epilogues, for the CPU microkernels), then simplification again so
+leftover Transpose pairs and size-1 Transposes disappear.
+
 Order matters and is deliberate: simplification first (patterns match canonical forms:
 no Identity or Dropout in the way, shapes constant); BatchNorm folding before recognition
 (a folded BN leaves MatMul -> Add for the Linear rule); fusion last (it sees the final
@@ -24,6 +28,7 @@ from .fuse import fuse
 from .plan_memory import plan_memory
 from .recognize_patterns import recognize_patterns
 from .simplify_algebra import simplify_algebra
+from .to_channels_last import to_channels_last
 
 SIMPLIFY = fixed_point("simplify", [
     fold_shapes,
@@ -41,6 +46,8 @@ RECOGNIZE = fixed_point("recognize", [recognize_patterns, SIMPLIFY])
 O1 = [SIMPLIFY]
 O2 = O1 + [fold_batchnorm, RECOGNIZE]
 O3 = O2 + [fuse, plan_memory]
+
+LLVM_PIPELINE = O2 + [to_channels_last, SIMPLIFY]
 
 PIPELINES: dict[int, list[Pass]] = {0: [], 1: O1, 2: O2, 3: O3}
 

@@ -1,6 +1,6 @@
 """Algebraic identities: ops that compute nothing (x*1, x+0, Identity, inference Dropout,
-Cast to the same type, Transpose pairs that cancel) disappear, and chains of reshapes
-become one Reshape.
+Cast to the same type, Transpose pairs that cancel) disappear, a Transpose that only moves
+size-1 axes is a Reshape, and chains of reshapes become one Reshape.
 
 Each rule keeps the value's type exactly (checked by `match.forward`), so broadcasting
 by the neutral operand (x + zeros of a bigger shape) is never dropped.
@@ -77,6 +77,27 @@ def transpose_pair(node: Node, rw: Rewriter):
     return [rw.op("Transpose", x, perm=composed, name=node.name)]
 
 
+def transpose_of_unit_axes(node: Node, rw: Rewriter):
+    """Transpose([N,1,1,C], [0,3,1,2]) and the like: the non-1 axes keep their order, so the
+    elements keep theirs and only the shape changes."""
+    perm, shape = _perm(node), node.inputs[0].type.shape
+    if perm is None or shape is None:
+        return None
+    moved = [p for p in perm if shape[p] != 1]
+    if moved != sorted(moved):
+        return None
+    target = []
+    for k, p in enumerate(perm):
+        if isinstance(shape[p], int):
+            target.append(shape[p])
+        elif p == k:
+            target.append(0)  # Reshape's 0 copies the input's dim at the same position
+        else:
+            return None
+    return [rw.op("Reshape", node.inputs[0], rw.constant(np.array(target, np.int64), f"{node.outputs[0].name}_shape"),
+                  name=node.name)]
+
+
 def reshape_chain(node: Node, rw: Rewriter):
     out, x = node.outputs[0], node.inputs[0]
     if same_type(out, x):  # equal symbols are equal sizes, so this holds for symbolic shapes too
@@ -118,6 +139,8 @@ RULES = rule_table([
     Rule("Pow", _neutral(1, commutes=False), "x ** 1 = x when the exponent does not broadcast x"),
     Rule("Transpose", transpose_identity, "a Transpose by the identity permutation moves nothing"),
     Rule("Transpose", transpose_pair, "two Transposes compose into one (or cancel when the result is the identity)"),
+    Rule("Transpose", transpose_of_unit_axes, "a Transpose that only moves size-1 axes keeps the element order: "
+         "it is a Reshape"),
     *[Rule(op, reshape_chain, "a chain of reshapes ends at the last one's static shape; a reshape to "
            "the same shape is a no-op") for op in RESHAPES],
     Rule("Expand", expand_noop, "Expand to the shape the value already has copies it"),

@@ -6,10 +6,11 @@ module means adding it to `OP_MODULES`; a test checks that every op is complete.
 from __future__ import annotations
 
 from ..registry import OpDef
-from . import attention, control, conv, elementwise, fused, image, matmul, nn, normalization, pool, quant, reduction, strings, tensor
+from . import (attention, control, conv, elementwise, fused, image, layout, matmul, nn, normalization, pool, quant,
+               reduction, strings, tensor)
 
 OP_MODULES = (elementwise, reduction, normalization, nn, conv, matmul, pool, quant, attention, image, tensor, control,
-              strings, fused)
+              strings, fused, layout)
 
 
 def _build_registry() -> dict[str, OpDef]:

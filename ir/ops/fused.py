@@ -1,5 +1,6 @@
-"""Ops the optimization passes introduce: `Linear` (MatMul + bias, what pattern recognition
-turns an exporter's MatMul -> Add into) and `FusedKernel` (one kernel of the fusion
+"""Ops the optimization passes introduce: `Linear` (MatMul + bias + an optional activation,
+what pattern recognition turns an exporter's MatMul -> Add into, and the layout pass a
+Gemm with constant weights and a following Relu/Clip) and `FusedKernel` (one kernel of the fusion
 partitioner, holding the subgraph it computes).
 """
 from __future__ import annotations
@@ -9,10 +10,12 @@ import numpy as np
 from ..registry import Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import broadcast_shapes
 from ..types import TensorType
+from ._activation import ACTIVATION_ATTRS, apply_activation, check_activation
 from .matmul import accumulator, matmul_shape
 
 
 def _infer_linear(ctx: InferContext):
+    check_activation(ctx)
     a, b = ctx.input(0), ctx.input(1)
     if a.dtype != b.dtype:
         raise ctx.error(f"operands have element types {a.dtype} and {b.dtype}, expected one type")
@@ -35,7 +38,7 @@ def _ref_linear(ctx, a, b, bias=None):
     y = np.matmul(a.astype(acc, copy=False), b.astype(acc, copy=False))
     if bias is not None:
         y = y + bias.astype(acc, copy=False)
-    return y.astype(a.dtype, copy=False)
+    return apply_activation(y, ctx.attrs).astype(a.dtype, copy=False)
 
 
 def _infer_fused_kernel(ctx: InferContext):
@@ -58,8 +61,9 @@ def _ref_fused_kernel(ctx, *inputs):
 
 LINEAR = OpDef(
     "Linear", ("A", "B", "bias?"), ("Y",), _infer_linear, _ref_linear,
-    Category.OUT_FUSABLE, Precision.ACCUMULATE_FP32,
-    doc="MatMul(A, B) + bias in one op (numpy matmul and broadcasting); the bias is the matmul's epilogue.")
+    Category.OUT_FUSABLE, Precision.ACCUMULATE_FP32, attrs=dict(ACTIVATION_ATTRS),
+    doc="MatMul(A, B) + bias, then an activation (none, relu, clip, gelu_tanh, gelu_erf, silu) in one op "
+        "(numpy matmul and broadcasting); bias and activation are the matmul's epilogue.")
 
 FUSED_KERNEL = OpDef(
     "FusedKernel", ("inputs*",), ("outputs+",), _infer_fused_kernel, _ref_fused_kernel,
