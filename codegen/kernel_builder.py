@@ -16,6 +16,7 @@ from ..ir.registry import Category
 from ..ir.types import TensorType
 from . import loop_ir as L
 from .lowering import KERNEL_CLASS, RULES, LowerContext, NotLowerable
+from .permute_copy import match_permute, permute_kernel
 from .printer import kernel_text
 from .schedule import default_schedule, lower_stage
 from .te import Compute, Reduce, Tensor, numel
@@ -64,6 +65,16 @@ class InlineTensor:
         lead = out_rank - self.rank
         return self[[L.const(0) if d == 1 else idx[lead + k] for k, d in enumerate(self.shape)]]
 
+    def load_flat(self, flat):
+        """Row-major position `flat` unravelled into the producer's index (a fused Reshape reads this way)."""
+        idx, rest = [], flat
+        for k in range(self.rank - 1, -1, -1):
+            d = self.shape[k]
+            idx.insert(0, L.const(0) if d == 1 else (L.mod(rest, d) if k else rest))
+            if d != 1:
+                rest = L.div(rest, d)
+        return self[idx]
+
     def load_if(self, idx, pred, other):
         safe = [L.select(pred, i, L.const(0)) for i in idx]  # never evaluate the producer out of range
         return L.select(pred, self[safe], L.as_expr(other, self.dtype))
@@ -83,6 +94,11 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, vector_bit
     consts: Value -> compile-time array (weights and folded values); escaping: values the
     rest of the graph reads (they get a parameter even when produced inside the group).
     """
+    moved = match_permute(nodes, escaping)
+    if moved is not None:  # reshapes around one Transpose: one permuted copy (see permute_copy)
+        source, result, shape, perm = moved
+        return KernelPlan(permute_kernel(name, source, result, shape, perm, vector_bits),
+                          [("value", source), ("value", result)])
     params: list[L.Buffer] = []
     args: list = []
     tensors: dict = {}

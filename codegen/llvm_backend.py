@@ -9,7 +9,8 @@ Each kernel becomes an internal function over `noalias` typed pointers. Loop kin
   parallel    the body outlined into `void f(i8*)` taking a struct of captured values and
               run by libgomp's `GOMP_parallel` on `cm_num_threads` threads (0 = all cores);
               each thread takes one contiguous chunk of the iteration space
-Math intrinsics map to LLVM intrinsics where LLVM has them and to libm otherwise.
+Math intrinsics map to LLVM intrinsics where LLVM has them and to libm otherwise, except
+exp, tanh and erf on float32 vectors: inline polynomials (`vector_math`), not a call per lane.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..ir import dtypes
 from ..ir.dtypes import DType
 from ..ir.errors import CompilerError
 from . import loop_ir as L
+from .vector_math import vector_f32_math
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 VOID = ir.VoidType()
@@ -94,11 +96,18 @@ class ModuleBuilder:
         self._outlined = 0
 
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
+        """The function `name`, declared on first use. Extern kernels (microkernels) declare
+        what they call (GOMP_parallel, omp_*, intrinsics) straight into the module, so an
+        existing global of that name is reused rather than declared twice."""
         if name not in self._decls:
-            self._decls[name] = ir.Function(self.module, ir.FunctionType(ret, args), name)
+            existing = self.module.globals.get(name)
+            self._decls[name] = existing if existing is not None else ir.Function(self.module, ir.FunctionType(ret, args), name)
         return self._decls[name]
 
-    def add_kernel(self, k: L.Kernel) -> ir.Function:
+    def add_kernel(self, k) -> ir.Function:
+        """Emit a loop-IR kernel; an extern kernel (codegen/extern.py) emits itself."""
+        if not isinstance(k, L.Kernel):
+            return k.emit(self)
         arg_types = [memory_type(b.dtype).as_pointer() for b in k.params]
         fn = ir.Function(self.module, ir.FunctionType(VOID, arg_types), k.name)
         if self.internal:
@@ -520,6 +529,9 @@ class _FunctionEmitter:
             inf = ir.Constant(ty.element if isinstance(ty, ir.VectorType) else ty, float("inf"))
             absx = self.call_intrinsic("llvm.fabs", [args[0]])
             return B.fcmp_ordered("==", absx, self.splat(inf, not isinstance(ty, ir.VectorType)) if isinstance(ty, ir.VectorType) else inf)
+        inline = vector_f32_math(B, name, args)  # float32 vectors: polynomials, not a libm call per lane
+        if inline is not None:
+            return inline
         if name in _LLVM_MATH:
             return self.call_intrinsic("llvm." + _LLVM_MATH[name], args)
         if name in _LIBM:

@@ -11,8 +11,8 @@ The loop nest for a stage of shape (d0, ..., dn-1):
           body
       for jt in 0..dn-1 % vector_width          # scalar tail
         body
-and a reduction body keeps a per-lane accumulator, its innermost reduce loop unrolled
-by `unroll` (with a tail).
+and a reduction body keeps per-lane accumulators: its innermost reduce loop unrolled by
+`unroll` into that many independent accumulators (with a tail), combined pairwise at the end.
 """
 from __future__ import annotations
 
@@ -102,26 +102,50 @@ def _split_loop(extent: int, factor: int, kind: L.LoopKind, body_at, hint: str) 
 
 
 def _reduce_body(red: Reduce, acc_dtype, out: Tensor, flat: L.Expr, sched: Schedule) -> L.Stmt:
-    acc = L.Buffer(L.var("acc").name, acc_dtype, 1, "local")
-    zero = L.const(0)
+    """Accumulate `red` into local accumulators, then store finalize(result) at out[flat].
+
+    With unroll factor u > 1 and an innermost reduce extent of at least 2u, the u unrolled
+    copies of the body update u independent accumulators (combined pairwise at the end):
+    one accumulator would chain every update on the previous one's latency.
+    """
+    unroll = sched.knobs.get("unroll", 1)
+    last = red.extents[-1] if red.extents else 0
+    parts = unroll if unroll > 1 and last >= 2 * unroll else 1
+    acc = L.Buffer(L.var("acc").name, acc_dtype, parts, "local")
+    op = COMBINERS[red.combiner]
     rvars_outer = [L.var("r") for _ in red.extents[:-1]]
 
-    def update_at(r_last: L.Expr) -> L.Stmt:
-        value = L.cast(red.body(rvars_outer + [r_last]), acc_dtype)
-        cur = L.Load(acc_dtype, acc, zero)
-        return L.Store(acc, zero, L.binary(COMBINERS[red.combiner], cur, value))
+    def update(slot, value: L.Expr) -> L.Stmt:
+        at = L.as_expr(slot)
+        return L.Store(acc, at, L.binary(op, L.Load(acc_dtype, acc, at), L.cast(value, acc_dtype)))
 
-    if red.extents:
-        nest = _split_loop(red.extents[-1], sched.knobs.get("unroll", 1), L.LoopKind.UNROLLED, update_at, "r")
-        for rv, ext in reversed(list(zip(rvars_outer, red.extents[:-1]))):
-            nest = L.For(rv, L.const(ext), L.LoopKind.SERIAL, nest) if ext else L.seq()
-    else:  # no reduce axes (ReduceSum with noop_with_empty_axes): one element, composite steps still apply
-        nest = L.Store(acc, zero, L.binary(COMBINERS[red.combiner], L.Load(acc_dtype, acc, zero),
-                                           L.cast(red.body([]), acc_dtype)))
-    result: L.Expr = L.Load(acc_dtype, acc, zero)
+    if not red.extents:  # no reduce axes (ReduceSum with noop_with_empty_axes): one element, composite steps still apply
+        nest = update(0, red.body([]))
+    elif parts > 1:
+        main, tail = divmod(last, parts)
+        ro, ri = L.var("ro"), L.var("ri")
+        copies = L.For(ri, L.const(parts), L.LoopKind.UNROLLED, update(ri, red.body(rvars_outer + [L.add(L.mul(ro, parts), ri)])))
+        steps = [L.For(ro, L.const(main), L.LoopKind.SERIAL, copies)]
+        if tail:
+            rt = L.var("rt")
+            steps.append(L.For(rt, L.const(tail), L.LoopKind.SERIAL, update(0, red.body(rvars_outer + [L.add(main * parts, rt)]))))
+        nest = L.seq(*steps)
+    else:
+        nest = _split_loop(last, unroll, L.LoopKind.UNROLLED, lambda r: update(0, red.body(rvars_outer + [r])), "r")
+    for rv, ext in reversed(list(zip(rvars_outer, red.extents[:-1]))):
+        nest = L.For(rv, L.const(ext), L.LoopKind.SERIAL, nest) if ext else L.seq()
+    init = [L.Store(acc, L.const(k), red.init(acc_dtype)) for k in range(parts)]
+    combine = []
+    width = 1
+    while width < parts:  # pairwise: acc[0] op acc[1], acc[2] op acc[3], then those two...
+        for k in range(0, parts - width, 2 * width):
+            combine.append(L.Store(acc, L.const(k), L.binary(op, L.Load(acc_dtype, acc, L.const(k)),
+                                                             L.Load(acc_dtype, acc, L.const(k + width)))))
+        width *= 2
+    result: L.Expr = L.Load(acc_dtype, acc, L.const(0))
     if red.finalize is not None:
         result = red.finalize(result)
-    body = L.seq(L.Store(acc, zero, red.init(acc_dtype)), nest, L.Store(out.buffer, flat, L.cast(result, out.dtype)))
+    body = L.seq(*init, nest, *combine, L.Store(out.buffer, flat, L.cast(result, out.dtype)))
     return L.Allocate(acc, body)
 
 

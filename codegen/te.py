@@ -64,6 +64,10 @@ class Tensor:
             idx = (idx,)
         return L.Load(self.dtype, self.buffer, self.flat_index(idx))
 
+    def load_flat(self, flat: L.Expr) -> L.Expr:
+        """The element at row-major position `flat` (reshape-like rules read this way)."""
+        return L.Load(self.dtype, self.buffer, flat)
+
     def load_if(self, idx: Sequence, pred: L.Expr, other) -> L.Expr:
         """The element at `idx` where `pred` holds, else `other` (padding); never reads out of bounds."""
         return L.Load(self.dtype, self.buffer, self.flat_index(idx), pred, L.as_expr(other, self.dtype))
@@ -93,6 +97,11 @@ def _init(kind: str, dtype: DType):
 COMBINERS = {"sum": "add", "prod": "mul", "max": "max", "min": "min"}
 
 
+def identity(kind: str, dtype: DType) -> L.Expr:
+    """The combiner's identity element (what an empty reduction yields) as a constant."""
+    return L.const(_init(kind, dtype), dtype)
+
+
 @dataclass
 class Reduce:
     """`combiner` over the reduce axes of `body(rvars)`; `finalize(acc)` post-processes."""
@@ -104,7 +113,7 @@ class Reduce:
     dtype: DType | None = None  # accumulator type; default: the body's
 
     def init(self, dtype: DType) -> L.Expr:
-        return L.const(_init(self.combiner, dtype), dtype)
+        return identity(self.combiner, dtype)
 
 
 @dataclass

@@ -7,14 +7,16 @@ is either here with a rule or in `NOT_LOWERABLE` with a reason, or listed as `PE
 """
 from __future__ import annotations
 
-from . import elementwise, image, injective, nn, quant, reduction, scatter
+from . import attention, elementwise, image, injective, layout, nn, quant, reduction, scatter
 from .context import LowerContext, NotLowerable
 
-RULES = {**elementwise.RULES, **injective.RULES, **reduction.RULES, **nn.RULES, **quant.RULES, **image.RULES, **scatter.RULES}
+RULES = {**elementwise.RULES, **injective.RULES, **reduction.RULES, **nn.RULES, **quant.RULES, **image.RULES, **scatter.RULES,
+         **layout.RULES, **attention.RULES}
 ALIASES = injective.ALIASES
 
 # Kernel class per op (which schedule space applies); the rest follow their fusion category.
-KERNEL_CLASS = {"MatMul": "matmul", "Einsum": "matmul", "MatMulInteger": "matmul", "QLinearMatMul": "matmul", "Gemm": "matmul", "Conv": "conv", "ConvTranspose": "conv", "ConvInteger": "conv", "MaxPool": "pool", "AveragePool": "pool"}
+KERNEL_CLASS = {"MatMul": "matmul", "Einsum": "matmul", "MatMulInteger": "matmul", "QLinearMatMul": "matmul", "Gemm": "matmul", "Conv": "conv", "ConvTranspose": "conv", "ConvInteger": "conv", "MaxPool": "pool", "AveragePool": "pool",
+                "Linear": "matmul", "ConvNhwc": "conv", "MaxPoolNhwc": "pool", "AveragePoolNhwc": "pool"}
 
 _CONTROL = "control flow runs subgraphs chosen at run time; not lowered to one native entry"
 _SEQ = "sequences and optionals are not tensors of a fixed shape"

@@ -28,7 +28,7 @@ def _copy(ctx: LowerContext):
     shape = ctx.out_shape()
 
     def element(idx):
-        return L.Load(x.dtype, x.buffer, _flat_out(shape, idx))
+        return x.load_flat(_flat_out(shape, idx))
 
     return [Compute(shape, x.dtype, element)] + _dropout_mask(ctx)
 

@@ -1,4 +1,5 @@
-"""Lowering rules of the heavy ops: MatMul, Gemm, Conv and pooling, as reductions.
+"""Lowering rules of the heavy ops: MatMul, Gemm, Linear (bias + activation epilogue), Conv and
+pooling, as reductions.
 
 Constant weights are repacked at compile time where the layout matters: Gemm's
 transposed B becomes row-major [K, N], so the vectorised output dim reads contiguous
@@ -12,6 +13,7 @@ import numpy as np
 from ...ir import dtypes
 from .. import loop_ir as L
 from ..te import Compute, Reduce, Tensor, is_narrow_float, wide
+from .activation import activation_fn
 from .context import LowerContext, NotLowerable
 from .elementwise import _c
 
@@ -97,6 +99,30 @@ def _qlinear_matmul(ctx: LowerContext):
         return L.binary("min", L.binary("max", q, L.const(float(info.min), f64)), L.const(float(info.max), f64))
 
     return [matmul_compute(ctx, a, b, _centered_product(ctx, 2, 5), finalize, L.INDEX, out)]
+
+
+def _linear(ctx: LowerContext):
+    """Linear: act(A @ B + bias) (numpy broadcasting of the bias), accumulating like MatMul."""
+    a, b = ctx.input(0), ctx.input(1)
+    acc = _acc(a.dtype)
+    act = activation_fn(ctx.attrs, ctx.node.op)
+    bias = ctx.inputs[2] if ctx.has(2) else None
+    rank = len(ctx.out_shape())
+
+    def product(x, y, m, n):
+        return L.mul(L.cast(wide(x), acc), L.cast(wide(y), acc))
+
+    product_stage = matmul_compute(ctx, a, b, product, None, acc, ctx.out_dtype())
+
+    def element(idx):
+        red = product_stage.fn(idx)
+        if bias is not None:
+            red.finalize = lambda s: act(L.add(s, L.cast(wide(bias.bcast(idx, rank)), acc)))
+        else:
+            red.finalize = act
+        return red
+
+    return [Compute(product_stage.shape, ctx.out_dtype(), element)]
 
 
 def _gemm(ctx: LowerContext):
@@ -337,6 +363,7 @@ RULES = {
     "MatMulInteger": _matmul_integer,
     "QLinearMatMul": _qlinear_matmul,
     "Gemm": _gemm,
+    "Linear": _linear,
     "Conv": _conv,
     "ConvInteger": _conv_integer,
     "ConvTranspose": _conv_transpose,

@@ -13,6 +13,7 @@ from .. import loop_ir as L
 from ..te import Compute, Reduce, Tensor, is_narrow_float, wide
 from .context import LowerContext, NotLowerable
 from .elementwise import _c
+from .rowreduce import is_trailing, row_element, row_reduce, worth_splitting
 
 
 def _acc_dtype(dt):
@@ -30,25 +31,41 @@ def _reduce_axes(ctx: LowerContext, rank: int) -> list[int]:
     return sorted(set(axes))
 
 
-def reduce_over(x: Tensor, axes: list[int], keepdims: bool, combiner: str, body=None, finalize=None, acc=None):
-    """A Compute reducing `x` over `axes`; body(value) maps each element, finalize(acc, n) the result."""
+def reduce_over(x: Tensor, axes: list[int], keepdims: bool, combiner: str, body=None, finalize=None, acc=None,
+                ctx: LowerContext | None = None):
+    """A Compute reducing `x` over `axes`; body(value) maps each element, finalize(acc, n) the result.
+
+    Given `ctx`, a reduction over trailing (contiguous) axes is split into a vectorized
+    partial stage plus a combine (see rowreduce); without it, one scalar accumulator per output.
+    """
     kept = [a for a in range(x.rank) if a not in axes]
     shape = [1 if a in axes else d for a, d in enumerate(x.shape)] if keepdims else [x.shape[a] for a in kept]
     extents = tuple(x.shape[a] for a in axes)
     count = int(np.prod(extents, dtype=np.int64))
     acc = acc or _acc_dtype(x.dtype)
 
+    def source(idx):
+        src = [L.const(0)] * x.rank
+        for k, a in enumerate(kept):
+            src[a] = idx[a] if keepdims else idx[k]
+        return src
+
+    fin = (lambda a: finalize(a, count)) if finalize else None
+    if ctx is not None and is_trailing(axes, x.rank) and worth_splitting(count, acc):
+        def value_at(idx, j):
+            v = L.cast(wide(row_element(x, source(idx), axes, j)), acc)
+            return body(v) if body else v
+
+        return row_reduce(ctx, shape, count, combiner, value_at, acc, fin, x.dtype)
+
     def element(idx):
         def value(rv):
-            src = [None] * x.rank
+            src = source(idx)
             for a, r in zip(axes, rv):
                 src[a] = r
-            for k, a in enumerate(kept):
-                src[a] = idx[a] if keepdims else idx[k]
             v = L.cast(wide(x[src]), acc)
             return body(v) if body else v
 
-        fin = (lambda a: finalize(a, count)) if finalize else None
         return Reduce(combiner, extents, value, fin, acc)
 
     return Compute(tuple(shape), x.dtype, element)
@@ -58,7 +75,7 @@ def _reduce(combiner: str, body=None, finalize=None):
     def rule(ctx: LowerContext):
         x = ctx.input(0)
         axes = _reduce_axes(ctx, x.rank)
-        out = reduce_over(x, axes, bool(ctx.attrs["keepdims"]), combiner, body, finalize)
+        out = reduce_over(x, axes, bool(ctx.attrs["keepdims"]), combiner, body, finalize, ctx=ctx)
         out.dtype = ctx.out_dtype()
         return [out]
 
@@ -72,7 +89,7 @@ def _mean(acc, n):
 def _log_sum_exp(ctx: LowerContext):
     x = ctx.input(0)
     axes = _reduce_axes(ctx, x.rank)
-    m = ctx.temp(reduce_over(x, axes, True, "max"))
+    m = ctx.temp(reduce_over(x, axes, True, "max", ctx=ctx))
     m.buffer = L.Buffer(m.buffer.name, _acc_dtype(x.dtype), m.buffer.size)
     shape = ctx.out_shape()
     keep = bool(ctx.attrs["keepdims"])
@@ -102,6 +119,8 @@ def _log_sum_exp(ctx: LowerContext):
 def softmax_stage(ctx: LowerContext, x, axis: int, log: bool, dtype) -> Compute:
     """(Log)softmax of x along `axis`; its max and sum stages go to scratch."""
     acc = _acc_dtype(x.dtype)
+    if axis == x.rank - 1 and worth_splitting(x.shape[axis], acc):
+        return _softmax_last_axis(ctx, x, log, dtype, acc)
     m = ctx.temp(reduce_over(x, [axis], True, "max"))
     m.buffer = L.Buffer(m.buffer.name, acc, m.buffer.size)
 
@@ -127,6 +146,33 @@ def softmax_stage(ctx: LowerContext, x, axis: int, log: bool, dtype) -> Compute:
         if log:
             return L.sub(shifted(idx), L.call("log", s[at]))
         return L.div(L.call("exp", shifted(idx)), s[at])
+
+    return Compute(x.shape, dtype, element)
+
+
+def _softmax_last_axis(ctx: LowerContext, x, log: bool, dtype, acc) -> Compute:
+    """Softmax over contiguous rows: vectorized max and exp-sum stages (rowreduce); the sum
+    stage stores 1/sum (or log(sum)) so the output stage multiplies (subtracts) per element."""
+    n = x.shape[-1]
+    rows = tuple(x.shape[:-1]) + (1,)
+
+    def element_at(idx, j):
+        return L.cast(wide(x[list(idx[:-1]) + [j]]), acc)
+
+    m = ctx.temp(row_reduce(ctx, rows, n, "max", element_at, acc, name="rowmax"))
+
+    def exp_at(idx, j):
+        return L.call("exp", L.sub(element_at(idx, j), m[list(idx)]))
+
+    fin = (lambda t: L.call("log", t)) if log else (lambda t: L.div(_c(1.0, t), t))
+    s = ctx.temp(row_reduce(ctx, rows, n, "sum", exp_at, acc, fin, name="rowsum"))
+
+    def element(idx):
+        at = list(idx[:-1]) + [L.const(0)]
+        shifted = L.sub(L.cast(wide(x[idx]), acc), m[at])
+        if log:
+            return L.sub(shifted, s[at])
+        return L.mul(L.call("exp", shifted), s[at])
 
     return Compute(x.shape, dtype, element)
 
@@ -241,10 +287,21 @@ def _batch_norm(ctx: LowerContext):
 def _moments(ctx: LowerContext, x: Tensor, axes: list[int], acc):
     """Scratch tensors holding the mean and 1/sqrt(var + eps) over `axes` (keepdims)."""
     eps = ctx.attrs["epsilon"]
-    mean = ctx.temp(reduce_over(x, axes, True, "sum", finalize=_mean, acc=acc))
+    mean = ctx.temp(reduce_over(x, axes, True, "sum", finalize=_mean, acc=acc, ctx=ctx))
     mean.buffer = L.Buffer(mean.buffer.name, acc, mean.buffer.size)
     extents = tuple(x.shape[a] for a in axes)
     count = int(np.prod(extents, dtype=np.int64))
+
+    def inv_std(s):
+        return L.div(_c(1.0, s), L.call("sqrt", L.add(L.div(s, _c(count, s)), _c(eps, s))))
+
+    if is_trailing(axes, x.rank) and worth_splitting(count, acc):
+        def squared_at(idx, j):
+            d = L.sub(L.cast(wide(row_element(x, list(idx), axes, j)), acc), mean[list(idx)])
+            return L.mul(d, d)
+
+        inv = ctx.temp(row_reduce(ctx, mean.shape, count, "sum", squared_at, acc, inv_std, name="invstd"))
+        return mean, inv
 
     def var_element(idx):
         mu = mean[idx]
@@ -256,8 +313,7 @@ def _moments(ctx: LowerContext, x: Tensor, axes: list[int], acc):
             d = L.sub(L.cast(wide(x[src]), acc), mu)
             return L.mul(d, d)
 
-        return Reduce("sum", extents, value, lambda s: L.div(_c(1.0, s), L.call(
-            "sqrt", L.add(L.div(s, _c(count, s)), _c(eps, s)))), acc)
+        return Reduce("sum", extents, value, inv_std, acc)
 
     inv = ctx.temp(Compute(mean.shape, acc, var_element))
     return mean, inv
@@ -367,7 +423,7 @@ def _rms_norm(ctx: LowerContext):
     acc = ctx.attrs["stash_type"]
     eps = ctx.attrs["epsilon"]
     inv = ctx.temp(reduce_over(x, axes, True, "sum", body=lambda v: L.mul(v, v), acc=acc, finalize=lambda s, n: L.div(
-        _c(1.0, s), L.call("sqrt", L.add(L.div(s, _c(n, s)), _c(eps, s))))))
+        _c(1.0, s), L.call("sqrt", L.add(L.div(s, _c(n, s)), _c(eps, s)))), ctx=ctx))
     inv.buffer = L.Buffer(inv.buffer.name, acc, inv.buffer.size)
 
     def element(idx):

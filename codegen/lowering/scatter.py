@@ -116,7 +116,7 @@ def _scatter_elements(ctx: LowerContext):
         flat = L.const(0)
         for i, s in zip(safe, ustrides):
             flat = L.add(flat, L.mul(i, s))
-        return L.Load(upd.dtype, upd.buffer, flat)
+        return upd.load_flat(flat)
 
     return _scatter(ctx, data, (ind.shape[axis],), matches, update_at)
 
@@ -138,7 +138,7 @@ def _scatter_nd(ctx: LowerContext):
         flat = L.mul(flat_q, inner)
         for i, s in zip(idx[last:], istrides):
             flat = L.add(flat, L.mul(i, s))
-        return L.Load(upd.dtype, upd.buffer, flat)
+        return upd.load_flat(flat)
 
     return _scatter(ctx, data, qshape, matches, update_at)
 

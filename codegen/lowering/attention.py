@@ -1,0 +1,171 @@
+"""Lowering rule of scaled dot-product `Attention` (what recognize_patterns makes of BERT's
+softmax(Q K^T * scale + mask) V), on 4-D heads or packed (B, S, H*D) operands.
+
+Stages (scratch in the accumulator type; K/V heads shared by Hq/Hkv query heads):
+    kt[b, hk, d, j]    = K transposed, so score rows read keys contiguously
+    scores[b, h, i, j] = softcap(scale * sum_d q[b, h, i, d] * kt[b, hk, d, j]) + mask + causal/window bias
+    max[b, h, i]       = max_j scores                      (vectorized row reduction)
+    e[b, h, i, j]      = exp(scores - max)                 (exp once per score)
+    inv[b, h, i]       = 1 / sum_j e  (0 for a row with no allowed key: it outputs zeros)
+    y[b, h, i, c]      = inv * sum_j e[b, h, i, j] * v[b, hk, j, c]   (vectorized over c)
+Packed operands add a final copy of y into (B, S, H*Dv). The scores and e scratch are the
+whole [B, H, S, T]: the tensor-expression layer has no per-thread scratch (one score row
+per thread would need it).
+
+Refused with NotLowerable naming the input/attribute: a KV cache (past_key/past_value,
+nonpad_kv_seqlen), the present_key/present_value/qk_matmul_output outputs, and a
+softmax_precision other than the accumulator type.
+"""
+from __future__ import annotations
+
+import math
+
+from ...ir import dtypes
+from .. import loop_ir as L
+from ..te import Compute, Reduce, is_narrow_float, wide
+from .context import LowerContext, NotLowerable
+from .rowreduce import row_reduce
+
+
+def _acc(dt):
+    return dtypes.float32 if is_narrow_float(dt) else dt
+
+
+def _check_supported(ctx: LowerContext, acc) -> None:
+    for i, name in ((4, "past_key"), (5, "past_value"), (6, "nonpad_kv_seqlen")):
+        if ctx.has(i):
+            raise NotLowerable(f"input {name} (KV cache) is not lowered")
+    for i, name in ((1, "present_key"), (2, "present_value"), (3, "qk_matmul_output")):
+        if len(ctx.out_types) > i and ctx.out_types[i] is not None:
+            raise NotLowerable(f"output {name} is not lowered")
+    precision = ctx.attrs.get("softmax_precision")
+    if precision is not None and precision is not acc:
+        raise NotLowerable(f"softmax_precision={precision} (only the accumulator type {acc} is lowered)")
+
+
+def _operand(t, packed: bool, heads: int):
+    """(b, head, s, d) -> element of a 4-D head tensor or of a packed (B, S, H*D) one."""
+    if not packed:
+        return lambda b, h, s, d: t[[b, h, s, d]]
+    width = t.shape[2] // heads
+    return lambda b, h, s, d: t[[b, s, L.add(L.mul(h, width), d)]]
+
+
+def _bias(ctx: LowerContext, mask, idx, total: int, acc):
+    """Additive bias at score index (b, h, i, j): the mask (bool: 0 / -inf; shorter than the
+    keys: padded with -inf) plus -inf outside the causal/window band. None when there is none."""
+    i, j = idx[2], idx[3]
+    terms = []
+    minus_inf = L.const(float("-inf"), acc)
+    allowed = None
+
+    def both(a, b):
+        return b if a is None else L.binary("and", a, b)
+
+    if mask is not None:
+        short = mask.shape[-1] not in (1, total)
+        at = list(idx)
+        if short:
+            inside = L.binary("lt", j, L.const(mask.shape[-1]))
+            at[3] = L.select(inside, j, L.const(0))
+            value = mask.bcast(at, 4)
+            allowed = inside
+        else:
+            value = mask.bcast(at, 4)
+        if mask.dtype.kind == "bool":
+            allowed = both(allowed, value)
+        else:
+            terms.append(L.cast(wide(value), acc))
+    distance = L.sub(i, j)  # how far key j lies behind query i (no cache: offset 0)
+    if ctx.attrs["is_causal"]:
+        allowed = both(allowed, L.binary("ge", distance, L.const(0)))
+    if ctx.attrs["left_window_size"] >= 0:
+        allowed = both(allowed, L.binary("le", distance, L.const(ctx.attrs["left_window_size"])))
+    if ctx.attrs["right_window_size"] >= 0:
+        allowed = both(allowed, L.binary("le", L.sub(j, i), L.const(ctx.attrs["right_window_size"])))
+    if allowed is not None:
+        terms.append(L.select(allowed, L.const(0.0, acc), minus_inf))
+    if not terms:
+        return None
+    total_bias = terms[0]
+    for t in terms[1:]:
+        total_bias = L.add(total_bias, t)
+    return total_bias
+
+
+def _attention(ctx: LowerContext):
+    q, k, v = ctx.input(0), ctx.input(1), ctx.input(2)
+    acc = _acc(q.dtype)
+    _check_supported(ctx, acc)
+    packed = q.rank == 3
+    if packed:
+        hq, hkv = ctx.attrs["q_num_heads"], ctx.attrs["kv_num_heads"]
+        if hq is None or hkv is None:
+            raise NotLowerable("3-D operands need q_num_heads and kv_num_heads")
+        batch, sq = q.shape[0], q.shape[1]
+        head, total, v_head = q.shape[2] // hq, k.shape[1], v.shape[2] // hkv
+    else:
+        batch, hq, sq, head = q.shape
+        hkv, total, v_head = k.shape[1], k.shape[2], v.shape[3]
+    group = hq // hkv
+    scale = ctx.attrs["scale"] if ctx.attrs["scale"] is not None else 1.0 / math.sqrt(head)
+    softcap = float(ctx.attrs["softcap"] or 0.0)
+    mask = ctx.inputs[3] if ctx.has(3) else None
+    q_at, k_at, v_at = _operand(q, packed, hq), _operand(k, packed, hkv), _operand(v, packed, hkv)
+
+    def kv_head(h):
+        return L.div(h, group) if group > 1 else h
+
+    kt = ctx.temp(Compute((batch, hkv, head, total), acc, lambda idx: L.cast(wide(k_at(idx[0], idx[1], idx[3], idx[2])), acc),
+                          name="kt"))
+
+    def score(idx):
+        b, h, i, j = idx
+
+        def product(r):
+            qv = L.cast(wide(q_at(b, h, i, r[0])), acc)
+            return L.mul(qv, kt[[b, kv_head(h), r[0], j]])
+
+        def finalize(s):
+            s = L.mul(s, L.const(scale, acc))
+            if softcap > 0:
+                cap = L.const(softcap, acc)
+                s = L.mul(cap, L.call("tanh", L.div(s, cap)))
+            bias = _bias(ctx, mask, idx, total, acc)
+            return s if bias is None else L.add(s, bias)
+
+        return Reduce("sum", (head,), product, finalize, acc)
+
+    rows = (batch, hq, sq)
+    scores = ctx.temp(Compute(rows + (total,), acc, score, name="scores"))
+    top = ctx.temp(row_reduce(ctx, rows + (1,), total, "max", lambda idx, j: scores[list(idx[:3]) + [j]], acc,
+                              name="rowmax"))
+
+    def shifted_exp(idx):
+        m = top[list(idx[:3]) + [L.const(0)]]
+        safe = L.select(L.call("isinf", m), L.const(0.0, acc), m)  # a row of only -inf: every e is 0
+        return L.call("exp", L.sub(scores[idx], safe))
+
+    e = ctx.temp(Compute(rows + (total,), acc, shifted_exp, name="exp"))
+
+    def reciprocal(s):
+        zero = L.binary("eq", s, L.const(0.0, acc))
+        return L.select(zero, L.const(0.0, acc), L.div(L.const(1.0, acc), L.select(zero, L.const(1.0, acc), s)))
+
+    inv = ctx.temp(row_reduce(ctx, rows + (1,), total, "sum", lambda idx, j: e[list(idx[:3]) + [j]], acc, reciprocal,
+                              name="rowsum"))
+
+    def weighted(idx):
+        b, h, i, c = idx
+        scale_row = inv[[b, h, i, L.const(0)]]
+        return Reduce("sum", (total,), lambda r: L.mul(e[[b, h, i, r[0]]], L.cast(wide(v_at(b, kv_head(h), r[0], c)), acc)),
+                      lambda s: L.mul(s, scale_row), acc)
+
+    if not packed:
+        return [Compute(ctx.out_shape(), ctx.out_dtype(), weighted)]
+    y = ctx.temp(Compute(rows + (v_head,), acc, weighted, name="heads"))
+    return [Compute(ctx.out_shape(), ctx.out_dtype(),
+                    lambda idx: y[[idx[0], L.div(idx[2], v_head), idx[1], L.mod(idx[2], v_head)]])]
+
+
+RULES = {"Attention": _attention}

@@ -1,0 +1,74 @@
+"""Pure data-movement groups (reshapes around one Transpose) as one permuted copy with
+collapsed axes.
+
+A fusion group like ShuffleNet's channel shuffle, Reshape -> Transpose -> Reshape, moves
+every element once. Lowered op by op, each output element unravels its index through
+every view (a div and a mod per axis per view) before it finds its source. Seen as a
+whole, the group is `transpose(x.reshape(S), perm)` written out row-major, and axes that
+stay adjacent and in order under `perm` can be merged: the shuffle [1,56,56,3,80] with
+perm [0,1,2,4,3] is a [3136,3,80] -> [3136,80,3] transpose, three index terms per element.
+"""
+from __future__ import annotations
+
+from ..ir.graph import Node, Value
+from . import loop_ir as L
+from .schedule import default_schedule, lower_stage
+from .te import Compute, Tensor, numel, strides_of
+
+VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
+
+
+def match_permute(nodes: list[Node], escaping: set) -> tuple[Value, Value, tuple, tuple] | None:
+    """(source, result, view shape S, perm) when `nodes` is a chain of views with exactly one
+    Transpose and only the last value leaves the group; else None."""
+    if not nodes or any(n.op not in VIEW_OPS | {"Transpose"} for n in nodes):
+        return None
+    transposes = [n for n in nodes if n.op == "Transpose"]
+    if len(transposes) != 1:
+        return None
+    for prev, node in zip(nodes, nodes[1:]):
+        if not node.inputs or node.inputs[0] is not prev.outputs[0]:
+            return None
+    if any(n.outputs[0] in escaping for n in nodes[:-1]):
+        return None
+    t = transposes[0]
+    shape = t.inputs[0].type.shape
+    perm = tuple(t.attrs.get("perm") or range(len(shape) - 1, -1, -1))
+    return nodes[0].inputs[0], nodes[-1].outputs[0], tuple(shape), perm
+
+
+def collapse(shape: tuple, perm: tuple) -> tuple[tuple, tuple]:
+    """Drop size-1 axes and merge runs of axes that stay adjacent and in order under `perm`:
+    (input shape of the merged axes, perm over them)."""
+    keep = [a for a in range(len(shape)) if shape[a] != 1]
+    rank_of = {a: i for i, a in enumerate(keep)}  # size-1 axes gone, neighbours become adjacent
+    runs: list[list[int]] = []
+    for a in (rank_of[a] for a in perm if shape[a] != 1):
+        if runs and runs[-1][-1] + 1 == a:
+            runs[-1].append(a)
+        else:
+            runs.append([a])
+    order = sorted(range(len(runs)), key=lambda r: runs[r][0])  # merged axes in input order
+    merged_shape = tuple(numel([shape[keep[a]] for a in runs[r]]) for r in order)
+    position = {r: i for i, r in enumerate(order)}
+    return (merged_shape, tuple(position[r] for r in range(len(runs)))) if keep else ((), ())
+
+
+def permute_kernel(name: str, source: Value, result: Value, shape: tuple, perm: tuple, vector_bits: int):
+    """The loop-IR kernel copying `source` (read as `shape`) into `result` transposed by `perm`."""
+    in_shape, cperm = collapse(shape, perm)
+    out_shape = tuple(in_shape[a] for a in cperm) or (1,)
+    n = max(1, numel(result.type.shape))
+    src = L.Buffer("p0", source.type.dtype, n)
+    dst = L.Buffer("p1", result.type.dtype, n)
+    in_strides = strides_of(in_shape)
+
+    def element(idx):
+        flat: L.Expr = L.const(0)
+        for i, a in zip(idx, cperm):
+            flat = L.add(flat, L.mul(i, in_strides[a]))
+        return L.Load(src.dtype, src, flat)
+
+    stage = Compute(out_shape, result.type.dtype, element)
+    body = lower_stage(stage, Tensor(dst, out_shape), default_schedule("injective", vector_bits, max(8, dst.dtype.bits)))
+    return L.Kernel(name, (src, dst), body, "injective", dict(default_schedule("injective", vector_bits).knobs))

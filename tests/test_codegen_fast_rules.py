@@ -1,0 +1,292 @@
+"""Loop-IR rules of the fast CPU path, compiled to native code and compared with the
+reference interpreter: the NHWC pools/LRN/conv fallback, Linear's activations, the
+vectorized row reductions (Softmax, LayerNorm, Reduce* over the last axis) and Attention."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler.codegen.native import compile_graph
+from compiler.ir import GraphBuilder, run_graph, tensor
+from compiler.ir.errors import CompilerError
+from compiler.model import native_artifact
+from compiler.runtime.native import NativeModel
+from compiler.zoo.tolerances import assert_close
+
+RNG = np.random.default_rng(7)
+NUM_THREADS = None  # all cores
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def native(graph):
+    """The graph as native code (one kernel per node, no graph passes) and its kernel listing."""
+    build = compile_graph(graph)
+    manifest, sections = native_artifact(graph, build, "llvm", "test")
+    return NativeModel(manifest, sections, where="test", num_threads=NUM_THREADS), build.kernel_listing
+
+
+def check(graph, feeds, dtype=None, end_to_end=False):
+    """Native run vs the reference interpreter; returns the kernel listing."""
+    model, listing = native(graph)
+    got, want = model.run(feeds), run_graph(graph, feeds)
+    for name in want:
+        assert_close(got[name], want[name], dtype, name, end_to_end=end_to_end)
+    return listing
+
+
+def one_op(op, shapes, dtype="f32", consts=(), **attrs):
+    """A graph of one node over inputs x0.. (or constants for the indices in `consts`) and random feeds."""
+    b = GraphBuilder()
+    np_dtype = {"f32": np.float32, "f64": np.float64}[dtype]
+    feeds, values = {}, []
+    for i, shape in enumerate(shapes):
+        if shape is None:
+            values.append(None)
+            continue
+        data = RNG.standard_normal(shape).astype(np_dtype)
+        if i in consts:
+            values.append(b.const(data, f"c{i}"))
+        else:
+            values.append(b.input(f"x{i}", tensor(list(shape), dtype)))
+            feeds[f"x{i}"] = data
+    b.output(b.op(op, *values, **attrs))
+    return b.build(), feeds
+
+
+# ---- NHWC pools and LRN ---------------------------------------------------------------------
+
+WINDOWS = [  # (input NHWC, kernel, strides, pads, dilations, ceil_mode)
+    ([2, 7, 9, 5], [3, 3], [2, 2], [1, 1, 1, 1], [1, 1], 0),
+    ([1, 8, 7, 11], [2, 3], [2, 1], [0, 1, 1, 0], [2, 1], 1),
+    ([1, 6, 6, 8], [3, 3], [2, 2], [0, 0, 0, 0], [1, 1], 1),
+    ([1, 5, 6, 19], [2, 2], [1, 1], [1, 1, 0, 0], [1, 1], 0),
+    ([1, 9, 9, 3], [3, 2], [3, 2], [1, 0, 1, 1], [2, 2], 1),
+]
+
+
+@pytest.mark.parametrize("shape, kernel, strides, pads, dilations, ceil_mode", WINDOWS)
+def test_max_pool_nhwc(shape, kernel, strides, pads, dilations, ceil_mode):
+    g, feeds = one_op("MaxPoolNhwc", [shape], kernel_shape=kernel, strides=strides, pads=pads, dilations=dilations,
+                      ceil_mode=ceil_mode)
+    listing = check(g, feeds)
+    assert ("vectorized" in listing) == (shape[-1] >= 8)  # lanes over C
+
+
+@pytest.mark.parametrize("count_include_pad", [0, 1])
+@pytest.mark.parametrize("shape, kernel, strides, pads, dilations, ceil_mode", WINDOWS)
+def test_average_pool_nhwc(shape, kernel, strides, pads, dilations, ceil_mode, count_include_pad):
+    g, feeds = one_op("AveragePoolNhwc", [shape], kernel_shape=kernel, strides=strides, pads=pads,
+                      dilations=dilations, ceil_mode=ceil_mode, count_include_pad=count_include_pad)
+    check(g, feeds)
+
+
+@pytest.mark.parametrize("size", [3, 5])
+@pytest.mark.parametrize("channels", [8, 13])
+def test_lrn_nhwc(size, channels):
+    g, feeds = one_op("LRNNhwc", [[2, 3, 5, channels]], size=size, alpha=2e-3, beta=0.75, bias=1.5)
+    check(g, feeds)
+
+
+def test_global_average_pool_nhwc_vectorizes_over_channels():
+    b = GraphBuilder()
+    x = b.input("x", tensor([2, 7, 7, 20], "f32"))
+    b.output(b.op("ReduceMean", x, b.const(np.array([1, 2], np.int64), "axes"), keepdims=1))
+    feeds = {"x": RNG.standard_normal((2, 7, 7, 20)).astype(np.float32)}
+    listing = check(b.build(), feeds)
+    assert "vectorized" in listing
+
+
+# ---- ConvNhwc fallback (float64) and Linear's activations -------------------------------------
+
+ACTS = ["none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu"]
+
+
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("residual", ["none", "before", "after"])
+def test_conv_nhwc_fallback_float64(activation, residual):
+    shapes = [[1, 6, 7, 6], [8, 3, 3, 3], [8], [1, 3, 4, 8] if residual != "none" else None]
+    g, feeds = one_op("ConvNhwc", shapes, "f64", consts=(1, 2), strides=[2, 2], pads=[1, 0, 1, 2], dilations=[1, 1],
+                      group=2, activation=activation, clip_min=-0.5, clip_max=0.7,
+                      residual_after_activation=int(residual == "after"))
+    check(g, feeds, end_to_end=True)
+
+
+def test_conv_nhwc_fallback_runtime_weights_dilated_no_bias():
+    g, feeds = one_op("ConvNhwc", [[2, 8, 8, 3], [5, 3, 2, 3]], "f64", strides=[1, 2], pads=[2, 1, 0, 1],
+                      dilations=[2, 1], activation="relu")
+    check(g, feeds, end_to_end=True)
+
+
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_linear_activations(activation, dtype):
+    g, feeds = one_op("Linear", [[3, 5, 16], [16, 11], [11]], dtype, consts=(1, 2), activation=activation,
+                      clip_min=-0.25, clip_max=0.5)
+    check(g, feeds, end_to_end=True)
+
+
+# ---- vectorized row reductions -----------------------------------------------------------------
+
+ROWS = [7, 8, 128, 384, 1000]
+
+
+def extreme_rows(shape):
+    """Random rows with +-80 spikes: exp overflows float32 unless the maximum is subtracted."""
+    x = RNG.standard_normal(shape).astype(np.float32) * 4
+    x.reshape(-1)[:: 13] = 80.0
+    x.reshape(-1)[5:: 17] = -80.0
+    return x
+
+
+@pytest.mark.parametrize("n", ROWS)
+@pytest.mark.parametrize("op", ["Softmax", "LogSoftmax"])
+def test_softmax_rows(op, n):
+    b = GraphBuilder()
+    x = b.input("x", tensor([3, 2, n], "f32"))
+    b.output(b.op(op, x, axis=-1))
+    listing = check(b.build(), {"x": extreme_rows((3, 2, n))})
+    if n >= 16:
+        assert "rowmax" in listing or "vectorized" in listing
+
+
+@pytest.mark.parametrize("n", ROWS)
+def test_layer_norm_rows(n):
+    g, feeds = one_op("LayerNormalization", [[4, n], [n], [n]], consts=(1, 2), axis=-1, epsilon=1e-5)
+    feeds["x0"] = extreme_rows((4, n))
+    check(g, feeds)
+
+
+def test_layer_norm_over_two_trailing_axes():
+    g, feeds = one_op("LayerNormalization", [[2, 3, 6, 7], [6, 7]], consts=(1,), axis=2, epsilon=1e-5)
+    check(g, feeds)
+
+
+@pytest.mark.parametrize("op", ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL2", "ReduceLogSumExp"])
+@pytest.mark.parametrize("n, keepdims", [(7, 1), (128, 0), (1000, 1), (37, 0)])
+def test_reduce_last_axis(op, n, keepdims):
+    b = GraphBuilder()
+    x = b.input("x", tensor([5, n], "f32"))
+    b.output(b.op(op, x, b.const(np.array([-1], np.int64), "axes"), keepdims=keepdims))
+    feeds = {"x": np.abs(RNG.standard_normal((5, n))).astype(np.float32) + 0.1}
+    check(b.build(), feeds)
+
+
+def test_reduce_over_trailing_axes_of_a_fused_producer():
+    b = GraphBuilder()
+    x = b.input("x", tensor([3, 4, 10], "f32"))
+    y = b.op("ReduceSum", b.op("Exp", x), b.const(np.array([1, 2], np.int64), "axes"), keepdims=0)
+    b.output(y)
+    graph = b.build()
+    feeds = {"x": RNG.standard_normal((3, 4, 10)).astype(np.float32)}
+    build = compile_graph(graph, None, [list(graph.nodes)])  # one kernel: Exp inlined into the reduction
+    manifest, sections = native_artifact(graph, build, "llvm", "test")
+    got = NativeModel(manifest, sections, where="test").run(feeds)
+    assert build.num_kernels == 1
+    assert_close(got[y.name], run_graph(graph, feeds)[y.name])
+
+
+# ---- Attention ---------------------------------------------------------------------------------
+
+def attention_graph(q_shape, kv_shape, mask_shape=None, mask_dtype="f32", **attrs):
+    b = GraphBuilder()
+    q = b.input("q", tensor(q_shape, "f32"))
+    k = b.input("k", tensor(kv_shape, "f32"))
+    v = b.input("v", tensor(kv_shape, "f32"))
+    feeds = {n: RNG.standard_normal(s).astype(np.float32) for n, s in (("q", q_shape), ("k", kv_shape), ("v", kv_shape))}
+    inputs = [q, k, v]
+    if mask_shape is not None:
+        inputs.append(b.input("mask", tensor(mask_shape, mask_dtype)))
+        if mask_dtype == "bool":
+            feeds["mask"] = RNG.random(mask_shape) > 0.3
+        else:  # BERT's additive mask: 0 where attended, -10000 on padding
+            feeds["mask"] = np.where(RNG.random(mask_shape) > 0.25, 0.0, -10000.0).astype(np.float32)
+    b.output(b.op("Attention", *inputs, **attrs))
+    return b.build(), feeds
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_bert_4d(masked):
+    g, feeds = attention_graph([2, 12, 128, 32], [2, 12, 128, 32], [2, 1, 1, 128] if masked else None, scale=0.125)
+    check(g, feeds)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_attention_bert_packed_heads(masked):
+    g, feeds = attention_graph([2, 128, 384], [2, 128, 384], [2, 1, 1, 128] if masked else None, scale=0.125,
+                               q_num_heads=12, kv_num_heads=12)
+    check(g, feeds)
+
+
+def test_attention_causal_grouped_query_bool_mask_shorter_than_keys():
+    g, feeds = attention_graph([1, 4, 9, 8], [1, 2, 11, 8], [9, 10], "bool", is_causal=1)
+    check(g, feeds)
+
+
+def test_attention_softcap_and_window_default_scale():
+    g, feeds = attention_graph([2, 2, 20, 16], [2, 2, 20, 16], softcap=3.0, left_window_size=4, right_window_size=2)
+    check(g, feeds)
+
+
+def test_attention_with_kv_cache_is_refused_naming_the_input():
+    b = GraphBuilder()
+    q = b.input("q", tensor([1, 2, 4, 8], "f32"))
+    k = b.input("k", tensor([1, 2, 4, 8], "f32"))
+    v = b.input("v", tensor([1, 2, 4, 8], "f32"))
+    pk = b.input("pk", tensor([1, 2, 3, 8], "f32"))
+    pv = b.input("pv", tensor([1, 2, 3, 8], "f32"))
+    b.output(b.node("Attention", [q, k, v, None, pk, pv], num_outputs=1)[0])
+    with pytest.raises(CompilerError, match="past_key"):
+        compile_graph(b.build())
+
+
+# ---- vector exp / tanh / erf -------------------------------------------------------------------
+
+def _math_graph(n):
+    b = GraphBuilder()
+    x = b.input("x", tensor([n], "f32"))
+    for op in ("Exp", "Tanh", "Erf"):
+        b.output(b.op(op, x, name=op.lower()))
+    return b.build()
+
+
+def test_vector_exp_tanh_erf_accuracy_and_ieee_edges():
+    import math
+
+    specials = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 88.5, 88.72, 89.0, -87.0, -120.0], np.float32)
+    xs = np.concatenate([np.linspace(-90, 90, 4000), np.geomspace(1e-20, 6, 2000), -np.geomspace(1e-20, 6, 2000),
+                         specials]).astype(np.float32)
+    xs = np.concatenate([xs, np.zeros((-xs.size) % 8, np.float32)])  # whole vectors: every value takes the SIMD path
+    model, _ = native(_math_graph(xs.size))
+    got = model.run({"x": xs})
+    x64 = xs.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = {"exp": np.exp(x64), "tanh": np.tanh(x64), "erf": np.vectorize(math.erf)(x64)}
+    for name, ref in want.items():
+        y = got[name].astype(np.float64)
+        with np.errstate(over="ignore"):
+            normal = np.isfinite(ref.astype(np.float32)) & (np.abs(ref) > 1e-37)
+        rel = np.abs(y[normal] - ref[normal]) / np.abs(ref[normal])
+        assert rel.max() < 5e-7, (name, xs[normal][np.argmax(rel)], rel.max())
+        assert np.all(np.abs(y[~normal & np.isfinite(y)] - np.nan_to_num(ref[~normal & np.isfinite(y)])) < 1.2e-38)
+        assert np.isnan(y[np.isnan(xs)]).all()
+    e = got["exp"]
+    assert e[xs == np.inf].item() == np.inf and e[xs == -np.inf].item() == 0.0 and e[xs == 89.0].item() == np.inf
+    assert np.isfinite(e[xs == np.float32(88.72)]).all()
+    assert got["tanh"][xs == np.inf].item() == 1.0 and got["tanh"][xs == -np.inf].item() == -1.0
+    assert got["erf"][xs == np.inf].item() == 1.0 and got["erf"][xs == -np.inf].item() == -1.0
+
+
+def test_vector_math_makes_no_libm_call_per_lane():
+    from compiler.codegen.llvm_compile import emit_assembly
+
+    b = GraphBuilder()
+    x = b.input("x", tensor([4, 384], "f32"))
+    b.output(b.op("Softmax", b.op("Gelu", b.op("Tanh", x)), axis=-1))
+    build = compile_graph(b.build())
+    asm = emit_assembly(build.llvm_ir, build.target)
+    for fn in ("expf", "tanhf", "erff"):
+        assert f"call\t{fn}" not in asm and f"{fn}@PLT" not in asm, fn
