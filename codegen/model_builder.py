@@ -4,9 +4,16 @@
 
 Steps: fold what is known at compile time (nodes on constants, Shape/Size of static
 tensors); check every remaining node can be lowered and report all that cannot at once;
-lower each node (later: each fused group) to a kernel, sharing identical kernels; plan
-the arena (liveness, first fit, 64-byte aligned); emit the entry that calls the kernels
-in order with pointers into inputs, outputs, weights and arena: no Python between kernels.
+lower each node or fused group to a kernel, sharing identical kernels; plan the arena
+(liveness, first fit, 64-byte aligned); emit the entry that calls the kernels in order
+with pointers into inputs, outputs, weights and arena: no Python between kernels.
+
+A node an extern lowering accepts (`extern_lowering.LOWERINGS`: convolutions and matrix
+products on the hand-blocked microkernels) becomes an `ExternPlan` instead of a loop-IR
+kernel; its fusion group is split around it ([nodes before], [it], [nodes after]) and
+the rest of the group goes through the loop-IR rules. A channel Concat of such convs
+can be dropped, the convs writing into their slices of its output (`concat_in_place`).
+`NativeProgram.paths` records which way each node went.
 
 Shapes must be static: symbolic input dims are refused with a message naming them
 (pass input_shapes to compile). Runtime-sized kernels are the follow-up.
@@ -22,6 +29,9 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.interpreter import Interpreter
 from ..ir.types import TensorType
 from . import loop_ir as L
+from . import concat_in_place
+from .extern import MICROKERNEL, ExternPlan
+from .extern_lowering import LOWERINGS as EXTERN_LOWERINGS
 from .kernel_builder import KernelPlan, build_kernel
 from .llvm_target import CPUTarget
 from .lowering import ALIASES, NOT_LOWERABLE, RULES, NotLowerable
@@ -43,13 +53,20 @@ class NotCompilableError(CompilerError):
 class Storage:
     kind: str  # "input" | "output" | "weight" | "arena"
     index: int  # input/output position, or byte offset
+    offset: int = 0  # bytes past an input/output's start (a value stored inside another)
+
+
+LOOP_IR = "loop_ir"  # the `paths` entry of a node lowered through lowering.RULES
+ALIAS = "alias"  # a node whose output shares its input's storage (no kernel)
+IN_PLACE = "in_place"  # a Concat whose producers write into their slices of its output (no kernel)
 
 
 @dataclass
 class Call:
-    plan: KernelPlan
+    plan: KernelPlan | ExternPlan
     function: str  # the (possibly shared) kernel function it calls
     storages: list[Storage]
+    nodes: tuple = ()  # the graph nodes this call computes (none for output copies)
 
 
 @dataclass
@@ -57,10 +74,11 @@ class NativeProgram:
     """Everything the LLVM emitter and the artifact need."""
 
     calls: list[Call]
-    kernels: dict[str, KernelPlan]  # function name -> plan (unique kernels)
+    kernels: dict[str, KernelPlan | ExternPlan]  # function name -> plan (unique kernels)
     weights: bytes
     arena_size: int
     folded: dict = field(default_factory=dict)
+    paths: dict = field(default_factory=dict)  # Node -> MICROKERNEL | LOOP_IR | ALIAS | IN_PLACE
 
 
 def _align(n: int) -> int:
@@ -123,7 +141,7 @@ def check_compilable(graph: Graph, known: dict) -> list[Node]:
 def _why_not(node: Node) -> str | None:
     if node.op in NOT_LOWERABLE:
         return NOT_LOWERABLE[node.op]
-    if node.op not in RULES:
+    if node.op not in RULES and node.op not in EXTERN_LOWERINGS:
         return "no lowering rule for this op yet"
     for v in list(node.inputs) + list(node.outputs):
         if v is None:
@@ -142,51 +160,113 @@ def _why_not(node: Node) -> str | None:
 def build_program(graph: Graph, target: CPUTarget, groups: list[list[Node]] | None = None) -> NativeProgram:
     known = fold_constants(graph)
     todo = check_compilable(graph, known)
-    needed = set(todo)
-    groups = [[n for n in g if n in needed] for g in groups] if groups else [[n] for n in todo]
+    externs = _extern_plans(todo, known, target)
+    slices = concat_in_place.find(graph, todo, externs)
+    externs.update(slices.plans)
+    needed = set(todo) - slices.dropped
+    groups = [[n for n in g if n in needed] for g in groups] if groups else [[n] for n in todo if n in needed]
     groups = [g for g in groups if g]
     outputs = {v: j for j, v in enumerate(graph.outputs)}
     inputs = {v: k for k, v in enumerate(graph.inputs)}
-    # Alias ops share their input's storage (no kernel) unless they produce a graph output.
+    # Alias ops share their input's storage (no kernel) unless they produce a graph output;
+    # a conv output written into its slice of a Concat lives inside the Concat's output.
     alias: dict[Value, Value] = {}
+    inside: dict[Value, tuple[Value, int]] = slices.inside
 
     def root(v: Value) -> Value:
-        while v in alias:
-            v = alias[v]
+        while v in alias or v in inside:
+            v = alias[v] if v in alias else inside[v][0]
         return v
 
-    plans: list[tuple[KernelPlan, list]] = []
+    def offset_of(v: Value) -> int:
+        """Bytes from root(v)'s start to v's."""
+        off = 0
+        while v in alias or v in inside:
+            if v in inside:
+                v, delta = inside[v]
+                off += delta
+            else:
+                v = alias[v]
+        return off
+
+    plans: list[tuple[KernelPlan | ExternPlan, str]] = []
     problems = []
     unique: dict[str, str] = {}
-    kernels: dict[str, KernelPlan] = {}
-    for gi, group in enumerate(groups):
-        node = group[0]
-        if len(group) == 1 and node.op in ALIASES and node.outputs[0] not in outputs and node.inputs[0] is not None:
-            alias[node.outputs[0]] = node.inputs[0]
-            continue
-        escaping = set(graph.outputs) | {v for n in todo if n not in group for v in n.inputs if v is not None}
-        try:
-            plan = build_kernel(f"k{gi}_{_ident(node.op)}", group, known, escaping, target.vector_bits)
-        except NotLowerable as e:
-            problems.append((node.describe(), str(e)))
-            continue
+    kernels: dict[str, KernelPlan | ExternPlan] = {}
+    paths: dict[Node, str] = dict.fromkeys(slices.dropped, IN_PLACE)
+
+    def add(plan, nodes) -> None:
         key = plan.key()
         if key not in unique:
             unique[key] = plan.kernel.name
             kernels[plan.kernel.name] = plan
-        plans.append((plan, unique[key]))
+        plans.append((plan, unique[key], tuple(nodes)))
+
+    for gi, group in enumerate(groups):
+        pieces = _split_at_externs(group, externs)
+        for pi, (piece, extern) in enumerate(pieces):
+            node = piece[0]
+            name = f"k{gi}_{_ident(node.op)}" if len(pieces) == 1 else f"k{gi}_{pi}_{_ident(node.op)}"
+            if extern is not None:
+                add(extern.named(name), piece)
+                paths[node] = MICROKERNEL
+                continue
+            if len(piece) == 1 and node.op in ALIASES and node.outputs[0] not in outputs and node.inputs[0] is not None:
+                alias[node.outputs[0]] = node.inputs[0]
+                paths[node] = ALIAS
+                continue
+            escaping = set(graph.outputs) | {v for n in todo if n not in piece for v in n.inputs if v is not None}
+            try:
+                plan = build_kernel(name, piece, known, escaping, target.vector_bits)
+            except NotLowerable as e:
+                problems.append((node.describe(), str(e)))
+                continue
+            add(plan, piece)
+            paths.update((n, LOOP_IR) for n in piece)
     # Graph outputs that are inputs, constants, aliases or repeats get a copy kernel.
-    produced = {root(v) for plan, _ in plans for kind, v in plan.args if kind == "value"}
+    produced = {root(v) for plan, _, _ in plans for kind, v in plan.args if kind == "value"}
     seen_out: set = set()
     for v in graph.outputs:
         if v in seen_out or v in inputs or v in known or v not in produced or root(v) is not v:
             plan = _copy_plan(v, root(v) if v not in known else v, target)
             kernels.setdefault(plan.kernel.name, plan)
-            plans.append((plan, plan.kernel.name))
+            plans.append((plan, plan.kernel.name, ()))
         seen_out.add(v)
     if problems:
         raise NotCompilableError(problems)
-    return _place(graph, plans, kernels, known, inputs, outputs, root)
+    program = _place(graph, plans, kernels, known, inputs, outputs, root, offset_of)
+    program.paths = paths
+    return program
+
+
+def _extern_plans(todo: list[Node], known: dict, target: CPUTarget) -> dict[Node, ExternPlan]:
+    """The nodes an extern lowering accepts, with their plans (unnamed yet)."""
+    externs = {}
+    for node in todo:
+        rule = EXTERN_LOWERINGS.get(node.op)
+        plan = rule(node, known, target) if rule is not None else None
+        if plan is not None:
+            externs[node] = plan
+    return externs
+
+
+def _split_at_externs(group: list[Node], externs: dict) -> list[tuple[list[Node], ExternPlan | None]]:
+    """The group as pieces in order: each node an extern lowering accepted (`externs`:
+    Node -> plan) alone, the runs of nodes between them together (plan None: loop IR)."""
+    pieces: list[tuple[list[Node], ExternPlan | None]] = []
+    run: list[Node] = []
+    for node in group:
+        plan = externs.get(node)
+        if plan is None:
+            run.append(node)
+            continue
+        if run:
+            pieces.append((run, None))
+            run = []
+        pieces.append(([node], plan))
+    if run:
+        pieces.append((run, None))
+    return pieces
 
 
 def _ident(op: str) -> str:
@@ -209,7 +289,7 @@ def _copy_plan(dst: Value, src: Value, target: CPUTarget) -> KernelPlan:
     return KernelPlan(kernel, [("value", src), ("copy_out", dst)])
 
 
-def _place(graph, plans, kernels, known, inputs, outputs, root) -> NativeProgram:
+def _place(graph, plans, kernels, known, inputs, outputs, root, offset_of=lambda v: 0) -> NativeProgram:
     """Storage for every kernel argument: inputs, outputs, packed weights, and the arena."""
     weights = bytearray()
     weight_at: dict[int, int] = {}
@@ -224,7 +304,7 @@ def _place(graph, plans, kernels, known, inputs, outputs, root) -> NativeProgram
 
     # Liveness of arena values, in call order.
     first, last = {}, {}
-    for i, (plan, _) in enumerate(plans):
+    for i, (plan, _, _) in enumerate(plans):
         for kind, v in plan.args:
             if kind in ("value", "copy_out"):
                 r = root(v)
@@ -233,7 +313,7 @@ def _place(graph, plans, kernels, known, inputs, outputs, root) -> NativeProgram
     arena = _Arena()
     offsets: dict[Value, int] = {}
     calls = []
-    for i, (plan, fname) in enumerate(plans):
+    for i, (plan, fname, nodes) in enumerate(plans):
         storages, temps = [], []
         for kind, v in plan.args:
             if kind == "packed":
@@ -244,23 +324,24 @@ def _place(graph, plans, kernels, known, inputs, outputs, root) -> NativeProgram
                 storages.append(Storage("arena", off))
             else:
                 r = v if kind == "copy_out" else root(v)
+                off = 0 if kind == "copy_out" else offset_of(v)
                 if kind == "copy_out" or (r in outputs and r not in inputs and r not in known):
-                    storages.append(Storage("output", outputs[r]))
+                    storages.append(Storage("output", outputs[r], off))
                 elif r in inputs:
-                    storages.append(Storage("input", inputs[r]))
+                    storages.append(Storage("input", inputs[r], off))
                 elif r in known:
-                    storages.append(Storage("weight", add_weight(id(r), known[r])))
+                    storages.append(Storage("weight", add_weight(id(r), known[r]) + off))
                 else:
                     if r not in offsets:
                         offsets[r] = arena.alloc(_nbytes(r))
-                    storages.append(Storage("arena", offsets[r]))
+                    storages.append(Storage("arena", offsets[r] + off))
         for off, size in temps:
             arena.free(off, size)
         for kind, v in plan.args:  # values whose last reader was this call give their space back
             r = root(v) if kind == "value" else None
             if r is not None and r in offsets and last.get(r) == i and r not in outputs:
                 arena.free(offsets.pop(r), _nbytes(r))
-        calls.append(Call(plan, fname, storages))
+        calls.append(Call(plan, fname, storages, nodes))
     return NativeProgram(calls, kernels, bytes(weights), arena.size)
 
 

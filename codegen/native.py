@@ -37,7 +37,8 @@ class NativeBuild:
 
 
 def emit_module(program: NativeProgram) -> str:
-    """The whole model as one module (kernels internal to it)."""
+    """The whole model as one module (kernels internal to it). `add_kernel` emits loop-IR
+    kernels and extern (microkernel) ones alike."""
     mb = B.ModuleBuilder()
     functions = {name: mb.add_kernel(plan.kernel) for name, plan in program.kernels.items()}
     _add_entry(mb, program, functions)
@@ -70,10 +71,21 @@ def emit_modules(program: NativeProgram, parts: int) -> list[str]:
 
 
 def _weight(kernel) -> int:
-    """A rough size of the code a kernel becomes (its loop IR node count)."""
-    from .loop_ir import walk
+    """A rough size of the code a kernel becomes (its loop IR node count; an extern
+    kernel's estimate)."""
+    from .loop_ir import Kernel, walk
 
+    if not isinstance(kernel, Kernel):
+        return kernel.code_size()
     return sum(1 for _ in walk(kernel.body))
+
+
+def kernel_listing(program: NativeProgram) -> str:
+    """Every unique kernel as text: loop-IR kernels in full, extern kernels by their problem."""
+    from .loop_ir import Kernel
+
+    return "".join(kernel_text(p.kernel) if isinstance(p.kernel, Kernel) else p.kernel.listing()
+                   for p in program.kernels.values())
 
 
 def entry_function(mb) -> ir.Function:
@@ -90,6 +102,8 @@ def kernel_call_args(b: ir.IRBuilder, entry: ir.Function, call, target: ir.Funct
         if storage.kind in ("input", "output"):
             table = inputs if storage.kind == "input" else outputs
             ptr = b.load(b.gep(table, [ir.Constant(B.I64, storage.index)]))
+            if storage.offset:  # a value stored inside this input/output
+                ptr = b.gep(ptr, [ir.Constant(B.I64, storage.offset)])
         else:
             base = weights if storage.kind == "weight" else arena
             ptr = b.gep(base, [ir.Constant(B.I64, storage.index)])
@@ -125,6 +139,6 @@ def compile_graph(graph: Graph, options: dict | None = None, groups: list | None
     t3 = time.perf_counter()
     lib = link_shared(objects)
     timings["link"] = time.perf_counter() - t3
-    listing = "".join(kernel_text(p.kernel) for p in program.kernels.values())
+    listing = kernel_listing(program)
     return NativeBuild(lib, program.weights, program.arena_size, target, listing, "\n".join(texts), timings,
                        len(program.kernels), len(program.calls))

@@ -1,0 +1,64 @@
+"""Channel concatenation without a copy: convolutions that write straight into their
+channel slice of the Concat's output.
+
+An NHWC Concat on the channel (last) axis whose every input is a ConvNhwc computed by a
+microkernel, read by nothing but that Concat, is dropped: each conv's GEMM stores its rows
+with the Concat's channel count as row stride (`extern_lowering.into_channel_slice`), and
+its output value lives inside the Concat's output at the byte offset of its first channel
+(Inception and DenseNet blocks, SqueezeNet's fire modules).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..ir.graph import Graph, Node, Value
+from ..ir.ops import REGISTRY
+from .extern import ExternPlan
+from .extern_lowering import into_channel_slice
+
+
+@dataclass
+class ConcatSlices:
+    """What `find` decided: the Concats to drop, the conv plans that replace the plain
+    ones, and where each conv output lives (container value, byte offset)."""
+
+    dropped: set = field(default_factory=set)  # Concat nodes computed by their producers
+    plans: dict = field(default_factory=dict)  # conv Node -> ExternPlan writing into its slice
+    inside: dict = field(default_factory=dict)  # conv output Value -> (Concat output Value, byte offset)
+
+
+def find(graph: Graph, todo: list[Node], externs: dict[Node, ExternPlan]) -> ConcatSlices:
+    """The Concats in `todo` that their producers can write in place (see the module doc)."""
+    producer: dict[Value, Node] = {v: n for n in todo for v in n.outputs if v is not None}
+    readers: dict[Value, int] = {}
+    for n in todo:
+        for v in n.inputs:
+            if v is not None:
+                readers[v] = readers.get(v, 0) + 1
+    result = ConcatSlices()
+    graph_outputs = set(graph.outputs)
+    for node in todo:
+        if node.op != "Concat":
+            continue
+        z = node.outputs[0]
+        rank = z.type.rank
+        axis = REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"]
+        if rank != 4 or axis not in (-1, rank - 1) or z.type.dtype.name != "float32":
+            continue
+        ins = list(node.inputs)
+        if len(set(ins)) != len(ins) or any(v is None or v in graph_outputs or readers.get(v) != 1 for v in ins):
+            continue
+        convs = [producer.get(v) for v in ins]
+        if any(c is None or c.op != "ConvNhwc" or c not in externs for c in convs):
+            continue
+        channels = z.type.shape[-1]
+        sliced = [into_channel_slice(externs[c], channels) for c in convs]
+        if any(p is None for p in sliced):
+            continue
+        start = 0
+        for conv, plan, v in zip(convs, sliced, ins):
+            result.plans[conv] = plan
+            result.inside[v] = (z, start * z.type.dtype.itemsize)
+            start += v.type.shape[-1]
+        result.dropped.add(node)
+    return result

@@ -1,0 +1,118 @@
+"""Extern kernels: graph nodes computed by the hand-blocked microkernels (`microkernels/`)
+instead of a loop-IR kernel.
+
+An `ExternPlan` stands beside `kernel_builder.KernelPlan` and looks the same to the model
+builder: `kernel` (with `name` and `params`, one float32 buffer per argument), `args`
+(the bindings, same kinds as KernelPlan's: ("value", Value), ("packed", ndarray),
+("temp", nbytes)) and `key()` (equal keys = interchangeable code, so identical convs share
+one function). `ModuleBuilder.add_kernel` hands an `ExternKernel` to its `emit`, which adds
+the microkernel to the module plus a small wrapper
+
+    void NAME(float* p0, float* p1, ...)        ; one pointer per binding, in order
+
+that calls the microkernel entry with its epilogue pointers (NULL where unused) and
+`nthreads = load @cm_num_threads` (0 = libgomp's default, all cores), so `cm_entry`
+calls it exactly as it calls a loop-IR kernel.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import llvmlite.ir as ir
+import numpy as np
+
+from ..ir import dtypes
+from . import loop_ir as L
+from .microkernels import ConvProblem, GemmProblem, emit_conv, emit_gemm
+from .microkernels.gemm import PARAMS
+
+F32P = ir.FloatType().as_pointer()
+MICROKERNEL = "microkernel"  # the `kind` of an extern plan (loop-IR plans are "loop_ir")
+
+
+@dataclass(frozen=True, eq=False)
+class ExternKernel:
+    """One microkernel call site shape: the problem, its schedule, and which microkernel
+    pointer (`PARAMS`: x, w, y, bias, scale, shift, res) each wrapper parameter feeds."""
+
+    name: str
+    problem: ConvProblem | GemmProblem
+    schedule: object  # GemmSchedule | DepthwiseSchedule
+    roles: tuple[str, ...]  # PARAMS name per wrapper parameter
+    target: object  # the CPUTarget the schedule was chosen for
+    params: tuple[L.Buffer, ...] = field(default=())
+    kernel_class: str = MICROKERNEL
+
+    def __post_init__(self):
+        if not self.params:
+            object.__setattr__(self, "params", tuple(L.Buffer(f"p{i}", dtypes.float32, 1)
+                                                     for i in range(len(self.roles))))
+
+    @property
+    def entry_name(self) -> str:
+        return f"{self.name}.mk"
+
+    def emit(self, mb) -> ir.Function:
+        """Add the microkernel and its wrapper to `mb` (a llvm_backend.ModuleBuilder)."""
+        module = mb.module
+        if isinstance(self.problem, ConvProblem):
+            entry = module.get_global(emit_conv(module, self.entry_name, self.problem, self.target,
+                                                self.schedule).name)
+        else:
+            entry = emit_gemm(module, self.entry_name, self.problem, self.schedule)
+        entry.linkage = "internal"  # only the wrapper below calls it
+        wrapper = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P] * len(self.roles)), self.name)
+        if mb.internal:
+            wrapper.linkage = "internal"
+        by_role = {}
+        for arg, role in zip(wrapper.args, self.roles):
+            arg.name = role
+            by_role[role] = arg
+        b = ir.IRBuilder(wrapper.append_basic_block("entry"))
+        pointers = [by_role.get(p, ir.Constant(F32P, None)) for p in PARAMS]
+        b.call(entry, pointers + [b.load(mb.num_threads)])
+        b.ret_void()
+        return wrapper
+
+    def listing(self) -> str:
+        """The kernel's entry in the model's kernel listing (kernels.txt)."""
+        params = ", ".join(f"{p.name}: {role}" for p, role in zip(self.params, self.roles))
+        return f"extern {self.name}({params}) = {self.identity()}\n"
+
+    def identity(self) -> str:
+        """Everything that determines the emitted code (not the name)."""
+        return f"{MICROKERNEL} {self.problem!r} schedule={self.schedule!r} roles={self.roles}"
+
+    def code_size(self) -> int:
+        """A rough size of the emitted code in loop-IR nodes (emit_modules balances its
+        modules by it). Measured at O3: a microkernel takes 0.01-0.08 s to compile, about
+        what a loop-IR kernel of a thousand or two nodes takes (a 100-node one: ~0.005 s)."""
+        return 2000
+
+
+@dataclass
+class ExternPlan:
+    """A node computed by a microkernel: the kernel and what each parameter is bound to."""
+
+    kernel: ExternKernel
+    args: list  # ("value", Value) | ("packed", ndarray), one per kernel parameter
+    kind: str = MICROKERNEL
+
+    def key(self) -> str:
+        return self.kernel.identity()
+
+    def named(self, name: str) -> "ExternPlan":
+        return ExternPlan(replace(self.kernel, name=name), self.args, self.kind)
+
+
+def extern_plan(problem, schedule, target, bindings: dict) -> ExternPlan:
+    """A plan from `bindings`: PARAMS name -> binding (("value", v) or ("packed", array));
+    the wrapper's parameters follow PARAMS order. The name is given later (`named`)."""
+    roles = tuple(p for p in PARAMS if p in bindings)
+    args = []
+    for role in roles:
+        kind, what = bindings[role]
+        if kind == "packed":
+            what = np.ascontiguousarray(what, np.float32)
+        args.append((kind, what))
+    return ExternPlan(ExternKernel("", problem, schedule, roles, target), args)

@@ -1,0 +1,187 @@
+"""Which nodes the microkernels compute: `LOWERINGS`, op -> rule(node, consts, target) ->
+`ExternPlan` or None.
+
+None means "not this way": the node then goes through the loop-IR rules (`lowering.RULES`)
+like any other, so a case a rule does not recognise is slower, never wrong. Rules accept
+only float32, compile-time-constant weights, static shapes, non-empty problems and a
+target the microkernels support (AVX2+FMA or better).
+
+    ConvNhwc              -> emit_conv, weights packed at compile time, epilogue fused
+    Linear / MatMul       -> emit_gemm when B is a constant 2-D [K, N]; A's leading dims
+                             are the rows (contiguous), bias [N] (or [1.., N]) is the bias
+                             epilogue, a bias of the output's shape the residual one
+    Gemm                  -> the same with transB applied and alpha folded into the packed
+                             weights, beta * C folded into a bias / residual
+
+`into_channel_slice` turns a conv plan into one that writes into a wider NHWC tensor
+(a Concat's output, see `concat_in_place`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+
+from ..ir.errors import CompilerError
+from ..ir.ops import REGISTRY
+from .extern import ExternPlan, extern_plan
+from .microkernels import AOperand, ConvProblem, Epilogue, GemmProblem, default_schedule, pack_weights
+from .microkernels.conv import default_depthwise_schedule, pack_conv_weights
+from .microkernels.gemm import target_lanes
+
+
+def _f32(*values) -> bool:
+    return all(v is None or (v.type.dtype.name == "float32" and v.type.is_static) for v in values)
+
+
+def _input(node, i):
+    return node.inputs[i] if len(node.inputs) > i else None
+
+
+def _shape(v) -> tuple:
+    return tuple(v.type.shape)
+
+
+def _is_row(shape: tuple, n: int) -> bool:
+    """[N] or [1, ..., 1, N]: one value per output column."""
+    return len(shape) >= 1 and shape[-1] == n and all(d == 1 for d in shape[:-1])
+
+
+def _epilogue(attrs: dict, **flags) -> Epilogue:
+    return Epilogue(activation=attrs.get("activation", "none"), clip_min=float(attrs.get("clip_min", 0.0)),
+                    clip_max=float(attrs.get("clip_max", 6.0)), **flags)
+
+
+def _gemm_plan(a, b: np.ndarray, y, target, attrs: dict, bias=None, residual=None) -> ExternPlan | None:
+    """Y[rows, N] = act(A[rows, K] @ B + bias + residual), A's rows its leading dims."""
+    k, n = b.shape
+    a_shape, y_shape = _shape(a), _shape(y)
+    if not a_shape or a_shape[-1] != k or y_shape != a_shape[:-1] + (n,):
+        return None
+    m = math.prod(a_shape[:-1])
+    if m == 0 or n == 0 or k == 0:
+        return None  # empty: the loop-IR rules handle (or skip) empty tensors
+    epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None)
+    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue)
+    try:
+        schedule = default_schedule(target, problem)
+    except CompilerError:  # the target lacks AVX2+FMA
+        return None
+    bindings = {"x": ("value", a), "w": ("packed", pack_weights(b, schedule)), "y": ("value", y)}
+    if bias is not None:
+        bindings["bias"] = bias
+    if residual is not None:
+        bindings["res"] = residual
+    return extern_plan(problem, schedule, target, bindings)
+
+
+def _addend(c, c_const, scale: float, m: int, n: int, out_shape: tuple):
+    """How `scale * c` joins the product: (bias binding, residual binding), or None when
+    neither epilogue input can express it (a run-time value that would need scaling or
+    broadcasting)."""
+    shape = _shape(c)
+    if c_const is not None:
+        folded = np.asarray(c_const, np.float32) * np.float32(scale) if scale != 1.0 else np.asarray(c_const, np.float32)
+        if folded.size == 1 or _is_row(shape, n):
+            return ("packed", np.broadcast_to(folded.reshape(-1), (n,)).copy()), None
+        try:
+            return None, ("packed", np.broadcast_to(folded, out_shape).copy())
+        except ValueError:
+            return None
+    if scale != 1.0:
+        return None
+    if _is_row(shape, n) and n > 0:
+        return ("value", c), None
+    if shape == out_shape:
+        return None, ("value", c)
+    return None
+
+
+def _attrs(node) -> dict:
+    return REGISTRY[node.op].resolve_attrs(node.attrs, node.describe())
+
+
+def lower_matmul(node, consts, target) -> ExternPlan | None:
+    a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    bias = _input(node, 2)  # Linear's
+    wb = consts.get(b)
+    if wb is None or wb.ndim != 2 or not _f32(a, b, y, bias) or a.type.rank < 1:
+        return None
+    attrs = _attrs(node)
+    bias_binding = residual = None
+    if bias is not None:
+        m = math.prod(_shape(a)[:-1])
+        addend = _addend(bias, consts.get(bias), 1.0, m, wb.shape[1], _shape(y))
+        if addend is None:
+            return None
+        bias_binding, residual = addend
+    return _gemm_plan(a, wb, y, target, attrs, bias_binding, residual)
+
+
+def lower_gemm(node, consts, target) -> ExternPlan | None:
+    a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    c = _input(node, 2)
+    attrs = _attrs(node)
+    wb = consts.get(b)
+    if wb is None or attrs["transA"] or wb.ndim != 2 or not _f32(a, b, y, c):
+        return None
+    wb = np.asarray(wb, np.float32)
+    if attrs["transB"]:
+        wb = wb.T
+    if attrs["alpha"] != 1.0:
+        wb = wb * np.float32(attrs["alpha"])
+    bias = residual = None
+    if c is not None and attrs["beta"] != 0.0:
+        m, n = _shape(y)
+        addend = _addend(c, consts.get(c), attrs["beta"], m, n, _shape(y))
+        if addend is None:
+            return None
+        bias, residual = addend
+    return _gemm_plan(a, wb, y, target, {}, bias, residual)
+
+
+def lower_conv_nhwc(node, consts, target) -> ExternPlan | None:
+    x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
+    bias, residual = _input(node, 2), _input(node, 3)
+    weights = consts.get(w)
+    if weights is None or not _f32(x, w, y, bias, residual) or x.type.rank != 4 or weights.ndim != 4:
+        return None
+    attrs = _attrs(node)
+    batch, in_h, in_w, in_c = _shape(x)
+    if 0 in _shape(x) or 0 in weights.shape or 0 in _shape(y):
+        return None
+    epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None,
+                         residual_after_activation=bool(attrs["residual_after_activation"]))
+    try:
+        conv = ConvProblem(batch, in_c, in_h, in_w, weights.shape[0], weights.shape[2], weights.shape[3],
+                           tuple(attrs["strides"]), tuple(attrs["pads"]), tuple(attrs["dilations"]), attrs["group"],
+                           epilogue)
+        lanes = target_lanes(target)
+    except CompilerError:  # an invalid window (inference would have said so) or no AVX2+FMA
+        return None
+    if (batch, conv.out_h, conv.out_w, conv.out_c) != _shape(y) or (residual is not None and _shape(residual) != _shape(y)):
+        return None
+    schedule = default_depthwise_schedule(lanes, conv) if conv.depthwise else default_schedule(target, conv.gemm())
+    bindings = {"x": ("value", x), "w": ("packed", pack_conv_weights(weights, conv, schedule, lanes)),
+                "y": ("value", y)}
+    if bias is not None:
+        bindings["bias"] = ("value", bias)
+    if residual is not None:
+        bindings["res"] = ("value", residual)
+    return extern_plan(conv, schedule, target, bindings)
+
+
+LOWERINGS = {"ConvNhwc": lower_conv_nhwc, "Linear": lower_matmul, "MatMul": lower_matmul, "Gemm": lower_gemm}
+
+
+def into_channel_slice(plan: ExternPlan, channels: int) -> ExternPlan | None:
+    """`plan` (a ConvNhwc) writing its output channels into a wider NHWC tensor of
+    `channels` channels (a Concat's output, the caller offsets `y`): the GEMM's row
+    stride becomes `channels`. None for convs whose other accesses assume a packed output
+    (depthwise stores, a residual read at the output's stride)."""
+    conv = plan.kernel.problem
+    if not isinstance(conv, ConvProblem) or conv.depthwise or conv.epilogue.residual:
+        return None
+    problem = replace(conv.gemm(), ldc=channels)
+    return ExternPlan(replace(plan.kernel, problem=problem), plan.args, plan.kind)
