@@ -25,12 +25,12 @@ from ..model import native_artifact
 from ..onnx_backend import CPUBackend
 from ..runtime.native import NativeModel
 from .lowering import RULES, SHAPE_INPUTS
-from .native import compile_graph
 
 
 def _compile(model: onnx.ModelProto) -> NativeModel:
-    graph = import_onnx(model)
-    build = compile_graph(graph)
+    from ..native_build import build_native
+
+    graph, build = build_native(import_onnx(model))
     manifest, sections = native_artifact(graph, build, "llvm", "conformance")
     return NativeModel(manifest, sections, where="conformance")
 

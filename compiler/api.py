@@ -25,28 +25,28 @@ def import_model(model, input_shapes: Mapping[str, Sequence] | None = None):
 
 
 def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence] | None = None,
-            num_threads: int | None = None, cache: bool = True):
+            num_threads: int | None = None, cache: bool = True, opt_level: int = 2):
     """Compile an ONNX model (path, bytes or onnx.ModelProto) for `target`.
 
     `input_shapes` overrides declared input shapes: {"x": [1, 3, 224, 224]}.
     llvm only: `num_threads` for parallel loops (None/0 = all cores); `cache=False` skips
-    the on-disk compile cache.
+    the on-disk compile cache; `opt_level` 2 (graph passes + fusion), 1 (graph passes, one
+    kernel per node) or 0 (as imported; for debugging a suspected pass).
     """
     tgt = parse_target(target)
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
     if tgt.kind != "llvm":
         return CompiledModel(import_model(model, input_shapes), str(tgt), source)
-    entry = _cache_path(model, input_shapes, str(tgt)) if cache else None
+    entry = _cache_path(model, input_shapes, f"{tgt} -O{opt_level}") if cache else None
     if entry is not None and entry.exists():
         try:
             return load(entry, num_threads=num_threads)
         except Exception:  # a stale or corrupt cache entry is rebuilt, never trusted
             entry.unlink(missing_ok=True)
-    from .codegen.native import compile_graph
+    from .native_build import build_native
     from .runtime.native import NativeModel
 
-    graph = import_model(model, input_shapes)
-    build = compile_graph(graph, tgt.options)
+    graph, build = build_native(import_model(model, input_shapes), tgt.options, opt_level)
     manifest, sections = native_artifact(graph, build, str(tgt), source)
     compiled = NativeModel(manifest, sections, where=source, num_threads=num_threads, lazy=True)
     compiled.timings = build.timings

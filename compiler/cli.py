@@ -1,6 +1,6 @@
 """The `compile` command.
 
-    compile MODEL.onnx --target T -o OUT.cmod [--input-shape name=1,3,224,224]
+    compile MODEL.onnx --target T -o OUT.cmod [--input-shape name=1,3,224,224] [-O 0|1|2]
     compile inspect MODEL.onnx [--input-shape ...] [-O N] [--dump-ir DIR] [--json]
     compile run OUT.cmod [--inputs x.npz] [-o y.npz]
 
@@ -50,11 +50,13 @@ def cmd_build(argv: list[str]) -> int:
     p.add_argument("model", help="ONNX model file")
     p.add_argument("--target", default="llvm", help="llvm [-mcpu=NAME] (default) | reference | cuda [-arch=sm_XX]")
     p.add_argument("-o", "--output", help="artifact path (default: MODEL with .cmod)")
+    p.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=2,
+                   help="llvm: 2 = graph passes + fusion (default), 1 = passes only, 0 = as imported")
     _add_shape_arg(p)
     args = p.parse_args(argv)
     from .api import compile as compile_model
 
-    cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args))
+    cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args), opt_level=args.level)
     out = args.output or str(Path(args.model).with_suffix(".cmod"))
     cm.save(out)
     print(f"compiled {args.model} for {cm.target} -> {out}")

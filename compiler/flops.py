@@ -134,6 +134,7 @@ def _fused(node: Node) -> int | None:
 # scale, shift (~8 per element at inference); softmax: max, subtract, exp, sum, divide.
 _COUNTERS: dict[str, Callable[[Node], int | None]] = {
     "Conv": _conv,
+    "ConvNhwc": _conv,  # channels-last conv: same [M, C/g, kH, kW] weights, same count
     "ConvInteger": _conv,
     "ConvTranspose": _conv_transpose,
     "MatMul": _matmul,
@@ -145,6 +146,9 @@ _COUNTERS: dict[str, Callable[[Node], int | None]] = {
     "AveragePool": _pool,
     "LpPool": _pool,
     "LRN": _lrn,
+    "MaxPoolNhwc": _pool,
+    "AveragePoolNhwc": _pool,
+    "LRNNhwc": _lrn,
     "GlobalAveragePool": _per_input_element(1),
     "GlobalMaxPool": _per_input_element(1),
     "Softmax": _per_input_element(5),

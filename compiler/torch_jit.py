@@ -32,10 +32,10 @@ def compile_graph(graph, target: str = "llvm", *, num_threads: int | None = None
     tgt = parse_target(target)
     if tgt.kind != "llvm":
         return CompiledModel(graph, str(tgt), source)
-    from .codegen.native import compile_graph as compile_native
+    from .native_build import build_native
     from .runtime.native import NativeModel
 
-    build = compile_native(graph, tgt.options)
+    graph, build = build_native(graph, tgt.options)
     manifest, sections = native_artifact(graph, build, str(tgt), source)
     model = NativeModel(manifest, sections, where=source, num_threads=num_threads, lazy=True)
     model.timings = build.timings

@@ -1,0 +1,114 @@
+"""The llvm target's whole build (`compiler.native_build`): graph passes, fusion groups and
+code generation together, at every optimization level; pure data-movement groups as one
+permuted copy (`codegen.permute_copy`)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper
+
+import compiler
+from compiler.codegen.permute_copy import collapse
+from compiler.frontend.onnx_import import import_onnx
+from compiler.native_build import build_native, fusion_groups, optimize_for_llvm
+from compiler.zoo.tolerances import assert_close
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from make_example import build_tiny_cnn  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("shape, perm, expected", [
+    ((1, 56, 56, 3, 80), (0, 1, 2, 4, 3), ((3136, 3, 80), (0, 2, 1))),  # ShuffleNet's channel shuffle
+    ((2, 1, 3, 4), (3, 1, 0, 2), ((6, 4), (1, 0))),  # a size-1 axis between two that merge
+    ((2, 3, 4), (0, 1, 2), ((24,), (0,))),  # the identity is one flat copy
+    ((2, 3, 4, 5), (0, 3, 1, 2), ((2, 12, 5), (0, 2, 1))),  # NCHW -> NHWC
+    ((1, 1), (1, 0), ((), ())),
+])
+def test_collapse_merges_axes_that_move_together(shape, perm, expected):
+    assert collapse(shape, perm) == expected
+
+
+@pytest.mark.parametrize("shape, perm", [((1, 56, 56, 3, 80), (0, 1, 2, 4, 3)), ((2, 1, 3, 4), (3, 1, 0, 2)),
+                                         ((2, 3, 4, 5), (0, 3, 1, 2)), ((4, 5, 6), (2, 0, 1))])
+def test_collapsed_transpose_is_the_transpose(shape, perm):
+    """numpy check of the index algebra the permuted-copy kernel relies on."""
+    x = np.arange(np.prod(shape)).reshape(shape)
+    in_shape, cperm = collapse(shape, perm)
+    got = x.reshape(in_shape or (1,)).transpose(cperm or (0,)).reshape(-1)
+    np.testing.assert_array_equal(got, x.transpose(perm).reshape(-1))
+
+
+def _shuffle_model(groups=3, channels=12, hw=5):
+    """Conv -> Relu -> channel shuffle (Reshape, Transpose, Reshape) -> Conv, as ShuffleNet exports it."""
+    rng = np.random.default_rng(0)
+    w = helper.make_tensor("w", TP.FLOAT, [channels, 4, 1, 1], rng.standard_normal((channels, 4, 1, 1)).astype(np.float32).ravel())
+    w2 = helper.make_tensor("w2", TP.FLOAT, [8, channels, 1, 1], rng.standard_normal((8, channels, 1, 1)).astype(np.float32).ravel())
+    s1 = helper.make_tensor("s1", TP.INT64, [5], [1, groups, channels // groups, hw, hw])
+    s2 = helper.make_tensor("s2", TP.INT64, [4], [1, channels, hw, hw])
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Relu", ["c"], ["a"]),
+             helper.make_node("Reshape", ["a", "s1"], ["r1"]),
+             helper.make_node("Transpose", ["r1"], ["t"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "s2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TP.FLOAT, [1, 4, hw, hw])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, [1, 8, hw, hw])], [w, w2, s1, s2])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_every_level_matches_the_reference(level):
+    model = _shuffle_model()
+    x = np.random.default_rng(1).standard_normal((1, 4, 5, 5)).astype(np.float32)
+    want = compiler.compile(model, target="reference").run({"x": x})["y"]
+    got = compiler.compile(model, target="llvm", opt_level=level).run({"x": x})["y"]
+    assert_close(got, want, "float32", end_to_end=True)
+
+
+def test_shuffle_group_is_one_permuted_copy():
+    from compiler.codegen.llvm_target import cpu_target
+    from compiler.codegen.model_builder import build_program
+
+    graph = optimize_for_llvm(import_onnx(_shuffle_model()), 2)
+    program = build_program(graph, cpu_target(), fusion_groups(graph))
+    # The layout pass leaves the shuffle as Reshape -> Transpose -> Reshape on NHWC data;
+    # fused, it is one copy: source and result only (op by op, the reshapes' shape
+    # constants would be parameters too), its output loop over the collapsed [25*4, 3] view.
+    shuffle = [c for c in program.calls if any(n.op == "Transpose" and n.inputs[0].type.rank == 5 for n in c.nodes)]
+    assert len(shuffle) == 1 and [n.op for n in shuffle[0].nodes] == ["Reshape", "Transpose", "Reshape"]
+    kernel = shuffle[0].plan.kernel
+    assert len(kernel.params) == 2
+    from compiler.codegen.printer import kernel_text
+    assert "0..100" in kernel_text(kernel) and "0..3" in kernel_text(kernel)
+
+
+def test_llvm_pipeline_feeds_codegen_channels_last_convs():
+    graph = optimize_for_llvm(import_onnx(build_tiny_cnn()), 2)
+    ops = [n.op for n in graph.nodes]
+    assert "Conv" not in ops and "ConvNhwc" in ops
+    groups = fusion_groups(graph)
+    assert sorted(n.name for g in groups for n in g) == sorted(n.name for n in graph.nodes)
+
+
+def test_opt_level_is_checked():
+    with pytest.raises(ValueError, match="optimization level"):
+        build_native(import_onnx(_shuffle_model()), None, opt_level=7)
+
+
+def test_cli_takes_an_opt_level(tmp_path):
+    from compiler.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_shuffle_model(), path)
+    assert main([str(path), "-O", "1", "-o", str(tmp_path / "m.cmod")]) == 0
+    assert (tmp_path / "m.cmod").exists()
