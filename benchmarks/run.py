@@ -1,7 +1,7 @@
 """Run the model zoo on our compiler and its peers, side by side, and write the results.
 
     .venv/bin/python -m benchmarks.run [--models mlp,resnet50] [--systems ours,onnxruntime,tvm]
-                                       [--threads N] [--runs 30] [--out benchmarks/results]
+                                       [--batch 1,8] [--threads N] [--runs 30] [--out benchmarks/results]
 
 Per model, every system gets its own worker subprocess (compiler.bench), thread pools
 sized to --threads; set-up (import, compile, first run) happens before any timing. Then a
@@ -10,6 +10,8 @@ order rotating, only one system computing at any moment. Outputs are compared wi
 onnxruntime's so a fast wrong answer shows. The machine's FMA peak is measured first, in
 its own subprocess with the same thread count. Results are rewritten after every model
 (results.json, results.md, ratios.png), so an interrupted run keeps what it measured.
+With several batch sizes each model runs at all of them before the next model starts, so
+an interrupted run has complete batch pairs; the MLP runs once, at its fixed batch 64.
 """
 from __future__ import annotations
 
@@ -74,7 +76,7 @@ def compare_outputs(procs: list[SystemProcess], work: Path) -> dict[str, float]:
 
 def bench_model(model: models.BenchModel, systems: list[str], threads: int, plan: Plan, log_dir: Path) -> dict:
     spec = ModelSpec(model.onnx_path, model.inputs_path, model.input_shapes, model.torch_model, models.SEED, "llvm")
-    work = Path(tempfile.mkdtemp(prefix=f"bench-{model.name}-", dir=log_dir))
+    work = Path(tempfile.mkdtemp(prefix=f"bench-{model.name}-b{model.batch}-", dir=log_dir))
     # Set-up in parallel (compiles dominate; nothing is timed yet), measurement one at a time.
     procs = [SystemProcess(s, spec, threads, str(work)) for s in systems_for(model, systems)]
     try:
@@ -82,7 +84,7 @@ def bench_model(model: models.BenchModel, systems: list[str], threads: int, plan
             p.wait_ready(timeout=3600)
             print(f"  {p.system}: " + (f"failed: {p.error}" if p.error else f"ready in {p.setup_s:.1f} s ({p.label})"),
                   flush=True)
-        progress = Progress(1, model.name)
+        progress = Progress(1, f"{model.name} batch {model.batch}")
         results = measure_interleaved(procs, plan, progress)
         progress.close()
         diffs = compare_outputs(procs, work)
@@ -96,14 +98,27 @@ def bench_model(model: models.BenchModel, systems: list[str], threads: int, plan
         if p.system in diffs:
             entry["max_abs_diff"] = diffs[p.system]
         entries.append(entry)
-    return {"name": model.name, "flops": model.flops, "flops_exact": model.flops_exact,
+    return {"name": model.name, "batch": model.batch, "flops": model.flops, "flops_exact": model.flops_exact,
             "input_shapes": model.input_shapes, "systems": entries}
+
+
+def parse_batches(text: str) -> list[int]:
+    """"1,8" -> [1, 8]: distinct positive batch sizes in the order given."""
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--batch wants comma-separated integers, got {text!r}") from None
+    if not batches or any(b < 1 for b in batches):
+        raise argparse.ArgumentTypeError(f"--batch wants positive batch sizes, got {text!r}")
+    return list(dict.fromkeys(batches))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(models.MODELS), help="comma-separated (default: the whole zoo)")
     ap.add_argument("--systems", default="ours,onnxruntime,tvm,torch,torch.compile")
+    ap.add_argument("--batch", default="1", type=parse_batches,
+                    help="comma-separated batch sizes for the CNNs and BERT (default 1; the MLP runs at 64)")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=2)
@@ -127,16 +142,17 @@ def main(argv: list[str] | None = None) -> int:
           f"sgemm {peak.get('sgemm_gflops', float('nan')):.1f} GFLOP/s", flush=True)
     result = {"command": "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:]),
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": report.machine_info(), "threads": args.threads, "peak": peak,
+              "machine": report.machine_info(), "threads": args.threads, "batches": args.batch, "peak": peak,
               "plan": {"runs": plan.runs, "warmup": plan.warmup, "rounds": plan.rounds, "budget_s": plan.budget_s,
                        "min_runs": plan.min_runs, "caps": plan.caps},
               "models": []}
     paths = {}
     for name in names:
-        print(f"{name}: preparing", flush=True)
-        model = models.prepare(name)
-        result["models"].append(bench_model(model, systems, args.threads, plan, log_dir))
-        paths = report.write_all(result, out)
+        for batch in models.batches_for(name, args.batch):
+            print(f"{name} batch {batch}: preparing", flush=True)
+            model = models.prepare(name, batch=batch)
+            result["models"].append(bench_model(model, systems, args.threads, plan, log_dir))
+            paths = report.write_all(result, out)
     print(report.markdown(result))
     print("written: " + ", ".join(str(p) for p in paths.values()))
     return 0

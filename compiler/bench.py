@@ -444,28 +444,29 @@ def format_top_table(rows: list[dict], total_ns: float | None = None) -> str:
 
 
 def profile_native(model, input_shapes: dict | None, feeds: dict, runs: int = 10, threads: int = 0,
-                   target: str = "llvm") -> list[KernelEvent]:
-    """Compile `model` for the llvm target with a timer around every kernel call, run it
-    `runs` times on `feeds`, and return every call of every run as a KernelEvent."""
+                   target: str = "llvm", opt_level: int = 2) -> list[KernelEvent]:
+    """Compile `model` for the llvm target as `compiler.compile` does at `opt_level` (graph
+    passes and fusion groups from `native_build`), with a timer around every kernel call,
+    run it `runs` times on `feeds`, and return every call of every run as a KernelEvent."""
     import ctypes
 
     from .api import import_model
     from .codegen.llvm_target import cpu_target
-    from .codegen.model_builder import build_program, check_compilable, fold_constants
+    from .codegen.model_builder import build_program
     from .codegen.native import NativeBuild
     from .codegen.llvm_compile import emit_object, link_shared
     from .flops import node_flops
     from .model import native_artifact
+    from .native_build import fusion_groups, optimize_for_llvm
     from .runtime.native import NativeModel
     from .targets import parse_target
 
     tgt = parse_target(target)
     if tgt.kind != "llvm":
         raise TargetError(f"--profile needs the llvm target (native code with compiled-in timers), not {tgt.kind!r}")
-    graph = import_model(model, input_shapes)
+    graph = optimize_for_llvm(import_model(model, input_shapes), opt_level)
     cpu = cpu_target(tgt.options)
-    groups = [[node] for node in check_compilable(graph, fold_constants(graph))]
-    program = build_program(graph, cpu, groups)
+    program = build_program(graph, cpu, fusion_groups(graph) if opt_level >= 2 else None)
     library = link_shared(emit_object(_profiled_module(program), cpu))
     build = NativeBuild(library, program.weights, program.arena_size, cpu, "", "", {},
                         len(program.kernels), len(program.calls))
@@ -474,7 +475,7 @@ def profile_native(model, input_shapes: dict | None, feeds: dict, runs: int = 10
     compiled.run(feeds)  # warm-up: first-touch of the arena and the weights
     ticks = (ctypes.c_int64 * (2 * len(program.calls))).in_dll(compiled._lib, "cm_prof_ns")
 
-    sites = [_call_site(call, groups, node_flops) for call in program.calls]
+    sites = call_sites(program.calls, node_flops)
     events = []
     for run in range(runs):
         compiled.run(feeds)
@@ -483,16 +484,15 @@ def profile_native(model, input_shapes: dict | None, feeds: dict, runs: int = 10
     return events
 
 
-def _call_site(call, groups, node_flops) -> tuple[str, list[str], int]:
-    """A call's kernel name, the nodes it computes and their FLOPs (kernel plans are named
-    `k{group index}_{op}`; copy kernels for graph outputs compute no node)."""
-    plan_name = call.plan.kernel.name
-    head = plan_name.split("_", 1)[0]
-    if not (head.startswith("k") and head[1:].isdigit()):
-        return call.function, [plan_name], 0
-    nodes = groups[int(head[1:])]
-    ops = [f"{n.op}({n.name})" if n.name else n.op for n in nodes]
-    return plan_name, ops, sum(node_flops(n) or 0 for n in nodes)
+def call_sites(calls, node_flops) -> list[tuple[str, list[str], int]]:
+    """Per kernel call: its name, the nodes it computes (as the build recorded them) and
+    their FLOPs. Copies into graph outputs compute no node and show their own name."""
+    sites = []
+    for call in calls:
+        name = call.plan.kernel.name
+        ops = [f"{n.op}({n.name})" if n.name else n.op for n in call.nodes] or [name]
+        sites.append((name, ops, sum(node_flops(n) or 0 for n in call.nodes)))
+    return sites
 
 
 def _profiled_module(program) -> str:

@@ -213,7 +213,7 @@ def test_report_rows_ratios_and_peak_fraction():
 def test_markdown_table(tmp_path):
     md = report.markdown(_report())
     assert "Test CPU, 2 cores / 4 threads, avx2 fma" in md
-    assert "| m | 2.00 | ours | 20.00 | 22.00 | 18.00 | 30* | 2.00 | 100.00 | 100.0 | 1e-06 |" in md
+    assert "| m | 1 | 2.00 | ours | 20.00 | 22.00 | 18.00 | 30* | 2.00 | 100.00 | 100.0 | 50.00 | 1e-06 |" in md
     assert "failed: RuntimeError: boom" in md
     assert "| torch | 5.00 |" in md and "**wrong (NaN or shape)**" in md
     pytest.importorskip("matplotlib")
