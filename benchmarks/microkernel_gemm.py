@@ -13,12 +13,6 @@ fastest run and `cpu` the rate per CPU-second the process actually got (flops ov
 process CPU time / threads; spinning threads count as busy), which shows what the code
 does when it has the cores, independent of how loaded the machine is. The peak is
 `benchmarks.peak`'s best-window FMA rate for that thread count.
-
-libgomp's default wait policy spins after each parallel region; on a machine shared with
-other busy processes that spinning costs the kernel its turn on the core (2-thread calls
-then take a whole scheduler period, ~20 ms). The benchmark therefore runs with
-OMP_WAIT_POLICY=PASSIVE unless the environment says otherwise (it is read when libgomp
-loads, so it is set before anything loads it).
 """
 from __future__ import annotations
 
@@ -30,9 +24,7 @@ import os
 import re
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402  (after the libgomp setting)
+import numpy as np
 
 from compiler.codegen.llvm_target import cpu_target
 from compiler.codegen.microkernels import AOperand, Epilogue, GemmProblem, default_schedule, emit_gemm, pack_weights

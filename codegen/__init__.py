@@ -8,7 +8,7 @@
                       and the lowering of one tensor-expression stage into loops under a schedule
     kernel_builder.py a group of nodes (one today, a fused group later) -> one kernel
     model_builder.py  the whole graph -> kernels + memory plan (arena) + call list
-    llvm_backend.py   loop IR -> LLVM IR with llvmlite.ir (vectors, libgomp parallel loops)
+    llvm_backend.py   loop IR -> LLVM IR with llvmlite.ir (vectors, parallel loops on our thread pool)
     llvm_target.py    host CPU / -mcpu targets and the CPU features an artifact needs
     llvm_compile.py   O3 (new pass manager), object code, link to a shared library
     native.py         compile_graph: Graph -> NativeBuild (library, weights, arena size)
@@ -16,5 +16,5 @@
 
 Decisions: shapes are static (symbolic input dims must be fixed with input_shapes; the
 error says so); the in-process model uses the same linked .so as the artifact (no MCJIT
-path to keep in sync); parallel loops go through libgomp's GOMP_parallel.
+path to keep in sync); parallel loops go through cm_parallel (csrc/thread_pool.c).
 """

@@ -7,8 +7,8 @@ Each kernel becomes an internal function over `noalias` typed pointers. Loop kin
               vectors (<N x T>), uniform ones stay scalars; a load whose index moves by one
               element per lane is one vector load, any other varying index is a gather
   parallel    the body outlined into `void f(i8*)` taking a struct of captured values and
-              run by libgomp's `GOMP_parallel` on `cm_num_threads` threads (0 = all cores);
-              each thread takes one contiguous chunk of the iteration space
+              run by our thread pool (`cm_parallel`) on `cm_num_threads` threads (0 = all cores);
+              each task takes one contiguous slice of the iteration space
 Math intrinsics map to LLVM intrinsics where LLVM has them and to libm otherwise, except
 exp, tanh and erf on float32 vectors: inline polynomials (`vector_math`), not a call per lane.
 """
@@ -20,6 +20,7 @@ from ..ir import dtypes
 from ..ir.dtypes import DType
 from ..ir.errors import CompilerError
 from . import loop_ir as L
+from .parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from .vector_math import vector_f32_math
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
@@ -97,7 +98,7 @@ class ModuleBuilder:
 
     def declare(self, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
         """The function `name`, declared on first use. Extern kernels (microkernels) declare
-        what they call (GOMP_parallel, omp_*, intrinsics) straight into the module, so an
+        what they call (cm_parallel, cm_task_*, intrinsics) straight into the module, so an
         existing global of that name is reused rather than declared twice."""
         if name not in self._decls:
             existing = self.module.globals.get(name)
@@ -224,20 +225,21 @@ class _FunctionEmitter:
         self.b.position_at_end(done)
 
     def parallel(self, s: L.For) -> None:
-        """Outline the loop body; each libgomp thread runs one chunk of [0, extent)."""
+        """Outline the loop body; each task of the thread pool (`csrc/thread_pool.c`) runs
+        one contiguous slice of [0, extent)."""
         captured_vars = sorted((v for v in L.free_vars(s) if v in self.env), key=lambda v: v.name)
         captured_bufs = [bf for bf in L.buffers_used(s) if bf in self.buffers]
         fields = [self.buffers[bf].type for bf in captured_bufs] + [I64] * len(captured_vars)
         struct = ir.LiteralStructType(fields)
         outlined = ir.Function(self.mb.module, ir.FunctionType(VOID, [I8P]), self.mb.outline_name(self.kernel))
         outlined.linkage = "internal"
-        # Caller side: pack the captures and hand them to GOMP_parallel.
+        # Caller side: pack the captures and hand them to the pool.
         data = ir.IRBuilder(self.entry).alloca(struct)
         for i, val in enumerate([self.buffers[bf] for bf in captured_bufs] + [self.env[v] for v in captured_vars]):
             self.b.store(val, self.b.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, i)]))
-        gomp = self.mb.declare("GOMP_parallel", VOID, [ir.FunctionType(VOID, [I8P]).as_pointer(), I8P, I32, I32])
-        self.b.call(gomp, [outlined, self.b.bitcast(data, I8P), self.b.load(self.mb.num_threads), ir.Constant(I32, 0)])
-        # Callee side: unpack, find this thread's chunk, run it serially.
+        pool = self.mb.declare(PARALLEL, VOID, [ir.FunctionType(VOID, [I8P]).as_pointer(), I8P, I32, I32])
+        self.b.call(pool, [outlined, self.b.bitcast(data, I8P), self.b.load(self.mb.num_threads), ir.Constant(I32, 0)])
+        # Callee side: unpack, find this task's slice, run it serially.
         child = _FunctionEmitter(self.mb, outlined, self.kernel, {}, {})
         cb = child.b
         ptr = cb.bitcast(outlined.args[0], struct.as_pointer())
@@ -245,12 +247,11 @@ class _FunctionEmitter:
         child.buffers.update(zip(captured_bufs, vals[: len(captured_bufs)]))
         child.env.update(zip(captured_vars, vals[len(captured_bufs):]))
         extent, _ = child.expr(s.extent)
-        nthreads = cb.sext(cb.call(self.mb.declare("omp_get_num_threads", I32, []), []), I64)
-        tid = cb.sext(cb.call(self.mb.declare("omp_get_thread_num", I32, []), []), I64)
-        chunk = cb.sdiv(cb.add(extent, cb.sub(nthreads, ir.Constant(I64, 1))), nthreads)
-        lo = cb.mul(tid, chunk)
-        hi = cb.add(lo, chunk)
-        hi = cb.select(cb.icmp_signed("<", hi, extent), hi, extent)
+        tasks = cb.sext(cb.call(self.mb.declare(TASK_COUNT, I32, []), []), I64)
+        task = cb.sext(cb.call(self.mb.declare(TASK_INDEX, I32, []), []), I64)
+        # Slices that differ by at most one iteration (there may be more tasks than iterations).
+        lo = cb.sdiv(cb.mul(task, extent), tasks)
+        hi = cb.sdiv(cb.mul(cb.add(task, ir.Constant(I64, 1)), extent), tasks)
         child.counted_loop(s.var, lo, hi, s.body)
         child.finish()
 

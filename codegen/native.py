@@ -1,7 +1,7 @@
 """The whole-model native library: kernels + the `cm_entry` function, compiled and linked.
 
     int cm_entry(void **inputs, void **outputs, void *weights, void *arena)
-    void cm_set_num_threads(int n)      # 0 = all cores (libgomp's default)
+    void cm_set_num_threads(int n)      # 0 = all cores
 
 `compile_graph` is the llvm target's compile step: Graph -> `NativeBuild` (the shared
 library bytes, the weights blob, the arena size and the CPU features the code needs).

@@ -70,14 +70,16 @@ def _model_bytes(model) -> bytes | None:
 
 
 def _compiler_code_hash() -> str:
-    """A hash of the code generator's sources: a compiler edited in place (an editable
-    install between releases) never reuses artifacts the previous code produced."""
-    from . import codegen, frontend, ir
+    """A hash of the sources that shape an artifact (importer, IR, graph passes, code
+    generator with its C thread pool): a compiler edited in place (an editable install
+    between releases) never reuses artifacts the previous code produced."""
+    from . import codegen, frontend, ir, passes
 
     h = hashlib.sha256()
-    for package in (codegen, frontend, ir):
-        for path in sorted(Path(package.__file__).parent.rglob("*.py")):
-            h.update(path.read_bytes())
+    for package in (codegen, frontend, ir, passes):
+        for pattern in ("*.py", "*.c"):
+            for path in sorted(Path(package.__file__).parent.rglob(pattern)):
+                h.update(path.read_bytes())
     return h.hexdigest()
 
 

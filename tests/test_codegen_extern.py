@@ -277,7 +277,7 @@ def test_externs_and_loop_ir_kernels_link_across_split_modules():
     parts = 3
     assert len(program.kernels) >= 2 * parts
     texts = emit_modules(program, parts)
-    assert len(texts) == parts and sum("GOMP_parallel" in t for t in texts) >= 2
+    assert len(texts) == parts and sum("cm_parallel" in t for t in texts) >= 2
     library = link_shared([emit_object(t, HOST) for t in texts])
     build = NativeBuild(library, program.weights, program.arena_size, HOST, kernel_listing(program), "",
                         num_kernels=len(program.kernels), num_calls=len(program.calls))

@@ -235,7 +235,7 @@ def test_generated_code_has_vectors_and_threads():
     target = cpu_target({"mcpu": "x86-64-v3"})
     text = emit_module(build_program(import_onnx(m), target))
     assert "<8 x float>" in text  # explicit vector types in the hot loop
-    assert "GOMP_parallel" in text  # the parallel loop goes through libgomp
+    assert "cm_parallel" in text  # the parallel loop goes through our thread pool
     asm = emit_assembly(text, target)
     assert "ymm" in asm and "zmm" not in asm  # AVX2 registers, no AVX-512 under x86-64-v3
 

@@ -1,7 +1,7 @@
 """Hand-blocked fp32 GEMM / convolution microkernels for the LLVM CPU target (issue 6).
 
     gemm.py      packed SGEMM: register-tiled FMA microkernels (explicit <8|16 x float>),
-                 K/M/N cache blocking, GOMP threads; convolution as an indirect implicit
+                 K/M/N cache blocking, thread-pool tasks; convolution as an indirect implicit
                  GEMM on NHWC activations (no im2col buffer); the schedule space
     conv.py      conv2d problems onto the GEMM path, weight packing; depthwise kernel
     epilogue.py  folded BatchNorm / bias / residual / activation on the accumulators

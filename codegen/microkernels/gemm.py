@@ -24,7 +24,7 @@ Loop nest of one thread (BLIS order; `GemmSchedule` names every block size):
                          C loaded (not first chunk) / epilogue + store (last chunk)
 Edge tiles are their own microkernel variants: fewer rows (compile-time MR') and fewer
 vectors with the last one loaded/stored under a constant lane mask.
-Threads: libgomp's GOMP_parallel; the row tiles (or column panels, whichever has more
+Threads: our pool's cm_parallel (`csrc/thread_pool.c`); the row tiles (or column panels, whichever has more
 units) are split into contiguous ranges that differ by at most one tile.
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ...ir.errors import CompilerError
+from ..parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from ..schedule import Knob
 from . import epilogue as E
 from .irutil import (F32, F32P, I8P, I32, I64, VOID, broadcast, counted_loop, declare, entry_alloca, fma, i64,
@@ -599,7 +600,7 @@ class _Gen:
 
 def entry_point(module: ir.Module, name: str, worker: ir.Function, serial: bool) -> ir.Function:
     """The exported `void name(PARAMS..., int nthreads)`: runs `worker(PARAMS..., tid, nt)`
-    on a GOMP team (nthreads 0 = libgomp's default), or inline when `serial` (small work:
+    as tasks of the thread pool (nthreads 0 = all cores), or inline when `serial` (small work:
     waking threads costs more than it saves) or nthreads == 1."""
     fn, b = new_function(module, name, [(n, F32P) for n in PARAMS] + [("nthreads", I32)], internal=False)
     A = {a.name: a for a in fn.args}
@@ -608,8 +609,8 @@ def entry_point(module: ir.Module, name: str, worker: ir.Function, serial: bool)
     outlined, ob = new_function(module, f"{name}.par", [("data", I8P)])
     data = ob.bitcast(outlined.args[0], struct.as_pointer())
     vals = [ob.load(ob.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, i)])) for i in range(len(PARAMS))]
-    tid = ob.sext(ob.call(declare(module, "omp_get_thread_num", I32, []), []), I64)
-    nt = ob.sext(ob.call(declare(module, "omp_get_num_threads", I32, []), []), I64)
+    tid = ob.sext(ob.call(declare(module, TASK_INDEX, I32, []), []), I64)
+    nt = ob.sext(ob.call(declare(module, TASK_COUNT, I32, []), []), I64)
     ob.call(worker, vals + [tid, nt])
     ob.ret_void()
 
@@ -621,8 +622,8 @@ def entry_point(module: ir.Module, name: str, worker: ir.Function, serial: bool)
             mem = entry_alloca(b, struct, "args")
             for i, v in enumerate(ptrs):
                 b.store(v, b.gep(mem, [ir.Constant(I32, 0), ir.Constant(I32, i)]))
-            gomp = declare(module, "GOMP_parallel", VOID, [ir.FunctionType(VOID, [I8P]).as_pointer(), I8P, I32, I32])
-            b.call(gomp, [outlined, b.bitcast(mem, I8P), A["nthreads"], ir.Constant(I32, 0)])
+            pool = declare(module, PARALLEL, VOID, [ir.FunctionType(VOID, [I8P]).as_pointer(), I8P, I32, I32])
+            b.call(pool, [outlined, b.bitcast(mem, I8P), A["nthreads"], ir.Constant(I32, 0)])
     b.ret_void()
     return fn
 
@@ -632,7 +633,7 @@ def emit_gemm(module: ir.Module, name: str, problem: GemmProblem, schedule: Gemm
     """Add the GEMM `name` to `module` and return its entry point:
 
         void name(float *x, float *w_packed, float *y, float *bias, float *scale, float *shift,
-                  float *residual, int nthreads)      # nthreads 0 = libgomp's default (all cores)
+                  float *residual, int nthreads)      # nthreads 0 = all cores
 
     Unused epilogue pointers may be NULL. `residual` may be `y` itself (in-place add)."""
     if problem.m == 0 or problem.n == 0 or problem.k == 0:

@@ -28,7 +28,7 @@ def fconst(value: float, lanes: int) -> ir.Constant:
 
 
 def declare(module: ir.Module, name: str, ret: ir.Type, args: list[ir.Type]) -> ir.Function:
-    """The function `name` in `module`, declared on first use (intrinsics, libgomp)."""
+    """The function `name` in `module`, declared on first use (intrinsics, the thread pool)."""
     fn = module.globals.get(name)
     if fn is None:
         fn = ir.Function(module, ir.FunctionType(ret, args), name)

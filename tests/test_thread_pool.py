@@ -1,0 +1,127 @@
+"""The thread pool linked into every model (`codegen/csrc/thread_pool.c`): every task of
+every parallel call runs exactly once, whatever the thread count; a parallel call inside
+a task runs inline; concurrent callers each get all their tasks; compiled models use it
+instead of libgomp."""
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import tempfile
+import threading
+
+import numpy as np
+import pytest
+
+from compiler.codegen.llvm_compile import THREAD_POOL_SOURCE, _c_compiler
+
+# A driver around the pool: each task adds 1 to hits[its index] (and records the count it
+# was given); `nested` tasks start a parallel call of their own.
+DRIVER = r"""
+#include <stdatomic.h>
+void cm_parallel(void (*fn)(void *), void *data, int nthreads, unsigned flags);
+int cm_task_index(void);
+int cm_task_count(void);
+
+struct job { _Atomic int *hits; _Atomic int *counts; int nested; int threads; };
+
+static void leaf(void *p) {
+    struct job *j = p;
+    atomic_fetch_add(&j->hits[cm_task_index()], 1);
+    atomic_store(&j->counts[cm_task_index()], cm_task_count());
+}
+
+static void outer(void *p) {
+    struct job *j = p;
+    leaf(p);
+    if (j->nested) {
+        struct job inner = { j->hits + 1024, j->counts + 1024, 0, j->threads };
+        cm_parallel(leaf, &inner, j->threads, 0);
+    }
+}
+
+void run(_Atomic int *hits, _Atomic int *counts, int threads, int nested, int repeat) {
+    struct job j = { hits, counts, nested, threads };
+    for (int r = 0; r < repeat; r++)
+        cm_parallel(outer, &j, threads, 0);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def pool_library():
+    cc = _c_compiler()
+    with tempfile.TemporaryDirectory(prefix="cm-pool-test-") as d:
+        driver = os.path.join(d, "driver.c")
+        with open(driver, "w") as f:
+            f.write(DRIVER)
+        so = os.path.join(d, "pool.so")
+        subprocess.run([cc, "-std=gnu11", "-O2", "-fPIC", "-shared", "-o", so, driver, str(THREAD_POOL_SOURCE),
+                        "-lpthread"], check=True, capture_output=True)
+        lib = ctypes.CDLL(so)
+        lib.run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        yield lib
+
+
+def _run(lib, threads, nested=0, repeat=1):
+    hits = np.zeros(2048, np.int32)
+    counts = np.zeros(2048, np.int32)
+    lib.run(hits.ctypes.data, counts.ctypes.data, threads, nested, repeat)
+    return hits, counts
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3, 8])
+def test_every_task_runs_exactly_once(pool_library, threads):
+    repeat = 500
+    hits, counts = _run(pool_library, threads, repeat=repeat)
+    ran = np.flatnonzero(hits[:1024])
+    assert len(ran) >= 1
+    count = int(counts[ran[0]])
+    # Tasks 0..count-1 ran `repeat` times each and nothing else ran.
+    assert list(ran) == list(range(count)) and (hits[:count] == repeat).all()
+    assert count == 1 if threads == 1 else count >= threads
+
+
+def test_all_cores_by_default(pool_library):
+    hits, counts = _run(pool_library, 0)
+    assert int(counts[0]) >= len(os.sched_getaffinity(0)) or len(os.sched_getaffinity(0)) == 1
+
+
+def test_a_parallel_call_inside_a_task_runs_inline(pool_library):
+    hits, counts = _run(pool_library, 2, nested=1, repeat=50)
+    outer_tasks = int(counts[0])
+    # Each outer task ran the inner loop inline: one task of count 1, once per outer task.
+    assert (hits[:outer_tasks] == 50).all()
+    assert int(hits[1024]) == 50 * outer_tasks and int(counts[1024]) == 1 and hits[1025:].sum() == 0
+
+
+def test_concurrent_callers_each_get_all_their_tasks(pool_library):
+    results = []
+
+    def caller():
+        results.append(_run(pool_library, 2, repeat=300))
+
+    threads = [threading.Thread(target=caller) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 3
+    for hits, counts in results:
+        # Each call ran either on the pool (tasks 0..n-1 once each) or, finding the pool busy,
+        # inline (task 0 of 1): task 0 ran every time, the others as often as each other.
+        assert hits[0] == 300
+        n = int(counts[1]) if hits[1] else 1
+        assert (hits[1:n] == hits[1]).all() and hits[n:1024].sum() == 0
+
+
+def test_models_link_the_pool_not_libgomp():
+    from compiler.codegen.llvm_compile import link_shared, thread_pool_object
+
+    obj = thread_pool_object(_c_compiler())
+    assert b"cm_parallel" in obj and b"GOMP_parallel" not in obj
+    with tempfile.NamedTemporaryFile(suffix=".so") as f:
+        f.write(link_shared([]))
+        f.flush()
+        out = subprocess.run(["ldd", f.name], capture_output=True, text=True).stdout
+    assert "libgomp" not in out
