@@ -23,11 +23,12 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..autotune import schedule_for
 from ..ir.errors import CompilerError
 from ..ir.ops import REGISTRY
 from .extern import ExternPlan, extern_plan
-from .microkernels import AOperand, ConvProblem, Epilogue, GemmProblem, default_schedule, pack_weights
-from .microkernels.conv import default_depthwise_schedule, pack_conv_weights
+from .microkernels import AOperand, ConvProblem, Epilogue, GemmProblem, pack_weights
+from .microkernels.conv import pack_conv_weights
 from .microkernels.gemm import target_lanes
 
 
@@ -65,7 +66,7 @@ def _gemm_plan(a, b: np.ndarray, y, target, attrs: dict, bias=None, residual=Non
     epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None)
     problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue)
     try:
-        schedule = default_schedule(target, problem)
+        schedule = schedule_for(problem, target)  # the tuned one for this device, else the heuristic default
     except CompilerError:  # the target lacks AVX2+FMA
         return None
     bindings = {"x": ("value", a), "w": ("packed", pack_weights(b, schedule)), "y": ("value", y)}
@@ -162,7 +163,7 @@ def lower_conv_nhwc(node, consts, target) -> ExternPlan | None:
         return None
     if (batch, conv.out_h, conv.out_w, conv.out_c) != _shape(y) or (residual is not None and _shape(residual) != _shape(y)):
         return None
-    schedule = default_depthwise_schedule(lanes, conv) if conv.depthwise else default_schedule(target, conv.gemm())
+    schedule = schedule_for(conv, target)  # the tuned one for this device, else the heuristic default
     bindings = {"x": ("value", x), "w": ("packed", pack_conv_weights(weights, conv, schedule, lanes)),
                 "y": ("value", y)}
     if bias is not None:

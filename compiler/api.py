@@ -25,28 +25,37 @@ def import_model(model, input_shapes: Mapping[str, Sequence] | None = None):
 
 
 def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence] | None = None,
-            num_threads: int | None = None, cache: bool = True, opt_level: int = 2):
+            num_threads: int | None = None, cache: bool = True, opt_level: int = 2, tune: bool = False,
+            tune_budget_s: float = 10.0):
     """Compile an ONNX model (path, bytes or onnx.ModelProto) for `target`.
 
     `input_shapes` overrides declared input shapes: {"x": [1, 3, 224, 224]}.
     llvm only: `num_threads` for parallel loops (None/0 = all cores); `cache=False` skips
     the on-disk compile cache; `opt_level` 2 (graph passes + fusion), 1 (graph passes, one
-    kernel per node) or 0 (as imported; for debugging a suspected pass).
+    kernel per node) or 0 (as imported; for debugging a suspected pass). `tune=True` times
+    microkernel schedules for conv/GEMM problems this device (CPU and thread count) has not
+    tuned yet, `tune_budget_s` seconds each, and caches them (`compiler.autotune`); later
+    compiles use the cached schedules either way.
     """
     tgt = parse_target(target)
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
     if tgt.kind != "llvm":
         return CompiledModel(import_model(model, input_shapes), str(tgt), source)
-    entry = _cache_path(model, input_shapes, f"{tgt} -O{opt_level}") if cache else None
+    entry = _cache_path(model, input_shapes, _cache_target(tgt, opt_level, num_threads)) if cache and not tune else None
     if entry is not None and entry.exists():
         try:
             return load(entry, num_threads=num_threads)
         except Exception:  # a stale or corrupt cache entry is rebuilt, never trusted
             entry.unlink(missing_ok=True)
+    from .autotune import tuning
     from .native_build import build_native
     from .runtime.native import NativeModel
 
-    graph, build = build_native(import_model(model, input_shapes), tgt.options, opt_level)
+    # Outside tuning too: the thread count picks which device's tuned schedules apply.
+    with tuning(enabled=tune, threads=num_threads or None, budget_s=tune_budget_s):
+        graph, build = build_native(import_model(model, input_shapes), tgt.options, opt_level)
+    if cache and tune:  # the tuning results (part of the key) changed while building
+        entry = _cache_path(model, input_shapes, _cache_target(tgt, opt_level, num_threads))
     manifest, sections = native_artifact(graph, build, str(tgt), source)
     compiled = NativeModel(manifest, sections, where=source, num_threads=num_threads, lazy=True)
     compiled.timings = build.timings
@@ -54,6 +63,15 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
         entry.parent.mkdir(parents=True, exist_ok=True)
         compiled.save(entry)
     return compiled
+
+
+def _cache_target(tgt, opt_level: int, num_threads: int | None) -> str:
+    """The target part of a compile-cache key: options, level, and a fingerprint of the tuned
+    schedules the build would use (tuning after a compile must not return the old artifact)."""
+    from .autotune import fingerprint
+    from .codegen.llvm_target import cpu_target
+
+    return f"{tgt} -O{opt_level} tuned={fingerprint(cpu_target(tgt.options), num_threads or None)}"
 
 
 def _model_bytes(model) -> bytes | None:

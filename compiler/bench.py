@@ -674,12 +674,12 @@ def _print_bench(report: dict) -> None:
 
 
 def cmd_bench(argv: list[str]) -> int:
-    from .cli import _shape_override
+    from .cli import shape_override
 
     args = _parse_args(argv)
     if not Path(args.model).is_file():
         raise CompilerError(f"{args.model}: no such model file")
-    shapes = dict(_shape_override(s) for s in (args.input_shape or []))
+    shapes = dict(shape_override(s) for s in (args.input_shape or []))
     feeds, used = random_feeds(args.model, args.batch, args.seed, shapes)
     report = _bench(args, feeds, used)
     if args.profile:

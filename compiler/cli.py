@@ -3,6 +3,7 @@
     compile MODEL.onnx --target T -o OUT.cmod [--input-shape name=1,3,224,224] [-O 0|1|2]
     compile inspect MODEL.onnx [--input-shape ...] [-O N] [--dump-ir DIR] [--json]
     compile run OUT.cmod [--inputs x.npz] [-o y.npz]
+    compile tune MODEL.onnx [--threads N] [--budget S]    # microkernel schedules, cached per device
 
 Errors a user can act on print as one `error: ...` line and exit 1; no tracebacks.
 """
@@ -16,10 +17,10 @@ import numpy as np
 
 from .ir.errors import CompilerError
 
-SUBCOMMANDS = ("inspect", "run")
+SUBCOMMANDS = ("inspect", "run", "bench", "tune")
 
 
-def _shape_override(text: str) -> tuple[str, list]:
+def shape_override(text: str) -> tuple[str, list]:
     """`name=1,3,224,224` (symbol names allowed: `x=batch,3,224,224`)."""
     if "=" not in text:
         raise CompilerError(f"--input-shape {text!r}: expected NAME=D1,D2,... (e.g. input=1,3,224,224)")
@@ -36,7 +37,7 @@ def _shape_override(text: str) -> tuple[str, list]:
 
 
 def _shapes(args) -> dict:
-    return dict(_shape_override(s) for s in (args.input_shape or []))
+    return dict(shape_override(s) for s in (args.input_shape or []))
 
 
 def _add_shape_arg(p: argparse.ArgumentParser) -> None:
@@ -52,11 +53,16 @@ def cmd_build(argv: list[str]) -> int:
     p.add_argument("-o", "--output", help="artifact path (default: MODEL with .cmod)")
     p.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=2,
                    help="llvm: 2 = graph passes + fusion (default), 1 = passes only, 0 = as imported")
+    p.add_argument("--tune", action="store_true",
+                   help="llvm: time microkernel schedules for problems this device has not tuned yet (cached)")
+    p.add_argument("--tune-budget", type=float, default=10.0, metavar="SECONDS", help="per problem (default 10)")
+    p.add_argument("--threads", type=int, default=None, help="llvm: threads the model runs (and is tuned) with")
     _add_shape_arg(p)
     args = p.parse_args(argv)
     from .api import compile as compile_model
 
-    cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args), opt_level=args.level)
+    cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args), opt_level=args.level,
+                       tune=args.tune, tune_budget_s=args.tune_budget, num_threads=args.threads)
     out = args.output or str(Path(args.model).with_suffix(".cmod"))
     cm.save(out)
     print(f"compiled {args.model} for {cm.target} -> {out}")
@@ -172,6 +178,13 @@ def cmd_run(argv: list[str]) -> int:
     return 0
 
 
+def cmd_tune(argv: list[str]) -> int:
+    """`compile tune`: the autotuner over a whole model (imported on use)."""
+    from .autotune.__main__ import main as tune_main
+
+    return tune_main(argv, prog="compile tune")
+
+
 def cmd_bench(argv: list[str]) -> int:
     """`compile bench`: imported on use, so the other commands do not load the harness."""
     from .bench import cmd_bench as run_bench
@@ -181,7 +194,7 @@ def cmd_bench(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench}
+    commands = {"inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench, "tune": cmd_tune}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])

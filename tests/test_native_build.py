@@ -112,3 +112,29 @@ def test_cli_takes_an_opt_level(tmp_path):
     onnx.save(_shuffle_model(), path)
     assert main([str(path), "-O", "1", "-o", str(tmp_path / "m.cmod")]) == 0
     assert (tmp_path / "m.cmod").exists()
+
+
+def test_compile_with_tune_caches_schedules_and_keys_the_artifact_on_them(tmp_path):
+    """tune=True fills the per-device schedule cache; the compile cache key changes with it,
+    so an artifact built before tuning is not returned after."""
+    import os
+
+    model = _shuffle_model()
+    x = np.random.default_rng(2).standard_normal((1, 4, 5, 5)).astype(np.float32)
+    want = compiler.compile(model, target="reference").run({"x": x})["y"]
+    root = Path(os.environ["COMPILER_CACHE_DIR"])
+    compiler.compile(model, target="llvm", num_threads=2)
+    before = set((root / "llvm").glob("*.cmod"))
+    tuned = compiler.compile(model, target="llvm", num_threads=2, tune=True, tune_budget_s=1.0)
+    assert_close(tuned.run({"x": x})["y"], want, "float32", end_to_end=True)
+    assert list((root / "autotune").glob("*.json"))
+    after = set((root / "llvm").glob("*.cmod"))
+    assert len(after - before) == 1  # a new key: the tuned schedules are part of it
+
+
+def test_cli_tune_subcommand(tmp_path, capsys):
+    from compiler.cli import main
+
+    path = tmp_path / "m.onnx"
+    onnx.save(_shuffle_model(), path)
+    assert main(["tune", str(path), "--threads", "1", "--budget", "5"]) == 0

@@ -1,0 +1,41 @@
+"""The device a tuning result belongs to: CPU, the ISA features the code may use, the
+vector lanes and the thread count the timings were taken with.
+
+Two targets with the same key run the same schedules at the same speed (as far as the
+tuner can tell), so they share one cache file; anything else gets its own.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+
+from ..codegen.microkernels.gemm import target_lanes
+
+
+@dataclass(frozen=True)
+class Device:
+    cpu: str
+    features: tuple[str, ...]  # sorted: the order LLVM reports them in must not matter
+    lanes: int
+    threads: int
+
+    @property
+    def key(self) -> str:
+        """A short stable hash of every field: the cache file's name."""
+        text = json.dumps(self.describe(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def describe(self) -> dict:
+        return {**asdict(self), "features": list(self.features)}
+
+
+def default_threads() -> int:
+    """What a compiled model runs with unless told otherwise: the thread pool's default, all cores."""
+    return os.cpu_count() or 1
+
+
+def device_of(target, threads: int | None = None) -> Device:
+    """The Device for an llvm CPUTarget; `threads` None = the runtime's default thread count."""
+    return Device(target.cpu, tuple(sorted(target.required)), target_lanes(target), threads or default_threads())

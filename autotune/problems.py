@@ -1,0 +1,65 @@
+"""The problems the tuner works on, their cache keys and names, and how to find every
+microkernel problem of a model.
+
+A tuning problem is what decides the emitted code apart from the schedule:
+    GemmProblem   plain GEMMs (Linear/MatMul/Gemm) and every non-depthwise conv (as the
+                  implicit GEMM `ConvProblem.gemm()` describes it: same kernel, same code)
+    ConvProblem   depthwise convs (their own kernel and schedule space)
+The key is the dataclass repr: every field (shape, strides, groups, epilogue) in a fixed
+order, readable in the cache file. A field added to a problem class changes the keys, so
+old entries simply stop matching (never a wrong hit).
+"""
+from __future__ import annotations
+
+from ..codegen.microkernels import ConvProblem, GemmProblem
+
+
+def tuning_problem(problem: GemmProblem | ConvProblem) -> GemmProblem | ConvProblem:
+    """The canonical form: depthwise convs stay ConvProblems, other convs become their GEMM."""
+    if isinstance(problem, ConvProblem) and not problem.depthwise:
+        return problem.gemm()
+    return problem
+
+
+def problem_key(problem) -> str:
+    return repr(tuning_problem(problem))
+
+
+def describe(problem) -> str:
+    """A short human name: `conv 3x3/2 56x56x128->128` or `gemm 1x2048->1000`."""
+    p = tuning_problem(problem)
+    if isinstance(p, ConvProblem):  # depthwise
+        return f"dwconv {p.kh}x{p.kw}/{p.stride[0]} {p.batch}x{p.in_h}x{p.in_w}x{p.in_c}"
+    a = p.a
+    groups = f" g{p.groups}" if p.groups > 1 else ""
+    if a.pointwise and a.batch == 1 and a.in_w == 1:
+        return f"gemm {a.rows}x{a.k}->{p.n}{groups}" + (f" +{p.epilogue.key}" if p.epilogue.key != "none" else "")
+    cin, cout = a.cin * p.groups, p.n * p.groups
+    epilogue = f" +{p.epilogue.key}" if p.epilogue.key != "none" else ""
+    return f"conv {a.kh}x{a.kw}/{a.stride[0]} {a.batch}x{a.in_h}x{a.in_w}x{cin}->{cout}{groups}{epilogue}"
+
+
+def flops(problem) -> int:
+    return tuning_problem(problem).flops
+
+
+def problems_of_graph(graph, target) -> list[tuple[object, int]]:
+    """Every distinct microkernel problem of an (optimized) graph with how many nodes use
+    it, in graph order: the problems the extern lowering rules accept (the rules decide, so
+    this never disagrees with what the code generator will ask the tuner for)."""
+    from ..codegen.extern_lowering import LOWERINGS
+    from ..codegen.model_builder import fold_constants
+    from .lookup import tuning
+
+    known = fold_constants(graph)
+    found: dict[str, list] = {}
+    with tuning(enabled=False):  # the rules look schedules up; nothing may be timed here
+        for node in graph.nodes:
+            rule = LOWERINGS.get(node.op)
+            if rule is None or all(v in known for v in node.outputs):  # folded nodes run at compile time
+                continue
+            plan = rule(node, known, target)
+            if plan is not None:
+                problem = tuning_problem(plan.kernel.problem)
+                found.setdefault(problem_key(problem), [problem, 0])[1] += 1
+    return [(problem, count) for problem, count in found.values()]

@@ -1,0 +1,369 @@
+"""The microkernel autotuner (compiler.autotune): every candidate of the search space is a
+valid schedule that computes what numpy computes; the per-device JSON cache survives bad
+files; `schedule_for` gives the default until a tuning run caches something better; and a
+model compiled while tuning matches the reference interpreter.
+
+Candidate kernels are compiled into one library per problem (one O3 + link each) and run
+on 2 threads; timing budgets are a few seconds, so the timings themselves are not checked
+beyond being positive (the machine is shared).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import zlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from compiler.autotune import cache as C
+from compiler.autotune import schedule_for, space, tuning
+from compiler.autotune.device import device_of
+from compiler.autotune.lookup import default_for
+from compiler.autotune.problems import problem_key, problems_of_graph, tuning_problem
+from compiler.autotune.tuner import tune_problem
+from compiler.codegen.llvm_target import cpu_target
+from compiler.codegen.microkernels import AOperand, ConvProblem, DepthwiseSchedule, Epilogue, GemmProblem, \
+    GemmSchedule, emit_conv, emit_gemm, pack_weights
+from compiler.codegen.microkernels import epilogue as E
+from compiler.codegen.microkernels.build import compile_module, new_module
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+from make_example import build_tiny_cnn  # noqa: E402
+
+P1 = (1, 1, 1, 1)
+BN_RELU = Epilogue(scale_shift=True, activation="relu")
+# The shapes the brief asks for; small spatially so a library of candidates builds fast.
+PROBLEMS = {
+    "conv_1x1": ConvProblem(1, 64, 9, 9, 96, 1, 1, epilogue=BN_RELU),
+    "conv_3x3_pad1": ConvProblem(1, 32, 12, 12, 48, 3, 3, (1, 1), P1,
+                                 epilogue=Epilogue(bias=True, residual=True, activation="relu")),
+    "conv_7x7_s2": ConvProblem(1, 3, 30, 30, 64, 7, 7, (2, 2), (3, 3, 3, 3), epilogue=BN_RELU),
+    "conv_grouped": ConvProblem(1, 32, 10, 10, 48, 3, 3, (1, 1), P1, groups=4, epilogue=Epilogue(bias=True)),
+    "depthwise_3x3": ConvProblem(2, 40, 12, 12, 40, 3, 3, (1, 1), P1, groups=40,
+                                 epilogue=Epilogue(bias=True, activation="clip")),
+    "gemm_m1": GemmProblem(AOperand.matrix(1, 256), 200, epilogue=Epilogue(bias=True)),
+    "gemm_m64": GemmProblem(AOperand.matrix(64, 128), 128),
+    "gemm_odd": GemmProblem(AOperand.matrix(37, 53), 29, epilogue=Epilogue(bias=True, activation="gelu_tanh")),
+}
+SAMPLE = 10  # candidates per problem compiled and run (plus the extremes of every knob)
+
+
+@pytest.fixture(scope="module")
+def target():
+    t = cpu_target()
+    if "fma" not in t.required:
+        pytest.skip("host has no AVX2+FMA: the microkernels do not run here")
+    return t
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+def conv_reference(x, w, c: ConvProblem) -> np.ndarray:
+    """NHWC conv in float64, window by window per output pixel row (independent of the kernels' k order)."""
+    pt, pl, pb, pr = c.pads
+    xp = np.pad(x.astype(np.float64), ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    cig, cog = c.in_c // c.groups, c.out_c // c.groups
+    wg = w.astype(np.float64).reshape(c.groups, cog, cig, c.kh, c.kw)
+    out = np.zeros((c.batch, c.out_h, c.out_w, c.out_c))
+    for oh in range(c.out_h):
+        for ow in range(c.out_w):
+            h, v = oh * c.stride[0], ow * c.stride[1]
+            win = xp[:, h:h + c.dilation[0] * (c.kh - 1) + 1:c.dilation[0],
+                     v:v + c.dilation[1] * (c.kw - 1) + 1:c.dilation[1], :]  # [B, KH, KW, C]
+            win = win.reshape(c.batch, c.kh, c.kw, c.groups, cig)
+            out[:, oh, ow, :] = np.einsum("bijgc,gocij->bgo", win, wg).reshape(c.batch, c.out_c)
+    return out
+
+
+def sampled(problem, schedules: list) -> list:
+    """The default, the extremes of every knob, and a seeded sample that differs per problem."""
+    knobs = [k for k in vars(schedules[0]) if k != "lanes"]
+    keep = {0}
+    for knob in knobs:
+        values = [getattr(s, knob) for s in schedules]
+        keep |= {values.index(min(values)), values.index(max(values))}
+    rng = np.random.default_rng(zlib.crc32(problem_key(problem).encode()))
+    rest = [i for i in range(len(schedules)) if i not in keep]
+    keep |= set(rng.choice(rest, size=min(SAMPLE, len(rest)), replace=False).tolist()) if rest else set()
+    return [schedules[i] for i in sorted(keep)]
+
+
+@pytest.mark.parametrize("name", sorted(PROBLEMS))
+def test_every_candidate_is_valid_and_matches_numpy(target, name):
+    problem = PROBLEMS[name]
+    tp = tuning_problem(problem)
+    candidates = space.candidates(tp, target)
+    assert candidates[0] == default_for(problem, target), "the default is tried first"
+    assert len(candidates) == len(set(candidates))
+    for s in candidates:  # valid points of the declared space: re-validated through the constructor
+        assert type(s)(**vars(s)) == s and space.same_kind(s, tp, target)
+    chosen = sampled(tp, candidates)
+    rng = np.random.default_rng(1)
+    ep = problem.epilogue
+    if isinstance(problem, ConvProblem):
+        x = rand(rng, problem.batch, problem.in_h, problem.in_w, problem.in_c)
+        w = rand(rng, problem.out_c, problem.in_c // problem.groups, problem.kh, problem.kw)
+        acc, columns = conv_reference(x, w, problem), problem.out_c
+        k = problem.in_c // problem.groups * problem.kh * problem.kw
+    else:
+        x, b = rand(rng, problem.m, problem.k), rand(rng, problem.k, problem.n)
+        acc, columns, k = x.astype(np.float64) @ b, problem.n, problem.k
+    vecs = {v: rand(rng, columns) for v in ("bias", "scale", "shift")}
+    res = rand(rng, *acc.shape)
+    want = E.reference(ep, acc.reshape(-1, columns), residual=res.reshape(-1, columns), **vecs)
+
+    module, packed = new_module(), []
+    for i, s in enumerate(chosen):
+        if isinstance(problem, ConvProblem):
+            packed.append(emit_conv(module, f"c{i}", problem, target, s).pack(w))
+        else:
+            emit_gemm(module, f"c{i}", problem, s)
+            packed.append(pack_weights(b, s))
+    library = compile_module(module, target)
+    for i, s in enumerate(chosen):
+        y = np.full(acc.shape, np.nan, np.float32)
+        library.call(f"c{i}", dict(x=x, w=packed[i], y=y, res=res, **vecs), 2)
+        np.testing.assert_allclose(y.reshape(-1, columns), want, rtol=1e-4, atol=1e-4 * np.sqrt(k), err_msg=str(s))
+
+
+@pytest.mark.parametrize("name", ["conv_3x3_pad1", "gemm_m1", "depthwise_3x3"])
+def test_avx512_candidates_are_valid_and_emit(name):
+    """The 16-lane space (not runnable on an AVX2 host): every point validates and emits."""
+    t512 = cpu_target({"mcpu": "x86-64-v4"})
+    tp = tuning_problem(PROBLEMS[name])
+    candidates = space.candidates(tp, t512)
+    assert candidates[0] == default_for(tp, t512)
+    module = new_module()
+    for i, s in enumerate(candidates):
+        assert s.lanes == 16
+        if isinstance(tp, ConvProblem):
+            emit_conv(module, f"c{i}", tp, t512, s)
+        else:
+            emit_gemm(module, f"c{i}", tp, s)
+
+
+def test_register_tiles_fit_the_registers():
+    tiles = space.register_tiles(8)
+    for tile in [(6, 16), (4, 24), (8, 8), (2, 32), (1, 48)]:
+        assert tile in tiles
+    assert (7, 16) not in tiles and (3, 32) not in tiles  # 17 registers
+
+
+def test_pack_a_is_never_proposed_for_grouped_problems(target):
+    tp = tuning_problem(PROBLEMS["conv_grouped"])
+    assert not any(s.pack_a for s in space.candidates(tp, target))
+    assert any(s.pack_a for s in space.candidates(tuning_problem(PROBLEMS["conv_7x7_s2"]), target))
+
+
+def test_a_single_row_gemm_tries_single_row_tiles_first(target):
+    tiles = space.tile_stage(tuning_problem(PROBLEMS["gemm_m1"]), target)
+    assert tiles[1].mr == 1  # after the default: no rows of padding
+
+
+# ------------------------------------------------------------------ cache
+
+def _cache(target, threads=2) -> C.TuningCache:
+    return C.TuningCache(device_of(target, threads))
+
+
+def _non_default(target, problem) -> GemmSchedule:
+    return replace(default_for(problem, target), mr=4, nr=24, kc=128)
+
+
+def test_cache_round_trip(target, tmp_path):
+    problem = tuning_problem(PROBLEMS["conv_3x3_pad1"])
+    dw = PROBLEMS["depthwise_3x3"]
+    cache = _cache(target)
+    assert cache.path.parent == tmp_path / "cache" / "autotune"
+    assert cache.schedule(problem_key(problem)) is None
+    cache.put(problem_key(problem), _non_default(target, problem), 1.0, 1.5, 12)
+    cache.put(problem_key(dw), DepthwiseSchedule(2, 4, 8), 0.5, 0.6, 9)
+    assert cache.schedule(problem_key(problem)) == _non_default(target, problem)
+    assert cache.schedule(problem_key(dw)) == DepthwiseSchedule(2, 4, 8)
+    data = json.loads(cache.path.read_text())
+    assert data["format"] == C.FORMAT and data["device"]["threads"] == 2
+    entry = data["entries"][problem_key(problem)]
+    assert entry["ms"] == 1.0 and entry["default_ms"] == 1.5 and entry["candidates"] == 12
+    assert entry["schedule"]["kind"] == "gemm"
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"format": 99, "entries": {}}), ""])
+def test_unreadable_cache_files_read_as_empty_and_are_rewritten(target, content):
+    problem = tuning_problem(PROBLEMS["gemm_m64"])
+    cache = _cache(target)
+    cache.path.parent.mkdir(parents=True)
+    cache.path.write_text(content)
+    assert cache.entries() == {} and cache.schedule(problem_key(problem)) is None
+    assert schedule_for(problem, target) is not None  # no exception reaches the code generator
+    cache.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
+    assert json.loads(cache.path.read_text())["format"] == C.FORMAT
+
+
+@pytest.mark.parametrize("bad", [{"mr": 15}, {"nr": 20}, {"mr": 7, "nr": 16}, {"lanes": 4}, {"kind": "gpu"},
+                                 {"unknown_knob": 1}])
+def test_entries_whose_schedule_no_longer_validates_are_ignored(target, bad):
+    problem = tuning_problem(PROBLEMS["gemm_m64"])
+    cache = _cache(target)
+    cache.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
+    data = json.loads(cache.path.read_text())
+    data["entries"][problem_key(problem)]["schedule"].update(bad)
+    cache.path.write_text(json.dumps(data))
+    assert cache.schedule(problem_key(problem)) is None
+    with tuning(enabled=False, threads=2):
+        assert schedule_for(problem, target) == default_for(problem, target)
+
+
+def test_a_schedule_that_does_not_fit_the_problem_is_ignored(target):
+    """A valid schedule that this problem cannot use (pack_a on a grouped conv) reads as a miss."""
+    problem = tuning_problem(PROBLEMS["conv_grouped"])
+    _cache(target).put(problem_key(problem), replace(default_for(problem, target), pack_a=1), 1.0, 2.0, 3)
+    with tuning(enabled=False, threads=2):
+        assert schedule_for(problem, target) == default_for(problem, target)
+
+
+def test_other_devices_do_not_see_the_entries(target):
+    problem = tuning_problem(PROBLEMS["gemm_m64"])
+    mine = _cache(target, threads=2)
+    mine.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
+    assert _cache(target, threads=1).schedule(problem_key(problem)) is None
+    avx2 = cpu_target({"mcpu": "x86-64-v3"})
+    if avx2.required != target.required:
+        assert _cache(avx2, threads=2).schedule(problem_key(problem)) is None
+    # a file renamed onto another device's key still names its own device inside: ignored
+    other = _cache(target, threads=1)
+    other.path.write_bytes(mine.path.read_bytes())
+    assert other.entries() == {}
+
+
+def test_writes_are_atomic_and_leave_no_temp_files(target, monkeypatch):
+    problem = tuning_problem(PROBLEMS["gemm_m64"])
+    cache = _cache(target)
+    cache.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
+    before = cache.path.read_bytes()
+    assert sorted(p.name for p in cache.path.parent.iterdir()) == [cache.path.name]
+
+    def broken_dump(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(C.json, "dump", broken_dump)
+    with pytest.raises(OSError):
+        cache.put("another", _non_default(target, problem), 1.0, 2.0, 3)
+    assert cache.path.read_bytes() == before  # the old file is intact ...
+    assert sorted(p.name for p in cache.path.parent.iterdir()) == [cache.path.name]  # ... and no temp file is left
+
+
+def test_fingerprint_changes_with_the_entries(target):
+    from compiler.autotune import fingerprint
+
+    problem = tuning_problem(PROBLEMS["gemm_m64"])
+    assert fingerprint(target, 2) == ""
+    _cache(target).put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
+    first = fingerprint(target, 2)
+    _cache(target).put(problem_key(problem), default_for(problem, target), 1.0, 2.0, 3)
+    assert first and fingerprint(target, 2) not in ("", first) and fingerprint(target, 1) == ""
+
+
+# ------------------------------------------------------------------ lookup and tuning
+
+def test_schedule_for_is_the_default_until_tuned(target):
+    conv = PROBLEMS["conv_3x3_pad1"]
+    default = default_for(conv, target)
+    assert schedule_for(conv, target) == default  # nothing cached, not tuning: no timing either
+    with tuning(threads=2, budget_s=2.0) as session:
+        tuned = schedule_for(conv, target)
+        assert session.tuned == 1
+        assert schedule_for(conv, target) == tuned and session.tuned == 1  # a hit: not tuned twice
+    assert _cache(target, 2).schedule(problem_key(conv)) == tuned
+    with tuning(enabled=False, threads=2):
+        assert schedule_for(conv, target) == tuned
+    # a cached non-default point is what the code generator gets
+    _cache(target, 2).put(problem_key(conv), _non_default(target, tuning_problem(conv)), 1.0, 2.0, 3)
+    with tuning(enabled=False, threads=2):
+        assert schedule_for(conv, target) == _non_default(target, tuning_problem(conv))
+    with tuning(enabled=False, threads=1):  # another thread count: another device
+        assert schedule_for(conv, target) == default
+
+
+@pytest.mark.parametrize("name", ["conv_1x1", "depthwise_3x3", "gemm_odd"])
+def test_tune_problem_returns_a_checked_candidate(target, name):
+    problem = tuning_problem(PROBLEMS[name])
+    result = tune_problem(problem, target, 2, budget_s=3.0, strict=True)
+    assert result.schedule in space.candidates(problem, target)
+    assert result.ms > 0 and result.default_ms > 0 and result.candidates >= 1 and not result.rejected
+    if result.schedule != default_for(problem, target):
+        assert result.ms <= result.default_ms
+
+
+def test_timed_buffers_are_aligned_like_a_models(target):
+    """Candidates are timed on 64-byte aligned buffers (the arena's alignment), so no
+    candidate is faster only because its buffers happened to land better."""
+    from compiler.autotune.measure import Workload
+
+    problem = tuning_problem(PROBLEMS["conv_3x3_pad1"])
+    for schedule in space.candidates(problem, target)[:3]:
+        arrays = Workload(problem).arrays(schedule, target)
+        assert all(a.ctypes.data % 64 == 0 and a.flags.c_contiguous for a in arrays.values())
+
+
+def test_no_budget_still_measures_the_default(target):
+    problem = tuning_problem(PROBLEMS["gemm_m64"])
+    result = tune_problem(problem, target, 1, budget_s=0.0, strict=True)
+    assert result.schedule == default_for(problem, target) and result.candidates == 1
+
+
+def test_tiny_cnn_compiled_while_tuning_matches_the_reference(target, capsys):
+    import compiler
+    from compiler.frontend.onnx_import import import_onnx
+    from compiler.model import native_artifact
+    from compiler.native_build import build_native, optimize_for_llvm
+    from compiler.runtime.native import NativeModel
+    from compiler.zoo.tolerances import assert_close
+
+    model = build_tiny_cnn()
+    problems = problems_of_graph(optimize_for_llvm(import_onnx(model, {"image": [2, 3, 32, 32]})), target)
+    assert len(problems) == 3  # conv1, conv2, the classifier
+    with tuning(threads=2, budget_s=1.0, expected=len(problems)) as session:
+        graph, build = build_native(import_onnx(model, {"image": [2, 3, 32, 32]}))
+    assert session.tuned == len(problems)
+    assert f"[{len(problems)}/{len(problems)}]" in capsys.readouterr().err
+    for problem, _ in problems:  # the code generator used what the tuner cached
+        cached = _cache(target, 2).schedule(problem_key(problem))
+        assert cached is not None and f"schedule={cached!r}" in build.kernel_listing
+    manifest, sections = native_artifact(graph, build, "llvm", "tiny_cnn")
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    got = NativeModel(manifest, sections, where="tiny_cnn", num_threads=2).run({"image": x})["probs"]
+    reference = compiler.compile(model, target="reference", input_shapes={"image": [2, 3, 32, 32]})
+    want = reference.run({"image": x})["probs"]
+    assert_close(got, want, "float32", end_to_end=True)
+
+
+def test_command_line_tunes_a_model_and_prints_the_table(target, tmp_path, capsys):
+    import onnx
+
+    from compiler.autotune.__main__ import main
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(build_tiny_cnn(), path)
+    assert main([str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3"]) == 0
+    out = capsys.readouterr()
+    assert "[3/3]" in out.err and "total" in out.out and "default ms" in out.out
+    assert main([str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3"]) == 0
+    again = capsys.readouterr()
+    assert again.out.count("(cached)") == 3 and again.err.count(": cached") == 3  # nothing re-timed
+
+
+def test_command_line_reports_bad_input(tmp_path, capsys):
+    from compiler.autotune.__main__ import main
+
+    assert main([str(tmp_path / "missing.onnx")]) == 1
+    assert capsys.readouterr().err.startswith("error:")
