@@ -344,6 +344,9 @@ def _timed_runs(p: SystemProcess, n: int, timeout: float) -> list[int] | None:
         return None
 
 
+SETTLE_S = 0.2  # pause between two systems' turns: longer than any peer's spin-then-sleep window
+
+
 def measure_interleaved(procs: list[SystemProcess], plan: Plan, progress: Progress | None = None,
                         timeout: float = 3600) -> dict[str, dict]:
     """Warm up each ready worker, then time them in rotating interleaved rounds.
@@ -362,6 +365,10 @@ def measure_interleaved(procs: list[SystemProcess], plan: Plan, progress: Progre
         order = live[r % len(live):] + live[:r % len(live)] if live else []
         for p in order:
             sizes = per_round[p.system]
+            # Thread pools (onnxruntime's, ours) keep their workers spinning for a while after
+            # a run; the next system's first runs would share the cores with them. Let them
+            # go idle first, so only one system computes at any moment.
+            time.sleep(SETTLE_S)
             got = _timed_runs(p, sizes[r], timeout) if r < len(sizes) else []
             if got is None:
                 continue
