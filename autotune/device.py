@@ -32,8 +32,9 @@ class Device:
 
 
 def default_threads() -> int:
-    """What a compiled model runs with unless told otherwise: the thread pool's default, all cores."""
-    return os.cpu_count() or 1
+    """What a compiled model runs with unless told otherwise: the thread pool's default, the
+    cores this process may run on (csrc/thread_pool.c counts the same affinity mask)."""
+    return len(os.sched_getaffinity(0)) or 1
 
 
 def device_of(target, threads: int | None = None) -> Device:

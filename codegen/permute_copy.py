@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from ..ir.graph import Node, Value
 from . import loop_ir as L
+from .lowering import ALIASES as VIEW_OPS  # ops that only reinterpret the shape
 from .schedule import default_schedule, lower_stage
 from .te import Compute, Tensor, numel, strides_of
-
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})
 
 
 def match_permute(nodes: list[Node], escaping: set) -> tuple[Value, Value, tuple, tuple] | None:

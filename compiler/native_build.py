@@ -31,11 +31,9 @@ def optimize_for_llvm(graph: Graph, opt_level: int = 2) -> Graph:
 
 def fusion_groups(graph: Graph) -> list[list]:
     """The fusion partitioner's groups as lists of nodes, in an order the entry can call them."""
-    from .passes.fuse import Partition
+    from .passes.fuse import partition_groups
 
-    part = Partition(graph)
-    part.run(max_rounds=50)
-    return [[graph.nodes[i] for i in members] for members in part.ordered_groups()]
+    return [[graph.nodes[i] for i in members] for members in partition_groups(graph)]
 
 
 def build_native(graph: Graph, options: dict | None = None, opt_level: int = 2):

@@ -221,11 +221,16 @@ def _kernel(members: list[Node], readers_outside: set[Value], names: NameScope) 
     return Node("FusedKernel", inputs, exported, {"body": body, "kind": kind}, name)
 
 
-def fuse_graph(graph: Graph, max_rounds: int = 50) -> tuple[Graph, list[dict]]:
-    """(graph of FusedKernel nodes, one {name, ops} entry per kernel)."""
+def partition_groups(graph: Graph, max_rounds: int = 50) -> list[list[int]]:
+    """The partitioner's groups (member node indices) in a topological order of the kernels."""
     part = Partition(graph)
     part.run(max_rounds)
-    groups = part.ordered_groups()
+    return part.ordered_groups()
+
+
+def fuse_graph(graph: Graph, max_rounds: int = 50) -> tuple[Graph, list[dict]]:
+    """(graph of FusedKernel nodes, one {name, ops} entry per kernel)."""
+    groups = partition_groups(graph, max_rounds)
     group_of = {i: k for k, members in enumerate(groups) for i in members}
     # A value leaves its kernel when a node of another kernel (or the graph's caller) reads it.
     producer_group = {v: group_of[i] for i, n in enumerate(graph.nodes) for v in n.outputs}

@@ -6,11 +6,10 @@ rules are the fallback path of those ops, so both paths must agree on what each 
 """
 from __future__ import annotations
 
+from ...ir.ops._activation import ACTIVATIONS
 from .. import loop_ir as L
 from .context import NotLowerable
 from .elementwise import _c, gelu, sigmoid
-
-ACTIVATIONS = ("none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu")
 
 
 def activation_fn(attrs: dict, where: str):

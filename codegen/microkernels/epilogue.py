@@ -21,9 +21,8 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ...ir.errors import CompilerError
+from ...ir.ops._activation import ACTIVATIONS  # the fused ops' activations are the epilogue's
 from .irutil import I32, fconst, intrinsic
-
-ACTIVATIONS = ("none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu")
 
 
 @dataclass(frozen=True)
