@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from ..ir import dtypes
 from ..ir.ops import REGISTRY
 from ..ir.registry import Category
 from ..ir.types import TensorType
@@ -40,10 +41,17 @@ class KernelPlan:
         return canonical_text(text[text.index("("):])  # the kernel's own name is not part of its identity
 
 
+# Element type spellings (f32, i64, bf16, ...) look like generated names but are not:
+# renaming them made an f32 and an f64 kernel of the same shape share one function.
+_DTYPE_WORDS = frozenset(d.short for d in dtypes.ALL_DTYPES)
+
+
 def canonical_text(text: str) -> str:
     names: dict[str, str] = {}
 
     def rename(m):
+        if m.group(0) in _DTYPE_WORDS:
+            return m.group(0)
         return names.setdefault(m.group(0), f"{m.group(1)}{len(names)}")
 
     return re.sub(r"\b([a-z]+)\d+\b", rename, text)

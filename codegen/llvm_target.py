@@ -34,7 +34,7 @@ CPU_LEVELS = {
     "haswell": "x86-64-v3", "broadwell": "x86-64-v3", "skylake": "x86-64-v3", "alderlake": "x86-64-v3",
     "znver1": "x86-64-v3", "znver2": "x86-64-v3", "znver3": "x86-64-v3",
     "skylake-avx512": "x86-64-v4", "cascadelake": "x86-64-v4", "icelake-server": "x86-64-v4",
-    "sapphirerapids": "x86-64-v4", "znver4": "x86-64-v4",
+    "sapphirerapids": "x86-64-v4", "znver4": "x86-64-v4", "znver5": "x86-64-v4",
 }
 
 

@@ -86,6 +86,8 @@ def _split_loop(extent: int, factor: int, kind: L.LoopKind, body_at, hint: str) 
     """`for j in 0..extent: body_at(j)` as a main loop of `factor`-wide inner `kind` loops plus a tail."""
     if extent == 0:
         return L.seq()
+    while kind is L.LoopKind.VECTORIZED and factor > 8 and extent < factor:
+        factor //= 2  # a 512-bit target still vectorizes 8..15 lanes with 256-bit vectors
     if factor <= 1 or extent < factor:
         j = L.var(hint)
         return L.For(j, L.const(extent), L.LoopKind.SERIAL, body_at(j)) if extent > 1 else body_at(L.const(0))

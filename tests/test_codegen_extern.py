@@ -121,6 +121,20 @@ def test_identical_convs_share_one_kernel():
     _check(graph, {"x": rng.standard_normal((1, 8, 8, 16)).astype(np.float32)})
 
 
+def test_loop_ir_kernels_of_other_element_types_are_not_shared():
+    """Same loops over f32 and f64 are two functions (their canonical keys once renamed
+    the dtype words away, and the f64 MatMul ran the f32 code)."""
+    b = GraphBuilder()
+    outs = [b.op("Neg", b.input(f"x_{dt}", tensor([4, 5], dt)), name=f"neg_{dt}") for dt in ("f32", "f64", "i32")]
+    b.output(*outs)
+    graph = b.build()
+    program = build_program(graph, HOST)
+    assert len({c.function for c in program.calls}) == 3
+    rng = _rng(3)
+    _check(graph, {"x_f32": rng.standard_normal((4, 5)).astype(np.float32), "x_f64": rng.standard_normal((4, 5)),
+                   "x_i32": rng.integers(-9, 9, (4, 5)).astype(np.int32)})
+
+
 # ------------------------------------------------------------------ Linear / MatMul / Gemm
 
 

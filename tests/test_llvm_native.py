@@ -139,6 +139,31 @@ def test_host_without_the_features_is_refused(saved, monkeypatch):
         compiler.load(saved)
 
 
+def test_every_checked_feature_is_read_from_cpuinfo_flags():
+    """A host compile records LLVM feature names; the loader must find each in the kernel's
+    flags spelling, or an artifact built here is refused here (it was, on a Zen 5 host:
+    avx512vnni vs avx512_vnni)."""
+    from compiler.codegen.llvm_target import CHECKED_FEATURES
+    from compiler.runtime.cpu import CPUINFO_NAME, features_from_cpuinfo_flags
+
+    zen5_flags = set("fpu sse sse2 pni ssse3 fma sse4_1 sse4_2 popcnt avx f16c abm bmi1 avx2 bmi2 movbe avx512f "
+                     "avx512dq avx512cd avx512bw avx512vl avx_vnni avx512_bf16 avx512_vnni".split())
+    have = features_from_cpuinfo_flags(zen5_flags)
+    assert set(CHECKED_FEATURES) - {"avx512fp16"} <= have
+    assert "avx512fp16" not in have
+    assert features_from_cpuinfo_flags({"avx512_fp16"}) >= {"avx512fp16"}
+    for name in CHECKED_FEATURES:  # every name is either spelled alike or mapped
+        flag = CPUINFO_NAME.get(name, name)
+        assert name in features_from_cpuinfo_flags({flag}), name
+
+
+def test_host_compile_loads_on_this_host(saved):
+    from compiler.artifact import read_artifact
+    from compiler.runtime.cpu import missing_features
+
+    assert missing_features(read_artifact(saved)[0]["cpu_features"]) == []
+
+
 def test_avx512_artifact_refused_here_but_v3_runs(tmp_path, image, monkeypatch):
     shapes = {"image": [2, 3, 32, 32]}
     tiny = build_tiny_cnn()

@@ -19,6 +19,7 @@ from compiler.codegen.microkernels import AOperand, Epilogue, GemmProblem, GemmS
 from compiler.codegen.microkernels import epilogue as E
 from compiler.codegen.microkernels.build import assembly, compile_module, new_module
 from compiler.codegen.microkernels.conv import ConvProblem, DepthwiseSchedule, emit_conv
+from compiler.codegen.microkernels.gemm import target_lanes
 from compiler.ir.errors import CompilerError
 
 SIZES = (1, 7, 17, 33, 100, 257)
@@ -202,7 +203,7 @@ def test_depthwise_schedules(cb, owb):
         pytest.skip("host has no AVX2+FMA")
     c = ConvProblem(1, 50, 9, 11, 50, 3, 3, (1, 1), (1, 1, 1, 1), groups=50, epilogue=Epilogue(bias=True))
     mod = new_module()
-    kernel = emit_conv(mod, "dw", c, target, DepthwiseSchedule(cb, owb, 8))
+    kernel = emit_conv(mod, "dw", c, target, DepthwiseSchedule(cb, owb, target_lanes(target)))
     library = compile_module(mod, target)
     rng = np.random.default_rng(cb * 10 + owb)
     x, w, bias = rand(rng, 1, 9, 11, 50), rand(rng, 50, 1, 3, 3), rand(rng, 50)

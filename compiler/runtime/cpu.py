@@ -10,8 +10,18 @@ import os
 
 FAKE_ENV = "COMPILER_HOST_CPU_FEATURES"
 
-# LLVM feature name -> /proc/cpuinfo flag, where they differ.
-_CPUINFO_NAME = {"sse3": "pni", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "lzcnt": "abm", "pclmul": "pclmulqdq", "bmi": "bmi1"}
+# LLVM feature name -> /proc/cpuinfo flag, where they differ. Every feature the loader
+# checks (`codegen.llvm_target.CHECKED_FEATURES`) must be readable here; a test asserts it.
+# (The kernel spells the AVX-512 extensions with an underscore: avx512_vnni, LLVM avx512vnni.)
+CPUINFO_NAME = {
+    "sse3": "pni", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "lzcnt": "abm", "pclmul": "pclmulqdq", "bmi": "bmi1",
+    "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16", "avxvnni": "avx_vnni",
+}
+
+
+def features_from_cpuinfo_flags(flags: set[str]) -> set[str]:
+    """The cpuinfo `flags` line's words plus the LLVM names of the features they denote."""
+    return set(flags) | {llvm for llvm, flag in CPUINFO_NAME.items() if flag in flags}
 
 
 def host_features() -> set[str] | None:
@@ -29,8 +39,7 @@ def host_features() -> set[str] | None:
                 return None
     except OSError:
         return None
-    llvm_names = {k for k, v in _CPUINFO_NAME.items() if v in flags}
-    return flags | llvm_names
+    return features_from_cpuinfo_flags(flags)
 
 
 def missing_features(required) -> list[str]:
