@@ -18,13 +18,12 @@ from dataclasses import replace
 from ..codegen.microkernels import DEPTHWISE_SPACE, GEMM_SPACE, ConvProblem, DepthwiseSchedule, GemmProblem, \
     GemmSchedule, default_schedule
 from ..codegen.microkernels.conv import default_depthwise_schedule
-from ..codegen.microkernels.gemm import k_chunks, target_lanes
+from ..codegen.microkernels.gemm import PACK_A_STACK_BYTES, default_kc, k_chunks, packed_row_floats, target_lanes
 from ..ir.errors import CompilerError
 
 CHOICES = {k.name: k.choices for k in GEMM_SPACE}
 TILES_PER_PROBLEM = 7  # stage 1 size besides the default
 MAX_DIRECT_ROWS = 8  # rows read in place need one pointer each: more than 8 spill GPRs (see default_schedule)
-PACK_A_STACK_LIMIT = 1 << 20  # bytes; the packed A block lives on the thread's stack (gemm._Gen refuses more)
 
 
 def register_tiles(lanes: int) -> list[tuple[int, int]]:
@@ -52,25 +51,15 @@ def tile_score(problem: GemmProblem, mr: int, nr: int, lanes: int) -> float:
     return intensity / (waste_m * waste_n)
 
 
-def _kc_for(nr: int, budget_bytes: int) -> int:
-    """The largest kc whose B slice (kc x nr floats) fits `budget_bytes` (as the default picks)."""
-    fits = [c for c in CHOICES["kc"] if c * nr * 4 <= budget_bytes]
-    return max(fits) if fits else CHOICES["kc"][0]
-
-
-def _l1_budget(lanes: int) -> int:
-    return (16 << 10) if lanes == 8 else (24 << 10)
-
-
 def pack_a_fits(problem: GemmProblem, s: GemmSchedule) -> bool:
     """pack_a is allowed: one group, and the packed block fits the stack limit."""
     if not s.pack_a:
         return True
     if problem.groups > 1:
         return False
-    ks = max((th - tl) * (ch - cl) for tl, th, cl, ch in k_chunks(problem.a, s.kc))
+    ks = packed_row_floats(problem.a, s.kc)
     mc_eff = min(s.mc_tiles, -(-problem.m // s.mr))
-    return mc_eff * s.mr * ks * 4 <= PACK_A_STACK_LIMIT
+    return mc_eff * s.mr * ks * 4 <= PACK_A_STACK_BYTES
 
 
 def behaviour_key(problem: GemmProblem, s: GemmSchedule) -> tuple:
@@ -113,7 +102,7 @@ def tile_stage(problem: GemmProblem, target) -> list[GemmSchedule]:
             break
         # wide-row tiles need packed rows (GPR pressure); the default's choice otherwise
         pack_a = 1 if mr > MAX_DIRECT_ROWS else default.pack_a
-        s = _schedule(mr=mr, nr=nr, kc=_kc_for(nr, _l1_budget(lanes)), mc_tiles=default.mc_tiles,
+        s = _schedule(mr=mr, nr=nr, kc=default_kc(problem.k, nr, lanes), mc_tiles=default.mc_tiles,
                       nc_panels=default.nc_panels, unroll=default.unroll, lanes=lanes, pack_a=pack_a)
         if s is not None and _valid(problem, s, seen):
             out.append(s)

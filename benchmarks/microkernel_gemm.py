@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     lib = compile_module(mod, target)
     peak = {t: fma_peak_gflops(t, repeats=60) for t in args.threads}
     set_blas = _blas_threads()
-    print(f"target {target.cpu} ({target.vector_bits}-bit vectors); OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; "
+    print(f"target {target.cpu} ({target.vector_bits}-bit vectors); "
           "fp32 FMA peak: "
           + ", ".join(f"{t} thread(s) {p:.0f} GFLOP/s" for t, p in peak.items()))
     print("GFLOP/s: median / best run / per CPU-second; numpy: median; %peak of the median and of cpu")
