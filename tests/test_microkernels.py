@@ -212,12 +212,15 @@ def test_depthwise_schedules(cb, owb):
     np.testing.assert_allclose(y, conv_reference(x, w, c) + bias, rtol=1e-4, atol=1e-4)
 
 
-def test_packed_a_lets_avx512_use_14_rows():
-    """With A packed, all rows share one base register: a 14x32 tile has no spills."""
+def test_packed_a_lets_avx512_use_13_rows():
+    """With A packed, all rows share one base register: a 13x32 tile has no spills (read in
+    place, 13 row pointers would not fit the 16 GPRs). 14x32 needs 31 of the 32 vector
+    registers and whether LLVM's scheduler then spills one depends on the surrounding
+    worker code; it stays in the tuner's space, which times it like any other point."""
     target = cpu_target({"mcpu": "x86-64-v4"})
-    sched = GemmSchedule(mr=14, nr=32, kc=128, mc_tiles=16, nc_panels=4, unroll=4, lanes=16, pack_a=1)
+    sched = GemmSchedule(mr=13, nr=32, kc=128, mc_tiles=16, nc_panels=4, unroll=4, lanes=16, pack_a=1)
     hot = _hot_loop(_asm(target, GemmProblem(AOperand.matrix(512, 512), 512), sched))
-    assert hot.count("vfmadd231ps") == 14 * 2 * 4 and "(%rsp" not in hot
+    assert hot.count("vfmadd231ps") == 13 * 2 * 4 and "(%rsp" not in hot
 
 
 def conv_reference(x, w, c: ConvProblem):
@@ -278,13 +281,13 @@ def _hot_loop(text: str) -> str:
 
 def test_avx512_code_uses_zmm_fma():
     """The x86-64-v4 path (numerics need an AVX-512 host; this one checks the code):
-    512-bit FMAs fed by broadcasts, an 8x48 tile with no spills in the k loop, masked edges."""
+    512-bit FMAs fed by broadcasts, a 6x64 tile with no spills in the k loop, masked edges."""
     target = cpu_target({"mcpu": "x86-64-v4"})
     sched = default_schedule(target, GemmProblem(AOperand.matrix(64, 64), 64))
-    assert (sched.mr, sched.nr, sched.lanes) == (8, 48, 16)
+    assert (sched.mr, sched.nr, sched.lanes) == (6, 64, 16)
     hot = _hot_loop(_asm(target, GemmProblem(AOperand.matrix(512, 512), 512)))
-    assert hot.count("vfmadd231ps") == 8 * 3 * sched.unroll and "%zmm" in hot
-    assert hot.count("vbroadcastss") + hot.count("{1to16}") >= 8 * sched.unroll
+    assert hot.count("vfmadd231ps") == 6 * 4 * sched.unroll and "%zmm" in hot
+    assert hot.count("vbroadcastss") + hot.count("{1to16}") >= 6 * sched.unroll
     assert "(%rsp" not in hot  # accumulators and row pointers stay in registers
     text = _asm(target, GemmProblem(AOperand.matrix(30, 40), 40))
     assert "%k" in text  # the 40-column edge is stored under an AVX-512 mask register
