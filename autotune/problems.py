@@ -59,7 +59,7 @@ def problems_of_graph(graph, target) -> list[tuple[object, int]]:
             if rule is None or all(v in known for v in node.outputs):  # folded nodes run at compile time
                 continue
             plan = rule(node, known, target)
-            if plan is not None:
+            if plan is not None and plan.kernel.schedule is not None:  # attention has no knobs to tune
                 problem = tuning_problem(plan.kernel.problem)
                 found.setdefault(problem_key(problem), [problem, 0])[1] += 1
     return [(problem, count) for problem, count in found.values()]

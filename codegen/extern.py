@@ -24,7 +24,14 @@ import numpy as np
 from ..ir import dtypes
 from . import loop_ir as L
 from .microkernels import ConvProblem, GemmProblem, emit_conv, emit_gemm
-from .microkernels.gemm import PARAMS
+from .microkernels.attention import PARAMS as ATTENTION_PARAMS
+from .microkernels.attention import AttentionProblem, emit_attention
+from .microkernels.gemm import PARAMS, target_lanes
+
+
+def params_of(problem) -> tuple[str, ...]:
+    """The microkernel entry's pointer parameters, in order, for this kind of problem."""
+    return ATTENTION_PARAMS if isinstance(problem, AttentionProblem) else PARAMS
 
 F32P = ir.FloatType().as_pointer()
 MICROKERNEL = "microkernel"  # the `kind` of an extern plan (loop-IR plans are "loop_ir")
@@ -36,9 +43,9 @@ class ExternKernel:
     pointer (`PARAMS`: x, w, y, bias, scale, shift, res) each wrapper parameter feeds."""
 
     name: str
-    problem: ConvProblem | GemmProblem
-    schedule: object  # GemmSchedule | DepthwiseSchedule
-    roles: tuple[str, ...]  # PARAMS name per wrapper parameter
+    problem: ConvProblem | GemmProblem | AttentionProblem
+    schedule: object  # GemmSchedule | DepthwiseSchedule | None (attention has no knobs)
+    roles: tuple[str, ...]  # `params_of(problem)` name per wrapper parameter
     target: object  # the CPUTarget the schedule was chosen for
     params: tuple[L.Buffer, ...] = field(default=())
     kernel_class: str = MICROKERNEL
@@ -58,6 +65,8 @@ class ExternKernel:
         if isinstance(self.problem, ConvProblem):
             entry = module.get_global(emit_conv(module, self.entry_name, self.problem, self.target,
                                                 self.schedule).name)
+        elif isinstance(self.problem, AttentionProblem):
+            entry = emit_attention(module, self.entry_name, self.problem, target_lanes(self.target))
         else:
             entry = emit_gemm(module, self.entry_name, self.problem, self.schedule)
         entry.linkage = "internal"  # only the wrapper below calls it
@@ -69,7 +78,7 @@ class ExternKernel:
             arg.name = role
             by_role[role] = arg
         b = ir.IRBuilder(wrapper.append_basic_block("entry"))
-        pointers = [by_role.get(p, ir.Constant(F32P, None)) for p in PARAMS]
+        pointers = [by_role.get(p, ir.Constant(F32P, None)) for p in params_of(self.problem)]
         b.call(entry, pointers + [b.load(mb.num_threads)])
         b.ret_void()
         return wrapper
@@ -108,7 +117,7 @@ class ExternPlan:
 def extern_plan(problem, schedule, target, bindings: dict) -> ExternPlan:
     """A plan from `bindings`: PARAMS name -> binding (("value", v) or ("packed", array));
     the wrapper's parameters follow PARAMS order. The name is given later (`named`)."""
-    roles = tuple(p for p in PARAMS if p in bindings)
+    roles = tuple(p for p in params_of(problem) if p in bindings)
     args = []
     for role in roles:
         kind, what = bindings[role]

@@ -12,6 +12,8 @@ target the microkernels support (AVX2+FMA or better).
                              epilogue, a bias of the output's shape the residual one
     Gemm                  -> the same with transB applied and alpha folded into the packed
                              weights, beta * C folded into a bias / residual
+    Attention             -> emit_attention (fp32, no KV cache, additive or no mask): scores
+                             stay in a per-thread row block, never in a [B, H, S, T] tensor
 
 `into_channel_slice` turns a conv plan into one that writes into a wider NHWC tensor
 (a Concat's output, see `concat_in_place`).
@@ -28,6 +30,8 @@ from ..ir.errors import CompilerError
 from ..ir.ops import REGISTRY
 from .extern import ExternPlan, extern_plan
 from .microkernels import AOperand, ConvProblem, Epilogue, GemmProblem, pack_weights
+from .microkernels.attention import AttentionProblem
+from .microkernels.attention import supported as attention_supported
 from .microkernels.conv import pack_conv_weights
 from .microkernels.gemm import target_lanes
 
@@ -173,7 +177,70 @@ def lower_conv_nhwc(node, consts, target) -> ExternPlan | None:
     return extern_plan(conv, schedule, target, bindings)
 
 
-LOWERINGS = {"ConvNhwc": lower_conv_nhwc, "Linear": lower_matmul, "MatMul": lower_matmul, "Gemm": lower_gemm}
+def _mask_strides(mask, b: int, h: int, s: int, t: int) -> tuple[int, int, int, int] | None:
+    """Float offsets per (b, h, i, j) of an additive mask broadcast to [B, H, S, T] (0 along
+    broadcast dims); None when it does not broadcast that way (a mask shorter than the keys
+    is padded with -inf by ONNX: the loop-IR rule handles it)."""
+    shape = (1,) * (4 - len(_shape(mask))) + _shape(mask)
+    full = (b, h, s, t)
+    if len(shape) != 4 or any(d not in (1, f) for d, f in zip(shape, full)):
+        return None
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.insert(0, 0 if d == 1 else step)
+        step *= d
+    return tuple(strides)
+
+
+def lower_attention(node, consts, target) -> ExternPlan | None:
+    """Attention on the fused kernel (`microkernels/attention.py`): float32, no KV cache, only
+    the Y output, no softcap or sliding window, an additive float mask or none."""
+    q, k, v, y = node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0]
+    mask = _input(node, 3)
+    if any(_input(node, i) is not None for i in (4, 5, 6)) or any(o is not None for o in node.outputs[1:]):
+        return None
+    if not _f32(q, k, v, y, mask) or q.type.rank not in (3, 4):
+        return None
+    attrs = _attrs(node)
+    if attrs["softcap"] or attrs["left_window_size"] >= 0 or attrs["right_window_size"] >= 0:
+        return None
+    if attrs["softmax_precision"] is not None and attrs["softmax_precision"].name != "float32":
+        return None
+    packed = q.type.rank == 3
+    if packed:
+        hq, hkv = attrs["q_num_heads"], attrs["kv_num_heads"]
+        if not hq or not hkv:
+            return None
+        (batch, sq, qw), (_, total, kw), (_, _, vw) = _shape(q), _shape(k), _shape(v)
+        head, v_head = qw // hq, vw // hkv
+        if kw != hkv * head:
+            return None
+    else:
+        (batch, hq, sq, head), (_, hkv, total, _), v_head = _shape(q), _shape(k), _shape(v)[3]
+    if 0 in (batch, hq, hkv, sq, total, head, v_head) or hq % hkv:
+        return None
+    strides = None
+    if mask is not None:
+        strides = _mask_strides(mask, batch, hq, sq, total)
+        if strides is None:
+            return None
+    scale = attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(head)
+    try:
+        problem = AttentionProblem(batch, hq, hkv, sq, total, head, v_head, packed, float(scale),
+                                   bool(attrs["is_causal"]), strides)
+        lanes = target_lanes(target)
+    except CompilerError:
+        return None
+    if attention_supported(problem, lanes) is not None:
+        return None
+    bindings = {"q": ("value", q), "k": ("value", k), "v": ("value", v), "y": ("value", y)}
+    if mask is not None:
+        bindings["mask"] = ("value", mask)
+    return extern_plan(problem, None, target, bindings)
+
+
+LOWERINGS = {"ConvNhwc": lower_conv_nhwc, "Linear": lower_matmul, "MatMul": lower_matmul, "Gemm": lower_gemm,
+             "Attention": lower_attention}
 
 
 def into_channel_slice(plan: ExternPlan, channels: int) -> ExternPlan | None:

@@ -31,21 +31,21 @@ class Library:
         except OSError:
             pass
 
-    def function(self, name: str):
+    def function(self, name: str, params: tuple[str, ...] = PARAMS):
         fn = getattr(self.lib, name)
         fn.restype = None
-        fn.argtypes = [ctypes.c_void_p] * len(PARAMS) + [ctypes.c_int]
+        fn.argtypes = [ctypes.c_void_p] * len(params) + [ctypes.c_int]
         return fn
 
-    def call(self, name: str, arrays: dict, nthreads: int = 1) -> None:
-        """arrays: PARAMS name -> float32 C-contiguous numpy array (missing = NULL)."""
+    def call(self, name: str, arrays: dict, nthreads: int = 1, params: tuple[str, ...] = PARAMS) -> None:
+        """arrays: `params` name -> float32 C-contiguous numpy array (missing = NULL)."""
         ptrs = []
-        for p in PARAMS:
+        for p in params:
             a = arrays.get(p)
             if a is not None:
                 assert a.dtype == np.float32 and a.flags.c_contiguous, p
             ptrs.append(None if a is None else a.ctypes.data)
-        self.function(name)(*ptrs, nthreads)
+        self.function(name, params)(*ptrs, nthreads)
 
 
 def new_module(name: str = "microkernels") -> ir.Module:

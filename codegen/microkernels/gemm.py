@@ -645,17 +645,18 @@ class _Gen:
         return entry_point(self.module, self.name, self.worker(), self.p.flops < parallel_min_flops)
 
 
-def entry_point(module: ir.Module, name: str, worker: ir.Function, serial: bool) -> ir.Function:
-    """The exported `void name(PARAMS..., int nthreads)`: runs `worker(PARAMS..., tid, nt)`
+def entry_point(module: ir.Module, name: str, worker: ir.Function, serial: bool,
+                params: tuple[str, ...] = PARAMS) -> ir.Function:
+    """The exported `void name(params..., int nthreads)`: runs `worker(params..., tid, nt)`
     as tasks of the thread pool (nthreads 0 = all cores), or inline when `serial` (small work:
     waking threads costs more than it saves) or nthreads == 1."""
-    fn, b = new_function(module, name, [(n, F32P) for n in PARAMS] + [("nthreads", I32)], internal=False)
+    fn, b = new_function(module, name, [(n, F32P) for n in params] + [("nthreads", I32)], internal=False)
     A = {a.name: a for a in fn.args}
-    ptrs = [A[n] for n in PARAMS]
-    struct = ir.LiteralStructType([F32P] * len(PARAMS))
+    ptrs = [A[n] for n in params]
+    struct = ir.LiteralStructType([F32P] * len(params))
     outlined, ob = new_function(module, f"{name}.par", [("data", I8P)])
     data = ob.bitcast(outlined.args[0], struct.as_pointer())
-    vals = [ob.load(ob.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, i)])) for i in range(len(PARAMS))]
+    vals = [ob.load(ob.gep(data, [ir.Constant(I32, 0), ir.Constant(I32, i)])) for i in range(len(params))]
     tid = ob.sext(ob.call(declare(module, TASK_INDEX, I32, []), []), I64)
     nt = ob.sext(ob.call(declare(module, TASK_COUNT, I32, []), []), I64)
     ob.call(worker, vals + [tid, nt])

@@ -1,0 +1,140 @@
+"""The fused attention kernel (`codegen/microkernels/attention.py`): numerics against a
+float64 numpy reference over layouts, grouped heads, masks, causal bands and edge sizes;
+the code generator sends Attention nodes to it (and the cases it does not cover to the
+loop-IR rule); scores never take a [B, H, S, T] buffer in the arena."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler.codegen.extern import MICROKERNEL
+from compiler.codegen.llvm_target import cpu_target
+from compiler.codegen.microkernels.attention import PARAMS, AttentionProblem, emit_attention, supported
+from compiler.codegen.microkernels.build import compile_module, new_module
+from compiler.codegen.microkernels.gemm import target_lanes
+from compiler.codegen.model_builder import LOOP_IR, build_program
+from compiler.codegen.native import compile_graph
+from compiler.ir import GraphBuilder, run_graph, tensor
+from compiler.model import native_artifact
+from compiler.runtime.native import NativeModel
+
+HOST = cpu_target()
+pytestmark = pytest.mark.skipif(HOST.vector_bits < 256 or "fma" not in HOST.required,
+                                reason="the microkernels need AVX2+FMA")
+
+
+def reference(q, k, v, mask, p: AttentionProblem):
+    """4-D heads in, 4-D heads out, float64; a row with no allowed key gives zeros."""
+    group = p.q_heads // p.kv_heads
+    k, v = np.repeat(k, group, axis=1).astype(np.float64), np.repeat(v, group, axis=1).astype(np.float64)
+    s = np.einsum("bhid,bhjd->bhij", q.astype(np.float64), k) * p.scale
+    if mask is not None:
+        s = s + mask
+    if p.causal:
+        s = np.where(np.arange(p.seq_kv)[None] <= np.arange(p.seq_q)[:, None], s, -np.inf)
+    top = s.max(-1, keepdims=True)
+    e = np.exp(s - np.where(np.isinf(top), 0, top))
+    total = e.sum(-1, keepdims=True)
+    return np.where(total == 0, 0, e / np.where(total == 0, 1, total)) @ v
+
+
+def _heads_to_packed(t):
+    return np.ascontiguousarray(t.transpose(0, 2, 1, 3).reshape(t.shape[0], t.shape[2], -1))
+
+
+CASES = {  # B, Hq, Hkv, S, T, D, Dv, packed, causal, mask ("keys": [B,1,1,T] padding mask, "rows": [1,H,S,1])
+    "bert_like": (1, 12, 12, 128, 128, 32, 32, True, False, "keys"),
+    "grouped_causal_odd": (2, 4, 2, 13, 21, 8, 24, False, True, None),
+    "row_mask_wide_values": (1, 2, 1, 7, 32, 16, 40, False, False, "rows"),
+    "tiny_packed_causal": (1, 3, 3, 5, 16, 4, 4, True, True, "keys"),
+    "one_query": (1, 2, 2, 1, 9, 8, 8, False, False, None),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_kernel_matches_reference(case):
+    b, hq, hkv, s, t, d, dv, packed, causal, masked = CASES[case]
+    lanes = target_lanes(HOST)
+    rng = np.random.default_rng(len(case))
+    mask, strides = None, None
+    if masked == "keys":
+        t = -(-t // lanes) * lanes  # a per-key mask needs whole vectors of keys
+        mask = np.where(rng.random((b, 1, 1, t)) < 0.25, -1e9, 0).astype(np.float32)
+        mask[..., 0] = 0  # every row keeps a key
+        strides = (t, 0, 0, 1)
+    elif masked == "rows":
+        mask = rng.standard_normal((1, hq, s, 1)).astype(np.float32)
+        strides = (0, s, 1, 0)
+    p = AttentionProblem(b, hq, hkv, s, t, d, dv, packed, 1 / np.sqrt(d), causal, strides)
+    assert supported(p, lanes) is None
+    module = new_module()
+    emit_attention(module, "att", p, lanes)
+    library = compile_module(module, HOST)
+    q = rng.standard_normal((b, hq, s, d)).astype(np.float32)
+    k = rng.standard_normal((b, hkv, t, d)).astype(np.float32)
+    v = rng.standard_normal((b, hkv, t, dv)).astype(np.float32)
+    want = reference(q, k, v, mask, p)
+    layout = _heads_to_packed if packed else (lambda x: x)
+    for threads in (1, 2):
+        y = np.full(layout(want.astype(np.float32)).shape, np.nan, np.float32)
+        library.call("att", dict(q=layout(q), k=layout(k), v=layout(v), mask=mask, y=y), threads, PARAMS)
+        got = y.reshape(b, s, hq, dv).transpose(0, 2, 1, 3) if packed else y
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+
+
+def test_fully_masked_rows_give_zeros():
+    p = AttentionProblem(1, 1, 1, 3, 16, 4, 4, False, 0.5, False, (0, 0, 1, 0))
+    module = new_module()
+    emit_attention(module, "att", p, target_lanes(HOST))
+    library = compile_module(module, HOST)
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((1, 1, n, 4)).astype(np.float32) for n in (3, 16, 16))
+    mask = np.array([0, -np.inf, 0], np.float32).reshape(1, 1, 3, 1)
+    y = np.full((1, 1, 3, 4), np.nan, np.float32)
+    library.call("att", dict(q=q, k=k, v=v, mask=mask, y=y), 1, PARAMS)
+    assert np.all(y[0, 0, 1] == 0) and np.isfinite(y).all()
+
+
+def _attention_graph(packed: bool, mask_dtype: str | None = "f32", **attrs):
+    b = GraphBuilder()
+    if packed:
+        shapes = {"q": [2, 24, 64], "k": [2, 32, 64], "v": [2, 32, 64]}
+        attrs = {"q_num_heads": 4, "kv_num_heads": 4, **attrs}
+    else:
+        shapes = {"q": [2, 4, 24, 16], "k": [2, 2, 32, 16], "v": [2, 2, 32, 16]}
+    ins = [b.input(n, tensor(shape, "f32")) for n, shape in shapes.items()]
+    if mask_dtype is not None:
+        ins.append(b.input("mask", tensor([2, 1, 1, 32], mask_dtype)))
+    b.output(b.op("Attention", *ins, name="att", **attrs))
+    rng = np.random.default_rng(5)
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in shapes.items()}
+    if mask_dtype == "f32":
+        feeds["mask"] = np.where(rng.random((2, 1, 1, 32)) < 0.3, -1e4, 0).astype(np.float32)
+    elif mask_dtype == "bool":
+        feeds["mask"] = rng.random((2, 1, 1, 32)) < 0.7
+    return b.build(), feeds
+
+
+@pytest.mark.parametrize("packed, causal", [(True, 0), (False, 1)])
+def test_attention_nodes_take_the_fused_kernel(packed, causal):
+    graph, feeds = _attention_graph(packed, is_causal=causal)
+    program = build_program(graph, HOST)
+    assert {n.name: kind for n, kind in program.paths.items()}["att"] == MICROKERNEL
+    # no score buffer: the arena holds nothing of size B*H*S*T floats (2*4*24*32*4 bytes)
+    assert program.arena_size < 2 * 4 * 24 * 32 * 4
+    build = compile_graph(graph)
+    got = NativeModel(*native_artifact(graph, build, "llvm", "test")).run(feeds)
+    for name, want in run_graph(graph, feeds).items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["softcap", "bool_mask"])
+def test_cases_the_kernel_does_not_cover_use_the_loop_ir_rule(variant):
+    graph, feeds = (_attention_graph(False, softcap=5.0) if variant == "softcap"
+                    else _attention_graph(False, mask_dtype="bool"))
+    program = build_program(graph, HOST)
+    assert {n.name: kind for n, kind in program.paths.items()}["att"] == LOOP_IR
+    build = compile_graph(graph)
+    got = NativeModel(*native_artifact(graph, build, "llvm", "test")).run(feeds)
+    for name, want in run_graph(graph, feeds).items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)
