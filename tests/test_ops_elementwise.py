@@ -344,9 +344,13 @@ def test_cast_to_e8m0_rounding_modes():
 
 
 def test_cast_sub_byte_integers_wrap():
-    x = np.arange(-9, 16).astype(np.float32)
-    np.testing.assert_array_equal(run_op("Cast", x, to=dtypes.int4).astype(np.int8), (x.astype(np.int64) + 8) % 16 - 8)
-    np.testing.assert_array_equal(run_op("Cast", x, to=dtypes.uint2).astype(np.uint8), x.astype(np.int64) % 4)
+    # Integers wrap. (Out-of-range floats are undefined in ONNX; ml_dtypes' answer for them
+    # differs by CPU, so only in-range floats are checked.)
+    x = np.arange(-9, 16).astype(np.int64)
+    np.testing.assert_array_equal(run_op("Cast", x, to=dtypes.int4).astype(np.int8), (x + 8) % 16 - 8)
+    np.testing.assert_array_equal(run_op("Cast", x, to=dtypes.uint2).astype(np.uint8), x % 4)
+    f = np.arange(-8, 8).astype(np.float32)
+    np.testing.assert_array_equal(run_op("Cast", f, to=dtypes.int4).astype(np.int8), f.astype(np.int8))
     np.testing.assert_array_equal(run_op("Cast", np.array([200, -56], np.int16), to=dtypes.int8), [-56, -56])
 
 

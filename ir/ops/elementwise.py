@@ -513,11 +513,6 @@ def cast_array(x: np.ndarray, to: DType, saturate: bool = True, round_mode: str 
         if to in _FLOAT8 and saturate:
             limit = float(ml_dtypes.finfo(to.numpy).max)
             x = np.clip(x.astype(np.float64), -limit, limit)  # +-inf too; NaN passes through
-    if _is_ml_dtype(to.numpy) and to.is_int and x.dtype.kind == "f":
-        # Floats reach int4/int2 through int64 (truncation), which then wraps: ml_dtypes'
-        # own float -> int4 conversion of out-of-range values differs by CPU (0 on AVX-512).
-        with np.errstate(invalid="ignore", over="ignore"):
-            x = np.trunc(x).astype(np.int64)
     with np.errstate(invalid="ignore", over="ignore"):  # float -> int out of range: undefined
         return x.astype(to.numpy)
 
