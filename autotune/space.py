@@ -18,7 +18,7 @@ from dataclasses import replace
 from ..codegen.microkernels import DEPTHWISE_SPACE, GEMM_SPACE, ConvProblem, DepthwiseSchedule, GemmProblem, \
     GemmSchedule, default_schedule
 from ..codegen.microkernels.conv import default_depthwise_schedule
-from ..codegen.microkernels.gemm import PACK_A_STACK_BYTES, default_kc, k_chunks, packed_row_floats, target_lanes
+from ..codegen.microkernels.gemm import PACK_A_STACK_BYTES, default_kc, k_chunks, packed_a_bytes, target_lanes
 from ..ir.errors import CompilerError
 
 CHOICES = {k.name: k.choices for k in GEMM_SPACE}
@@ -57,9 +57,7 @@ def pack_a_fits(problem: GemmProblem, s: GemmSchedule) -> bool:
         return True
     if problem.groups > 1:
         return False
-    ks = packed_row_floats(problem.a, s.kc)
-    mc_eff = min(s.mc_tiles, -(-problem.m // s.mr))
-    return mc_eff * s.mr * ks * 4 <= PACK_A_STACK_BYTES
+    return packed_a_bytes(problem, s.mr, s.kc, s.mc_tiles) <= PACK_A_STACK_BYTES
 
 
 def behaviour_key(problem: GemmProblem, s: GemmSchedule) -> tuple:

@@ -40,7 +40,8 @@ MICROKERNEL = "microkernel"  # the `kind` of an extern plan (loop-IR plans are "
 @dataclass(frozen=True, eq=False)
 class ExternKernel:
     """One microkernel call site shape: the problem, its schedule, and which microkernel
-    pointer (`PARAMS`: x, w, y, bias, scale, shift, res) each wrapper parameter feeds."""
+    pointer (`params_of(problem)`: x, w, y, bias, scale, shift, res for GEMM/conv; q, k, v,
+    mask, y for attention) each wrapper parameter feeds."""
 
     name: str
     problem: ConvProblem | GemmProblem | AttentionProblem

@@ -217,7 +217,7 @@ def lower_attention(node, consts, target) -> ExternPlan | None:
             return None
     else:
         (batch, hq, sq, head), (_, hkv, total, _), v_head = _shape(q), _shape(k), _shape(v)[3]
-    if 0 in (batch, hq, hkv, sq, total, head, v_head) or hq % hkv:
+    if 0 in (batch, hq, hkv, sq, total, head, v_head):
         return None
     strides = None
     if mask is not None:
@@ -229,7 +229,7 @@ def lower_attention(node, consts, target) -> ExternPlan | None:
         problem = AttentionProblem(batch, hq, hkv, sq, total, head, v_head, packed, float(scale),
                                    bool(attrs["is_causal"]), strides)
         lanes = target_lanes(target)
-    except CompilerError:
+    except CompilerError:  # Hkv not dividing Hq, a mask strided over keys, or no AVX2+FMA
         return None
     if attention_supported(problem, lanes) is not None:
         return None

@@ -32,7 +32,7 @@ import llvmlite.ir as ir
 from ...ir.errors import CompilerError
 from ..vector_math import vexp
 from .gemm import entry_point
-from .irutil import F32, F32P, I32, I64, broadcast, counted_loop, declare, entry_alloca, fconst, fma, i64, \
+from .irutil import F32, F32P, I64, broadcast, counted_loop, declare, entry_alloca, fconst, fma, i64, \
     imin, load_vec, new_function, store_vec, vec_type
 
 PARAMS = ("q", "k", "v", "mask", "y")  # the entry point's pointer arguments
@@ -101,7 +101,7 @@ class _Gen:
         self.blocks = -(-p.seq_q // ROWS)
 
     def worker(self) -> ir.Function:
-        p, L = self.p, self.L
+        p = self.p
         fn, b = new_function(self.module, f"{self.name}.worker",
                              [(n, F32P) for n in PARAMS] + [("tid", I64), ("nt", I64)])
         A = {a.name: a for a in fn.args}
@@ -152,6 +152,7 @@ class _Gen:
         sb, sh, ss = p.strides(p.q_heads, p.seq_q, p.head_dim)
         qrow = [b.gep(A["q"], [b.add(b.add(b.mul(bi, i64(sb)), b.mul(h, i64(sh))), b.mul(i, i64(ss)))]) for i in rows]
         iota = ir.Constant(ir.VectorType(I64, L), list(range(L)))
+        keys = ir.Constant(ir.VectorType(I64, L), [p.seq_kv] * L)
 
         def chunk(jc):
             acc = [[entry_alloca(b, vec_type(L), f"s{r}_{v}") for v in range(nvs)] for r in range(ROWS)]
@@ -175,10 +176,10 @@ class _Gen:
                     s = b.fmul(b.load(acc[r][v]), fconst(p.scale, L))
                     if p.mask_strides is not None:
                         s = b.fadd(s, self._mask(b, A, bi, h, rows[r], j0))
-                    jv = b.add(broadcast_i64(b, j0, L), iota)
-                    allowed = b.icmp_signed("<", jv, broadcast_i64(b, i64(p.seq_kv), L))
+                    jv = b.add(broadcast(b, j0, L), iota)
+                    allowed = b.icmp_signed("<", jv, keys)
                     if p.causal:
-                        allowed = b.and_(allowed, b.icmp_signed("<=", jv, broadcast_i64(b, rows[r], L)))
+                        allowed = b.and_(allowed, b.icmp_signed("<=", jv, broadcast(b, rows[r], L)))
                     s = b.select(allowed, s, minus_inf)
                     store_vec(b, s, b.gep(sc, [b.add(i64(r * self.tp), j0)]), L)
 
@@ -250,12 +251,6 @@ class _Gen:
                     for v in range(nv):
                         store_vec(b, b.fmul(b.load(acc[r][v]), scale),
                                   b.gep(A["y"], [b.add(yrow, i64((c0 + v) * L))]), L, active[v])
-
-
-def broadcast_i64(b: ir.IRBuilder, scalar, lanes: int):
-    vty = ir.VectorType(I64, lanes)
-    v = b.insert_element(ir.Constant(vty, ir.Undefined), scalar, ir.Constant(I32, 0))
-    return b.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
 
 
 def emit_attention(module: ir.Module, name: str, problem: AttentionProblem, lanes: int) -> ir.Function:

@@ -206,10 +206,10 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     aliasing_rows = a is not None and a.pointwise and a.pixel_stride % 1024 == 0
     pack_a = int((short_runs or aliasing_rows) and problem.groups == 1)
     mc_tiles = 16
-    if pack_a:  # the packed block (mc_tiles x mr rows x the longest chunk) lives on the stack
-        while kc > _CHOICES["kc"][0] and 2 * mr * packed_row_floats(a, kc) * 4 > PACK_A_STACK_BYTES:
+    if pack_a:  # the packed block lives on the stack: shrink kc, then mc_tiles, until it fits
+        while kc > _CHOICES["kc"][0] and packed_a_bytes(problem, mr, kc, 2) > PACK_A_STACK_BYTES:
             kc = max(c for c in _CHOICES["kc"] if c < min(kc, a.k))
-        while mc_tiles > 2 and mc_tiles * mr * packed_row_floats(a, kc) * 4 > PACK_A_STACK_BYTES:
+        while mc_tiles > 2 and packed_a_bytes(problem, mr, kc, mc_tiles) > PACK_A_STACK_BYTES:
             mc_tiles //= 2
     return GemmSchedule(mr=mr, nr=nr, kc=kc, mc_tiles=mc_tiles, nc_panels=1 << 30 if pack_a else 4, unroll=4,
                         lanes=lanes, pack_a=pack_a)
@@ -221,6 +221,12 @@ PACK_A_STACK_BYTES = 1 << 20  # the packed A block of pack_a lives on the worker
 def packed_row_floats(a: AOperand, kc: int) -> int:
     """Floats of one packed A row: the longest K chunk."""
     return max((th - tl) * (ch - cl) for tl, th, cl, ch in k_chunks(a, kc))
+
+
+def packed_a_bytes(problem: "GemmProblem", mr: int, kc: int, mc_tiles: int) -> int:
+    """Bytes of one thread's packed A block: a block of row tiles (no more than the problem
+    has) x mr rows x the longest K chunk."""
+    return min(mc_tiles, -(-problem.m // mr)) * mr * packed_row_floats(problem.a, kc) * 4
 
 
 def kc_budget_bytes(lanes: int) -> int:
@@ -292,7 +298,7 @@ class _Gen:
         self.mc_eff = min(sched.mc_tiles, self.m_tiles)
         if sched.pack_a and prob.groups > 1:
             raise CompilerError(f"gemm {name}: pack_a packs one group's rows; grouped problems read A in place")
-        if sched.pack_a and self.mc_eff * sched.mr * self.ks * 4 > PACK_A_STACK_BYTES:
+        if sched.pack_a and packed_a_bytes(prob, sched.mr, sched.kc, sched.mc_tiles) > PACK_A_STACK_BYTES:
             raise CompilerError(f"gemm {name}: the packed A block ({self.mc_eff} tiles x {sched.mr} rows x {self.ks} k) "
                                 "exceeds 1 MiB of thread stack; lower mc_tiles or kc")
         zero_len = max(prob.a.cin * prob.a.kw, 1)

@@ -47,9 +47,11 @@ def fma(b: ir.IRBuilder, a, x, acc):
 
 
 def broadcast(b: ir.IRBuilder, scalar, lanes: int):
-    """Splat one float to all lanes (LLVM selects vbroadcastss, from memory when it can)."""
-    v = b.insert_element(ir.Constant(vec_type(lanes), ir.Undefined), scalar, ir.Constant(I32, 0))
-    return b.shuffle_vector(v, ir.Constant(vec_type(lanes), ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+    """Splat one scalar (a float, or an index) to all lanes (for a float LLVM selects
+    vbroadcastss, from memory when it can)."""
+    vty = ir.VectorType(scalar.type, lanes)
+    v = b.insert_element(ir.Constant(vty, ir.Undefined), scalar, ir.Constant(I32, 0))
+    return b.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
 
 
 def _mask(lanes: int, active: int) -> ir.Constant:
