@@ -160,6 +160,22 @@ def _setup_tvm(spec: ModelSpec, threads: int) -> Runner:
     return Runner(f"tvm {tvm.__version__} relax (untuned)", lambda: vm["main"](*args), outputs)
 
 
+def _setup_openvino(spec: ModelSpec, threads: int, precision: str | None = None) -> Runner:
+    """OpenVINO's CPU plugin with its defaults (bf16 compute on a CPU with AVX512-BF16 or AMX,
+    as a user gets without asking), or `precision` ("f32") as the inference precision hint."""
+    import openvino as ov
+
+    config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    compiled = ov.Core().compile_model(spec.model, "CPU", config)
+    request = compiled.create_infer_request()
+    feeds = _load_feeds(spec)
+    used = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    label = f"openvino {ov.__version__.split('-')[0]} (CPU, {used})"
+    return Runner(label, lambda: request.infer(feeds), lambda out: [np.asarray(v) for v in out.values()])
+
+
 def _torch_module(spec: ModelSpec):
     from .zoo import torch_models
 
@@ -191,6 +207,8 @@ def _setup_torch(spec: ModelSpec, threads: int, compiled: bool = False) -> Runne
 SYSTEMS: dict[str, Callable[[ModelSpec, int], Runner]] = {
     "ours": _setup_ours,
     "onnxruntime": _setup_onnxruntime,
+    "openvino": _setup_openvino,
+    "openvino-f32": lambda spec, threads: _setup_openvino(spec, threads, precision="f32"),
     "tvm": _setup_tvm,
     "torch": _setup_torch,
     "torch.compile": lambda spec, threads: _setup_torch(spec, threads, compiled=True),
