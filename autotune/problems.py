@@ -47,15 +47,15 @@ def problems_of_graph(graph, target) -> list[tuple[object, int]]:
     """Every distinct microkernel problem of an (optimized) graph with how many nodes use
     it, in graph order: the problems the extern lowering rules accept (the rules decide, so
     this never disagrees with what the code generator will ask the tuner for)."""
-    from ..codegen.extern_lowering import LOWERINGS
     from ..codegen.model_builder import fold_constants
+    from ..ir.ops import get_op
     from .lookup import tuning
 
     known = fold_constants(graph)
     found: dict[str, list] = {}
     with tuning(enabled=False):  # the rules look schedules up; nothing may be timed here
         for node in graph.nodes:
-            rule = LOWERINGS.get(node.op)
+            rule = get_op(node.op).extern_lowering(target.kind)
             if rule is None or all(v in known for v in node.outputs):  # folded nodes run at compile time
                 continue
             plan = rule(node, known, target)

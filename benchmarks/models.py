@@ -5,7 +5,7 @@ zoo tests use, not the shipped constant 0.02 placeholders, which a system could 
 away); BERT and the MLP are the torch definitions in `compiler.zoo.torch_models`, exported
 by `compiler.zoo.export` with the same seed, so torch eager and torch.compile run exactly
 the weights the ONNX systems run. Files are cached by name, batch and seed; FLOPs come
-from our IR's static shapes (`compiler.flops`) and are cached beside them.
+from our IR's static shapes (`compiler.ir.flops`) and are cached beside them.
 
 Batch sizes: the CNNs and BERT run at any batch (`--batch 1,8`). The shipped CNN files
 declare batch 1 and their Reshape targets say 1 too, so `with_batch` rewrites both; BERT's
@@ -113,7 +113,7 @@ def _write_model(name: str, path: Path, batch: int) -> dict[str, np.ndarray]:
 
 def _count(path: Path, shapes: dict) -> tuple[int, bool]:
     from compiler.api import import_model
-    from compiler.flops import count_flops
+    from compiler.ir.flops import count_flops
 
     report = count_flops(import_model(str(path), shapes))
     return report.total, report.exact

@@ -1,8 +1,7 @@
-"""Which nodes the microkernels compute: `LOWERINGS`, op -> rule(node, consts, target) ->
-`ExternPlan` or None.
+"""Which nodes the microkernels compute: rule(node, consts, target) -> `ExternPlan` or None,
+registered against each op as its llvm extern lowering (`OpDef.extern_lowering("llvm")`).
 
-None means "not this way": the node then goes through the loop-IR rules (`lowering.RULES`)
-like any other, so a case a rule does not recognise is slower, never wrong. Rules accept
+None means "not this way": the node then goes through its op's loop-IR rule like any other, so a case a rule does not recognise is slower, never wrong. Rules accept
 only float32, compile-time-constant weights, static shapes, non-empty problems and a
 target the microkernels support (AVX2+FMA or better).
 
@@ -27,7 +26,7 @@ import numpy as np
 
 from ..autotune import schedule_for
 from ..ir.errors import CompilerError
-from ..ir.ops import REGISTRY
+from ..ir.ops import REGISTRY, get_op
 from .extern import ExternPlan, extern_plan
 from .microkernels import AOperand, ConvProblem, Epilogue, GemmProblem, pack_weights
 from .microkernels.attention import AttentionProblem
@@ -241,6 +240,8 @@ def lower_attention(node, consts, target) -> ExternPlan | None:
 
 LOWERINGS = {"ConvNhwc": lower_conv_nhwc, "Linear": lower_matmul, "MatMul": lower_matmul, "Gemm": lower_gemm,
              "Attention": lower_attention}
+for _op, _rule in LOWERINGS.items():
+    get_op(_op).register("extern:llvm", _rule)
 
 
 def into_channel_slice(plan: ExternPlan, channels: int) -> ExternPlan | None:

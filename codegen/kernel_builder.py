@@ -13,19 +13,14 @@ from dataclasses import dataclass, field
 
 from ..ir import dtypes
 from ..ir.ops import REGISTRY
-from ..ir.registry import Category
 from ..ir.types import TensorType
 from . import loop_ir as L
-from .lowering import KERNEL_CLASS, RULES, LowerContext, NotLowerable
+from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel
 from .printer import kernel_text
 from .schedule import default_schedule, lower_stage
 from .te import Compute, Reduce, Tensor, numel
 from .verify import verify_kernel
-
-_CLASS_OF_CATEGORY = {Category.ELEMENTWISE: "elementwise", Category.BROADCAST: "elementwise",
-                      Category.INJECTIVE: "injective", Category.REDUCTION: "reduction",
-                      Category.OUT_FUSABLE: "matmul", Category.OPAQUE: "injective"}
 
 
 @dataclass
@@ -88,13 +83,6 @@ class InlineTensor:
         return L.select(pred, self[safe], L.as_expr(other, self.dtype))
 
 
-def kernel_class(node) -> str:
-    if node.op in KERNEL_CLASS:
-        return KERNEL_CLASS[node.op]
-    op = REGISTRY.get(node.op)
-    return _CLASS_OF_CATEGORY.get(op.category, "injective") if op else "injective"
-
-
 def build_kernel(name: str, nodes: list, consts: dict, escaping: set, vector_bits: int,
                  schedules: dict | None = None) -> KernelPlan:
     """Lower `nodes` (topologically ordered) into one kernel.
@@ -111,7 +99,7 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, vector_bit
     args: list = []
     tensors: dict = {}
     stages: list[tuple[Compute, Tensor]] = []
-    klass = kernel_class(nodes[-1])
+    klass = REGISTRY[nodes[-1].op].kernel_class
 
     def param(value, dtype, shape, binding) -> Tensor:
         buf = L.Buffer(f"p{len(params)}", dtype, max(1, numel(shape)))
@@ -133,7 +121,7 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, vector_bit
         attrs = opdef.resolve_attrs(node.attrs, node.describe())
         out_types = [v.type if isinstance(v.type, TensorType) else None for v in node.outputs]
         ctx = LowerContext(node, ins, out_types, attrs, [None if v is None else consts.get(v) for v in node.inputs])
-        rule = RULES.get(node.op)
+        rule = opdef.lowering
         if rule is None:
             raise NotLowerable("no lowering rule")
         outs = rule(ctx)

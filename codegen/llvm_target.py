@@ -11,6 +11,7 @@ message, never SIGILL.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from ..ir.errors import TargetError
 
@@ -40,6 +41,7 @@ CPU_LEVELS = {
 
 @dataclass(frozen=True)
 class CPUTarget:
+    kind: ClassVar[str] = "llvm"  # the target kind whose extern lowerings apply
     cpu: str  # LLVM CPU name
     features: str  # LLVM feature string ("" = the CPU's own)
     required: tuple[str, ...]  # CHECKED_FEATURES the code may use

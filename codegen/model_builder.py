@@ -27,14 +27,16 @@ import numpy as np
 from ..ir.errors import CompilerError
 from ..ir.graph import Graph, Node, Value
 from ..ir.interpreter import Interpreter
+from ..ir.ops import get_op
+from ..ir.registry import PENDING_RULE
 from ..ir.types import TensorType
 from . import loop_ir as L
 from . import concat_in_place
 from .extern import MICROKERNEL, ExternPlan
-from .extern_lowering import LOWERINGS as EXTERN_LOWERINGS
+from . import extern_lowering  # noqa: F401 - registers the microkernels' extern lowerings
 from .kernel_builder import KernelPlan, build_kernel
 from .llvm_target import CPUTarget
-from .lowering import ALIASES, NOT_LOWERABLE, RULES, NotLowerable
+from .lowering import NotLowerable
 
 ALIGN = 64
 
@@ -56,7 +58,7 @@ class Storage:
     offset: int = 0  # bytes past an input/output's start (a value stored inside another)
 
 
-LOOP_IR = "loop_ir"  # the `paths` entry of a node lowered through lowering.RULES
+LOOP_IR = "loop_ir"  # the `paths` entry of a node lowered through its op's loop-IR rule
 ALIAS = "alias"  # a node whose output shares its input's storage (no kernel)
 IN_PLACE = "in_place"  # a Concat whose producers write into their slices of its output (no kernel)
 
@@ -96,7 +98,8 @@ def fold_constants(graph: Graph) -> dict[Value, np.ndarray]:
     for node in graph.nodes:
         x = node.inputs[0] if node.inputs else None
         shape_query = node.op in ("Shape", "Size") and isinstance(getattr(x, "type", None), TensorType) and x.type.is_static
-        if node.subgraphs() or node.op in NOT_LOWERABLE:
+        reason = get_op(node.op).not_lowerable
+        if node.subgraphs() or (reason and reason != PENDING_RULE):  # never native code, never folded either
             continue
         if not shape_query and not all(v is None or v in known for v in node.inputs):
             continue
@@ -139,10 +142,11 @@ def check_compilable(graph: Graph, known: dict) -> list[Node]:
 
 
 def _why_not(node: Node) -> str | None:
-    if node.op in NOT_LOWERABLE:
-        return NOT_LOWERABLE[node.op]
-    if node.op not in RULES and node.op not in EXTERN_LOWERINGS:
-        return "no lowering rule for this op yet"
+    op = get_op(node.op)
+    if op.not_lowerable:
+        return op.not_lowerable
+    if op.lowering is None:
+        return PENDING_RULE
     for v in list(node.inputs) + list(node.outputs):
         if v is None:
             continue
@@ -211,7 +215,7 @@ def build_program(graph: Graph, target: CPUTarget, groups: list[list[Node]] | No
                 add(extern.named(name), piece)
                 paths[node] = MICROKERNEL
                 continue
-            if len(piece) == 1 and node.op in ALIASES and node.outputs[0] not in outputs and node.inputs[0] is not None:
+            if len(piece) == 1 and get_op(node.op).view and node.outputs[0] not in outputs and node.inputs[0] is not None:
                 alias[node.outputs[0]] = node.inputs[0]
                 paths[node] = ALIAS
                 continue
@@ -243,7 +247,7 @@ def _extern_plans(todo: list[Node], known: dict, target: CPUTarget) -> dict[Node
     """The nodes an extern lowering accepts, with their plans (unnamed yet)."""
     externs = {}
     for node in todo:
-        rule = EXTERN_LOWERINGS.get(node.op)
+        rule = get_op(node.op).extern_lowering(target.kind)
         plan = rule(node, known, target) if rule is not None else None
         if plan is not None:
             externs[node] = plan

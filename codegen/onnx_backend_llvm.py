@@ -6,7 +6,7 @@ calls the whole-model entry through the serving runtime (`compiler.runtime`). No
 reference-interpreter fallback: a model that cannot be compiled fails.
 
 Native code needs static shapes, so graph inputs that feed shape-determining slots
-(`lowering.SHAPE_INPUTS`: Reshape's shape, a reduction's axes, Slice's starts...) are
+(`OpDef.shape_inputs`: Reshape's shape, a reduction's axes, Slice's starts...) are
 bound as constants: such a model is compiled at its first run, with those inputs' values
 turned into initializers (recompiled if a later run brings other values). Every other
 input stays a run-time input of the native entry.
@@ -24,7 +24,8 @@ from ..frontend.onnx_import import import_onnx
 from ..model import native_artifact
 from ..onnx_backend import CPUBackend
 from ..runtime.native import NativeModel
-from .lowering import RULES, SHAPE_INPUTS
+from ..ir.ops import REGISTRY
+from . import lowering  # noqa: F401 - registers the rules the check below reads
 
 
 def _compile(model: onnx.ModelProto) -> NativeModel:
@@ -40,9 +41,10 @@ def shape_bound_inputs(model: onnx.ModelProto) -> list[str]:
     inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
     found = []
     for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in RULES:
+        op = REGISTRY.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if op is None or op.lowering is None:
             continue
-        for slot in SHAPE_INPUTS.get(node.op_type, ()):
+        for slot in op.shape_input_slots:
             if slot < len(node.input) and node.input[slot] in inputs and node.input[slot] not in found:
                 found.append(node.input[slot])
     return found

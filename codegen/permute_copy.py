@@ -11,8 +11,8 @@ perm [0,1,2,4,3] is a [3136,3,80] -> [3136,80,3] transpose, three index terms pe
 from __future__ import annotations
 
 from ..ir.graph import Node, Value
+from ..ir.ops import get_op
 from . import loop_ir as L
-from .lowering import ALIASES as VIEW_OPS  # ops that only reinterpret the shape
 from .schedule import default_schedule, lower_stage
 from .te import Compute, Tensor, numel, strides_of
 
@@ -20,7 +20,7 @@ from .te import Compute, Tensor, numel, strides_of
 def match_permute(nodes: list[Node], escaping: set) -> tuple[Value, Value, tuple, tuple] | None:
     """(source, result, view shape S, perm) when `nodes` is a chain of views with exactly one
     Transpose and only the last value leaves the group; else None."""
-    if not nodes or any(n.op not in VIEW_OPS | {"Transpose"} for n in nodes):
+    if not nodes or any(not (get_op(n.op).view or n.op == "Transpose") for n in nodes):
         return None
     transposes = [n for n in nodes if n.op == "Transpose"]
     if len(transposes) != 1:

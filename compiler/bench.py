@@ -480,7 +480,7 @@ def profile_native(model, input_shapes: dict | None, feeds: dict, runs: int = 10
     from .codegen.model_builder import build_program
     from .codegen.native import NativeBuild
     from .codegen.llvm_compile import emit_object, link_shared
-    from .flops import node_flops
+    from .ir.flops import node_flops
     from .model import native_artifact
     from .native_build import fusion_groups, optimize_for_llvm
     from .runtime.native import NativeModel

@@ -1,10 +1,20 @@
 """The op registry's vocabulary: what one op definition (`OpDef`) holds, and the contexts
 its type inference and numpy reference receive.
 
-One op, one entry: attribute schema, input/output arity, type and shape inference,
-the numpy reference that defines its semantics, its fusion category and its precision
-policy. Ops carry the semantics of the newest ONNX opset; the ONNX frontend rewrites
-older opsets into this form. The explicit list of op modules lives in `ir/ops/__init__.py`.
+One op, one entry, holding every fact about the op:
+    declared here, by the op's module      attribute schema, arity, type and shape inference,
+                                           the numpy reference that defines its semantics,
+                                           fusion category, precision policy, kernel class
+                                           (which schedule space), shape inputs, whether it
+                                           is a view, its FLOP counter, and why it has no
+                                           native code when it cannot have any
+    registered against it by later layers  the loop-IR lowering rule (`codegen.lowering`)
+                                           and each target's extern lowering (a target's own
+                                           kernels, e.g. `codegen.llvm.extern_lowering`),
+                                           through `OpDef.register`, from explicit module
+                                           lists that `tests/test_registry.py` checks
+Ops carry the semantics of the newest ONNX opset; the ONNX frontend rewrites older
+opsets into this form. The explicit list of op modules lives in `ir/ops/__init__.py`.
 """
 from __future__ import annotations
 
@@ -37,6 +47,24 @@ class Precision(enum.Enum):
     ACCUMULATE_FP32 = "accumulate_fp32"  # low-precision operands, fp32 accumulator (matmul, conv, sums)
     EXACT = "exact"  # integer, bool, index or pure data movement: not a precision question
 
+
+# The schedule spaces a kernel can fall in (`codegen.schedule.SPACES` declares each one's
+# knobs); an op without a declared class takes its category's.
+KERNEL_CLASSES = ("elementwise", "injective", "reduction", "matmul", "conv", "pool")
+_KERNEL_CLASS_OF_CATEGORY = {Category.ELEMENTWISE: "elementwise", Category.BROADCAST: "elementwise",
+                             Category.INJECTIVE: "injective", Category.REDUCTION: "reduction",
+                             Category.OUT_FUSABLE: "matmul", Category.OPAQUE: "injective"}
+
+# Why an op cannot become native code (`OpDef.not_lowerable`), one reason per kind of op.
+CONTROL_FLOW = "control flow runs subgraphs chosen at run time; not lowered to one native entry"
+NOT_A_TENSOR = "sequences and optionals are not tensors of a fixed shape"
+STRINGS = "string tensors have no native representation"
+VALUE_DEPENDENT_SHAPE = "the output shape depends on the input values"
+RANDOM = "random number generation is not lowered (no seeded native RNG)"
+TRAINING = "training-only op"
+# Lowerable in principle, its rule not written yet: a rule registered for such an op makes
+# the registry test fail until the marker goes (the list never shrinks or grows silently).
+PENDING_RULE = "no lowering rule for this op yet"
 
 REQUIRED = object()
 
@@ -143,6 +171,10 @@ InferFn = Callable[[InferContext], list]
 ReferenceFn = Callable[..., Any]
 
 
+def _operand_name(spec: str) -> str:
+    return spec.rstrip("?+*")
+
+
 @dataclass(frozen=True)
 class OpDef:
     """Everything the compiler knows about one op.
@@ -164,12 +196,64 @@ class OpDef:
     precision: Precision
     attrs: dict[str, Attr] = field(default_factory=dict)
     doc: str = ""
-    lowering: Callable | None = None  # codegen: how this op becomes loop IR (None: not yet lowerable)
     # For ops that move sizes around (Shape, Gather, Concat...): the dims each output holds,
     # given the same context as `infer`; None where unknown. See Value.shape_value.
     shape_value: Callable[[InferContext], list] | None = None
     # Folding it at graph-build time would be wrong (random ops): never fold.
     deterministic: bool = True
+    # Which schedule space its kernels use (one of KERNEL_CLASSES); None: its category's.
+    kernel_class: str | None = None
+    # Inputs (by name) whose values fix the output shape or the loop structure (axes, shapes,
+    # pads, repeats): native code with static shapes needs them as compile-time constants.
+    shape_inputs: tuple[str, ...] = ()
+    # The output is input 0 reinterpreted (same elements, same order, another shape): it
+    # costs nothing inside a fused kernel and can share its input's storage.
+    view: bool = False
+    # FLOPs of one node (None when its shapes are not static); None: the category's default
+    # (`ir.flops.default_counter`).
+    flops: Callable | None = None
+    # Why this op cannot become native code ("" when it can); see the reasons above.
+    not_lowerable: str = ""
+    # What later layers register against this op (see `register`): not part of its identity.
+    registered: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        from .flops import default_counter
+
+        if self.kernel_class is None:
+            object.__setattr__(self, "kernel_class", _KERNEL_CLASS_OF_CATEGORY[self.category])
+        if self.kernel_class not in KERNEL_CLASSES:
+            raise ValueError(f"op {self.name}: kernel class {self.kernel_class!r} is not one of {KERNEL_CLASSES}")
+        if self.flops is None:
+            object.__setattr__(self, "flops", default_counter(self.category, self.precision))
+        names = [_operand_name(s) for s in self.inputs]
+        unknown = [n for n in self.shape_inputs if n not in names]
+        if unknown:
+            raise ValueError(f"op {self.name}: shape inputs {unknown} are not among its inputs {names}")
+
+    def register(self, what: str, value) -> None:
+        """Attach what a later layer knows about this op: `lowering` (codegen's loop-IR rule)
+        or `extern:<target kind>` (that target's own kernel for the op). Registering a
+        different value twice is an error: one op, one rule per concern."""
+        held = self.registered.get(what)
+        if held is not None and held is not value:
+            raise RuntimeError(f"op {self.name}: {what} is registered twice")
+        self.registered[what] = value
+
+    @property
+    def lowering(self) -> Callable | None:
+        """The loop-IR lowering rule (registered by `codegen.lowering`), or None."""
+        return self.registered.get("lowering")
+
+    def extern_lowering(self, target_kind: str) -> Callable | None:
+        """The rule sending this op to `target_kind`'s own kernels, or None."""
+        return self.registered.get(f"extern:{target_kind}")
+
+    @property
+    def shape_input_slots(self) -> tuple[int, ...]:
+        """The positions of `shape_inputs` among the inputs."""
+        names = [_operand_name(s) for s in self.inputs]
+        return tuple(names.index(n) for n in self.shape_inputs)
 
     @property
     def input_arity(self) -> tuple[int, int | None]:

@@ -39,15 +39,13 @@ from .rewriter import all_names, substitute_in_node
 VIEW, ELEMENTWISE, INJECTIVE, REDUCE, OUT, OPAQUE = "view", "ew", "inj", "reduce", "out", "opaque"
 _RANK = {VIEW: 0, ELEMENTWISE: 1, INJECTIVE: 2, REDUCE: 3, OUT: 4, OPAQUE: 9}
 
-# Injective ops that only reinterpret the shape: free inside any kernel.
-VIEW_OPS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
-
 SINK = -1
 
 
 def fusion_kind(node: Node) -> str:
     """How `node` fuses: its op's category, refined where the node's attributes matter."""
-    category = REGISTRY[node.op].category
+    opdef = REGISTRY[node.op]
+    category = opdef.category
     if category is Category.OPAQUE or node.subgraphs() or not all(isinstance(v.type, TensorType) for v in node.outputs):
         return OPAQUE
     if category is Category.OUT_FUSABLE:
@@ -57,7 +55,7 @@ def fusion_kind(node: Node) -> str:
         inference_bn = node.op == "BatchNormalization" and not node.attrs.get("training_mode", 0)
         return ELEMENTWISE if inference_bn else REDUCE
     if category is Category.INJECTIVE:
-        return VIEW if node.op in VIEW_OPS else INJECTIVE
+        return VIEW if opdef.view else INJECTIVE  # a view only reinterprets the shape: free in any kernel
     return ELEMENTWISE
 
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Node, Value
+from ..ir.ops import get_op
+from ..ir.ops.activations import ACTIVATIONS, replaced_by
 from ..ir.ops.layout import TO_NCHW
 from .match import compatible, const_of, same_type, scalar_of
 from .rewriter import Rewriter, Rule, rule_table
 
-_ACTIVATION_OPS = ("Relu", "Clip", "Gelu", "Swish")
+# The standalone ops an epilogue activation can replace (the registry's table says which).
+_ACTIVATION_OPS = tuple(dict.fromkeys(a.op for a in ACTIVATIONS.values() if a.op is not None))
 
 
 def _sole_producer(rw: Rewriter, v: Value | None, op: str) -> Node | None:
@@ -44,13 +47,10 @@ def _conv_with(rw: Rewriter, conv: Node, original: Value, operands: list[Value |
 
 def _activation_of(node: Node) -> dict | None:
     """The epilogue attributes standing for an activation node (input 0 is its operand), or None."""
-    if node.op == "Relu":
-        return {"activation": "relu"}
-    if node.op == "Gelu":
-        return {"activation": "gelu_tanh" if node.attrs.get("approximate", "none") == "tanh" else "gelu_erf"}
-    if node.op == "Swish":
-        return {"activation": "silu"} if float(node.attrs.get("alpha", 1.0)) == 1.0 else None
-    if node.op == "Clip":
+    act = replaced_by(node.op, get_op(node.op).resolve_attrs(node.attrs, node.describe()))
+    if act is None:
+        return None
+    if act.name == "clip":  # the bounds are inputs: constants, or no epilogue
         bounds = (list(node.inputs[1:]) + [None, None])[:2]
         lo, hi = (None if b is None else scalar_of(b) for b in bounds)
         if bounds[0] is not None and lo is None or bounds[1] is not None and hi is None:
@@ -60,7 +60,7 @@ def _activation_of(node: Node) -> dict | None:
         if lo is None:
             return None
         return {"activation": "clip", "clip_min": float(lo), "clip_max": float(hi)}
-    return None
+    return {"activation": act.name}
 
 
 def _silu_operand(node: Node, rw: Rewriter) -> Value | None:

@@ -1,4 +1,4 @@
-"""The IR-level FLOP counter (compiler.flops): each counting rule against a hand count."""
+"""The IR-level FLOP counters (compiler.ir.flops, declared on each op): each counting rule against a hand count."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from compiler.api import import_model
-from compiler.flops import count_flops, graph_flops, node_flops
+from compiler.ir.flops import count_flops, graph_flops, node_flops
 
 
 def _graph(nodes, inputs, outputs, inits=(), opset=21):

@@ -368,6 +368,3 @@ RULES = {
     "SpaceToDepth": _space_to_depth,
     "Trilu": _trilu,
 }
-
-# Ops whose output is their input's bytes unchanged: the memory planner aliases them, no kernel.
-ALIASES = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity"})

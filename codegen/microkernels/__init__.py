@@ -27,9 +27,9 @@ have a heuristic default per target; an autotuner may pick any valid point (the
 constructors reject invalid ones, e.g. a tile that needs more vector registers than exist).
 """
 from .conv import DEPTHWISE_SPACE, ConvKernel, ConvProblem, DepthwiseSchedule, emit_conv, pack_conv_weights
-from .epilogue import ACTIVATIONS, Epilogue
+from .epilogue import Epilogue
 from .gemm import GEMM_SPACE, AOperand, GemmProblem, GemmSchedule, default_schedule, emit_gemm, pack_weights
 
-__all__ = ["ACTIVATIONS", "AOperand", "ConvKernel", "ConvProblem", "DEPTHWISE_SPACE", "DepthwiseSchedule", "Epilogue",
+__all__ = ["AOperand", "ConvKernel", "ConvProblem", "DEPTHWISE_SPACE", "DepthwiseSchedule", "Epilogue",
            "GEMM_SPACE", "GemmProblem", "GemmSchedule", "default_schedule", "emit_conv", "emit_gemm",
            "pack_conv_weights", "pack_weights"]

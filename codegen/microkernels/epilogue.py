@@ -8,9 +8,11 @@ Order (fixed, the order conv -> BN -> add -> relu appears in ResNets):
     y = y + residual[m, n]              if residual and not residual_after_activation
     y = act(y)
     y = y + residual[m, n]              if residual and residual_after_activation
-The transcendental parts use our own vector polynomials (exp: Cephes range reduction,
-erf: Abramowitz-Stegun 7.1.26, |error| < 1.5e-7) so no lane calls into libm.
-`reference` is the numpy definition the tests compare against.
+The activations are the registry's (`ir.ops.activations`): each one's vector form here is
+registered against its entry. The transcendental parts use our own vector polynomials
+(exp: Cephes range reduction, erf: Abramowitz-Stegun 7.1.26, |error| < 1.5e-7) so no lane
+calls into libm. `reference` is the numpy definition the tests compare against, built on
+the registry's reference of each activation.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import llvmlite.ir as ir
 import numpy as np
 
 from ...ir.errors import CompilerError
-from ...ir.ops._activation import ACTIVATIONS  # the fused ops' activations are the epilogue's
+from ...ir.ops.activations import ACTIVATIONS  # the fused ops' activations are the epilogue's
 from .irutil import I32, fconst, intrinsic
 
 
@@ -37,7 +39,7 @@ class Epilogue:
 
     def __post_init__(self):
         if self.activation not in ACTIVATIONS:
-            raise CompilerError(f"epilogue activation {self.activation!r}; expected one of {ACTIVATIONS}")
+            raise CompilerError(f"epilogue activation {self.activation!r}; expected one of {tuple(ACTIVATIONS)}")
 
     @property
     def key(self) -> str:
@@ -91,6 +93,10 @@ def _verf(b, x, lanes):
     return intrinsic(b, "copysign", [y, x])
 
 
+def _act_none(b, x, lanes, ep):
+    return x
+
+
 def _act_relu(b, x, lanes, ep):
     return intrinsic(b, "maxnum", [x, fconst(0.0, lanes)])
 
@@ -115,8 +121,9 @@ def _act_silu(b, x, lanes, ep):
     return b.fdiv(x, b.fadd(fconst(1.0, lanes), e))
 
 
-_ACT_IR = {"relu": _act_relu, "clip": _act_clip, "gelu_tanh": _act_gelu_tanh,
-           "gelu_erf": _act_gelu_erf, "silu": _act_silu}
+for _name, _form in {"none": _act_none, "relu": _act_relu, "clip": _act_clip, "gelu_tanh": _act_gelu_tanh,
+                     "gelu_erf": _act_gelu_erf, "silu": _act_silu}.items():
+    ACTIVATIONS[_name].implement("llvm_vector", _form)
 
 
 def apply(b, ep: Epilogue, acc, lanes: int, col: dict, residual):
@@ -129,29 +136,13 @@ def apply(b, ep: Epilogue, acc, lanes: int, col: dict, residual):
         y = b.fadd(y, col["bias"])
     if ep.residual and not ep.residual_after_activation:
         y = b.fadd(y, residual)
-    if ep.activation != "none":
-        y = _ACT_IR[ep.activation](b, y, lanes, ep)
+    y = ACTIVATIONS[ep.activation].implementation("llvm_vector")(b, y, lanes, ep)
     if ep.residual and ep.residual_after_activation:
         y = b.fadd(y, residual)
     return y
 
 
 # ------------------------------------------------------------------ numpy definition
-
-def _erf(x):
-    from ...ir.ops.elementwise import erf  # the project's vectorized float64 erf (the Erf op's)
-    return erf(np.asarray(x, np.float64))
-
-
-_ACT_NP = {
-    "none": lambda x, ep: x,
-    "relu": lambda x, ep: np.maximum(x, 0),
-    "clip": lambda x, ep: np.clip(x, ep.clip_min, ep.clip_max),
-    "gelu_tanh": lambda x, ep: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3))),
-    "gelu_erf": lambda x, ep: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
-    "silu": lambda x, ep: x / (1 + np.exp(-x)),
-}
-
 
 def reference(ep: Epilogue, acc, bias=None, scale=None, shift=None, residual=None):
     """The epilogue in numpy (float64 inside), on an [M, N] accumulator (columns last)."""
@@ -162,7 +153,7 @@ def reference(ep: Epilogue, acc, bias=None, scale=None, shift=None, residual=Non
         y = y + bias
     if ep.residual and not ep.residual_after_activation:
         y = y + residual
-    y = _ACT_NP[ep.activation](y, ep)
+    y = ACTIVATIONS[ep.activation].reference(y, {"clip_min": ep.clip_min, "clip_max": ep.clip_max})
     if ep.residual and ep.residual_after_activation:
         y = y + residual
     return y.astype(np.float32)

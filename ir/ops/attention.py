@@ -15,7 +15,8 @@ import functools
 
 import numpy as np
 
-from ..registry import Attr, Category, InferContext, OpDef, Precision
+from .. import flops
+from ..registry import PENDING_RULE, Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import normalize_axis
 from ..types import Dim, TensorType, fresh_dim
 
@@ -245,7 +246,8 @@ ATTENTION = OpDef(
            "q_num_heads": Attr("int", None), "kv_num_heads": Attr("int", None),
            "qk_matmul_output_mode": Attr("int", 0), "softmax_precision": Attr("dtype", None),
            "left_window_size": Attr("int", -1), "right_window_size": Attr("int", -1)},
-    doc="Scaled dot-product attention softmax(Q.K^T*scale + mask).V with GQA, KV cache, causal/window masks, softcap.")
+    doc="Scaled dot-product attention softmax(Q.K^T*scale + mask).V with GQA, KV cache, causal/window masks, softcap.",
+    flops=flops.attention)
 
 
 # ---- FlexAttention (ai.onnx.preview) ----------------------------------------------------
@@ -288,7 +290,8 @@ FLEX_ATTENTION = OpDef(
     category=Category.OUT_FUSABLE, precision=Precision.ACCUMULATE_FP32,
     attrs={"scale": Attr("float", None), "softmax_precision": Attr("dtype", None),
            "score_mod": Attr("graph", None), "prob_mod": Attr("graph", None)},
-    doc="Attention whose scores and probabilities pass through user subgraphs (score_mod, prob_mod).")
+    doc="Attention whose scores and probabilities pass through user subgraphs (score_mod, prob_mod).",
+    not_lowerable=PENDING_RULE)
 
 
 # ---- RotaryEmbedding --------------------------------------------------------------------
@@ -331,7 +334,8 @@ ROTARY_EMBEDDING = OpDef(
     infer=_rotary_infer, reference=_rotary_reference,
     category=Category.BROADCAST, precision=Precision.FOLLOW,
     attrs={"interleaved": Attr("int", 0), "rotary_embedding_dim": Attr("int", 0), "num_heads": Attr("int", None)},
-    doc="Rotary position embedding: rotates (halves or interleaved pairs of) each head by cos/sin of its position.")
+    doc="Rotary position embedding: rotates (halves or interleaved pairs of) each head by cos/sin of its position.",
+    not_lowerable=PENDING_RULE)
 
 
 # ---- LinearAttention ------------------------------------------------------------------
@@ -406,7 +410,8 @@ LINEAR_ATTENTION = OpDef(
     category=Category.OPAQUE, precision=Precision.ACCUMULATE_FP32,
     attrs={"q_num_heads": Attr("int"), "kv_num_heads": Attr("int"), "update_rule": Attr("string", "gated_delta"),
            "scale": Attr("float", 0.0), "chunk_size": Attr("int", 64)},
-    doc="Linear attention with a recurrent (B, H, d_k, d_v) state: linear, gated, delta or gated-delta updates.")
+    doc="Linear attention with a recurrent (B, H, d_k, d_v) state: linear, gated, delta or gated-delta updates.",
+    not_lowerable=PENDING_RULE)
 
 
 # ---- CausalConvWithState ---------------------------------------------------------------
@@ -447,7 +452,8 @@ CAUSAL_CONV_WITH_STATE = OpDef(
     infer=_causal_conv_infer, reference=_causal_conv_reference,
     category=Category.OPAQUE, precision=Precision.ACCUMULATE_FP32,
     attrs={"activation": Attr("string", "none")},
-    doc="Depthwise causal 1-D convolution over [past_state, input], optional SiLU; returns the new carry state.")
+    doc="Depthwise causal 1-D convolution over [past_state, input], optional SiLU; returns the new carry state.",
+    not_lowerable=PENDING_RULE)
 
 
 # ---- SwiGLU -------------------------------------------------------------------------------
@@ -513,7 +519,8 @@ TENSOR_SCATTER = OpDef(
     infer=_tensor_scatter_infer, reference=_tensor_scatter_reference,
     category=Category.OPAQUE, precision=Precision.EXACT,
     attrs={"mode": Attr("string", "linear"), "axis": Attr("int", -2)},
-    doc="KV-cache update: writes `update` into `past_cache` along `axis` at each batch row's write index.")
+    doc="KV-cache update: writes `update` into `past_cache` along `axis` at each batch row's write index.",
+    not_lowerable=PENDING_RULE)
 
 
 # ---- RNN, GRU, LSTM ------------------------------------------------------------------------
@@ -703,21 +710,22 @@ _RECURRENT_ATTRS = {
 }
 
 
-def _recurrent(op: str, inputs: tuple, outputs: tuple, extra_attrs: dict, doc: str) -> OpDef:
+def _recurrent(op: str, inputs: tuple, outputs: tuple, extra_attrs: dict, doc: str, **facts) -> OpDef:
     return OpDef(name=op, inputs=inputs, outputs=outputs, infer=_recurrent_infer(op),
                  reference=_recurrent_reference(op), category=Category.OPAQUE, precision=Precision.FP32,
-                 attrs={**_RECURRENT_ATTRS, **extra_attrs}, doc=doc)
+                 attrs={**_RECURRENT_ATTRS, **extra_attrs}, doc=doc, **facts)
 
 
 _RNN_INPUTS = ("X", "W", "R", "B?", "sequence_lens?", "initial_h?")
 
 RNN = _recurrent("RNN", _RNN_INPUTS, ("Y?", "Y_h?"), {},
-                 "Elman recurrent layer H_t = f(X_t.W^T + H_{t-1}.R^T + b), any direction.")
+                 "Elman recurrent layer H_t = f(X_t.W^T + H_{t-1}.R^T + b), any direction.", not_lowerable=PENDING_RULE)
 GRU = _recurrent("GRU", _RNN_INPUTS, ("Y?", "Y_h?"), {"linear_before_reset": Attr("int", 0)},
-                 "Gated recurrent unit layer (update/reset gates), any direction.")
+                 "Gated recurrent unit layer (update/reset gates), any direction.", not_lowerable=PENDING_RULE)
 LSTM = _recurrent("LSTM", _RNN_INPUTS + ("initial_c?", "P?"), ("Y?", "Y_h?", "Y_c?"),
                   {"input_forget": Attr("int", 0)},
-                  "Long short-term memory layer with optional peepholes and coupled input/forget gates.")
+                  "Long short-term memory layer with optional peepholes and coupled input/forget gates.",
+                  not_lowerable=PENDING_RULE)
 
 
 OPS = [ATTENTION, FLEX_ATTENTION, ROTARY_EMBEDDING, LINEAR_ATTENTION, CAUSAL_CONV_WITH_STATE, SWIGLU,

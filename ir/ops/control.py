@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
-from ..registry import REQUIRED, Attr, Category, InferContext, OpDef, Precision
+from ..registry import CONTROL_FLOW, NOT_A_TENSOR, REQUIRED, Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import normalize_axis
 from ..types import Dim, OptionalType, SequenceType, TensorType, ValueType, fresh_dim
 
@@ -476,9 +476,9 @@ def body_input_types(op: str, input_types: list[ValueType | None], attrs: dict) 
 
 # ---- the table -------------------------------------------------------------------------
 
-def _op(name, inputs, outputs, infer, reference, doc, attrs=None) -> OpDef:
+def _op(name, inputs, outputs, infer, reference, doc, attrs=None, **facts) -> OpDef:
     return OpDef(name=name, inputs=inputs, outputs=outputs, infer=infer, reference=reference,
-                 category=_OPAQUE, precision=_EXACT, attrs=attrs or {}, doc=doc)
+                 category=_OPAQUE, precision=_EXACT, attrs=attrs or {}, doc=doc, **facts)
 
 
 _SCAN_ATTRS = {
@@ -493,38 +493,44 @@ _SCAN_ATTRS = {
 OPS = [
     _op("If", ("cond",), ("outputs+",), _if_infer, _if,
         "Runs then_branch or else_branch by a boolean scalar; outputs are the branch's outputs.",
-        {"then_branch": Attr("graph", REQUIRED), "else_branch": Attr("graph", REQUIRED)}),
+        {"then_branch": Attr("graph", REQUIRED), "else_branch": Attr("graph", REQUIRED)}, not_lowerable=CONTROL_FLOW),
     _op("Loop", ("M?", "cond?", "v_initial*"), ("v_final_and_scan_outputs+",), _loop_infer, _loop,
         "Runs body while i < M and cond; returns the final loop-carried values and stacked scan outputs.",
-        {"body": Attr("graph", REQUIRED)}),
+        {"body": Attr("graph", REQUIRED)}, not_lowerable=CONTROL_FLOW),
     _op("Scan", ("initial_state_and_scan_inputs+",), ("final_state_and_scan_outputs+",), _scan_infer, _scan,
         "Runs body over slices of the scan inputs carrying states; returns final states and stacked outputs.",
-        _SCAN_ATTRS),
+        _SCAN_ATTRS, not_lowerable=CONTROL_FLOW),
     _op("SequenceMap", ("input_sequence", "additional_inputs*"), ("out_sequence+",), _sequence_map_infer,
         _sequence_map, "Runs body on each element of the input sequence(s); each output is a sequence.",
-        {"body": Attr("graph", REQUIRED)}),
+        {"body": Attr("graph", REQUIRED)}, not_lowerable=CONTROL_FLOW),
     _op("SequenceConstruct", ("inputs+",), ("output_sequence",), _sequence_construct_infer,
-        lambda ctx, *xs: list(xs), "A sequence of the input tensors, in order."),
+        lambda ctx, *xs: list(xs), "A sequence of the input tensors, in order.", not_lowerable=NOT_A_TENSOR),
     _op("SequenceEmpty", (), ("output",), _sequence_empty_infer, lambda ctx: [],
-        "An empty sequence of tensors of element type `dtype`.", {"dtype": Attr("dtype", dtypes.float32)}),
+        "An empty sequence of tensors of element type `dtype`.", {"dtype": Attr("dtype", dtypes.float32)},
+        not_lowerable=NOT_A_TENSOR),
     _op("SequenceInsert", ("input_sequence", "tensor", "position?"), ("output_sequence",),
-        _sequence_insert_infer, _sequence_insert, "The sequence with a tensor inserted at position (default: the end)."),
+        _sequence_insert_infer, _sequence_insert, "The sequence with a tensor inserted at position (default: the end).",
+        not_lowerable=NOT_A_TENSOR),
     _op("SequenceErase", ("input_sequence", "position?"), ("output_sequence",), _sequence_erase_infer,
-        _sequence_erase, "The sequence without the tensor at position (default: the last)."),
+        _sequence_erase, "The sequence without the tensor at position (default: the last).",
+        not_lowerable=NOT_A_TENSOR),
     _op("SequenceAt", ("input_sequence", "position"), ("tensor",), _sequence_at_infer, _sequence_at,
-        "The tensor at position in the sequence (negative positions count from the back)."),
+        "The tensor at position in the sequence (negative positions count from the back).", not_lowerable=NOT_A_TENSOR),
     _op("SequenceLength", ("input_sequence",), ("length",), _sequence_length_infer,
-        lambda ctx, seq: np.array(len(seq), dtype=np.int64), "The number of tensors in the sequence, an int64 scalar."),
+        lambda ctx, seq: np.array(len(seq), dtype=np.int64), "The number of tensors in the sequence, an int64 scalar.",
+        not_lowerable=NOT_A_TENSOR),
     _op("SplitToSequence", ("input", "split?"), ("output_sequence",), _split_to_sequence_infer,
         _split_to_sequence, "Splits a tensor along axis into a sequence (parts of size 1, of size split, or of the given sizes).",
-        {"axis": Attr("int", 0), "keepdims": Attr("int", 1)}),
+        {"axis": Attr("int", 0), "keepdims": Attr("int", 1)}, not_lowerable=NOT_A_TENSOR),
     _op("ConcatFromSequence", ("input_sequence",), ("concat_result",), _concat_from_sequence_infer,
         _concat_from_sequence, "Concatenates (or with new_axis=1 stacks) a sequence's tensors along axis.",
-        {"axis": Attr("int", REQUIRED), "new_axis": Attr("int", 0)}),
+        {"axis": Attr("int", REQUIRED), "new_axis": Attr("int", 0)}, not_lowerable=NOT_A_TENSOR),
     _op("Optional", ("input?",), ("output",), _optional_infer, lambda ctx, x=None: x,
-        "An optional holding the input, or an empty optional of the given `type`.", {"type": Attr("type", None)}),
+        "An optional holding the input, or an empty optional of the given `type`.", {"type": Attr("type", None)},
+        not_lowerable=NOT_A_TENSOR),
     _op("OptionalHasElement", ("input?",), ("output",), _optional_has_element_infer,
-        lambda ctx, x=None: np.array(x is not None), "Whether the optional input holds a value (false when missing)."),
+        lambda ctx, x=None: np.array(x is not None), "Whether the optional input holds a value (false when missing).",
+        not_lowerable=NOT_A_TENSOR),
     _op("OptionalGetElement", ("input",), ("output",), _optional_get_element_infer, _optional_get_element,
-        "The value an optional holds (a plain tensor or sequence passes through)."),
+        "The value an optional holds (a plain tensor or sequence passes through).", not_lowerable=NOT_A_TENSOR),
 ]

@@ -14,7 +14,8 @@ import itertools
 import numpy as np
 
 from .. import dtypes
-from ..registry import Attr, Category, InferContext, OpDef, Precision
+from .. import flops
+from ..registry import PENDING_RULE, Attr, Category, InferContext, OpDef, Precision
 from ..types import TensorType, fresh_dim
 from ._window import (crop_or_pad, kernel_from, numel, pad_for, resolve_window, scatter_windows, spatial_ints,
                       windows)
@@ -312,31 +313,34 @@ def _ref_col2im(ctx, cols, image_shape, block_shape):
 
 # ---------------------------------------------------------------- registry entries
 
-_ACCUMULATING = dict(category=Category.OUT_FUSABLE, precision=Precision.ACCUMULATE_FP32)
+_ACCUMULATING = dict(category=Category.OUT_FUSABLE, precision=Precision.ACCUMULATE_FP32, kernel_class="conv")
 
 OPS = [
     OpDef("Conv", ("X", "W", "B?"), ("Y",), _conv_infer(1, _same_float_type(0, 1, 2), bias_index=2), _ref_conv,
-          attrs=_CONV_ATTRS, **_ACCUMULATING,
+          attrs=_CONV_ATTRS, **_ACCUMULATING, flops=flops.conv,
           doc="N-D grouped convolution with strides, dilations, pads / auto_pad and an optional bias."),
     OpDef("ConvInteger", ("x", "w", "x_zero_point?", "w_zero_point?"), ("y",),
           _conv_infer(1, lambda ctx: dtypes.int32), _ref_conv_integer, attrs=_CONV_ATTRS, **_ACCUMULATING,
+          flops=flops.conv,
           doc="Convolution of zero-point-shifted 8-bit tensors accumulated to int32."),
     OpDef("QLinearConv", ("x", "x_scale", "x_zero_point", "w", "w_scale", "w_zero_point", "y_scale",
                           "y_zero_point", "B?"), ("y",),
           _conv_infer(3, lambda ctx: ctx.input(7).dtype, bias_index=8), _ref_qlinear_conv,
           attrs=_CONV_ATTRS, **_ACCUMULATING,
-          doc="Quantized convolution: integer conv plus int32 bias, requantized to y's scale and zero point."),
+          doc="Quantized convolution: integer conv plus int32 bias, requantized to y's scale and zero point.",
+          not_lowerable=PENDING_RULE),
     OpDef("ConvTranspose", ("X", "W", "B?"), ("Y",), _infer_conv_transpose, _ref_conv_transpose,
           attrs={**_CONV_ATTRS, "output_padding": Attr("ints", None), "output_shape": Attr("ints", None)},
-          **_ACCUMULATING,
+          **_ACCUMULATING, flops=flops.conv_transpose,
           doc="Transposed (fractionally strided) convolution, with output_padding or an explicit output_shape."),
     OpDef("DeformConv", ("X", "W", "offset", "B?", "mask?"), ("Y",),
           _conv_infer(1, _same_float_type(0, 1, 2, 3, 4), bias_index=3), _ref_deform_conv,
           attrs={k: v for k, v in _CONV_ATTRS.items() if k != "auto_pad"} | {"offset_group": Attr("int", 1)},
-          category=Category.OPAQUE, precision=Precision.ACCUMULATE_FP32,
+          category=Category.OPAQUE, precision=Precision.ACCUMULATE_FP32, kernel_class="conv",
+          not_lowerable=PENDING_RULE,
           doc="Deformable convolution: kernel taps sampled at learned offsets (multilinear), optionally masked."),
     OpDef("Col2Im", ("input", "image_shape", "block_shape"), ("output",), _infer_col2im, _ref_col2im,
           Category.OPAQUE, Precision.ACCUMULATE_FP32,
           attrs={"dilations": Attr("ints", None), "pads": Attr("ints", None), "strides": Attr("ints", None)},
-          doc="Sum sliding-window columns back into a batched N-D image (torch.nn.Fold)."),
+          doc="Sum sliding-window columns back into a batched N-D image (torch.nn.Fold).", not_lowerable=PENDING_RULE),
 ]

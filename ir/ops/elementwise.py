@@ -16,7 +16,7 @@ import numpy as np
 
 from .. import dtypes
 from ..dtypes import DType
-from ..registry import REQUIRED, Attr, Category, InferContext, OpDef, Precision
+from ..registry import PENDING_RULE, REQUIRED, Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import broadcast_shapes, require_same_dtype
 from ..types import Dim, TensorType, fresh_dim
 
@@ -113,7 +113,7 @@ def _broadcast_infer(kinds, result: DType | None = None, same_dtype: bool = True
     return infer
 
 
-def _unary(name, fn, doc, *, kinds=FLOAT, precision=Precision.FOLLOW, attrs=None, result=None, choices=None):
+def _unary(name, fn, doc, *, kinds=FLOAT, precision=Precision.FOLLOW, attrs=None, result=None, choices=None, **facts):
     """A one-input op `Y = fn(X, **attrs)`, computed in a wide type and rounded to X's (or `result`)."""
 
     def reference(ctx, x):
@@ -122,7 +122,7 @@ def _unary(name, fn, doc, *, kinds=FLOAT, precision=Precision.FOLLOW, attrs=None
     return OpDef(name=name, inputs=("X",), outputs=("Y",),
                  infer=_checking_choices(_elementwise_infer(kinds, result), choices),
                  reference=reference, category=Category.ELEMENTWISE, precision=precision,
-                 attrs=dict(attrs or {}), doc=doc)
+                 attrs=dict(attrs or {}), doc=doc, **facts)
 
 
 def _binary(name, fn, doc, *, kinds=NUMERIC, precision=Precision.FOLLOW, attrs=None, result=None,
@@ -712,7 +712,7 @@ OPS = [
     OpDef(name="Identity", inputs=("input",), outputs=("output",), infer=_identity_infer,
           reference=_identity, category=Category.ELEMENTWISE, precision=_P.EXACT,
           shape_value=_same_shape_value,
-          doc="The input unchanged (a tensor, sequence or optional)."),
+          doc="The input unchanged (a tensor, sequence or optional).", view=True),
     OpDef(name="Cast", inputs=("input",), outputs=("output",), infer=_checking_choices(_cast_infer, _CAST_CHOICES),
           reference=_cast, category=Category.ELEMENTWISE, precision=_P.EXACT,
           attrs={"to": Attr("dtype", REQUIRED), **_CAST_ATTRS}, shape_value=_cast_shape_value,
@@ -723,7 +723,7 @@ OPS = [
           doc="Cast to the element type of target_type (whose values are unused)."),
     OpDef(name="BitCast", inputs=("input",), outputs=("output",), infer=_bitcast_infer, reference=_bitcast,
           category=Category.ELEMENTWISE, precision=_P.EXACT, attrs={"to": Attr("dtype", REQUIRED)},
-          doc="Reinterpret each element's bits as element type `to` of the same width."),
+          doc="Reinterpret each element's bits as element type `to` of the same width.", not_lowerable=PENDING_RULE),
     # ai.onnx.ml
     _unary("ml.Binarizer", _binarize, "Elementwise 1 where X > threshold else 0, in X's type.", kinds=NUMERIC,
            precision=_P.EXACT, attrs={"threshold": Attr("float", 0.0)}),

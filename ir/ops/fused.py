@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import Attr, Category, InferContext, OpDef, Precision
+from .. import flops
+from ..registry import PENDING_RULE, Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import broadcast_shapes
 from ..types import TensorType
-from ._activation import ACTIVATION_ATTRS, apply_activation, check_activation
+from .activations import ACTIVATION_ATTRS, apply_activation, check_activation
 from .matmul import accumulator, matmul_shape
 
 
@@ -63,13 +64,14 @@ LINEAR = OpDef(
     "Linear", ("A", "B", "bias?"), ("Y",), _infer_linear, _ref_linear,
     Category.OUT_FUSABLE, Precision.ACCUMULATE_FP32, attrs=dict(ACTIVATION_ATTRS),
     doc="MatMul(A, B) + bias, then an activation (none, relu, clip, gelu_tanh, gelu_erf, silu) in one op "
-        "(numpy matmul and broadcasting); bias and activation are the matmul's epilogue.")
+        "(numpy matmul and broadcasting); bias and activation are the matmul's epilogue.", flops=flops.matmul)
 
 FUSED_KERNEL = OpDef(
     "FusedKernel", ("inputs*",), ("outputs+",), _infer_fused_kernel, _ref_fused_kernel,
     # Already a whole kernel: nothing fuses into it from outside.
     Category.OPAQUE, Precision.FOLLOW,
     attrs={"body": Attr("graph"), "kind": Attr("string", "")},
-    doc="One fused kernel: runs its `body` subgraph on its inputs; `kind` names the fusion pattern.")
+    doc="One fused kernel: runs its `body` subgraph on its inputs; `kind` names the fusion pattern.",
+    not_lowerable=PENDING_RULE, flops=flops.fused_body)
 
 OPS = [LINEAR, FUSED_KERNEL]

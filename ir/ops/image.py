@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 
 from .. import dtypes
-from ..registry import Attr, Category, InferContext, OpDef, Precision
+from ..registry import PENDING_RULE, VALUE_DEPENDENT_SHAPE, Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import normalize_axes
 from ..types import Dim, TensorType, fresh_dim
 
@@ -228,7 +228,8 @@ RESIZE = OpDef(
            "exclude_outside": Attr("int", 0), "extrapolation_value": Attr("float", 0.0),
            "antialias": Attr("int", 0), "axes": Attr("ints", None),
            "keep_aspect_ratio_policy": Attr("string", "stretch")},
-    doc="Resizes by scales or to sizes with nearest, (anti-aliased) linear or cubic interpolation.")
+    doc="Resizes by scales or to sizes with nearest, (anti-aliased) linear or cubic interpolation.",
+    shape_inputs=("roi", "scales", "sizes"))
 
 
 # ---- GridSample ---------------------------------------------------------------------------
@@ -315,7 +316,8 @@ GRID_SAMPLE = OpDef(
     infer=_grid_sample_infer, reference=_grid_sample_reference,
     category=Category.INJECTIVE, precision=Precision.FP32,  # a small data-dependent stencil, like Resize
     attrs={"mode": Attr("string", "linear"), "padding_mode": Attr("string", "zeros"), "align_corners": Attr("int", 0)},
-    doc="Samples X at normalized grid coordinates (nearest, linear or cubic; zeros, border or reflection padding).")
+    doc="Samples X at normalized grid coordinates (nearest, linear or cubic; zeros, border or reflection padding).",
+    not_lowerable=PENDING_RULE)
 
 
 # ---- AffineGrid ------------------------------------------------------------------------------
@@ -360,7 +362,8 @@ AFFINE_GRID = OpDef(
     infer=_affine_grid_infer, reference=_affine_grid_reference,
     category=Category.OPAQUE, precision=Precision.FP32,
     attrs={"align_corners": Attr("int", 0)},
-    doc="Sampling grid (N, *spatial, 2|3) of affine-transformed normalized coordinates, for GridSample.")
+    doc="Sampling grid (N, *spatial, 2|3) of affine-transformed normalized coordinates, for GridSample.",
+    not_lowerable=PENDING_RULE)
 
 
 # ---- RoiAlign --------------------------------------------------------------------------------
@@ -448,7 +451,8 @@ ROI_ALIGN = OpDef(
     attrs={"mode": Attr("string", "avg"), "output_height": Attr("int", 1), "output_width": Attr("int", 1),
            "sampling_ratio": Attr("int", 0), "spatial_scale": Attr("float", 1.0),
            "coordinate_transformation_mode": Attr("string", "half_pixel")},
-    doc="Pools each region of interest to a fixed (output_height, output_width) grid by bilinear sampling.")
+    doc="Pools each region of interest to a fixed (output_height, output_width) grid by bilinear sampling.",
+    not_lowerable=PENDING_RULE)
 
 
 # ---- NonMaxSuppression -------------------------------------------------------------------------
@@ -520,7 +524,8 @@ NON_MAX_SUPPRESSION = OpDef(
     outputs=("selected_indices",), infer=_nms_infer, reference=_nms_reference,
     category=Category.OPAQUE, precision=Precision.FP32,
     attrs={"center_point_box": Attr("int", 0)},
-    doc="Greedy per-class non-maximum suppression; returns (batch, class, box) index triples.")
+    doc="Greedy per-class non-maximum suppression; returns (batch, class, box) index triples.",
+    not_lowerable=VALUE_DEPENDENT_SHAPE)
 
 
 # ---- CenterCropPad -----------------------------------------------------------------------------
@@ -564,7 +569,7 @@ CENTER_CROP_PAD = OpDef(
     infer=_center_crop_pad_infer, reference=_center_crop_pad_reference,
     category=Category.INJECTIVE, precision=Precision.EXACT,
     attrs={"axes": Attr("ints", None)},
-    doc="Centre-crops or zero-pads the given axes to the target shape.")
+    doc="Centre-crops or zero-pads the given axes to the target shape.", shape_inputs=("shape",))
 
 
 # ---- DFT and STFT ------------------------------------------------------------------------------
@@ -641,7 +646,8 @@ DFT = OpDef(
     infer=_dft_infer, reference=_dft_reference,
     category=Category.OPAQUE, precision=Precision.FP32,
     attrs={"inverse": Attr("int", 0), "onesided": Attr("int", 0)},
-    doc="Discrete Fourier transform (or inverse, one-sided RFFT/IRFFT) along one axis of (real, imaginary) data.")
+    doc="Discrete Fourier transform (or inverse, one-sided RFFT/IRFFT) along one axis of (real, imaginary) data.",
+    not_lowerable=PENDING_RULE)
 
 
 def _stft_frame_length(ctx) -> Dim | None:
@@ -694,7 +700,8 @@ STFT = OpDef(
     infer=_stft_infer, reference=_stft_reference,
     category=Category.OPAQUE, precision=Precision.FP32,
     attrs={"onesided": Attr("int", 1)},
-    doc="Short-time Fourier transform: DFTs of (windowed) frames taken every frame_step samples.")
+    doc="Short-time Fourier transform: DFTs of (windowed) frames taken every frame_step samples.",
+    not_lowerable=PENDING_RULE)
 
 
 # ---- window functions and the mel filter bank ----------------------------------------------
@@ -707,7 +714,7 @@ def _window_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType((size[0] if size else fresh_dim("window"),), ctx.attrs["output_datatype"])]
 
 
-def _window(name: str, terms: tuple[float, ...], doc: str) -> OpDef:
+def _window(name: str, terms: tuple[float, ...], doc: str, **facts) -> OpDef:
     """A generalized cosine window w[n] = sum_k (-1)^k a_k cos(2 pi k n / N)."""
 
     def reference(ctx, size):
@@ -721,15 +728,17 @@ def _window(name: str, terms: tuple[float, ...], doc: str) -> OpDef:
 
     return OpDef(name=name, inputs=("size",), outputs=("output",), infer=_window_infer, reference=reference,
                  category=Category.OPAQUE, precision=Precision.EXACT,
-                 attrs={"periodic": Attr("int", 1), "output_datatype": Attr("dtype", dtypes.float32)}, doc=doc)
+                 attrs={"periodic": Attr("int", 1), "output_datatype": Attr("dtype", dtypes.float32)}, doc=doc,
+                 **facts)
 
 
-HANN_WINDOW = _window("HannWindow", (0.5, 0.5), "Hann window of the given size (periodic or symmetric).")
+HANN_WINDOW = _window("HannWindow", (0.5, 0.5), "Hann window of the given size (periodic or symmetric).",
+not_lowerable=PENDING_RULE)
 # ONNX (like ONNX Runtime) uses the exact Hamming coefficients 25/46 and 21/46, not 0.54/0.46.
 HAMMING_WINDOW = _window("HammingWindow", (25 / 46, 21 / 46),
-                         "Hamming window of the given size (periodic or symmetric).")
+                         "Hamming window of the given size (periodic or symmetric).", not_lowerable=PENDING_RULE)
 BLACKMAN_WINDOW = _window("BlackmanWindow", (0.42, 0.5, 0.08),
-                          "Blackman window of the given size (periodic or symmetric).")
+                          "Blackman window of the given size (periodic or symmetric).", not_lowerable=PENDING_RULE)
 
 
 def _mel_infer(ctx: InferContext) -> list[TensorType]:
@@ -769,7 +778,8 @@ MEL_WEIGHT_MATRIX = OpDef(
     outputs=("output",), infer=_mel_infer, reference=_mel_reference,
     category=Category.OPAQUE, precision=Precision.EXACT,
     attrs={"output_datatype": Attr("dtype", dtypes.float32)},
-    doc="Triangular mel filter bank (dft_length // 2 + 1, num_mel_bins) mapping a spectrogram onto mel bands.")
+    doc="Triangular mel filter bank (dft_length // 2 + 1, num_mel_bins) mapping a spectrogram onto mel bands.",
+    not_lowerable=PENDING_RULE)
 
 
 OPS = [RESIZE, GRID_SAMPLE, AFFINE_GRID, ROI_ALIGN, NON_MAX_SUPPRESSION, CENTER_CROP_PAD, DFT, STFT,

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import flops
 from ..registry import Attr, Category, InferContext, OpDef, Precision, RefContext
 from ..types import TensorType
-from ._activation import ACTIVATION_ATTRS, apply_activation, check_activation
+from .activations import ACTIVATION_ATTRS, apply_activation, check_activation
 from ._window import resolve_window
 from .conv import _ref_conv
 from .matmul import accumulator
@@ -144,16 +145,20 @@ OPS = [
           # One microkernel call with its epilogue already inside: nothing else fuses into it.
           Category.OPAQUE, Precision.ACCUMULATE_FP32, attrs=_CONV_ATTRS,
           doc="2-D grouped convolution on NHWC activations (W stays [M, C/group, kH, kW]) with a fused "
-              "epilogue: + B, + residual (before the activation unless residual_after_activation), activation."),
+              "epilogue: + B, + residual (before the activation unless residual_after_activation), activation.",
+              kernel_class="conv", flops=flops.conv),
     OpDef("MaxPoolNhwc", ("X",), ("Y",), _infer_pool_nhwc, _channels_first(_ref_max_pool, {"storage_order": 0}),
           Category.REDUCTION, Precision.FOLLOW, attrs=_POOL_ATTRS,
-          doc="2-D max pool over the H and W axes of an NHWC tensor (ONNX MaxPool semantics, no Indices)."),
+          doc="2-D max pool over the H and W axes of an NHWC tensor (ONNX MaxPool semantics, no Indices).",
+          kernel_class="pool", flops=flops.pool),
     OpDef("AveragePoolNhwc", ("X",), ("Y",), _infer_pool_nhwc, _channels_first(_ref_average_pool),
           Category.REDUCTION, Precision.ACCUMULATE_FP32, attrs={**_POOL_ATTRS, "count_include_pad": Attr("int", 0)},
-          doc="2-D average pool over the H and W axes of an NHWC tensor (ONNX AveragePool semantics)."),
+          doc="2-D average pool over the H and W axes of an NHWC tensor (ONNX AveragePool semantics).",
+          kernel_class="pool", flops=flops.pool),
     OpDef("LRNNhwc", ("X",), ("Y",), _infer_lrn_nhwc, _channels_first(_lrn_reference),
           Category.REDUCTION, Precision.FP32,
           attrs={"alpha": Attr("float", 0.0001), "beta": Attr("float", 0.75), "bias": Attr("float", 1.0),
                  "size": Attr("int")},
-          doc="Local response normalization across channels, the window running over the last (C) axis."),
+          doc="Local response normalization across channels, the window running over the last (C) axis.",
+          flops=flops.lrn),
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
+from .. import flops
 from ..registry import Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import broadcast_shapes
 from ..types import TensorType, fresh_dim
@@ -209,17 +210,17 @@ _ACCUMULATING = dict(category=Category.OUT_FUSABLE, precision=Precision.ACCUMULA
 
 OPS = [
     OpDef("MatMul", ("A", "B"), ("Y",), _infer_matmul, _ref_matmul, **_ACCUMULATING,
-          doc="Matrix product with numpy.matmul semantics (batch broadcasting, 1-D promotion)."),
+          doc="Matrix product with numpy.matmul semantics (batch broadcasting, 1-D promotion).", flops=flops.matmul),
     OpDef("MatMulInteger", ("A", "B", "a_zero_point?", "b_zero_point?"), ("Y",), _infer_matmul_integer,
           _ref_matmul_integer, **_ACCUMULATING,
-          doc="Integer matmul of zero-point-shifted 8-bit operands, accumulated to int32."),
+          doc="Integer matmul of zero-point-shifted 8-bit operands, accumulated to int32.", flops=flops.matmul),
     OpDef("QLinearMatMul", ("a", "a_scale", "a_zero_point", "b", "b_scale", "b_zero_point", "y_scale",
                             "y_zero_point"), ("y",), _infer_qlinear_matmul, _ref_qlinear_matmul, **_ACCUMULATING,
           doc="Quantized matmul: dequantize-free integer product requantized to y's scale and zero point."),
     OpDef("Gemm", ("A", "B", "C?"), ("Y",), _infer_gemm, _ref_gemm, **_ACCUMULATING,
           attrs={"alpha": Attr("float", 1.0), "beta": Attr("float", 1.0), "transA": Attr("int", 0),
                  "transB": Attr("int", 0)},
-          doc="Y = alpha * A' @ B' + beta * C with optional transposes and a broadcast C."),
+          doc="Y = alpha * A' @ B' + beta * C with optional transposes and a broadcast C.", flops=flops.gemm),
     OpDef("Einsum", ("Inputs+",), ("Output",), _infer_einsum, _ref_einsum, **_ACCUMULATING,
           attrs={"equation": Attr("string")},
           doc="Einstein summation over the operands as given by the equation (ellipsis broadcasting)."),

@@ -36,6 +36,7 @@ def _ref_dropout(ctx, data, ratio=None, training_mode=None):
 
 DROPOUT = OpDef("Dropout", ("data", "ratio?", "training_mode?"), ("output", "mask?"), _infer_dropout, _ref_dropout,
                 Category.ELEMENTWISE, Precision.FOLLOW, attrs={"seed": Attr("int", None)},
-                doc="Identity at inference; with training_mode, zero elements with probability ratio and rescale.")
+                doc="Identity at inference; with training_mode, zero elements with probability ratio and rescale.",
+                shape_inputs=("ratio", "training_mode"))
 
 OPS = [DROPOUT]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
+from .. import flops
 from ..registry import Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import normalize_axes, normalize_axis
 from ..types import TensorType
@@ -284,23 +285,27 @@ OPS = [
           outputs=("Y", "running_mean?", "running_var?"), infer=_infer_batchnorm, reference=_batchnorm_reference,
           category=Category.REDUCTION, precision=Precision.FP32,
           doc="Per-channel normalization with given statistics, or batch statistics in training mode.",
-          attrs={"epsilon": Attr("float", 1e-5), "momentum": Attr("float", 0.9), "training_mode": Attr("int", 0)}),
+          attrs={"epsilon": Attr("float", 1e-5), "momentum": Attr("float", 0.9), "training_mode": Attr("int", 0)},
+          flops=flops.per_input_element(2)),  # at inference: one scale and one shift
     OpDef(name="LayerNormalization", inputs=("X", "Scale", "B?"), outputs=("Y", "Mean?", "InvStdDev?"),
           infer=_infer_layernorm, reference=_layernorm_reference, category=Category.REDUCTION,
           precision=Precision.FP32, doc="Normalize over axes [axis, rank) then scale and shift.",
-          attrs={"axis": Attr("int", -1), "epsilon": Attr("float", 1e-5), "stash_type": _STASH}),
+          attrs={"axis": Attr("int", -1), "epsilon": Attr("float", 1e-5), "stash_type": _STASH},
+          flops=flops.per_input_element(8)),
     OpDef(name="RMSNormalization", inputs=("X", "scale"), outputs=("Y",), infer=_infer_rmsnorm,
           reference=_rmsnorm_reference, category=Category.REDUCTION, precision=Precision.FP32,
           doc="Divide by the root mean square over axes [axis, rank), then scale.",
-          attrs={"axis": Attr("int", -1), "epsilon": Attr("float", 1e-5), "stash_type": _STASH}),
+          attrs={"axis": Attr("int", -1), "epsilon": Attr("float", 1e-5), "stash_type": _STASH},
+          flops=flops.per_input_element(5)),
     OpDef(name="GroupNormalization", inputs=("X", "scale", "bias"), outputs=("Y",), infer=_infer_groupnorm,
           reference=_groupnorm_reference, category=Category.REDUCTION, precision=Precision.FP32,
           doc="Normalize each group of channels per instance, then per-channel scale and shift.",
-          attrs={"num_groups": Attr("int"), "epsilon": Attr("float", 1e-5), "stash_type": _STASH}),
+          attrs={"num_groups": Attr("int"), "epsilon": Attr("float", 1e-5), "stash_type": _STASH},
+          flops=flops.per_input_element(8)),
     OpDef(name="InstanceNormalization", inputs=("input", "scale", "B"), outputs=("output",),
           infer=_infer_channel_first, reference=_instancenorm_reference, category=Category.REDUCTION,
           precision=Precision.FP32, doc="Normalize each channel of each instance over its spatial dims.",
-          attrs={"epsilon": Attr("float", 1e-5)}),
+          attrs={"epsilon": Attr("float", 1e-5)}, flops=flops.per_input_element(8)),
     OpDef(name="LpNormalization", inputs=("input",), outputs=("output",), infer=_infer_lpnorm,
           reference=_lpnorm_reference, category=Category.REDUCTION, precision=Precision.FP32,
           doc="Divide by the L1 or L2 norm along an axis (zero norms give zeros).",
@@ -312,7 +317,7 @@ OPS = [
           category=Category.REDUCTION, precision=Precision.FP32,
           doc="Local response normalization across a window of neighbouring channels.",
           attrs={"size": Attr("int"), "alpha": Attr("float", 1e-4), "beta": Attr("float", 0.75),
-                 "bias": Attr("float", 1.0)}),
+                 "bias": Attr("float", 1.0)}, flops=flops.lrn),
     OpDef(name="NegativeLogLikelihoodLoss", inputs=("input", "target", "weight?"), outputs=("loss",),
           infer=_infer_loss, reference=_nll_reference, category=Category.REDUCTION, precision=Precision.FP32,
           doc="Negative log likelihood of target classes, optionally weighted and reduced.", attrs=_LOSS_ATTRS),

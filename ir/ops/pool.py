@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
-from ..registry import Attr, Category, InferContext, OpDef, Precision
+from .. import flops
+from ..registry import PENDING_RULE, Attr, Category, InferContext, OpDef, Precision
 from ..types import TensorType, fresh_dim
 from ._window import (Window, crop_or_pad, numel, pad_for, pad_spatial, reduce_windows, resolve_window, spatial_ints,
                       windows)
@@ -170,13 +171,15 @@ def _ref_max_unpool(ctx, x, indices, output_shape=None):
 OPS = [
     OpDef("MaxPool", ("X",), ("Y", "Indices?"), _infer_pool, _ref_max_pool, Category.REDUCTION, Precision.FOLLOW,
           attrs={**_POOL_ATTRS, "storage_order": Attr("int", 0)},
-          doc="Max over sliding windows; the optional Indices output gives each maximum's flat position."),
+          doc="Max over sliding windows; the optional Indices output gives each maximum's flat position.",
+          kernel_class="pool", flops=flops.pool),
     OpDef("AveragePool", ("X",), ("Y",), _infer_pool, _ref_average_pool, Category.REDUCTION,
           Precision.ACCUMULATE_FP32, attrs={**_POOL_ATTRS, "count_include_pad": Attr("int", 0)},
-          doc="Mean over sliding windows, counting the padding or not (count_include_pad)."),
+          doc="Mean over sliding windows, counting the padding or not (count_include_pad).",
+          kernel_class="pool", flops=flops.pool),
     OpDef("LpPool", ("X",), ("Y",), _infer_pool, _ref_lp_pool, Category.REDUCTION, Precision.FP32,
           attrs={**_POOL_ATTRS, "p": Attr("int", 2)},
-          doc="p-norm over sliding windows: (sum |x|^p)^(1/p)."),
+          doc="p-norm over sliding windows: (sum |x|^p)^(1/p).", flops=flops.pool),
     _global_pool("GlobalAveragePool", lambda ctx, x, axes: x.mean(axis=axes, keepdims=True),
                  "Mean over all spatial axes, keeping them as size 1."),
     _global_pool("GlobalMaxPool", lambda ctx, x, axes: x.max(axis=axes, keepdims=True),
@@ -186,5 +189,6 @@ OPS = [
     OpDef("MaxUnpool", ("X", "I", "output_shape?"), ("output",), _infer_max_unpool, _ref_max_unpool,
           Category.OPAQUE, Precision.EXACT,
           attrs={"kernel_shape": Attr("ints"), "pads": Attr("ints", None), "strides": Attr("ints", None)},
-          doc="Scatter pooled values back to the positions MaxPool's Indices recorded; zeros elsewhere."),
+          doc="Scatter pooled values back to the positions MaxPool's Indices recorded; zeros elsewhere.",
+          not_lowerable=PENDING_RULE),
 ]

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
-from ..registry import Attr, Category, InferContext, OpDef, Precision
+from .. import flops
+from ..registry import PENDING_RULE, Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import normalize_axes, normalize_axis
 from ..types import TensorType, fresh_dim
 
@@ -137,7 +138,7 @@ def _reduce(name: str, fn, precision: Precision, doc: str, *, floats_only: bool 
         return _infer_reduce(ctx)
 
     return OpDef(name=name, inputs=("data", "axes?"), outputs=("reduced",), infer=infer, reference=reference,
-                 category=Category.REDUCTION, precision=precision, doc=doc,
+                 category=Category.REDUCTION, precision=precision, doc=doc, shape_inputs=("axes",),
                  attrs={"keepdims": Attr("int", 1), "noop_with_empty_axes": Attr("int", 0)})
 
 
@@ -218,13 +219,13 @@ def _hardmax(x, axis):
     return out
 
 
-def _along_axis(name: str, fn, precision: Precision, doc: str) -> OpDef:
+def _along_axis(name: str, fn, precision: Precision, doc: str, **facts) -> OpDef:
     def reference(ctx, x):
         axis = normalize_axis(ctx.attrs["axis"], x.ndim)
         return fn(x.astype(compute_dtype(x.dtype), copy=False), axis).astype(x.dtype, copy=False)
 
     return OpDef(name=name, inputs=("input",), outputs=("output",), infer=_infer_along_axis, reference=reference,
-                 category=Category.REDUCTION, precision=precision, doc=doc, attrs={"axis": Attr("int", -1)})
+                 category=Category.REDUCTION, precision=precision, doc=doc, attrs={"axis": Attr("int", -1)}, **facts)
 
 
 # --- CumSum / CumProd --------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def _cumulative(name: str, scan, identity, precision: Precision, doc: str) -> Op
         return np.ascontiguousarray(y).astype(x.dtype, copy=False)
 
     return OpDef(name=name, inputs=("x", "axis"), outputs=("y",), infer=_infer_cumulative, reference=reference,
-                 category=Category.REDUCTION, precision=precision, doc=doc,
+                 category=Category.REDUCTION, precision=precision, doc=doc, shape_inputs=("axis",),
                  attrs={"exclusive": Attr("int", 0), "reverse": Attr("int", 0)})
 
 
@@ -329,8 +330,10 @@ def _det_reference(ctx, x):
 OPS = _REDUCE_OPS + [
     _arg("ArgMax", np.argmax, "Index of the maximum along an axis (first or last among ties)."),
     _arg("ArgMin", np.argmin, "Index of the minimum along an axis (first or last among ties)."),
-    _along_axis("Softmax", _softmax, Precision.FP32, "exp(x) / sum(exp(x)) along one axis."),
-    _along_axis("LogSoftmax", log_softmax, Precision.FP32, "x - log(sum(exp(x))) along one axis."),
+    _along_axis("Softmax", _softmax, Precision.FP32, "exp(x) / sum(exp(x)) along one axis.",
+    flops=flops.per_input_element(5)),
+    _along_axis("LogSoftmax", log_softmax, Precision.FP32, "x - log(sum(exp(x))) along one axis.",
+    flops=flops.per_input_element(5)),
     _along_axis("Hardmax", _hardmax, Precision.EXACT, "One-hot of the first maximum along one axis."),
     _cumulative("CumSum", np.cumsum, 0, Precision.ACCUMULATE_FP32,
                 "Running sum along an axis (optionally exclusive and/or reversed)."),
@@ -339,7 +342,9 @@ OPS = _REDUCE_OPS + [
     OpDef(name="TopK", inputs=("X", "K"), outputs=("Values", "Indices"), infer=_infer_topk,
           reference=_topk_reference, category=Category.OPAQUE, precision=Precision.EXACT,
           doc="The K largest (or smallest) elements along an axis and their indices; ties by lower index.",
-          attrs={"axis": Attr("int", -1), "largest": Attr("int", 1), "sorted": Attr("int", 1)}),
+          attrs={"axis": Attr("int", -1), "largest": Attr("int", 1), "sorted": Attr("int", 1)},
+          not_lowerable=PENDING_RULE),
     OpDef(name="Det", inputs=("X",), outputs=("Y",), infer=_infer_det, reference=_det_reference,
-          category=Category.OPAQUE, precision=Precision.FP32, doc="Determinant of each square matrix in [..., M, M]."),
+          category=Category.OPAQUE, precision=Precision.FP32, doc="Determinant of each square matrix in [..., M, M].",
+          not_lowerable=PENDING_RULE),
 ]

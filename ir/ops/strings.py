@@ -23,7 +23,7 @@ import numpy as np
 
 from .. import dtypes
 from ..dtypes import DType
-from ..registry import REQUIRED, Attr, Category, InferContext, OpDef, Precision
+from ..registry import PENDING_RULE, RANDOM, REQUIRED, STRINGS, TRAINING, Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import broadcast_shapes
 from ..types import TensorType, fresh_dim
 from .elementwise import erf
@@ -59,9 +59,9 @@ def _per_string(fn, x, result_dtype=object) -> np.ndarray:
     return np.asarray(out, dtype=object).astype(result_dtype)
 
 
-def _op(name, inputs, outputs, infer, reference, doc, attrs=None, category=_OPAQUE, precision=_EXACT) -> OpDef:
+def _op(name, inputs, outputs, infer, reference, doc, attrs=None, category=_OPAQUE, precision=_EXACT, **facts) -> OpDef:
     return OpDef(name=name, inputs=inputs, outputs=outputs, infer=infer, reference=reference,
-                 category=category, precision=precision, attrs=attrs or {}, doc=doc)
+                 category=category, precision=precision, attrs=attrs or {}, doc=doc, **facts)
 
 
 # ---- strings ---------------------------------------------------------------------------
@@ -537,7 +537,7 @@ def _multinomial(ctx, logits):
 # ---- training optimizers ---------------------------------------------------------------
 
 def _optimizer(name: str, groups: int, outputs: tuple[int, ...], step, doc: str, attrs: dict,
-               check=None) -> OpDef:
+               check=None, **facts) -> OpDef:
     """An optimizer over n tensors: inputs R, T, then `groups` blocks of n tensors (X, G, ...);
     outputs are the input blocks listed in `outputs`, updated. `step` updates one tensor's block;
     `check(ctx)` validates the attributes."""
@@ -563,7 +563,7 @@ def _optimizer(name: str, groups: int, outputs: tuple[int, ...], step, doc: str,
                      for j, block in enumerate(outputs) for i in range(n))
 
     return _op(name, ("R", "T", "inputs+"), ("outputs+",), infer, reference, doc, attrs,
-               precision=Precision.FP32)
+               precision=Precision.FP32, **facts)
 
 
 def _adagrad_step(a, r, t, x, g, h):
@@ -733,22 +733,24 @@ _FLOAT_ATTR_NONE = Attr("floats", None)
 
 OPS = [
     _op("StringConcat", ("X", "Y"), ("Z",), _string_concat_infer, _string_concat,
-        "Elementwise concatenation of two string tensors, with numpy broadcasting."),
+        "Elementwise concatenation of two string tensors, with numpy broadcasting.", not_lowerable=STRINGS),
     _op("RegexFullMatch", ("X",), ("Y",), _regex_full_match_infer, _regex_full_match,
-        "Elementwise: whether each string fully matches `pattern` (bool).", {"pattern": Attr("string", "")}),
+        "Elementwise: whether each string fully matches `pattern` (bool).", {"pattern": Attr("string", "")},
+        not_lowerable=STRINGS),
     _op("StringSplit", ("X",), ("Y", "Z"), _string_split_infer, _string_split,
         "Splits each string on `delimiter` (whitespace runs if empty); Y pads the parts with '', Z counts them.",
-        {"delimiter": Attr("string", ""), "maxsplit": Attr("int", None)}),
+        {"delimiter": Attr("string", ""), "maxsplit": Attr("int", None)}, not_lowerable=STRINGS),
     _op("StringNormalizer", ("X",), ("Y",), _string_normalizer_infer, _string_normalizer,
         "Drops stop words from a [C] or [1, C] string tensor, then lower- or upper-cases the rest.",
         {"case_change_action": Attr("string", "NONE"), "is_case_sensitive": Attr("int", 0),
-         "locale": Attr("string", ""), "stopwords": Attr("strings", None)}),
+         "locale": Attr("string", ""), "stopwords": Attr("strings", None)}, not_lowerable=STRINGS),
     _op("TfIdfVectorizer", ("X",), ("Y",), _tfidf_infer, _tfidf,
         "Counts the pool's n-grams (with skips) in each row of X as TF, IDF or TF-IDF float32 vectors.",
         {"mode": Attr("string", REQUIRED), "min_gram_length": Attr("int", REQUIRED),
          "max_gram_length": Attr("int", REQUIRED), "max_skip_count": Attr("int", REQUIRED),
          "ngram_counts": Attr("ints", REQUIRED), "ngram_indexes": Attr("ints", REQUIRED),
-         "pool_int64s": Attr("ints", None), "pool_strings": Attr("strings", None), "weights": _FLOAT_ATTR_NONE}),
+         "pool_int64s": Attr("ints", None), "pool_strings": Attr("strings", None), "weights": _FLOAT_ATTR_NONE},
+         not_lowerable=STRINGS),
     _op("ml.LabelEncoder", ("X",), ("Y",), _label_encoder_infer, _label_encoder,
         "Maps each element through the keys_* -> values_* table; unknown elements get the default.",
         {"keys_tensor": Attr("tensor", None), "keys_int64s": Attr("ints", None), "keys_floats": _FLOAT_ATTR_NONE,
@@ -756,7 +758,7 @@ OPS = [
          "values_int64s": Attr("ints", None), "values_floats": _FLOAT_ATTR_NONE,
          "values_strings": Attr("strings", None), "default_tensor": Attr("tensor", None),
          "default_int64": Attr("int", -1), "default_float": Attr("float", -0.0),
-         "default_string": Attr("string", "_Unused")}),
+         "default_string": Attr("string", "_Unused")}, not_lowerable=STRINGS),
     _op("ml.ArrayFeatureExtractor", ("X", "Y"), ("Z",), _array_feature_extractor_infer, _array_feature_extractor,
         "Selects the features at indices Y along X's last axis (a 1-D X is one row).",
         category=Category.INJECTIVE),
@@ -770,7 +772,7 @@ OPS = [
          "membership_values": Attr("tensor", None), "leaf_targetids": Attr("ints", REQUIRED),
          "leaf_weights": Attr("tensor", REQUIRED), "n_targets": Attr("int", None),
          "aggregate_function": Attr("int", 1), "post_transform": Attr("int", 0)},
-        precision=Precision.FP32),  # thresholds and weight sums are rounding sensitive
+        precision=Precision.FP32, not_lowerable=PENDING_RULE),  # thresholds and weight sums are rounding sensitive
     _random("uniform", like=False, doc="Samples of U(low, high) with the given shape and float dtype."),
     _random("uniform", like=True, doc="Samples of U(low, high) shaped like the input (dtype: attribute or input's)."),
     _random("normal", like=False, doc="Samples of N(mean, scale^2) with the given shape and float dtype."),
@@ -784,20 +786,22 @@ OPS = [
     _optimizer("training.Adagrad", 3, (0, 2), _adagrad_step,
                "One Adagrad step for tensors X with gradients G and squared-gradient sums H; gives X_new, H_new.",
                {"decay_factor": Attr("float", 0.0), "epsilon": Attr("float", _f32(1e-6)),
-                "norm_coefficient": Attr("float", 0.0)}),
+                "norm_coefficient": Attr("float", 0.0)}, not_lowerable=TRAINING),
     _optimizer("training.Adam", 4, (0, 2, 3), _adam_step,
                "One Adam step for tensors X with gradients G and moments V, H; gives X_new, V_new, H_new.",
                {"alpha": Attr("float", _f32(0.9)), "beta": Attr("float", _f32(0.999)), "epsilon": Attr("float", _f32(1e-6)),
-                "norm_coefficient": Attr("float", 0.0), "norm_coefficient_post": Attr("float", 0.0)}),
+                "norm_coefficient": Attr("float", 0.0), "norm_coefficient_post": Attr("float", 0.0)},
+                not_lowerable=TRAINING),
     _optimizer("training.Momentum", 3, (0, 2), _momentum_step,
                "One SGD-with-momentum step (standard or Nesterov) for tensors X, G, V; gives X_new, V_new.",
                {"alpha": Attr("float", REQUIRED), "beta": Attr("float", REQUIRED), "mode": Attr("string", REQUIRED),
-                "norm_coefficient": Attr("float", REQUIRED)}, check=_momentum_check),
+                "norm_coefficient": Attr("float", REQUIRED)}, check=_momentum_check, not_lowerable=TRAINING),
     _op("ImageDecoder", ("encoded_stream",), ("image",), _image_decoder_infer, _image_decoder,
         "Decodes a BMP, binary PNM or PNG byte stream into an [H, W, C] uint8 image.",
-        {"pixel_format": Attr("string", "RGB")}),
+        {"pixel_format": Attr("string", "RGB")}, not_lowerable="decodes image files (data-dependent)"),
 ]
 
 # Random ops must never be evaluated at compile time: folding would freeze one draw.
 _RANDOM_OPS = {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Multinomial"}
-OPS = [dataclasses.replace(op, deterministic=False) if op.name in _RANDOM_OPS else op for op in OPS]
+OPS = [dataclasses.replace(op, deterministic=False, not_lowerable=RANDOM) if op.name in _RANDOM_OPS else op
+       for op in OPS]

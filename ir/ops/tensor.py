@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from .. import dtypes
-from ..registry import Attr, Category, InferContext, OpDef, Precision
+from ..registry import PENDING_RULE, VALUE_DEPENDENT_SHAPE, Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import broadcast_shapes, normalize_axes, normalize_axis
 from ..types import Dim, TensorType, fresh_dim
 
@@ -897,11 +897,11 @@ def _ref_space_to_depth(ctx, x):
 # ---- the table -------------------------------------------------------------------------
 
 def _op(name, inputs, outputs, infer, reference, category=Category.INJECTIVE, attrs=None, doc="",
-        shape_value=None):
+        shape_value=None, **facts):
     """Every op in this module moves or selects data: precision is never in question."""
     return OpDef(name=name, inputs=inputs, outputs=outputs, infer=infer, reference=reference,
                  category=category, precision=Precision.EXACT, attrs=attrs or {}, doc=doc,
-                 shape_value=shape_value)
+                 shape_value=shape_value, **facts)
 
 
 _SCATTER_ATTRS = {"reduction": Attr("string", "none")}
@@ -909,22 +909,26 @@ _BLOCK_ATTRS = {"blocksize": Attr("int"), "mode": Attr("string", "DCR")}
 
 OPS = [
     _op("Reshape", ("data", "shape"), ("reshaped",), _infer_reshape, _ref_reshape,
-        attrs={"allowzero": Attr("int", 0)}, shape_value=_shape_value_passthrough, doc="Reshape to a target shape (0 copies the input dim, -1 is inferred)."),
+        attrs={"allowzero": Attr("int", 0)}, shape_value=_shape_value_passthrough, doc="Reshape to a target shape (0 copies the input dim, -1 is inferred).",
+        shape_inputs=("shape",), view=True),
     _op("Flatten", ("input",), ("output",), _infer_flatten, _ref_flatten,
-        attrs={"axis": Attr("int", 1)}, doc="Reshape to 2-D: dims before `axis` and from `axis` on."),
+        attrs={"axis": Attr("int", 1)}, doc="Reshape to 2-D: dims before `axis` and from `axis` on.", view=True),
     _op("Squeeze", ("data", "axes?"), ("squeezed",), _infer_squeeze, _ref_squeeze,
-        shape_value=_shape_value_passthrough, doc="Remove size-1 axes (the given ones, or all)."),
+        shape_value=_shape_value_passthrough, doc="Remove size-1 axes (the given ones, or all).",
+        shape_inputs=("axes",), view=True),
     _op("Unsqueeze", ("data", "axes"), ("expanded",), _infer_unsqueeze, _ref_unsqueeze,
-        shape_value=_shape_value_passthrough, doc="Insert size-1 axes at the given output positions."),
+        shape_value=_shape_value_passthrough, doc="Insert size-1 axes at the given output positions.",
+        shape_inputs=("axes",), view=True),
     _op("Transpose", ("data",), ("transposed",), _infer_transpose, _ref_transpose,
         attrs={"perm": Attr("ints", None)}, doc="Permute axes (default: reverse them)."),
     _op("Concat", ("inputs+",), ("concat_result",), _infer_concat, _ref_concat,
         attrs={"axis": Attr("int")}, shape_value=_shape_value_of_concat, doc="Join tensors along an axis."),
     _op("Split", ("input", "split?"), ("outputs+",), _infer_split, _ref_split,
         attrs={"axis": Attr("int", 0), "num_outputs": Attr("int", None)},
-        doc="Split along an axis into given sizes or equal chunks (the last one smaller)."),
+        doc="Split along an axis into given sizes or equal chunks (the last one smaller).", shape_inputs=("split",)),
     _op("Slice", ("data", "starts", "ends", "axes?", "steps?"), ("output",), _infer_slice, _ref_slice,
-        shape_value=_shape_value_of_slice, doc="Strided slice per axis, clamping out-of-range bounds; negative steps walk backwards."),
+        shape_value=_shape_value_of_slice, doc="Strided slice per axis, clamping out-of-range bounds; negative steps walk backwards.",
+        shape_inputs=("starts", "ends", "axes", "steps")),
     _op("Gather", ("data", "indices"), ("output",), _infer_gather, _ref_gather,
         attrs={"axis": Attr("int", 0)}, shape_value=_shape_value_of_gather, doc="Take entries along an axis at the given indices."),
     _op("GatherElements", ("data", "indices"), ("output",), _infer_gather_elements, _ref_gather_elements,
@@ -937,35 +941,42 @@ OPS = [
     _op("ScatterND", ("data", "indices", "updates"), ("output",), _infer_scatter, _ref_scatter_nd,
         Category.OPAQUE, attrs=dict(_SCATTER_ATTRS), doc="Write update slices at index tuples, optionally reducing."),
     _op("Expand", ("input", "shape"), ("output",), _infer_expand, _ref_expand,
-        doc="Broadcast to a shape (numpy rules in both directions)."),
+        doc="Broadcast to a shape (numpy rules in both directions).", shape_inputs=("shape",)),
     _op("Tile", ("input", "repeats"), ("output",), _infer_tile, _ref_tile,
-        doc="Repeat the tensor along each axis."),
+        doc="Repeat the tensor along each axis.", shape_inputs=("repeats",)),
     _op("Pad", ("data", "pads", "constant_value?", "axes?"), ("output",), _infer_pad, _ref_pad,
         attrs={"mode": Attr("string", "constant")},
-        doc="Pad (or crop, for negative pads) with a constant, reflection, edge copies or wrap-around."),
+        doc="Pad (or crop, for negative pads) with a constant, reflection, edge copies or wrap-around.",
+        shape_inputs=("pads", "axes")),
     _op("Shape", ("data",), ("shape",), _infer_shape, _ref_shape, Category.OPAQUE,
-        attrs={"start": Attr("int", 0), "end": Attr("int", None)}, shape_value=_shape_value_of_shape, doc="The input's dims [start, end) as int64."),
+        attrs={"start": Attr("int", 0), "end": Attr("int", None)}, shape_value=_shape_value_of_shape, doc="The input's dims [start, end) as int64.",
+        not_lowerable=PENDING_RULE),
     _op("Size", ("data",), ("size",), lambda ctx: [TensorType((), dtypes.int64)],
-        lambda ctx, x: np.array(x.size, dtype=np.int64), Category.OPAQUE, shape_value=_shape_value_of_size, doc="The input's element count as int64."),
+        lambda ctx, x: np.array(x.size, dtype=np.int64), Category.OPAQUE, shape_value=_shape_value_of_size, doc="The input's element count as int64.",
+        not_lowerable=PENDING_RULE),
     _op("ConstantOfShape", ("input",), ("output",), _infer_constant_of_shape, _ref_constant_of_shape,
         Category.OPAQUE, attrs={"value": Attr("tensor", None)},
-        doc="A tensor of the given shape filled with `value` (default float32 zero)."),
+        doc="A tensor of the given shape filled with `value` (default float32 zero).", not_lowerable=PENDING_RULE),
     _op("Range", ("start", "limit", "delta"), ("output",), _infer_range, _ref_range, Category.OPAQUE,
-        attrs={"stash_type": Attr("dtype", dtypes.float32)}, doc="start, start + delta, ... up to limit (exclusive)."),
+        attrs={"stash_type": Attr("dtype", dtypes.float32)}, doc="start, start + delta, ... up to limit (exclusive).",
+        not_lowerable=PENDING_RULE),
     _op("EyeLike", ("input",), ("output",), _infer_eye_like, _ref_eye_like,
         attrs={"dtype": Attr("dtype", None), "k": Attr("int", 0)},
         doc="Ones on the k-th diagonal of a matrix shaped like the input."),
     _op("OneHot", ("indices", "depth", "values"), ("output",), _infer_one_hot, _ref_one_hot,
-        attrs={"axis": Attr("int", -1)}, doc="One-hot encode indices with [off, on] values along a new axis."),
+        attrs={"axis": Attr("int", -1)}, doc="One-hot encode indices with [off, on] values along a new axis.",
+        shape_inputs=("depth",)),
     _op("Trilu", ("input", "k?"), ("output",), _infer_trilu, _ref_trilu,
         attrs={"upper": Attr("int", 1)}, doc="Keep the upper or lower triangle (from the k-th diagonal) of the last two axes."),
     _op("Compress", ("input", "condition"), ("output",), _infer_compress, _ref_compress, Category.OPAQUE,
-        attrs={"axis": Attr("int", None)}, doc="Select slices along an axis (or flattened elements) where condition holds."),
+        attrs={"axis": Attr("int", None)}, doc="Select slices along an axis (or flattened elements) where condition holds.",
+        not_lowerable=VALUE_DEPENDENT_SHAPE),
     _op("NonZero", ("X",), ("Y",), _infer_nonzero, _ref_nonzero, Category.OPAQUE,
-        doc="Coordinates of the non-zero elements, one row per axis."),
+        doc="Coordinates of the non-zero elements, one row per axis.", not_lowerable=VALUE_DEPENDENT_SHAPE),
     _op("Unique", ("X",), ("Y", "indices?", "inverse_indices?", "counts?"), _infer_unique, _ref_unique,
         Category.OPAQUE, attrs={"sorted": Attr("int", 1), "axis": Attr("int", None)},
-        doc="Unique elements (or slices along an axis) with first indices, inverse indices and counts."),
+        doc="Unique elements (or slices along an axis) with first indices, inverse indices and counts.",
+        not_lowerable=VALUE_DEPENDENT_SHAPE),
     _op("ReverseSequence", ("input", "sequence_lens"), ("Y",), _infer_reverse_sequence, _ref_reverse_sequence,
         attrs={"batch_axis": Attr("int", 1), "time_axis": Attr("int", 0)},
         doc="Reverse the first sequence_lens[b] steps along the time axis of each batch entry."),

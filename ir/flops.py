@@ -3,8 +3,11 @@
 Conventions (the ones papers and vendors quote, so GFLOP/s compare across systems):
 a multiply-add is 2 FLOPs; a bias add, activation or other elementwise op is 1 FLOP per
 output element whatever its libm cost; normalisations and softmax count their few passes
-per element (table below); data movement (reshape, transpose, gather, pad...) and exact
-integer/bool/comparison ops (Cast, Equal, Where) are 0.
+per element (declared on their ops); data movement (reshape, transpose, gather, pad...) and
+exact integer/bool/comparison ops (Cast, Equal, Where) are 0.
+
+Each op's counter is a fact on its registry entry (`OpDef.flops`): the counters below are
+what op modules declare, and `default_counter` gives the rest theirs from their category.
 Nodes whose shapes are not static cannot be counted: `count_flops` lists them instead of
 guessing, and the GFLOP/s of such a model should not be quoted.
 """
@@ -14,9 +17,10 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Callable
 
-from .ir.graph import Graph, Node
-from .ir.registry import Category, Precision
-from .ir.types import TensorType
+from .registry import Category, Precision
+from .types import TensorType
+
+Counter = Callable[["Node"], "int | None"]  # noqa: F821 - ir.graph.Node, not imported (ir.graph imports the registry)
 
 
 @dataclass
@@ -45,35 +49,38 @@ def _numel(v) -> int | None:
     return None if s is None else prod(s)
 
 
-def _has(node: Node, i: int) -> bool:
+def _has(node, i: int) -> bool:
     return i < len(node.inputs) and node.inputs[i] is not None
 
 
-def _conv(node: Node) -> int | None:
-    # Y[n, m, ...] sums (C/group) * prod(kernel) products: the size of W's trailing dims.
+# --- counters op modules declare ---------------------------------------------------------
+
+
+def conv(node) -> int | None:
+    """Y[n, m, ...] sums (C/group) * prod(kernel) products: the size of W's trailing dims."""
     y, w = _numel(node.outputs[0]), _shape(node.inputs[1])
     if y is None or w is None:
         return None
     return 2 * y * prod(w[1:]) + (y if _has(node, 2) else 0)
 
 
-def _conv_transpose(node: Node) -> int | None:
-    # Each input element scatters into (M/group) * prod(kernel) outputs: W is [C, M/group, k...].
+def conv_transpose(node) -> int | None:
+    """Each input element scatters into (M/group) * prod(kernel) outputs: W is [C, M/group, k...]."""
     x, w, y = _numel(node.inputs[0]), _shape(node.inputs[1]), _numel(node.outputs[0])
     if x is None or w is None or y is None:
         return None
     return 2 * x * prod(w[1:]) + (y if _has(node, 2) else 0)
 
 
-def _matmul(node: Node) -> int | None:
-    # Covers MatMul and Linear (MatMul + bias): K is A's last dim (1-D A: its length).
+def matmul(node) -> int | None:
+    """MatMul and Linear (MatMul + bias): K is A's last dim (1-D A: its length)."""
     y, a = _numel(node.outputs[0]), _shape(node.inputs[0])
     if y is None or a is None:
         return None
     return 2 * y * a[-1] + (y if _has(node, 2) else 0)
 
 
-def _gemm(node: Node) -> int | None:
+def gemm(node) -> int | None:
     y, a = _numel(node.outputs[0]), _shape(node.inputs[0])
     if y is None or a is None:
         return None
@@ -81,7 +88,7 @@ def _gemm(node: Node) -> int | None:
     return 2 * y * k + (y if _has(node, 2) else 0)
 
 
-def _attention(node: Node) -> int | None:
+def attention(node) -> int | None:
     """Q K^T and P V (2 FLOPs per multiply-add) plus ~5 per score for scale, mask and softmax."""
     q, k, v, y = (_shape(x) for x in (node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0]))
     if q is None or k is None or v is None or y is None:
@@ -101,89 +108,67 @@ def _attention(node: Node) -> int | None:
     return 2 * scores * d + 2 * scores * dv + 5 * scores
 
 
-def _pool(node: Node) -> int | None:
-    # One compare or add per window element and output.
+def pool(node) -> int | None:
+    """One compare or add per window element and output."""
     y = _numel(node.outputs[0])
     kernel = node.attrs.get("kernel_shape")
     return None if y is None or not kernel else y * prod(kernel)
 
 
-def _per_input_element(cost: int) -> Callable[[Node], int | None]:
-    """Ops that touch every input element `cost` times (reductions, global pools, norms)."""
-    def count(node: Node) -> int | None:
+def lrn(node) -> int | None:
+    """A square-sum over `size` channels, then scale, power and divide."""
+    y = _numel(node.outputs[0])
+    return None if y is None else y * (2 * int(node.attrs.get("size", 1)) + 3)
+
+
+def per_input_element(cost: int) -> Counter:
+    """Ops that touch every input element `cost` times (reductions, global pools, norms:
+    mean, variance, subtract, scale, shift ~8 at inference; softmax: max, subtract, exp,
+    sum, divide ~5)."""
+    def count(node) -> int | None:
         x = _numel(node.inputs[0]) if node.inputs and node.inputs[0] is not None else None
         return None if x is None else cost * x
     return count
 
 
-def _lrn(node: Node) -> int | None:
-    # A square-sum over `size` channels, then scale, power and divide.
-    y = _numel(node.outputs[0])
-    return None if y is None else y * (2 * int(node.attrs.get("size", 1)) + 3)
+def one_per_output(node) -> int | None:
+    return _numel(node.outputs[0])
 
 
-def _fused(node: Node) -> int | None:
-    body = node.attrs.get("body")
-    if not isinstance(body, Graph):
-        return None
-    report = count_flops(body)
+def none(node) -> int:
+    """Data movement, integer/bool/comparison work or control: no floating-point operations."""
+    return 0
+
+
+def fused_body(node) -> int | None:
+    """A fused kernel: the sum over its body (None unless every body node is countable)."""
+    report = count_flops(node.attrs["body"])
     return report.total if report.exact else None
 
 
-# Ops whose count is not "1 per output element". Normalisations: mean, variance, subtract,
-# scale, shift (~8 per element at inference); softmax: max, subtract, exp, sum, divide.
-_COUNTERS: dict[str, Callable[[Node], int | None]] = {
-    "Conv": _conv,
-    "ConvNhwc": _conv,  # channels-last conv: same [M, C/g, kH, kW] weights, same count
-    "ConvInteger": _conv,
-    "ConvTranspose": _conv_transpose,
-    "MatMul": _matmul,
-    "MatMulInteger": _matmul,
-    "Linear": _matmul,
-    "Gemm": _gemm,
-    "Attention": _attention,
-    "MaxPool": _pool,
-    "AveragePool": _pool,
-    "LpPool": _pool,
-    "LRN": _lrn,
-    "MaxPoolNhwc": _pool,
-    "AveragePoolNhwc": _pool,
-    "LRNNhwc": _lrn,
-    "GlobalAveragePool": _per_input_element(1),
-    "GlobalMaxPool": _per_input_element(1),
-    "Softmax": _per_input_element(5),
-    "LogSoftmax": _per_input_element(5),
-    "LayerNormalization": _per_input_element(8),
-    "GroupNormalization": _per_input_element(8),
-    "InstanceNormalization": _per_input_element(8),
-    "RMSNormalization": _per_input_element(5),
-    "BatchNormalization": _per_input_element(2),  # at inference: one scale and one shift
-    "FusedKernel": _fused,
-}
-
-_ONE_PER_OUTPUT = (Category.ELEMENTWISE, Category.BROADCAST)
+def default_counter(category: Category, precision: Precision) -> Counter:
+    """The counter of an op that declares none, from its category and precision policy."""
+    if precision is Precision.EXACT:
+        return none  # integer, bool, comparison or pure data movement (Cast, Where, Equal...)
+    if category in (Category.ELEMENTWISE, Category.BROADCAST):
+        return one_per_output
+    if category is Category.REDUCTION:
+        return per_input_element(1)
+    return none  # injective and opaque ops move data (or do integer/control work)
 
 
-def node_flops(node: Node) -> int | None:
+# --- counting -----------------------------------------------------------------------------
+
+
+def node_flops(node) -> int | None:
     """FLOPs of one node; 0 for data movement; None when its shapes are not static."""
-    counter = _COUNTERS.get(node.op)
-    if counter is not None:
-        return counter(node)
-    from .ir.ops import REGISTRY
+    from .ops import REGISTRY
 
     opdef = REGISTRY.get(node.op)
-    if opdef is None:
-        return 0
-    if opdef.precision is Precision.EXACT:
-        return 0  # integer, bool, comparison or pure data movement (Cast, Where, Equal...)
-    if opdef.category in _ONE_PER_OUTPUT:
-        return _numel(node.outputs[0])
-    if opdef.category is Category.REDUCTION:
-        return _per_input_element(1)(node)
-    return 0  # injective and opaque ops move data (or do integer/control work)
+    return 0 if opdef is None else opdef.flops(node)
 
 
-def count_flops(graph: Graph) -> FlopReport:
+def count_flops(graph) -> FlopReport:
     """FLOPs of every node of `graph` (not of control-flow subgraphs, which may run 0..n times)."""
     report = FlopReport()
     for node in graph.nodes:
@@ -197,6 +182,6 @@ def count_flops(graph: Graph) -> FlopReport:
     return report
 
 
-def graph_flops(graph: Graph) -> int:
+def graph_flops(graph) -> int:
     """Total FLOPs of the nodes whose shapes are static (see `count_flops` for which are not)."""
     return count_flops(graph).total
