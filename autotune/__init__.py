@@ -1,5 +1,6 @@
-"""compiler.autotune: schedules for the GEMM/conv microkernels chosen by measurement and
-cached per device.
+"""compiler.autotune: schedules for the llvm target's GEMM/conv microkernels chosen by
+measurement and cached per device. It sits above the code generator: the build gives the
+code generator a `TunedSchedules`, the code generator never imports this package.
 
     device.py    the device key (CPU, features, lanes, thread count)
     problems.py  tuning problems: canonical form, cache key, name; a model's problems
@@ -7,9 +8,9 @@ cached per device.
     measure.py   compile candidates (thread pool), check results, time them
     tuner.py     the search for one problem within a budget
     cache.py     $COMPILER_CACHE_DIR/autotune/<device>.json (JSON, atomic writes)
-    lookup.py    `schedule_for` (the code generator's entry) and the `tuning()` context
-    model.py     tune every problem of a model (what `python -m compiler.autotune` runs)
+    lookup.py    `TunedSchedules`: the schedule source a build hands the code generator
+    model.py     tune every problem of a model (what `compile tune` runs)
 """
-from .lookup import fingerprint, schedule_for, tuning
+from .lookup import TunedSchedules, fingerprint
 
-__all__ = ["fingerprint", "schedule_for", "tuning"]
+__all__ = ["TunedSchedules", "fingerprint"]

@@ -21,7 +21,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from ..codegen.microkernels import DepthwiseSchedule, GemmSchedule
+from ..codegen.llvm.microkernels import DepthwiseSchedule, GemmSchedule
 from ..ir.errors import CompilerError
 from .device import Device
 

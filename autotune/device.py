@@ -11,7 +11,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from ..codegen.microkernels.gemm import target_lanes
+from ..codegen.llvm.microkernels.gemm import target_lanes
 
 
 @dataclass(frozen=True)

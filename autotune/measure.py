@@ -18,16 +18,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codegen.microkernels import ConvProblem, GemmProblem, emit_conv, emit_gemm, pack_weights
-from ..codegen.microkernels.build import compile_module, new_module
-from ..codegen.microkernels.conv import pack_conv_weights
-from ..codegen.microkernels.gemm import PARAMS, target_lanes
+from ..codegen.llvm.microkernels import ConvProblem, GemmProblem, emit_conv, emit_gemm, pack_weights
+from ..codegen.llvm.microkernels.build import compile_module, new_module
+from ..codegen.llvm.microkernels.conv import pack_conv_weights
+from ..codegen.llvm.microkernels.gemm import PARAMS, target_lanes
 
 KERNEL = "candidate"
 SLOWER_THAN_BEST = 1.5  # stop timing a candidate whose fastest sample is this much slower than the best score
 MIN_SAMPLE_S = 5e-4  # one sample: enough calls that the timer's own cost is negligible
 SCORE_QUANTILE = 25  # percent; see Timing.score_ms
-ALIGN = 64  # bytes; codegen.model_builder.ALIGN
+ALIGN = 64  # bytes; passes.plan_memory.ALIGNMENT, every arena and weight offset
 
 
 def aligned(array: np.ndarray, align: int = ALIGN) -> np.ndarray:

@@ -11,14 +11,8 @@ old entries simply stop matching (never a wrong hit).
 """
 from __future__ import annotations
 
-from ..codegen.microkernels import ConvProblem, GemmProblem
-
-
-def tuning_problem(problem: GemmProblem | ConvProblem) -> GemmProblem | ConvProblem:
-    """The canonical form: depthwise convs stay ConvProblems, other convs become their GEMM."""
-    if isinstance(problem, ConvProblem) and not problem.depthwise:
-        return problem.gemm()
-    return problem
+from ..codegen.llvm.microkernels import ConvProblem
+from ..codegen.llvm.microkernels.conv import canonical_problem as tuning_problem
 
 
 def problem_key(problem) -> str:
@@ -44,22 +38,22 @@ def flops(problem) -> int:
 
 
 def problems_of_graph(graph, target) -> list[tuple[object, int]]:
-    """Every distinct microkernel problem of an (optimized) graph with how many nodes use
+    """Every distinct microkernel problem of an (optimized, possibly fused) graph with how many nodes use
     it, in graph order: the problems the extern lowering rules accept (the rules decide, so
     this never disagrees with what the code generator will ask the tuner for)."""
-    from ..codegen.model_builder import fold_constants
+    from ..codegen.model_builder import fold_constants, kernel_groups
+    from ..codegen.schedule import HEURISTIC
     from ..ir.ops import get_op
-    from .lookup import tuning
 
+    graph, _ = kernel_groups(graph)  # the nodes inside fused kernels too
     known = fold_constants(graph)
     found: dict[str, list] = {}
-    with tuning(enabled=False):  # the rules look schedules up; nothing may be timed here
-        for node in graph.nodes:
-            rule = get_op(node.op).extern_lowering(target.kind)
-            if rule is None or all(v in known for v in node.outputs):  # folded nodes run at compile time
-                continue
-            plan = rule(node, known, target)
-            if plan is not None and plan.kernel.schedule is not None:  # attention has no knobs to tune
-                problem = tuning_problem(plan.kernel.problem)
-                found.setdefault(problem_key(problem), [problem, 0])[1] += 1
+    for node in graph.nodes:
+        rule = get_op(node.op).extern_lowering(target.kind)
+        if rule is None or all(v in known for v in node.outputs):  # folded nodes run at compile time
+            continue
+        plan = rule(node, known, target, HEURISTIC)  # heuristic schedules: nothing may be timed here
+        if plan is not None and plan.kernel.schedule is not None:  # attention has no knobs to tune
+            problem = tuning_problem(plan.kernel.problem)
+            found.setdefault(problem_key(problem), [problem, 0])[1] += 1
     return [(problem, count) for problem, count in found.values()]

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..codegen.microkernels import DEPTHWISE_SPACE, GEMM_SPACE, ConvProblem, DepthwiseSchedule, GemmProblem, \
+from ..codegen.llvm.microkernels import DEPTHWISE_SPACE, GEMM_SPACE, ConvProblem, DepthwiseSchedule, GemmProblem, \
     GemmSchedule, default_schedule
-from ..codegen.microkernels.conv import default_depthwise_schedule
-from ..codegen.microkernels.gemm import PACK_A_STACK_BYTES, default_kc, k_chunks, packed_a_bytes, target_lanes
+from ..codegen.llvm.microkernels.conv import default_depthwise_schedule
+from ..codegen.llvm.microkernels.gemm import PACK_A_STACK_BYTES, default_kc, k_chunks, packed_a_bytes, target_lanes
 from ..ir.errors import CompilerError
 
 CHOICES = {k.name: k.choices for k in GEMM_SPACE}

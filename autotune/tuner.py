@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..codegen.microkernels import ConvProblem
+from ..codegen.llvm.microkernels import ConvProblem
 from ..ir.errors import CompilerError
 from . import measure, space
 from .problems import describe, problem_key, tuning_problem

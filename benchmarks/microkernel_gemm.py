@@ -26,10 +26,10 @@ import time
 
 import numpy as np
 
-from compiler.codegen.llvm_target import cpu_target
-from compiler.codegen.microkernels import AOperand, Epilogue, GemmProblem, default_schedule, emit_gemm, pack_weights
-from compiler.codegen.microkernels.build import compile_module, new_module
-from compiler.codegen.microkernels.conv import ConvProblem, emit_conv
+from compiler.codegen.llvm.target import cpu_target
+from compiler.codegen.llvm.microkernels import AOperand, Epilogue, GemmProblem, default_schedule, emit_gemm, pack_weights
+from compiler.codegen.llvm.microkernels.build import compile_module, new_module
+from compiler.codegen.llvm.microkernels.conv import ConvProblem, emit_conv
 
 from .peak import fma_peak_gflops
 

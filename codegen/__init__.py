@@ -1,20 +1,24 @@
-"""compiler.codegen: CPU code generation through LLVM.
+"""compiler.codegen: from an optimized graph to kernels, target-neutral, and the targets'
+code generators below it.
 
-    loop_ir.py        the target-neutral loop IR (loops of every kind, loads/stores, locals, intrinsics)
-    printer.py        its text form;  verify.py  its verifier
+    loop_ir.py        the loop IR (loops of every kind incl. GPU block/thread, loads/stores,
+                      buffer scopes global/shared/local, barriers, thread indices, warp shuffles)
+    printer.py        its text form;  verify.py  its verifier (against a target's capabilities)
+    renderer.py       the base class every backend's loop-IR renderer subclasses
     te.py             tensor expressions: what each output element is (Compute, Reduce)
-    lowering/         the table op -> lowering rule (one small rule per op), NOT_LOWERABLE with reasons
-    schedule.py       Schedules: named knobs with declared ranges per kernel class, heuristic defaults,
-                      and the lowering of one tensor-expression stage into loops under a schedule
-    kernel_builder.py a group of nodes (one today, a fused group later) -> one kernel
-    model_builder.py  the whole graph -> kernels + memory plan (arena) + call list
-    llvm_backend.py   loop IR -> LLVM IR with llvmlite.ir (vectors, parallel loops on our thread pool)
-    llvm_target.py    host CPU / -mcpu targets and the CPU features an artifact needs
-    llvm_compile.py   O3 (new pass manager), object code, link to a shared library
-    native.py         compile_graph: Graph -> NativeBuild (library, weights, arena size)
-    onnx_backend_llvm.py  ONNX conformance backend on native code
+    lowering/         one loop-IR rule per op, registered against the op (`OpDef.lowering`)
+    schedule.py       Schedules: named knobs with declared ranges per kernel class, heuristic
+                      defaults, where a build's schedules come from (`Schedules`)
+    kernel_builder.py a group of nodes -> one loop-IR kernel
+    permute_copy.py   a fused group of reshapes around one Transpose -> one permuted copy
+    extern.py         ExternPlan: a node a target computes with a kernel of its own
+    concat_in_place.py  channel Concats whose producers write into their slices
+    model_builder.py  the whole graph (FusedKernel nodes = kernels) -> NativeProgram: kernels,
+                      calls, storage of every argument, the arena (passes.plan_memory)
+    target.py         CodegenTarget and Capabilities: what the above asks of a target
+    llvm/             the LLVM CPU target: emitter, entry point, toolchain, microkernels
 
-Decisions: shapes are static (symbolic input dims must be fixed with input_shapes; the
-error says so); the in-process model uses the same linked .so as the artifact (no MCJIT
-path to keep in sync); parallel loops go through cm_parallel (csrc/thread_pool.c).
+Shapes are static (symbolic input dims must be fixed with input_shapes; the error says so).
+Nothing here imports the autotuner or the compiler package: a build passes its schedule
+source and its target down.
 """

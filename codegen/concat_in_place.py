@@ -2,8 +2,9 @@
 channel slice of the Concat's output.
 
 An NHWC Concat on the channel (last) axis whose every input is a ConvNhwc computed by a
-microkernel, read by nothing but that Concat, is dropped: each conv's GEMM stores its rows
-with the Concat's channel count as row stride (`extern_lowering.into_channel_slice`), and
+target's own kernel, read by nothing but that Concat, is dropped when each of those kernels
+can store its rows with the Concat's channel count as row stride
+(`ExternPlan.into_channel_slice`; the llvm target's GEMM-based convs can), and
 its output value lives inside the Concat's output at the byte offset of its first channel
 (Inception and DenseNet blocks, SqueezeNet's fire modules).
 """
@@ -14,7 +15,6 @@ from dataclasses import dataclass, field
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import REGISTRY
 from .extern import ExternPlan
-from .extern_lowering import into_channel_slice
 
 
 @dataclass
@@ -52,7 +52,7 @@ def find(graph: Graph, todo: list[Node], externs: dict[Node, ExternPlan]) -> Con
         if any(c is None or c.op != "ConvNhwc" or c not in externs for c in convs):
             continue
         channels = z.type.shape[-1]
-        sliced = [into_channel_slice(externs[c], channels) for c in convs]
+        sliced = [externs[c].into_channel_slice(channels) for c in convs]
         if any(p is None for p in sliced):
             continue
         start = 0

@@ -1,16 +1,18 @@
-"""A whole graph -> one native library with a single entry point.
+"""A whole graph -> a `NativeProgram`: the kernels, the calls that run them in order, where
+every argument of every call lives (inputs, outputs, weights, arena), and the arena's size.
+A target's code generator turns the program into one entry point (`codegen.llvm.entry`):
+no Python between kernels.
 
-    int cm_entry(void **inputs, void **outputs, void *weights, void *arena)
+The kernels are the ones the graph asks for: each FusedKernel node (what the `fuse` pass
+makes at -O3) is one kernel, any other node a kernel of its own. Steps: fold what is
+known at compile time (nodes on constants, Shape/Size of static tensors); check every
+remaining node can be lowered and report all that cannot at once; lower each kernel,
+sharing identical ones; plan the arena (every buffer's lifetime in calls, placed by
+`passes.plan_memory`, 64-byte aligned).
 
-Steps: fold what is known at compile time (nodes on constants, Shape/Size of static
-tensors); check every remaining node can be lowered and report all that cannot at once;
-lower each node or fused group to a kernel, sharing identical kernels; plan the arena
-(liveness, first fit, 64-byte aligned); emit the entry that calls the kernels in order
-with pointers into inputs, outputs, weights and arena: no Python between kernels.
-
-A node an extern lowering accepts (`extern_lowering.LOWERINGS`: convolutions and matrix
-products on the hand-blocked microkernels) becomes an `ExternPlan` instead of a loop-IR
-kernel; its fusion group is split around it ([nodes before], [it], [nodes after]) and
+A node the target's extern lowering accepts (`OpDef.extern_lowering(target.kind)`: on the
+llvm target, convolutions and matrix products on the hand-blocked microkernels) becomes an
+`ExternPlan` instead of a loop-IR kernel; its fusion group is split around it ([nodes before], [it], [nodes after]) and
 the rest of the group goes through the loop-IR rules. A channel Concat of such convs
 can be dropped, the convs writing into their slices of its output (`concat_in_place`).
 `NativeProgram.paths` records which way each node went.
@@ -25,30 +27,30 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..ir.errors import CompilerError
+from ..ir.flops import node_flops
 from ..ir.graph import Graph, Node, Value
 from ..ir.interpreter import Interpreter
 from ..ir.ops import get_op
 from ..ir.registry import PENDING_RULE
 from ..ir.types import TensorType
-from . import loop_ir as L
+from ..passes.plan_memory import ArenaBuffer, MemoryPlan, plan_arena
+from ..passes.plan_memory import align as _align  # every weight offset is 64-byte aligned too
 from . import concat_in_place
-from .extern import MICROKERNEL, ExternPlan
-from . import extern_lowering  # noqa: F401 - registers the microkernels' extern lowerings
+from . import loop_ir as L
+from .extern import EXTERN, ExternPlan
 from .kernel_builder import KernelPlan, build_kernel
-from .llvm_target import CPUTarget
 from .lowering import NotLowerable
-
-ALIGN = 64
-
+from .schedule import HEURISTIC, Schedules
+from .target import CodegenTarget
 
 class NotCompilableError(CompilerError):
     """Nodes that cannot become native code; `nodes` lists (node description, reason)."""
 
-    def __init__(self, nodes: list[tuple[str, str]]):
+    def __init__(self, nodes: list[tuple[str, str]], target_kind: str):
         self.nodes = nodes
         shown = "; ".join(f"{d}: {r}" for d, r in nodes[:20])
         more = f"; and {len(nodes) - 20} more" if len(nodes) > 20 else ""
-        super().__init__(f"{len(nodes)} node(s) cannot be compiled for the llvm target: {shown}{more}")
+        super().__init__(f"{len(nodes)} node(s) cannot be compiled for the {target_kind} target: {shown}{more}")
 
 
 @dataclass
@@ -73,18 +75,52 @@ class Call:
 
 @dataclass
 class NativeProgram:
-    """Everything the LLVM emitter and the artifact need."""
+    """Everything a target's emitter and the artifact need."""
 
     calls: list[Call]
     kernels: dict[str, KernelPlan | ExternPlan]  # function name -> plan (unique kernels)
     weights: bytes
-    arena_size: int
-    folded: dict = field(default_factory=dict)
-    paths: dict = field(default_factory=dict)  # Node -> MICROKERNEL | LOOP_IR | ALIAS | IN_PLACE
+    memory: MemoryPlan
+    paths: dict = field(default_factory=dict)  # Node -> EXTERN | LOOP_IR | ALIAS | IN_PLACE
+
+    @property
+    def arena_size(self) -> int:
+        return self.memory.arena_bytes
+
+    def call_listing(self) -> list[dict]:
+        """Per call, in order: its kernel's name, the function it runs (calls of identical
+        kernels share one), the nodes it computes (their ops and names) and their FLOPs. The
+        artifact carries this listing, `compile inspect` shows it and the profiler labels its
+        timings with it; copies into graph outputs compute no node."""
+        return [{"kernel": c.plan.kernel.name, "function": c.function, "ops": [n.op for n in c.nodes],
+                 "nodes": [n.name for n in c.nodes], "flops": sum(node_flops(n) or 0 for n in c.nodes)}
+                for c in self.calls]
 
 
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
+def kernel_groups(graph: Graph) -> tuple[Graph, list[list[Node]] | None]:
+    """The graph with each FusedKernel node's body put back in its place (its values mapped
+    to the graph's), and the kernels it asks for: each body as one group, every other node
+    alone. (graph, None) when there is no FusedKernel node."""
+    from ..passes.rewriter import substitute_in_node
+
+    if not any(n.op == "FusedKernel" for n in graph.nodes):
+        return graph, None
+    nodes, groups, constants = [], [], list(graph.constants)
+    for node in graph.nodes:
+        if node.op != "FusedKernel":
+            nodes.append(node)
+            groups.append([node])
+            continue
+        body = node.attrs["body"]
+        outer = {**dict(zip(body.inputs, node.inputs)), **dict(zip(body.outputs, node.outputs))}
+        constants += body.constants  # small constants the fusion pass copied into the body
+        group = []
+        for m in body.nodes:
+            read = substitute_in_node(m, lambda v: outer.get(v, v))
+            group.append(Node(m.op, read.inputs, [outer.get(v, v) for v in m.outputs], read.attrs, m.name))
+        nodes += group
+        groups.append(group)
+    return Graph(list(graph.inputs), list(graph.outputs), nodes, constants, graph.name), groups
 
 
 def _nbytes(v: Value) -> int:
@@ -115,7 +151,7 @@ def fold_constants(graph: Graph) -> dict[Value, np.ndarray]:
     return known
 
 
-def check_compilable(graph: Graph, known: dict) -> list[Node]:
+def check_compilable(graph: Graph, known: dict, target: CodegenTarget) -> list[Node]:
     """The nodes that need kernels; raises one error listing every node that cannot have one."""
     problems, todo = [], []
     for v in graph.inputs:
@@ -127,21 +163,21 @@ def check_compilable(graph: Graph, known: dict) -> list[Node]:
             problems.append((f"input '{v.name}'", f"type {t} is not a static-shaped tensor (native code needs static "
                                                     f"shapes){hint}"))
     if problems:  # every node downstream would repeat the same complaint
-        raise NotCompilableError(problems)
+        raise NotCompilableError(problems, target.kind)
     for node in graph.nodes:
         if all(v in known for v in node.outputs):
             continue
-        reason = _why_not(node)
+        reason = _why_not(node, target)
         if reason:
             problems.append((node.describe(), reason))
         else:
             todo.append(node)
     if problems:
-        raise NotCompilableError(problems)
+        raise NotCompilableError(problems, target.kind)
     return todo
 
 
-def _why_not(node: Node) -> str | None:
+def _why_not(node: Node, target: CodegenTarget) -> str | None:
     op = get_op(node.op)
     if op.not_lowerable:
         return op.not_lowerable
@@ -155,16 +191,17 @@ def _why_not(node: Node) -> str | None:
             return f"value '{v.name}' has type {t}, not a tensor"
         if not t.is_static:
             return f"value '{v.name}' has shape {list(t.shape) if t.shape else '*'}, not static"
-        if t.dtype.kind in ("string", "complex") or (t.dtype.is_float and t.dtype.name not in ("float16", "bfloat16", "float32", "float64")) \
-                or (t.dtype.is_int and t.dtype.bits < 8):
+        if not target.capabilities.supports_dtype(t.dtype):
             return f"value '{v.name}' has element type {t.dtype}, which native code does not support yet"
     return None
 
 
-def build_program(graph: Graph, target: CPUTarget, groups: list[list[Node]] | None = None) -> NativeProgram:
+def build_program(graph: Graph, target: CodegenTarget, schedules: Schedules = HEURISTIC) -> NativeProgram:
+    """`schedules`: where extern kernels' schedules come from (heuristic defaults, or tuned)."""
+    graph, groups = kernel_groups(graph)
     known = fold_constants(graph)
-    todo = check_compilable(graph, known)
-    externs = _extern_plans(todo, known, target)
+    todo = check_compilable(graph, known, target)
+    externs = _extern_plans(todo, known, target, schedules)
     slices = concat_in_place.find(graph, todo, externs)
     externs.update(slices.plans)
     needed = set(todo) - slices.dropped
@@ -213,7 +250,7 @@ def build_program(graph: Graph, target: CPUTarget, groups: list[list[Node]] | No
             name = f"k{gi}_{_ident(node.op)}" if len(pieces) == 1 else f"k{gi}_{pi}_{_ident(node.op)}"
             if extern is not None:
                 add(extern.named(name), piece)
-                paths[node] = MICROKERNEL
+                paths[node] = EXTERN
                 continue
             if len(piece) == 1 and get_op(node.op).view and node.outputs[0] not in outputs and node.inputs[0] is not None:
                 alias[node.outputs[0]] = node.inputs[0]
@@ -237,18 +274,18 @@ def build_program(graph: Graph, target: CPUTarget, groups: list[list[Node]] | No
             plans.append((plan, plan.kernel.name, ()))
         seen_out.add(v)
     if problems:
-        raise NotCompilableError(problems)
+        raise NotCompilableError(problems, target.kind)
     program = _place(graph, plans, kernels, known, inputs, outputs, root, offset_of)
     program.paths = paths
     return program
 
 
-def _extern_plans(todo: list[Node], known: dict, target: CPUTarget) -> dict[Node, ExternPlan]:
-    """The nodes an extern lowering accepts, with their plans (unnamed yet)."""
+def _extern_plans(todo: list[Node], known: dict, target: CodegenTarget, schedules: Schedules) -> dict[Node, ExternPlan]:
+    """The nodes the target's extern lowerings accept, with their plans (unnamed yet)."""
     externs = {}
     for node in todo:
         rule = get_op(node.op).extern_lowering(target.kind)
-        plan = rule(node, known, target) if rule is not None else None
+        plan = rule(node, known, target, schedules) if rule is not None else None
         if plan is not None:
             externs[node] = plan
     return externs
@@ -277,7 +314,7 @@ def _ident(op: str) -> str:
     return "".join(c if c.isalnum() else "_" for c in op).lower()
 
 
-def _copy_plan(dst: Value, src: Value, target: CPUTarget) -> KernelPlan:
+def _copy_plan(dst: Value, src: Value, target: CodegenTarget) -> KernelPlan:
     from .te import Compute, Tensor, numel
 
     shape = dst.type.shape
@@ -306,26 +343,28 @@ def _place(graph, plans, kernels, known, inputs, outputs, root, offset_of=lambda
             weights.extend(data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes() or b"\0")
         return weight_at[key]
 
-    # Liveness of arena values, in call order.
-    first, last = {}, {}
-    for i, (plan, _, _) in enumerate(plans):
-        for kind, v in plan.args:
-            if kind in ("value", "copy_out"):
+    def in_arena(r: Value) -> bool:
+        return r not in inputs and r not in known and r not in outputs
+
+    # Every arena buffer and the calls it lives across: a value from the first call that
+    # touches it to the last, a kernel's scratch for its own call.
+    buffers: dict = {}
+    for i, (plan, fname, _) in enumerate(plans):
+        for j, (kind, v) in enumerate(plan.args):
+            if kind == "temp":
+                buffers[(i, j)] = ArenaBuffer(f"{fname}:scratch{j}@{i}", v, i, i)
+            elif kind == "value" and in_arena(root(v)):
                 r = root(v)
-                first.setdefault(r, i)
-                last[r] = i
-    arena = _Arena()
-    offsets: dict[Value, int] = {}
+                buffers.setdefault(r, ArenaBuffer(r.name, _nbytes(r), i, i)).end = i
+    memory = plan_arena(list(buffers.values()))
     calls = []
     for i, (plan, fname, nodes) in enumerate(plans):
-        storages, temps = [], []
-        for kind, v in plan.args:
+        storages = []
+        for j, (kind, v) in enumerate(plan.args):
             if kind == "packed":
                 storages.append(Storage("weight", add_weight(id(v), v)))
             elif kind == "temp":
-                off = arena.alloc(v)
-                temps.append((off, v))
-                storages.append(Storage("arena", off))
+                storages.append(Storage("arena", buffers[(i, j)].offset))
             else:
                 r = v if kind == "copy_out" else root(v)
                 off = 0 if kind == "copy_out" else offset_of(v)
@@ -336,47 +375,6 @@ def _place(graph, plans, kernels, known, inputs, outputs, root, offset_of=lambda
                 elif r in known:
                     storages.append(Storage("weight", add_weight(id(r), known[r]) + off))
                 else:
-                    if r not in offsets:
-                        offsets[r] = arena.alloc(_nbytes(r))
-                    storages.append(Storage("arena", offsets[r] + off))
-        for off, size in temps:
-            arena.free(off, size)
-        for kind, v in plan.args:  # values whose last reader was this call give their space back
-            r = root(v) if kind == "value" else None
-            if r is not None and r in offsets and last.get(r) == i and r not in outputs:
-                arena.free(offsets.pop(r), _nbytes(r))
+                    storages.append(Storage("arena", buffers[r].offset + off))
         calls.append(Call(plan, fname, storages, nodes))
-    return NativeProgram(calls, kernels, bytes(weights), arena.size)
-
-
-class _Arena:
-    """First-fit allocation of 64-byte aligned blocks; `size` is the high-water mark."""
-
-    def __init__(self):
-        self.free_blocks: list[tuple[int, int]] = []  # (offset, size), sorted by offset
-        self.size = 0
-
-    def alloc(self, nbytes: int) -> int:
-        n = _align(nbytes)
-        for k, (off, size) in enumerate(self.free_blocks):
-            if size >= n:
-                if size == n:
-                    self.free_blocks.pop(k)
-                else:
-                    self.free_blocks[k] = (off + n, size - n)
-                return off
-        off = self.size
-        self.size += n
-        return off
-
-    def free(self, off: int, nbytes: int) -> None:
-        self.free_blocks.append((off, _align(nbytes)))
-        self.free_blocks.sort()
-        merged: list[tuple[int, int]] = []
-        for o, s in self.free_blocks:
-            if merged and merged[-1][0] + merged[-1][1] == o:
-                merged[-1] = (merged[-1][0], merged[-1][1] + s)
-            else:
-                merged.append((o, s))
-        self.free_blocks = merged
-
+    return NativeProgram(calls, kernels, bytes(weights), memory)

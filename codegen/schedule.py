@@ -70,6 +70,21 @@ class Schedule:
         return self.knobs[name]
 
 
+class Schedules:
+    """Where a build's schedule choices come from. This base gives the heuristic defaults
+    (`default_schedule`; a target's `default_extern_schedule` for its own kernels); the
+    autotuner's subclass (`autotune.TunedSchedules`) gives the tuned ones it has cached for
+    the device, and may tune what it has not. The build passes one down explicitly: the
+    code generator never reaches for a tuner itself."""
+
+    def for_extern(self, problem, target):
+        """The schedule of an extern kernel's `problem` on `target`."""
+        return target.default_extern_schedule(problem)
+
+
+HEURISTIC = Schedules()
+
+
 def default_schedule(kernel_class: str, vector_bits: int = 256, elem_bits: int = 32) -> Schedule:
     """The heuristic default: fill one native vector register, parallelise big stages, unroll by 4."""
     lanes = max(1, min(16, vector_bits // max(elem_bits, 8)))

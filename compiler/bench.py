@@ -469,94 +469,38 @@ def format_top_table(rows: list[dict], total_ns: float | None = None) -> str:
 
 
 def profile_native(model, input_shapes: dict | None, feeds: dict, runs: int = 10, threads: int = 0,
-                   target: str = "llvm", opt_level: int = 2) -> list[KernelEvent]:
-    """Compile `model` for the llvm target as `compiler.compile` does at `opt_level` (graph
-    passes and fusion groups from `native_build`), with a timer around every kernel call,
-    run it `runs` times on `feeds`, and return every call of every run as a KernelEvent."""
-    import ctypes
-
+                   target: str = "llvm", opt_level: int | None = None) -> list[KernelEvent]:
+    """Compile `model` for `target` as `compiler.compile` does at `opt_level`, with a timer
+    around every kernel call compiled into the entry (a profiling build: the target's
+    backend must support one), run it `runs` times on `feeds`, and return every call of
+    every run as a KernelEvent."""
     from .api import import_model
-    from .codegen.llvm_target import cpu_target
-    from .codegen.model_builder import build_program
-    from .codegen.native import NativeBuild
-    from .codegen.llvm_compile import emit_object, link_shared
-    from .ir.flops import node_flops
-    from .model import native_artifact
-    from .native_build import fusion_groups, optimize_for_llvm
-    from .runtime.native import NativeModel
-    from .targets import parse_target
+    from .backends import BuildOptions, parse_target
 
     tgt = parse_target(target)
-    if tgt.kind != "llvm":
-        raise TargetError(f"--profile needs the llvm target (native code with compiled-in timers), not {tgt.kind!r}")
-    graph = optimize_for_llvm(import_model(model, input_shapes), opt_level)
-    cpu = cpu_target(tgt.options)
-    program = build_program(graph, cpu, fusion_groups(graph) if opt_level >= 2 else None)
-    library = link_shared(emit_object(_profiled_module(program), cpu))
-    build = NativeBuild(library, program.weights, program.arena_size, cpu, "", "", {},
-                        len(program.kernels), len(program.calls))
-    manifest, sections = native_artifact(graph, build, str(tgt), "profile")
-    compiled = NativeModel(manifest, sections, where="profiling build", num_threads=threads)
+    if not tgt.backend.profiling:
+        raise TargetError(f"--profile needs a target whose kernels run natively with compiled-in timers; "
+                          f"{tgt.kind!r} has none")
+    options = BuildOptions(opt_level=opt_level, num_threads=threads, profile=True)
+    compiled = tgt.backend.compile_model(import_model(model, input_shapes), tgt, options, "profiling build")
     compiled.run(feeds)  # warm-up: first-touch of the arena and the weights
-    ticks = (ctypes.c_int64 * (2 * len(program.calls))).in_dll(compiled._lib, "cm_prof_ns")
-
-    sites = call_sites(program.calls, node_flops)
+    sites = call_sites(compiled.calls)
     events = []
     for run in range(runs):
         compiled.run(feeds)
-        for i, (name, ops, flops) in enumerate(sites):
-            events.append(KernelEvent(name, ops, ticks[2 * i], ticks[2 * i + 1] - ticks[2 * i], flops, run))
+        for (name, ops, flops), (start, dur) in zip(sites, compiled.kernel_times()):
+            events.append(KernelEvent(name, ops, start, dur, flops, run))
     return events
 
 
-def call_sites(calls, node_flops) -> list[tuple[str, list[str], int]]:
-    """Per kernel call: its name, the nodes it computes (as the build recorded them) and
-    their FLOPs. Copies into graph outputs compute no node and show their own name."""
+def call_sites(calls: list[dict]) -> list[tuple[str, list[str], int]]:
+    """Per kernel call (the artifact's listing): its name, the nodes it computes and their
+    FLOPs. Copies into graph outputs compute no node and show their own name."""
     sites = []
     for call in calls:
-        name = call.plan.kernel.name
-        ops = [f"{n.op}({n.name})" if n.name else n.op for n in call.nodes] or [name]
-        sites.append((name, ops, sum(node_flops(n) or 0 for n in call.nodes)))
+        ops = [f"{op}({name})" if name else op for op, name in zip(call["ops"], call["nodes"])] or [call["kernel"]]
+        sites.append((call["kernel"], ops, call["flops"]))
     return sites
-
-
-def _profiled_module(program) -> str:
-    """The program's LLVM module with a CLOCK_MONOTONIC read before and after each kernel
-    call, stored into the exported array `cm_prof_ns[2 * calls]` (ns since boot).
-
-    The entry mirrors codegen.native.emit_module, which has no profiling hook yet."""
-    import llvmlite.ir as ir
-
-    from .codegen import llvm_backend as B
-    from .codegen.native import entry_function, kernel_call_args
-
-    mb = B.ModuleBuilder()
-    functions = {name: mb.add_kernel(plan.kernel) for name, plan in program.kernels.items()}
-    ticks_ty = ir.ArrayType(B.I64, 2 * max(1, len(program.calls)))
-    ticks = ir.GlobalVariable(mb.module, ticks_ty, "cm_prof_ns")
-    ticks.initializer = ir.Constant(ticks_ty, None)
-    timespec = ir.LiteralStructType([B.I64, B.I64])
-    clock_gettime = mb.declare("clock_gettime", B.I32, [B.I32, timespec.as_pointer()])
-    fn = entry_function(mb)
-    b = ir.IRBuilder(fn.append_basic_block())
-    ts = b.alloca(timespec)
-    zero = ir.Constant(B.I32, 0)
-
-    def stamp(slot: int) -> None:
-        b.call(clock_gettime, [ir.Constant(B.I32, 1), ts])  # 1 = CLOCK_MONOTONIC on Linux
-        sec = b.load(b.gep(ts, [zero, zero]))
-        nsec = b.load(b.gep(ts, [zero, ir.Constant(B.I32, 1)]))
-        ns = b.add(b.mul(sec, ir.Constant(B.I64, 1_000_000_000)), nsec)
-        b.store(ns, b.gep(ticks, [ir.Constant(B.I64, 0), ir.Constant(B.I64, slot)]))
-
-    for i, call in enumerate(program.calls):
-        target = functions[call.function]
-        args = kernel_call_args(b, fn, call, target)
-        stamp(2 * i)
-        b.call(target, args)
-        stamp(2 * i + 1)
-    b.ret(ir.Constant(B.I32, 0))
-    return str(mb.module)
 
 
 # --- the command --------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """The `compile` command.
 
-    compile MODEL.onnx --target T -o OUT.cmod [--input-shape name=1,3,224,224] [-O 0|1|2]
-    compile inspect MODEL.onnx [--input-shape ...] [-O N] [--dump-ir DIR] [--json]
+    compile MODEL.onnx --target T -o OUT.cmod [--input-shape name=1,3,224,224] [-O 0|1|2|3]
+    compile inspect MODEL.onnx [--target T] [--input-shape ...] [-O N] [--dump-ir DIR] [--json]
     compile run OUT.cmod [--inputs x.npz] [-o y.npz]
-    compile tune MODEL.onnx [--threads N] [--budget S]    # microkernel schedules, cached per device
+    compile tune MODEL.onnx [--target T] [--threads N] [--budget S]   # kernel schedules, cached per device
+
+`-O` means the same everywhere (`passes.pipeline`): 0 as imported, 1 simplified, 2 all
+graph passes with the target's layout, 3 fused kernels (the default of compiled targets).
 
 Errors a user can act on print as one `error: ...` line and exit 1; no tracebacks.
 """
@@ -45,14 +48,20 @@ def _add_shape_arg(p: argparse.ArgumentParser) -> None:
                    help="override an input's shape, e.g. input=1,3,224,224 (repeatable)")
 
 
+LEVEL_HELP = "0 = as imported, 1 = simplified, 2 = all graph passes, 3 = fused kernels (default: the target's, llvm 3)"
+
+
+def _add_target_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default="llvm", help="llvm [-mcpu=NAME] (default) | reference | cuda [-arch=sm_XX]")
+
+
 def cmd_build(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="compile", description="Compile an ONNX model into an artifact.",
                                 epilog="subcommands: compile inspect MODEL | compile run ARTIFACT")
     p.add_argument("model", help="ONNX model file")
-    p.add_argument("--target", default="llvm", help="llvm [-mcpu=NAME] (default) | reference | cuda [-arch=sm_XX]")
+    _add_target_arg(p)
     p.add_argument("-o", "--output", help="artifact path (default: MODEL with .cmod)")
-    p.add_argument("-O", dest="level", type=int, choices=(0, 1, 2), default=2,
-                   help="llvm: 2 = graph passes + fusion (default), 1 = passes only, 0 = as imported")
+    p.add_argument("-O", dest="level", type=int, choices=(0, 1, 2, 3), default=None, help=LEVEL_HELP)
     p.add_argument("--tune", action="store_true",
                    help="llvm: time microkernel schedules for problems this device has not tuned yet (cached)")
     p.add_argument("--tune-budget", type=float, default=10.0, metavar="SECONDS", help="per problem (default 10)")
@@ -70,11 +79,13 @@ def cmd_build(argv: list[str]) -> int:
 
 
 def cmd_inspect(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="compile inspect", description="Show a model's signature, op counts and IR.")
+    p = argparse.ArgumentParser(prog="compile inspect", description="Show a model's signature, op counts and IR; "
+                                "with -O, --json or --dump-ir also what the build compiles for --target.")
     p.add_argument("model")
+    _add_target_arg(p)
     p.add_argument("--no-ir", action="store_true", help="omit the IR listing")
     p.add_argument("-O", dest="level", type=int, choices=(0, 1, 2, 3), default=None,
-                   help="optimize at this level and show the result (default with --json/--dump-ir: 3)")
+                   help="plan the build at this level and show it; " + LEVEL_HELP)
     p.add_argument("--dump-ir", metavar="DIR", help="write the graph after each pass as numbered text files in DIR")
     p.add_argument("--json", action="store_true",
                    help="print node counts, kernels and the memory plan as JSON (nothing else)")
@@ -86,7 +97,10 @@ def cmd_inspect(argv: list[str]) -> int:
     graph = import_model(args.model, _shapes(args))
     optimized = summary = None
     if args.level is not None or args.dump_ir or args.json:
-        optimized, summary = _optimize_for_inspect(graph, args)
+        from .inspection import inspect_build
+
+        plan, summary = inspect_build(graph, args.target, args.level, dump_dir=args.dump_ir, verify=bool(args.dump_ir))
+        optimized = plan.graph
     if args.json:
         import json
 
@@ -113,21 +127,13 @@ def cmd_inspect(argv: list[str]) -> int:
     return 0
 
 
-def _optimize_for_inspect(graph, args):
-    """Run the -O pipeline for `compile inspect` (verifying after every pass when dumping IR)."""
-    from .passes.report import optimization_report
-
-    level = 3 if args.level is None else args.level
-    return optimization_report(graph, level, dump_dir=args.dump_ir, verify=bool(args.dump_ir))
-
-
 def _print_optimization(summary: dict, args) -> None:
-    print(f"optimization (-O{summary['level']}): nodes {summary['nodes_before']} -> {summary['nodes_after']}, "
-          f"kernels {summary['num_kernels']}")
-    print(f"memory: arena {summary['arena_bytes']} bytes, naive sum {summary['naive_bytes']} bytes, "
-          f"{summary['in_place']} in place")
+    print(f"build for {summary['target']} (-O{summary['level']}): nodes {summary['nodes_before']} -> "
+          f"{summary['nodes_after']}, {summary['num_calls']} kernel calls of {summary['num_kernels']} kernels")
+    if summary["arena_bytes"] is not None:
+        print(f"memory: arena {summary['arena_bytes']} bytes, naive sum {summary['naive_bytes']} bytes")
     for k in summary["kernels"]:
-        print(f"  {k['name']:<40} {' + '.join(k['ops'])}")
+        print(f"  {k['kernel']:<40} {' + '.join(k['ops'])}")
     if args.dump_ir:
         print(f"IR after each pass written to {args.dump_ir}/")
 
@@ -179,10 +185,35 @@ def cmd_run(argv: list[str]) -> int:
 
 
 def cmd_tune(argv: list[str]) -> int:
-    """`compile tune`: the autotuner over a whole model (imported on use)."""
-    from .autotune.__main__ import main as tune_main
+    """`compile tune`: tune every kernel problem of a model for this device and thread count,
+    cache the results ($COMPILER_CACHE_DIR/autotune/), and print default vs tuned ms per
+    problem. Later compiles of any model with those problems use the tuned schedules."""
+    import os
 
-    return tune_main(argv, prog="compile tune")
+    p = argparse.ArgumentParser(prog="compile tune", description="Tune a model's kernel schedules for this device.")
+    p.add_argument("model", help="ONNX model file")
+    _add_shape_arg(p)
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="threads the kernels are timed with (default: all cores, what a model runs with)")
+    p.add_argument("--budget", type=float, default=300.0, help="total seconds of tuning (default 300)")
+    _add_target_arg(p)
+    p.add_argument("--retune", action="store_true", help="tune problems the cache already has too")
+    args = p.parse_args(argv)
+    from .api import import_model
+    from .autotune.model import format_table
+    from .backends import parse_target
+
+    if args.threads < 1:
+        raise CompilerError(f"--threads {args.threads}: expected 1 or more")
+    target = parse_target(args.target)
+    try:
+        reports = target.backend.tune(import_model(args.model, _shapes(args)), target, args.threads, args.budget,
+                                      retune=args.retune)
+    except OSError as exc:  # an unreadable model file
+        raise CompilerError(f"{args.model}: {exc.strerror or exc}") from None
+    print(f"{args.model}: {target}, {args.threads} thread(s)")
+    print(format_table(reports) if reports else "no tunable kernel problems in this model")
+    return 0
 
 
 def cmd_bench(argv: list[str]) -> int:

@@ -1,9 +1,16 @@
 """An `onnx.backend.base.Backend` that runs models through our pipeline, for ONNX's
 conformance suite (`onnx.backend.test.BackendTest`).
 
-`backend_for(target)` returns a Backend class bound to one target; the reference
-target imports and runs the graph on the numpy interpreter with run-time type checks,
-so the suite tests our type inference as well as our references.
+`backend_for(target)` returns a Backend class bound to one target (any in the registry):
+prepare() imports the model and compiles it as `compiler.compile` does; run() calls the
+compiled model. On the reference target the interpreter checks every value against its
+inferred type, so the suite tests our type inference as well as our references.
+
+A target whose code needs static shapes gets graph inputs that feed shape-determining
+slots (`OpDef.shape_inputs`: Reshape's shape, a reduction's axes, Slice's starts...)
+bound as constants: such a model is compiled at its first run, with those inputs' values
+turned into initializers (recompiled if a later run brings other values). Every other
+input stays a run-time input.
 """
 from __future__ import annotations
 
@@ -11,17 +18,55 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 from onnx.backend.base import Backend, BackendRep
 
+from .backends import BuildOptions, Target, parse_target
 from .frontend.onnx_import import import_onnx
-from .ir.interpreter import Interpreter
+from .ir.ops import REGISTRY
 
 
-class ReferenceRep(BackendRep):
-    def __init__(self, graph):
-        self.graph = graph
-        self.interpreter = Interpreter(check_types=True)
+def shape_bound_inputs(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs read at a shape-determining slot of an op that has native code."""
+    from .codegen import lowering  # noqa: F401 - registers the rules the check below reads
+
+    inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
+    found = []
+    for node in model.graph.node:
+        op = REGISTRY.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if op is None or op.lowering is None:
+            continue
+        for slot in op.shape_input_slots:
+            if slot < len(node.input) and node.input[slot] in inputs and node.input[slot] not in found:
+                found.append(node.input[slot])
+    return found
+
+
+def _with_constants(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    kept = [i for i in bound.graph.input if i.name not in values]
+    del bound.graph.input[:]
+    bound.graph.input.extend(kept)
+    bound.graph.initializer.extend(numpy_helper.from_array(np.asarray(v), k) for k, v in values.items())
+    return bound
+
+
+class CompiledRep(BackendRep):
+    """One model compiled for one target (per set of bound shape inputs)."""
+
+    def __init__(self, model: onnx.ModelProto, target: Target):
+        self.onnx_model = model
+        self.target = target
+        self.input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        self.bound = shape_bound_inputs(model) if target.backend.static_shapes else []
+        self.compiled: dict[bytes, Any] = {}
+        if not self.bound:
+            self.compiled[b""] = self._compile(model)
+
+    def _compile(self, model: onnx.ModelProto):
+        options = BuildOptions(check_types=True)
+        return self.target.backend.compile_model(import_onnx(model), self.target, options, "conformance")
 
     def run(self, inputs: Any, **kwargs) -> tuple:
         if isinstance(inputs, dict):
@@ -29,9 +74,14 @@ class ReferenceRep(BackendRep):
         else:
             if not isinstance(inputs, (list, tuple)):
                 inputs = [inputs]
-            feeds = {v.name: x for v, x in zip(self.graph.inputs, inputs)}
-        out = self.interpreter.run(self.graph, feeds)
-        return tuple(out[v.name] for v in self.graph.outputs)
+            feeds = dict(zip(self.input_names, inputs))
+        values = {k: np.asarray(feeds.pop(k)) for k in self.bound}
+        key = b"".join(v.tobytes() + str(v.shape).encode() for v in values.values())
+        if key not in self.compiled:
+            self.compiled[key] = self._compile(_with_constants(self.onnx_model, values))
+        model = self.compiled[key]
+        out = model.run(feeds)
+        return tuple(out[s.name] for s in model.outputs)
 
 
 def _one_node_model(node: onnx.NodeProto, inputs: list, opset: int | None) -> onnx.ModelProto:
@@ -44,8 +94,10 @@ def _one_node_model(node: onnx.NodeProto, inputs: list, opset: int | None) -> on
     return helper.make_model(graph, opset_imports=opsets)
 
 
-class CPUBackend(Backend):
-    """What every target's conformance backend shares; subclasses say how to `prepare`."""
+class CompiledBackend(Backend):
+    """What every target's conformance backend shares; `backend_for` binds the target."""
+
+    target: Target
 
     @classmethod
     def is_compatible(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> bool:
@@ -56,26 +108,17 @@ class CPUBackend(Backend):
         return device == "CPU"
 
     @classmethod
+    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> BackendRep:
+        return CompiledRep(model, cls.target)
+
+    @classmethod
     def run_node(cls, node, inputs, device: str = "CPU", outputs_info=None, **kwargs):
         """One node on numpy inputs, as a one-node model (of `opset_version`, else the newest)."""
         model = _one_node_model(node, list(inputs), kwargs.get("opset_version"))
         return cls.prepare(model, device).run(list(x for name, x in zip(node.input, inputs) if name))
 
 
-class ReferenceBackend(CPUBackend):
-    """Imports the model and runs it on the reference interpreter with run-time type checks."""
-
-    @classmethod
-    def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> BackendRep:
-        return ReferenceRep(import_onnx(model))
-
-
 def backend_for(target: str = "reference") -> type[Backend]:
-    """The Backend class that compiles for `target` (`reference` or `llvm`)."""
-    if target == "llvm":
-        from .codegen.onnx_backend_llvm import LLVMBackend
-
-        return LLVMBackend
-    if target != "reference":
-        raise ValueError(f"no conformance backend for target {target!r}; known: reference, llvm")
-    return ReferenceBackend
+    """The conformance Backend class that compiles for `target` (any target in the registry)."""
+    tgt = parse_target(target)
+    return type(f"{tgt.kind.capitalize()}ConformanceBackend", (CompiledBackend,), {"target": tgt})

@@ -26,20 +26,10 @@ DEFAULT_MAX_VARIANTS = 8
 
 def compile_graph(graph, target: str = "llvm", *, num_threads: int | None = None, source: str = "torch"):
     """An IR Graph -> a runnable model for `target` (`run({name: array}) -> {name: array}`)."""
-    from .model import CompiledModel, native_artifact
-    from .targets import parse_target
+    from .backends import BuildOptions, parse_target
 
     tgt = parse_target(target)
-    if tgt.kind != "llvm":
-        return CompiledModel(graph, str(tgt), source)
-    from .native_build import build_native
-    from .runtime.native import NativeModel
-
-    graph, build = build_native(graph, tgt.options)
-    manifest, sections = native_artifact(graph, build, str(tgt), source)
-    model = NativeModel(manifest, sections, where=source, num_threads=num_threads, lazy=True)
-    model.timings = build.timings
-    return model
+    return tgt.backend.compile_model(graph, tgt, BuildOptions(num_threads=num_threads), source)
 
 
 @dataclass

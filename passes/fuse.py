@@ -226,20 +226,27 @@ def partition_groups(graph: Graph, max_rounds: int = 50) -> list[list[int]]:
     return part.ordered_groups()
 
 
-def fuse_graph(graph: Graph, max_rounds: int = 50) -> tuple[Graph, list[dict]]:
-    """(graph of FusedKernel nodes, one {name, ops} entry per kernel)."""
-    groups = partition_groups(graph, max_rounds)
-    group_of = {i: k for k, members in enumerate(groups) for i in members}
+def fuse_groups(graph: Graph, groups: list[list[Node]]) -> Graph:
+    """The graph with each group of its nodes (a list in a topological order of the groups,
+    covering every node) replaced by one FusedKernel node."""
+    group_of = {id(n): k for k, members in enumerate(groups) for n in members}
     # A value leaves its kernel when a node of another kernel (or the graph's caller) reads it.
-    producer_group = {v: group_of[i] for i, n in enumerate(graph.nodes) for v in n.outputs}
+    producer_group = {v: group_of[id(n)] for n in graph.nodes for v in n.outputs}
     leaving = set(graph.outputs)
-    for i, n in enumerate(graph.nodes):
-        leaving.update(v for v in _reads_of(n) if v in producer_group and producer_group[v] != group_of[i])
+    for n in graph.nodes:
+        leaving.update(v for v in _reads_of(n) if v in producer_group and producer_group[v] != group_of[id(n)])
     _, node_names = all_names(graph)
     names = NameScope(node_names)
-    kernels = [_kernel([graph.nodes[i] for i in members], leaving, names) for members in groups]
-    fused = remove_dead_nodes(Graph(list(graph.inputs), list(graph.outputs), kernels, list(graph.constants), graph.name))
-    report = [{"name": k.name, "ops": [n.op for n in k.attrs["body"].nodes], "kind": k.attrs["kind"]} for k in kernels]
+    kernels = [_kernel(members, leaving, names) for members in groups]
+    return remove_dead_nodes(Graph(list(graph.inputs), list(graph.outputs), kernels, list(graph.constants), graph.name))
+
+
+def fuse_graph(graph: Graph, max_rounds: int = 50) -> tuple[Graph, list[dict]]:
+    """(graph of FusedKernel nodes, one {name, ops} entry per kernel)."""
+    groups = [[graph.nodes[i] for i in members] for members in partition_groups(graph, max_rounds)]
+    fused = fuse_groups(graph, groups)
+    report = [{"name": k.name, "ops": [n.op for n in k.attrs["body"].nodes], "kind": k.attrs["kind"]}
+              for k in fused.nodes]
     return fused, report
 
 

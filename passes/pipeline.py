@@ -1,21 +1,26 @@
-"""The optimization pipelines, one explicit list per level.
+"""The optimization pipeline: one scale of -O levels for every target and every tool
+(`compile`, `compile inspect`, the torch JIT, the conformance backend).
 
-    -O0  nothing: the imported graph as is
+    -O0  nothing: the imported graph as is, one kernel per node
     -O1  simplify: constants, shapes, identities, dead code, common subexpressions
     -O2  O1, then BatchNorm folding, then recognition of decomposed LayerNorm / GELU /
-         Softmax / attention / MatMul+Add alternating with simplification
-    -O3  O2, then fusion into kernels and memory planning
+         Softmax / attention / MatMul+Add alternating with simplification, then the
+         target's layout passes (the llvm target: channels-last conv chains with fused
+         epilogues, then simplification again so leftover Transposes disappear)
+    -O3  O2, then fusion: each kernel becomes one FusedKernel node (the default)
 
-`LLVM_PIPELINE`, what the llvm target runs: O2, then the channels-last layout pass (NHWC
-conv chains with fused epilogues, for the CPU microkernels), then simplification again so
-leftover Transpose pairs and size-1 Transposes disappear.
+The code generator takes the graph as -O`level` leaves it: a FusedKernel node is one
+kernel, any other node a kernel of its own. Memory is planned by the build, after
+lowering, where each kernel's scratch is known (`passes.plan_memory`'s planner).
 
 Order matters and is deliberate: simplification first (patterns match canonical forms:
 no Identity or Dropout in the way, shapes constant); BatchNorm folding before recognition
-(a folded BN leaves MatMul -> Add for the Linear rule); fusion last (it sees the final
-ops); memory planning after fusion (only kernel boundaries hold buffers).
+(a folded BN leaves MatMul -> Add for the Linear rule); layout after recognition (it
+rewrites the recognized Gemm/Linear and convs); fusion last (it sees the final ops).
 """
 from __future__ import annotations
+
+from typing import Sequence
 
 from ..ir.graph import Graph
 from .core import Pass, PassContext, fixed_point, run_pipeline
@@ -25,7 +30,6 @@ from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
 from .fold_shapes import fold_shapes
 from .fuse import fuse
-from .plan_memory import plan_memory
 from .recognize_patterns import recognize_patterns
 from .simplify_algebra import simplify_algebra
 from .to_channels_last import to_channels_last
@@ -43,17 +47,32 @@ SIMPLIFY = fixed_point("simplify", [
 # and only then do the head split and merge fold into packed Attention).
 RECOGNIZE = fixed_point("recognize", [recognize_patterns, SIMPLIFY])
 
-O1 = [SIMPLIFY]
-O2 = O1 + [fold_batchnorm, RECOGNIZE]
-O3 = O2 + [fuse, plan_memory]
+# The layout passes of CPU targets whose convolutions and pools run channels-last.
+CHANNELS_LAST = (to_channels_last, SIMPLIFY)
 
-LLVM_PIPELINE = O2 + [to_channels_last, SIMPLIFY]
-
-PIPELINES: dict[int, list[Pass]] = {0: [], 1: O1, 2: O2, 3: O3}
+LEVELS = (0, 1, 2, 3)
+DEFAULT_LEVEL = 3
 
 
-def optimize(graph: Graph, level: int = 2, ctx: PassContext | None = None) -> Graph:
-    """Run the -O`level` pipeline on `graph`; results of analyses land in `ctx.analyses`."""
-    if level not in PIPELINES:
-        raise ValueError(f"optimization level must be one of {sorted(PIPELINES)}, got {level}")
-    return run_pipeline(graph, PIPELINES[level], ctx)
+def pipeline(level: int, layout: Sequence[Pass] = ()) -> list[Pass]:
+    """The passes of -O`level` for a target whose layout passes are `layout`."""
+    if level not in LEVELS:
+        raise ValueError(f"optimization level must be one of {LEVELS}, got {level}")
+    passes: list[Pass] = []
+    if level >= 1:
+        passes.append(SIMPLIFY)
+    if level >= 2:
+        passes += [fold_batchnorm, RECOGNIZE, *layout]
+    if level >= 3:
+        passes.append(fuse)
+    return passes
+
+
+# The target-neutral pipelines (no layout passes), by level.
+PIPELINES: dict[int, list[Pass]] = {level: pipeline(level) for level in LEVELS}
+
+
+def optimize(graph: Graph, level: int = DEFAULT_LEVEL, ctx: PassContext | None = None,
+             layout: Sequence[Pass] = ()) -> Graph:
+    """Run the -O`level` pipeline (with a target's `layout` passes) on `graph`."""
+    return run_pipeline(graph, pipeline(level, layout), ctx)

@@ -7,16 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.codegen.extern import MICROKERNEL
-from compiler.codegen.llvm_target import cpu_target
-from compiler.codegen.microkernels.attention import PARAMS, AttentionProblem, emit_attention, supported
-from compiler.codegen.microkernels.build import compile_module, new_module
-from compiler.codegen.microkernels.gemm import target_lanes
+from compiler.codegen.extern import EXTERN
+from compiler.codegen.llvm.target import cpu_target
+from compiler.codegen.llvm.microkernels.attention import PARAMS, AttentionProblem, emit_attention, supported
+from compiler.codegen.llvm.microkernels.build import compile_module, new_module
+from compiler.codegen.llvm.microkernels.gemm import target_lanes
 from compiler.codegen.model_builder import LOOP_IR, build_program
-from compiler.codegen.native import compile_graph
 from compiler.ir import GraphBuilder, run_graph, tensor
-from compiler.model import native_artifact
-from compiler.runtime.native import NativeModel
+
+from native import compile_graph_for
 
 HOST = cpu_target()
 pytestmark = pytest.mark.skipif(HOST.vector_bits < 256 or "fma" not in HOST.required,
@@ -119,11 +118,10 @@ def _attention_graph(packed: bool, mask_dtype: str | None = "f32", **attrs):
 def test_attention_nodes_take_the_fused_kernel(packed, causal):
     graph, feeds = _attention_graph(packed, is_causal=causal)
     program = build_program(graph, HOST)
-    assert {n.name: kind for n, kind in program.paths.items()}["att"] == MICROKERNEL
+    assert {n.name: kind for n, kind in program.paths.items()}["att"] == EXTERN
     # no score buffer: the arena holds nothing of size B*H*S*T floats (2*4*24*32*4 bytes)
     assert program.arena_size < 2 * 4 * 24 * 32 * 4
-    build = compile_graph(graph)
-    got = NativeModel(*native_artifact(graph, build, "llvm", "test")).run(feeds)
+    got = compile_graph_for(graph).run(feeds)
     for name, want in run_graph(graph, feeds).items():
         np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)
 
@@ -134,7 +132,6 @@ def test_cases_the_kernel_does_not_cover_use_the_loop_ir_rule(variant):
                     else _attention_graph(False, mask_dtype="bool"))
     program = build_program(graph, HOST)
     assert {n.name: kind for n, kind in program.paths.items()}["att"] == LOOP_IR
-    build = compile_graph(graph)
-    got = NativeModel(*native_artifact(graph, build, "llvm", "test")).run(feeds)
+    got = compile_graph_for(graph).run(feeds)
     for name, want in run_graph(graph, feeds).items():
         np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)

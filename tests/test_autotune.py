@@ -1,6 +1,6 @@
 """The microkernel autotuner (compiler.autotune): every candidate of the search space is a
 valid schedule that computes what numpy computes; the per-device JSON cache survives bad
-files; `schedule_for` gives the default until a tuning run caches something better; and a
+files; `TunedSchedules` gives the default until a tuning run caches something better; and a
 model compiled while tuning matches the reference interpreter.
 
 Candidate kernels are compiled into one library per problem (one O3 + link each) and run
@@ -19,16 +19,16 @@ import numpy as np
 import pytest
 
 from compiler.autotune import cache as C
-from compiler.autotune import schedule_for, space, tuning
+from compiler.autotune import TunedSchedules, space
 from compiler.autotune.device import device_of
-from compiler.autotune.lookup import default_for
+from compiler.codegen.llvm.microkernels.conv import default_schedule_for as default_for
 from compiler.autotune.problems import problem_key, problems_of_graph, tuning_problem
 from compiler.autotune.tuner import tune_problem
-from compiler.codegen.llvm_target import cpu_target
-from compiler.codegen.microkernels import AOperand, ConvProblem, DepthwiseSchedule, Epilogue, GemmProblem, \
+from compiler.codegen.llvm.target import cpu_target
+from compiler.codegen.llvm.microkernels import AOperand, ConvProblem, DepthwiseSchedule, Epilogue, GemmProblem, \
     GemmSchedule, emit_conv, emit_gemm, pack_weights
-from compiler.codegen.microkernels import epilogue as E
-from compiler.codegen.microkernels.build import compile_module, new_module
+from compiler.codegen.llvm.microkernels import epilogue as E
+from compiler.codegen.llvm.microkernels.build import compile_module, new_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from make_example import build_tiny_cnn  # noqa: E402
@@ -205,7 +205,7 @@ def test_unreadable_cache_files_read_as_empty_and_are_rewritten(target, content)
     cache.path.parent.mkdir(parents=True)
     cache.path.write_text(content)
     assert cache.entries() == {} and cache.schedule(problem_key(problem)) is None
-    assert schedule_for(problem, target) is not None  # no exception reaches the code generator
+    assert TunedSchedules().for_extern(problem, target) is not None  # no exception reaches the code generator
     cache.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
     assert json.loads(cache.path.read_text())["format"] == C.FORMAT
 
@@ -220,16 +220,14 @@ def test_entries_whose_schedule_no_longer_validates_are_ignored(target, bad):
     data["entries"][problem_key(problem)]["schedule"].update(bad)
     cache.path.write_text(json.dumps(data))
     assert cache.schedule(problem_key(problem)) is None
-    with tuning(enabled=False, threads=2):
-        assert schedule_for(problem, target) == default_for(problem, target)
+    assert TunedSchedules(threads=2).for_extern(problem, target) == default_for(problem, target)
 
 
 def test_a_schedule_that_does_not_fit_the_problem_is_ignored(target):
     """A valid schedule that this problem cannot use (pack_a on a grouped conv) reads as a miss."""
     problem = tuning_problem(PROBLEMS["conv_grouped"])
     _cache(target).put(problem_key(problem), replace(default_for(problem, target), pack_a=1), 1.0, 2.0, 3)
-    with tuning(enabled=False, threads=2):
-        assert schedule_for(problem, target) == default_for(problem, target)
+    assert TunedSchedules(threads=2).for_extern(problem, target) == default_for(problem, target)
 
 
 def test_other_devices_do_not_see_the_entries(target):
@@ -276,23 +274,20 @@ def test_fingerprint_changes_with_the_entries(target):
 
 # ------------------------------------------------------------------ lookup and tuning
 
-def test_schedule_for_is_the_default_until_tuned(target):
+def test_tuned_schedules_give_the_default_until_tuned(target):
     conv = PROBLEMS["conv_3x3_pad1"]
     default = default_for(conv, target)
-    assert schedule_for(conv, target) == default  # nothing cached, not tuning: no timing either
-    with tuning(threads=2, budget_s=2.0) as session:
-        tuned = schedule_for(conv, target)
-        assert session.tuned == 1
-        assert schedule_for(conv, target) == tuned and session.tuned == 1  # a hit: not tuned twice
+    assert TunedSchedules().for_extern(conv, target) == default  # nothing cached, not tuning: no timing either
+    tuning = TunedSchedules(threads=2, tune=True, budget_s=2.0)
+    tuned = tuning.for_extern(conv, target)
+    assert tuning.tuned == 1
+    assert tuning.for_extern(conv, target) == tuned and tuning.tuned == 1  # a hit: not tuned twice
     assert _cache(target, 2).schedule(problem_key(conv)) == tuned
-    with tuning(enabled=False, threads=2):
-        assert schedule_for(conv, target) == tuned
+    assert TunedSchedules(threads=2).for_extern(conv, target) == tuned
     # a cached non-default point is what the code generator gets
     _cache(target, 2).put(problem_key(conv), _non_default(target, tuning_problem(conv)), 1.0, 2.0, 3)
-    with tuning(enabled=False, threads=2):
-        assert schedule_for(conv, target) == _non_default(target, tuning_problem(conv))
-    with tuning(enabled=False, threads=1):  # another thread count: another device
-        assert schedule_for(conv, target) == default
+    assert TunedSchedules(threads=2).for_extern(conv, target) == _non_default(target, tuning_problem(conv))
+    assert TunedSchedules(threads=1).for_extern(conv, target) == default  # another thread count: another device
 
 
 @pytest.mark.parametrize("name", ["conv_1x1", "depthwise_3x3", "gemm_odd"])
@@ -324,25 +319,22 @@ def test_no_budget_still_measures_the_default(target):
 
 def test_tiny_cnn_compiled_while_tuning_matches_the_reference(target, capsys):
     import compiler
+    from compiler.backends import BACKENDS
     from compiler.frontend.onnx_import import import_onnx
-    from compiler.model import native_artifact
-    from compiler.native_build import build_native, optimize_for_llvm
-    from compiler.runtime.native import NativeModel
     from compiler.zoo.tolerances import assert_close
 
     model = build_tiny_cnn()
-    problems = problems_of_graph(optimize_for_llvm(import_onnx(model, {"image": [2, 3, 32, 32]})), target)
+    optimized = BACKENDS["llvm"].optimize(import_onnx(model, {"image": [2, 3, 32, 32]}), 3)
+    problems = problems_of_graph(optimized, target)
     assert len(problems) == 3  # conv1, conv2, the classifier
-    with tuning(threads=2, budget_s=1.0, expected=len(problems)) as session:
-        graph, build = build_native(import_onnx(model, {"image": [2, 3, 32, 32]}))
-    assert session.tuned == len(problems)
-    assert f"[{len(problems)}/{len(problems)}]" in capsys.readouterr().err
+    compiled = compiler.compile(model, "llvm", input_shapes={"image": [2, 3, 32, 32]}, num_threads=2, tune=True,
+                                tune_budget_s=1.0, cache=False)
+    assert f"[{len(problems)}]" in capsys.readouterr().err
     for problem, _ in problems:  # the code generator used what the tuner cached
         cached = _cache(target, 2).schedule(problem_key(problem))
-        assert cached is not None and f"schedule={cached!r}" in build.kernel_listing
-    manifest, sections = native_artifact(graph, build, "llvm", "tiny_cnn")
+        assert cached is not None and f"schedule={cached!r}" in compiled.kernel_listing
     x = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
-    got = NativeModel(manifest, sections, where="tiny_cnn", num_threads=2).run({"image": x})["probs"]
+    got = compiled.run({"image": x})["probs"]
     reference = compiler.compile(model, target="reference", input_shapes={"image": [2, 3, 32, 32]})
     want = reference.run({"image": x})["probs"]
     assert_close(got, want, "float32", end_to_end=True)
@@ -351,20 +343,20 @@ def test_tiny_cnn_compiled_while_tuning_matches_the_reference(target, capsys):
 def test_command_line_tunes_a_model_and_prints_the_table(target, tmp_path, capsys):
     import onnx
 
-    from compiler.autotune.__main__ import main
+    from compiler.cli import main
 
     path = tmp_path / "tiny.onnx"
     onnx.save(build_tiny_cnn(), path)
-    assert main([str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3"]) == 0
+    assert main(["tune", str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3"]) == 0
     out = capsys.readouterr()
     assert "[3/3]" in out.err and "total" in out.out and "default ms" in out.out
-    assert main([str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3"]) == 0
+    assert main(["tune", str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3"]) == 0
     again = capsys.readouterr()
     assert again.out.count("(cached)") == 3 and again.err.count(": cached") == 3  # nothing re-timed
 
 
 def test_command_line_reports_bad_input(tmp_path, capsys):
-    from compiler.autotune.__main__ import main
+    from compiler.cli import main
 
-    assert main([str(tmp_path / "missing.onnx")]) == 1
+    assert main(["tune", str(tmp_path / "missing.onnx")]) == 1
     assert capsys.readouterr().err.startswith("error:")

@@ -241,18 +241,11 @@ def test_profile_compare_rejects_an_unknown_model(tmp_path, capsys):
 
 
 def test_call_sites_name_the_nodes_each_call_computes():
-    """The profile credits each kernel call with the nodes the build says it computes."""
-    from types import SimpleNamespace
-
+    """The profile credits each kernel call with the nodes the artifact's listing says it computes."""
     from compiler.bench import call_sites
-    from compiler.ir.graph import Node
 
-    def call(name, *nodes):
-        return SimpleNamespace(plan=SimpleNamespace(kernel=SimpleNamespace(name=name)), nodes=nodes)
-
-    conv, relu = Node("ConvNhwc", [], [], name="c"), Node("Relu", [], [], name="r")
-    flops = {"c": 100, "r": 1}
-    sites = call_sites([call("k1_0_convnhwc", conv), call("k1_1_relu", relu), call("copy_f32_10")],
-                       lambda n: flops[n.name])
-    assert sites == [("k1_0_convnhwc", ["ConvNhwc(c)"], 100), ("k1_1_relu", ["Relu(r)"], 1),
-                     ("copy_f32_10", ["copy_f32_10"], 0)]
+    listing = [{"kernel": "k1_0_convnhwc", "function": "k1_0_convnhwc", "ops": ["ConvNhwc"], "nodes": ["c"], "flops": 100},
+               {"kernel": "k1_1_relu", "function": "k1_1_relu", "ops": ["Relu"], "nodes": ["r"], "flops": 1},
+               {"kernel": "copy_f32_10", "function": "copy_f32_10", "ops": [], "nodes": [], "flops": 0}]
+    assert call_sites(listing) == [("k1_0_convnhwc", ["ConvNhwc(c)"], 100), ("k1_1_relu", ["Relu(r)"], 1),
+                                   ("copy_f32_10", ["copy_f32_10"], 0)]

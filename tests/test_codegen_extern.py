@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.codegen.extern import MICROKERNEL, ExternPlan
-from compiler.codegen.llvm_target import cpu_target
+from compiler.codegen.extern import EXTERN, ExternPlan
+from compiler.codegen.llvm.build import NativeBuild, compile_graph, emit_modules, kernel_listing
+from compiler.codegen.llvm.microkernels import GemmProblem
+from compiler.codegen.llvm.target import cpu_target
 from compiler.codegen.model_builder import LOOP_IR, build_program
-from compiler.codegen.microkernels import GemmProblem
-from compiler.codegen.native import NativeBuild, compile_graph, emit_modules, kernel_listing
 from compiler.ir import GraphBuilder, run_graph, tensor
-from compiler.model import native_artifact
-from compiler.runtime.native import NativeModel
+
+from native import compile_graph_for, fused, load_build
 
 HOST = cpu_target()
 needs_avx2 = pytest.mark.skipif(HOST.vector_bits < 256 or "fma" not in HOST.required,
@@ -25,15 +25,9 @@ def _rng(seed=0):
     return np.random.default_rng(seed)
 
 
-def _run_native(graph, feeds, groups=None, build=None):
-    build = build or compile_graph(graph, groups=groups)
-    manifest, sections = native_artifact(graph, build, "llvm", "test")
-    return NativeModel(manifest, sections).run(feeds)
-
-
-def _check(graph, feeds, groups=None, build=None):
+def _check(graph, feeds, build=None):
     """Compiled outputs vs the interpreter's, fp32 tolerances scaled to the magnitudes."""
-    got = _run_native(graph, feeds, groups, build)
+    got = (compile_graph_for(graph) if build is None else load_build(graph, build)).run(feeds)
     want = run_graph(graph, feeds)
     for name, ref in want.items():
         ref = np.asarray(ref)
@@ -42,9 +36,9 @@ def _check(graph, feeds, groups=None, build=None):
     return got
 
 
-def _paths(graph, target=HOST, groups=None) -> dict:
+def _paths(graph, target=HOST) -> dict:
     """op name (or node name) -> which path it took."""
-    program = build_program(graph, target, groups)
+    program = build_program(graph, target)
     return {n.name: kind for n, kind in program.paths.items()}, program
 
 
@@ -100,7 +94,7 @@ def _conv_graph(n, h, w, c, m, kh, kw, strides, pads, dilations, group, extra, s
 def test_conv_nhwc_runs_on_the_microkernels(case):
     graph, feeds = _conv_graph(*CONV_CASES[case])
     paths, program = _paths(graph)
-    assert paths["conv"] == MICROKERNEL
+    assert paths["conv"] == EXTERN
     assert all(isinstance(c.plan, ExternPlan) for c in program.calls)
     _check(graph, feeds)
 
@@ -164,7 +158,7 @@ def _linear_graph(a_shape, k, n, op="Linear", bias_shape=None, seed=0, **attrs):
 def test_linear_and_matmul_run_on_the_microkernels(a_shape, k, n, op, bias_shape, attrs):
     graph, feeds = _linear_graph(a_shape, k, n, op, bias_shape, **attrs)
     paths, _ = _paths(graph)
-    assert paths["mm"] == MICROKERNEL
+    assert paths["mm"] == EXTERN
     _check(graph, feeds)
 
 
@@ -199,7 +193,7 @@ def _gemm_graph(m, k, n, c_shape=None, c_const=True, seed=0, **attrs):
 def test_gemm_runs_on_the_microkernels(m, k, n, c_shape, c_const, attrs):
     graph, feeds = _gemm_graph(m, k, n, c_shape, c_const, **attrs)
     paths, _ = _paths(graph)
-    assert paths["gemm"] == MICROKERNEL
+    assert paths["gemm"] == EXTERN
     _check(graph, feeds)
 
 
@@ -229,7 +223,7 @@ def test_targets_without_avx2_fall_back_to_loop_ir():
     graph, feeds = _conv_graph(*CONV_CASES["residual_after"])
     paths, _ = _paths(graph, cpu_target({"mcpu": "x86-64-v2"}))
     assert paths["conv"] == LOOP_IR
-    _check(graph, feeds, build=compile_graph(graph, {"mcpu": "x86-64-v2"}))
+    _check(graph, feeds, build=compile_graph(graph, cpu_target({"mcpu": "x86-64-v2"})))
     graph, _ = _linear_graph((4, 16), 16, 8, "MatMul")
     paths, _ = _paths(graph, cpu_target({"mcpu": "x86-64-v2"}))
     assert paths["mm"] == LOOP_IR
@@ -267,7 +261,7 @@ def _nhwc_model(seed=0):
 def test_hand_built_nhwc_model_mixes_extern_and_loop_ir_kernels():
     graph, feeds = _nhwc_model()
     paths, program = _paths(graph)
-    assert [paths[n] for n in ("conv1", "conv2", "conv3", "dw", "fc")] == [MICROKERNEL] * 5
+    assert [paths[n] for n in ("conv1", "conv2", "conv3", "dw", "fc")] == [EXTERN] * 5
     assert paths["to_nhwc"] == paths["pool"] == paths["probs"] == LOOP_IR
     listing = kernel_listing(program)
     assert "extern k1_convnhwc(" in listing and "kernel k0_transpose(" in listing
@@ -276,15 +270,16 @@ def test_hand_built_nhwc_model_mixes_extern_and_loop_ir_kernels():
 
 def test_fusion_group_is_split_around_the_extern_node():
     graph, feeds = _nhwc_model(seed=3)
-    groups = [list(graph.nodes)]  # everything in one group: the externs cut it into pieces
-    paths, program = _paths(graph, groups=groups)
+    graph = fused(graph, list(graph.nodes))  # everything in one kernel: the externs cut it into pieces
+    assert [n.op for n in graph.nodes] == ["FusedKernel"]
+    paths, program = _paths(graph)
     assert sum(1 for c in program.calls if isinstance(c.plan, ExternPlan)) == 5
-    assert paths["fc"] == MICROKERNEL and paths["pool"] == LOOP_IR
-    _check(graph, feeds, groups=groups)
+    assert paths["fc"] == EXTERN and paths["pool"] == LOOP_IR
+    _check(graph, feeds)
 
 
 def test_externs_and_loop_ir_kernels_link_across_split_modules():
-    from compiler.codegen.llvm_compile import emit_object, link_shared
+    from compiler.codegen.llvm.toolchain import emit_object, link_shared
 
     graph, feeds = _nhwc_model(seed=5)
     program = build_program(graph, HOST)
@@ -294,7 +289,7 @@ def test_externs_and_loop_ir_kernels_link_across_split_modules():
     assert len(texts) == parts and sum("cm_parallel" in t for t in texts) >= 2
     library = link_shared([emit_object(t, HOST) for t in texts])
     build = NativeBuild(library, program.weights, program.arena_size, HOST, kernel_listing(program), "",
-                        num_kernels=len(program.kernels), num_calls=len(program.calls))
+                        program=program)
     _check(graph, feeds, build=build)
     _check(graph, feeds)  # and compile_graph's own split (one module per core where there are enough kernels)
 
@@ -304,7 +299,7 @@ def test_profiler_times_extern_kernels(tmp_path, monkeypatch):
     from onnx import TensorProto, helper, numpy_helper
 
     from compiler import bench
-    from compiler.codegen.extern import ExternKernel
+    from compiler.codegen.llvm.extern import ExternKernel
 
     emitted = []
     real_emit = ExternKernel.emit
@@ -402,7 +397,7 @@ def test_concat_written_in_place_into_a_graph_output():
 def test_concat_is_copied_when_a_branch_cannot_write_in_place(spoil):
     graph, feeds = _branchy_graph(seed=1, spoil=spoil)
     paths, _ = _paths(graph)
-    assert paths["cat"] == LOOP_IR and paths["b1"] == MICROKERNEL
+    assert paths["cat"] == LOOP_IR and paths["b1"] == EXTERN
     _check(graph, feeds)
 
 

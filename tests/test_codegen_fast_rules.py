@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from compiler.codegen.native import compile_graph
+from compiler.codegen.llvm.build import compile_graph
+from compiler.codegen.llvm.target import cpu_target
 from compiler.ir import GraphBuilder, run_graph, tensor
 from compiler.ir.errors import CompilerError
-from compiler.model import native_artifact
-from compiler.runtime.native import NativeModel
 from compiler.zoo.tolerances import assert_close
+
+from native import compile_graph_for, fused
 
 RNG = np.random.default_rng(7)
 NUM_THREADS = None  # all cores
@@ -24,9 +25,8 @@ def _private_cache(tmp_path, monkeypatch):
 
 def native(graph):
     """The graph as native code (one kernel per node, no graph passes) and its kernel listing."""
-    build = compile_graph(graph)
-    manifest, sections = native_artifact(graph, build, "llvm", "test")
-    return NativeModel(manifest, sections, where="test", num_threads=NUM_THREADS), build.kernel_listing
+    model = compile_graph_for(graph, num_threads=NUM_THREADS)
+    return model, model.kernel_listing
 
 
 def check(graph, feeds, dtype=None, end_to_end=False):
@@ -182,10 +182,9 @@ def test_reduce_over_trailing_axes_of_a_fused_producer():
     b.output(y)
     graph = b.build()
     feeds = {"x": RNG.standard_normal((3, 4, 10)).astype(np.float32)}
-    build = compile_graph(graph, None, [list(graph.nodes)])  # one kernel: Exp inlined into the reduction
-    manifest, sections = native_artifact(graph, build, "llvm", "test")
-    got = NativeModel(manifest, sections, where="test").run(feeds)
-    assert build.num_kernels == 1
+    model = compile_graph_for(fused(graph, list(graph.nodes)))  # one kernel: Exp inlined into the reduction
+    got = model.run(feeds)
+    assert model.manifest["kernels"] == 1
     assert_close(got[y.name], run_graph(graph, feeds)[y.name])
 
 
@@ -240,7 +239,7 @@ def test_attention_with_kv_cache_is_refused_naming_the_input():
     pv = b.input("pv", tensor([1, 2, 3, 8], "f32"))
     b.output(b.node("Attention", [q, k, v, None, pk, pv], num_outputs=1)[0])
     with pytest.raises(CompilerError, match="past_key"):
-        compile_graph(b.build())
+        compile_graph_for(b.build())
 
 
 # ---- vector exp / tanh / erf -------------------------------------------------------------------
@@ -281,12 +280,12 @@ def test_vector_exp_tanh_erf_accuracy_and_ieee_edges():
 
 
 def test_vector_math_makes_no_libm_call_per_lane():
-    from compiler.codegen.llvm_compile import emit_assembly
+    from compiler.codegen.llvm.toolchain import emit_assembly
 
     b = GraphBuilder()
     x = b.input("x", tensor([4, 384], "f32"))
     b.output(b.op("Softmax", b.op("Gelu", b.op("Tanh", x)), axis=-1))
-    build = compile_graph(b.build())
+    build = compile_graph(b.build(), cpu_target())
     asm = emit_assembly(build.llvm_ir, build.target)
     for fn in ("expf", "tanhf", "erff"):
         assert f"call\t{fn}" not in asm and f"{fn}@PLT" not in asm, fn

@@ -143,7 +143,7 @@ def test_every_checked_feature_is_read_from_cpuinfo_flags():
     """A host compile records LLVM feature names; the loader must find each in the kernel's
     flags spelling, or an artifact built here is refused here (it was, on a Zen 5 host:
     avx512vnni vs avx512_vnni)."""
-    from compiler.codegen.llvm_target import CHECKED_FEATURES
+    from compiler.codegen.llvm.target import CHECKED_FEATURES
     from compiler.runtime.cpu import CPUINFO_NAME, features_from_cpuinfo_flags
 
     zen5_flags = set("fpu sse sse2 pni ssse3 fma sse4_1 sse4_2 popcnt avx f16c abm bmi1 avx2 bmi2 movbe avx512f "
@@ -250,10 +250,10 @@ def test_compile_cache_hit_is_fast(tiny_cnn, tmp_path):
 
 
 def test_generated_code_has_vectors_and_threads():
-    from compiler.codegen.llvm_compile import emit_assembly
-    from compiler.codegen.llvm_target import cpu_target
+    from compiler.codegen.llvm.toolchain import emit_assembly
+    from compiler.codegen.llvm.target import cpu_target
     from compiler.codegen.model_builder import build_program
-    from compiler.codegen.native import emit_module
+    from compiler.codegen.llvm.build import emit_module
     from compiler.frontend.onnx_import import import_onnx
 
     m = _model([helper.make_node("Add", ["a", "b"], ["c"])], [_vi("a", [256, 256]), _vi("b", [256, 256])], [_vi("c", None)])
@@ -266,24 +266,21 @@ def test_generated_code_has_vectors_and_threads():
 
 
 def test_fused_elementwise_group_is_one_kernel_without_intermediates():
-    from compiler.codegen.llvm_target import cpu_target
+    from compiler.codegen.llvm.target import cpu_target
     from compiler.codegen.model_builder import build_program
-    from compiler.codegen.native import compile_graph
     from compiler.frontend.onnx_import import import_onnx
-    from compiler.model import native_artifact
-    from compiler.runtime.native import NativeModel
+    from native import compile_graph_for, fused
 
     m = _model([helper.make_node("Add", ["a", "b"], ["s"]), helper.make_node("Relu", ["s"], ["r"]),
                 helper.make_node("Mul", ["r", "b"], ["y"])], [_vi("a", [4, 33]), _vi("b", [33])], [_vi("y", None)])
     graph = import_onnx(m)
-    program = build_program(graph, cpu_target(), groups=[list(graph.nodes)])
+    graph = fused(graph, list(graph.nodes))
+    program = build_program(graph, cpu_target())
     (plan,) = program.kernels.values()
     assert len(plan.kernel.params) == 3  # a, b, y: s and r are inlined, never stored
-    build = compile_graph(graph, groups=[list(graph.nodes)])
-    manifest, sections = native_artifact(graph, build, "llvm", "test")
     a = np.random.default_rng(0).standard_normal((4, 33)).astype(np.float32)
     b = np.random.default_rng(1).standard_normal(33).astype(np.float32)
-    y = NativeModel(manifest, sections).run({"a": a, "b": b})["y"]
+    y = compile_graph_for(graph).run({"a": a, "b": b})["y"]
     np.testing.assert_allclose(y, np.maximum(a + b, 0) * b, rtol=1e-6)
 
 

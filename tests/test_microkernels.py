@@ -13,13 +13,13 @@ import re
 import numpy as np
 import pytest
 
-from compiler.codegen.llvm_target import cpu_target
-from compiler.codegen.microkernels import AOperand, Epilogue, GemmProblem, GemmSchedule, default_schedule, \
+from compiler.codegen.llvm.target import cpu_target
+from compiler.codegen.llvm.microkernels import AOperand, Epilogue, GemmProblem, GemmSchedule, default_schedule, \
     emit_gemm, pack_weights
-from compiler.codegen.microkernels import epilogue as E
-from compiler.codegen.microkernels.build import assembly, compile_module, new_module
-from compiler.codegen.microkernels.conv import ConvProblem, DepthwiseSchedule, emit_conv
-from compiler.codegen.microkernels.gemm import target_lanes
+from compiler.codegen.llvm.microkernels import epilogue as E
+from compiler.codegen.llvm.microkernels.build import assembly, compile_module, new_module
+from compiler.codegen.llvm.microkernels.conv import ConvProblem, DepthwiseSchedule, emit_conv
+from compiler.codegen.llvm.microkernels.gemm import target_lanes
 from compiler.ir.errors import CompilerError
 
 SIZES = (1, 7, 17, 33, 100, 257)

@@ -1,4 +1,4 @@
-"""The llvm target's whole build (`compiler.native_build`): graph passes, fusion groups and
+"""The llvm target's whole build (`compiler.backends.llvm`): graph passes, fused kernels and
 code generation together, at every optimization level; pure data-movement groups as one
 permuted copy (`codegen.permute_copy`)."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from onnx import helper
 import compiler
 from compiler.codegen.permute_copy import collapse
 from compiler.frontend.onnx_import import import_onnx
-from compiler.native_build import build_native, fusion_groups, optimize_for_llvm
+from compiler.backends import BACKENDS
 from compiler.zoo.tolerances import assert_close
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -66,7 +66,10 @@ def _shuffle_model(groups=3, channels=12, hw=5):
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
 
 
-@pytest.mark.parametrize("level", [0, 1, 2])
+LLVM = BACKENDS["llvm"]
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
 def test_every_level_matches_the_reference(level):
     model = _shuffle_model()
     x = np.random.default_rng(1).standard_normal((1, 4, 5, 5)).astype(np.float32)
@@ -76,11 +79,11 @@ def test_every_level_matches_the_reference(level):
 
 
 def test_shuffle_group_is_one_permuted_copy():
-    from compiler.codegen.llvm_target import cpu_target
+    from compiler.codegen.llvm.target import cpu_target
     from compiler.codegen.model_builder import build_program
 
-    graph = optimize_for_llvm(import_onnx(_shuffle_model()), 2)
-    program = build_program(graph, cpu_target(), fusion_groups(graph))
+    graph = LLVM.optimize(import_onnx(_shuffle_model()), 3)
+    program = build_program(graph, cpu_target())
     # The layout pass leaves the shuffle as Reshape -> Transpose -> Reshape on NHWC data;
     # fused, it is one copy: source and result only (op by op, the reshapes' shape
     # constants would be parameters too), its output loop over the collapsed [25*4, 3] view.
@@ -93,16 +96,18 @@ def test_shuffle_group_is_one_permuted_copy():
 
 
 def test_llvm_pipeline_feeds_codegen_channels_last_convs():
-    graph = optimize_for_llvm(import_onnx(build_tiny_cnn()), 2)
+    graph = LLVM.optimize(import_onnx(build_tiny_cnn()), 2)
     ops = [n.op for n in graph.nodes]
     assert "Conv" not in ops and "ConvNhwc" in ops
-    groups = fusion_groups(graph)
-    assert sorted(n.name for g in groups for n in g) == sorted(n.name for n in graph.nodes)
+    fused = LLVM.optimize(import_onnx(build_tiny_cnn()), 3)
+    assert {n.op for n in fused.nodes} == {"FusedKernel"}
+    inside = sorted(m.name for n in fused.nodes for m in n.attrs["body"].nodes)
+    assert inside == sorted(n.name for n in graph.nodes)  # -O3 fuses exactly what -O2 leaves
 
 
 def test_opt_level_is_checked():
     with pytest.raises(ValueError, match="optimization level"):
-        build_native(import_onnx(_shuffle_model()), None, opt_level=7)
+        compiler.compile(_shuffle_model(), "llvm", opt_level=7)
 
 
 def test_cli_takes_an_opt_level(tmp_path):

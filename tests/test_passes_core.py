@@ -14,6 +14,7 @@ from onnx import TensorProto, helper, numpy_helper
 from compiler.cli import main as cli_main
 from compiler.ir import Graph, Node, Value, parse_graph, tensor
 from compiler.passes import PIPELINES, Pass, PassContext, PassError, fixed_point, optimize, run_pipeline
+from compiler.passes.pipeline import CHANNELS_LAST, pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from make_example import build_tiny_cnn  # noqa: E402
@@ -31,7 +32,9 @@ def test_every_level_is_an_explicit_list_of_named_passes():
     assert PIPELINES[0] == []
     names = {level: [p.name for p in passes] for level, passes in PIPELINES.items()}
     assert names[1] == ["simplify"]
-    assert names[3][: len(names[2])] == names[2] and names[3][-2:] == ["fuse", "plan_memory"]
+    assert names[2] == ["simplify", "fold_batchnorm", "recognize"]
+    assert names[3] == names[2] + ["fuse"]
+    assert [p.name for p in pipeline(2, CHANNELS_LAST)] == names[2] + ["to_channels_last", "simplify"]
     assert all(isinstance(p, Pass) for passes in PIPELINES.values() for p in passes)
 
 
@@ -113,9 +116,14 @@ def test_cli_inspect_json_reports_nodes_kernels_and_memory(tmp_path, capsys):
     path = _model_with_patterns(tmp_path / "m.onnx")
     assert cli_main(["inspect", str(path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["nodes_before"] == 4 and report["nodes_after"] == 2
-    assert [k["ops"] for k in report["kernels"]] == [["Linear", "Relu"]]
+    # llvm: MatMul + Add is a Linear, the Relu its epilogue: one node, one extern kernel call
+    assert report["target"] == "llvm" and report["level"] == 3
+    assert report["nodes_before"] == 4 and report["nodes_after"] == 1
+    assert [k["ops"] for k in report["kernels"]] == [["Linear"]] and report["nodes_by_path"] == {"extern": 1}
     assert report["arena_bytes"] == 0 and report["naive_bytes"] == 0  # the only value left is the output
+    assert cli_main(["inspect", str(path), "--json", "--target", "reference"]) == 0
+    report = json.loads(capsys.readouterr().out)  # the interpreter's default: the graph as imported
+    assert report["level"] == 0 and report["num_calls"] == 4 and report["arena_bytes"] is None
     assert cli_main(["inspect", str(path), "--json", "-O", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["nodes_after"] == 3
 
@@ -126,9 +134,9 @@ def test_cli_inspect_dump_ir_and_levels_on_a_cnn(tmp_path, capsys):
     out = tmp_path / "ir"
     assert cli_main(["inspect", str(path), "--input-shape", "image=1,3,32,32", "--dump-ir", str(out), "--no-ir"]) == 0
     text = capsys.readouterr().out
-    assert "optimization (-O3)" in text and "arena" in text
+    assert "build for llvm (-O3)" in text and "arena" in text
     assert (out / "00_input.txt").exists() and any(p.name.endswith("_fuse.txt") for p in out.iterdir())
-    assert json.loads((out / "kernels.json").read_text())[0]["ops"][0] == "Conv"
+    assert [k["ops"] for k in json.loads((out / "kernels.json").read_text())][:2] == [["Transpose"], ["ConvNhwc"]]
     assert json.loads((out / "memory_plan.json").read_text())["arena_bytes"] > 0
     assert cli_main(["inspect", str(path), "--input-shape", "image=1,3,32,32", "-O", "2"]) == 0
     assert "IR after -O2:" in capsys.readouterr().out

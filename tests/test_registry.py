@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import compiler.codegen.extern_lowering  # noqa: F401 - registers the llvm target's extern lowerings
+import compiler.codegen.llvm.extern_lowering  # noqa: F401 - registers the llvm target's extern lowerings
 import compiler.codegen.lowering  # noqa: F401 - registers the loop-IR rules
 from compiler.ir.ops import OP_MODULES, REGISTRY
 from compiler.ir.registry import ATTR_KINDS, KERNEL_CLASSES, PENDING_RULE, Category, OpDef, Precision
@@ -69,7 +69,7 @@ def test_extern_lowerings_are_registered_on_ops_with_a_loop_ir_fallback():
 
 def test_every_epilogue_activation_has_each_code_generator_form():
     """One table (`ir.ops.activations`): the IR's reference and each code generator's form."""
-    import compiler.codegen.microkernels.epilogue  # noqa: F401 - registers the LLVM vector forms
+    import compiler.codegen.llvm.microkernels.epilogue  # noqa: F401 - registers the LLVM vector forms
     from compiler.ir.ops.activations import ACTIVATIONS
 
     for act in ACTIVATIONS.values():

@@ -13,7 +13,7 @@ import threading
 import numpy as np
 import pytest
 
-from compiler.codegen.llvm_compile import THREAD_POOL_SOURCE, _c_compiler
+from compiler.codegen.llvm.toolchain import THREAD_POOL_SOURCE, _c_compiler
 
 # A driver around the pool: each task adds 1 to hits[its index] (and records the count it
 # was given); `nested` tasks start a parallel call of their own.
@@ -116,7 +116,7 @@ def test_concurrent_callers_each_get_all_their_tasks(pool_library):
 
 
 def test_models_link_the_pool_not_libgomp():
-    from compiler.codegen.llvm_compile import link_shared, thread_pool_object
+    from compiler.codegen.llvm.toolchain import link_shared, thread_pool_object
 
     obj = thread_pool_object(_c_compiler())
     assert b"cm_parallel" in obj and b"GOMP_parallel" not in obj

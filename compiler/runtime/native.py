@@ -1,7 +1,9 @@
 """`NativeModel`: a compiled model's shared library, weights and arena behind `run()`.
 
 Loading checks the host has every CPU feature the code was compiled for before the
-library is opened (an error, never SIGILL). `run` validates inputs (names, dtypes,
+library is opened (an error, never SIGILL). A profiling build (manifest `profiled`) also
+exports the time before and after each kernel call; `kernel_times` reads them, and `calls`
+says what each call computes (the artifact's `calls.json` listing). `run` validates inputs (names, dtypes,
 shapes; non-contiguous arrays are copied) and then makes one call into native code.
 Calls from several threads are safe: each call takes its own arena from a pool, so
 concurrent calls never share scratch memory, and the pool never grows beyond the number
@@ -10,6 +12,7 @@ of calls in flight at once.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import tempfile
 import threading
@@ -20,9 +23,21 @@ import numpy as np
 from ..ir.errors import ArtifactError, InputError
 from .calling import PositionalCall
 from .cpu import missing_features
+from .signature import TensorSpec
 
 _ALIGN = 64
 NATIVE_ABI = "cm_entry-v1"  # int cm_entry(void **inputs, void **outputs, void *weights, void *arena)
+PROFILE_SYMBOL = "cm_prof_ns"  # profiling builds: int64[2 * calls], ns before and after each call
+
+
+def check_host(manifest: dict, where: str) -> None:
+    """Refuse (ArtifactError) native code that needs CPU features this host lacks."""
+    missing = missing_features(manifest.get("cpu_features", []))
+    if missing:
+        raise ArtifactError(
+            f"{where}: compiled for CPU '{manifest.get('cpu')}' and needs CPU features {missing} "
+            f"this host lacks; recompile on this machine or for an older CPU "
+            f"(e.g. --target \"llvm -mcpu=x86-64-v2\")")
 
 
 def _aligned_empty(nbytes: int) -> np.ndarray:
@@ -36,8 +51,6 @@ class NativeModel(PositionalCall):
     def __init__(self, manifest: dict, sections: dict[str, bytes], where: str = "artifact",
                  num_threads: int | None = None, lazy: bool = False):
         """`lazy`: open the library on the first run (a cross-compiled model can still be saved)."""
-        from ..model import TensorSpec
-
         if manifest.get("native_abi") != NATIVE_ABI:
             raise ArtifactError(f"{where}: native code ABI {manifest.get('native_abi')!r}, this runtime runs {NATIVE_ABI!r}; "
                                 f"recompile the model with this compiler")
@@ -66,12 +79,7 @@ class NativeModel(PositionalCall):
         with self._lock:
             if self._lib is not None:
                 return
-            missing = missing_features(self.manifest.get("cpu_features", []))
-            if missing:
-                raise ArtifactError(
-                    f"{self.where}: compiled for CPU '{self.manifest.get('cpu')}' and needs CPU features {missing} "
-                    f"this host lacks; recompile on this machine or for an older CPU "
-                    f"(e.g. --target \"llvm -mcpu=x86-64-v2\")")
+            check_host(self.manifest, self.where)
             weights = self._sections["weights.bin"]
             self._weights = _aligned_empty(max(1, len(weights)))
             self._weights[: len(weights)] = np.frombuffer(weights, dtype=np.uint8)
@@ -81,6 +89,28 @@ class NativeModel(PositionalCall):
             self._entry.argtypes = [ctypes.POINTER(ctypes.c_void_p)] * 2 + [ctypes.c_void_p] * 2
             lib.cm_set_num_threads(ctypes.c_int(int(self._num_threads)))
             self._lib = lib
+
+    @property
+    def calls(self) -> list[dict]:
+        """Per kernel call, in order: {kernel, ops, nodes, flops} (empty for an artifact
+        written before the listing existed)."""
+        data = self._sections.get("calls.json")
+        return json.loads(data.decode()) if data else []
+
+    @property
+    def kernel_listing(self) -> str:
+        """Every distinct kernel of the model as text (loop IR in full, extern kernels by problem)."""
+        return self._sections.get("kernels.txt", b"").decode()
+
+    def kernel_times(self) -> list[tuple[int, int]]:
+        """(start ns, duration ns) of each kernel call of the last run, for a profiling build."""
+        if not self.manifest.get("profiled"):
+            raise ArtifactError(f"{self.where}: not a profiling build (no timers around its kernel calls)")
+        if self._lib is None:
+            self._open()
+        n = len(self.calls)
+        ticks = (ctypes.c_int64 * (2 * max(1, n))).in_dll(self._lib, PROFILE_SYMBOL)
+        return [(ticks[2 * i], ticks[2 * i + 1] - ticks[2 * i]) for i in range(n)]
 
     def save(self, path) -> None:
         from ..artifact import write_artifact

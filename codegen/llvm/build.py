@@ -3,8 +3,10 @@
     int cm_entry(void **inputs, void **outputs, void *weights, void *arena)
     void cm_set_num_threads(int n)      # 0 = all cores
 
-`compile_graph` is the llvm target's compile step: Graph -> `NativeBuild` (the shared
-library bytes, the weights blob, the arena size and the CPU features the code needs).
+`compile_program` is the llvm target's code generation for a planned `NativeProgram`
+(`codegen.model_builder.build_program`): LLVM modules (split to compile in parallel), O3,
+object code, one shared library -> `NativeBuild` (the library bytes, the weights blob, the
+arena size and the CPU features the code needs). `compile_graph` plans and compiles.
 """
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import llvmlite.ir as ir
-
-from ..ir.graph import Graph
-from . import llvm_backend as B
-from .llvm_compile import emit_object, link_shared
-from .llvm_target import CPUTarget, cpu_target
-from .model_builder import NativeProgram, build_program
-from .printer import kernel_text
+from ...ir.graph import Graph
+from ..model_builder import NativeProgram, build_program
+from ..printer import kernel_text
+from ..schedule import HEURISTIC, Schedules
+from . import emitter as B
+from .entry import CallHook, add_entry
+from .target import CPUTarget
+from .toolchain import emit_object, link_shared
 
 
 @dataclass
@@ -32,24 +34,31 @@ class NativeBuild:
     kernel_listing: str
     llvm_ir: str
     timings: dict = field(default_factory=dict)
-    num_kernels: int = 0
-    num_calls: int = 0
+    program: NativeProgram | None = None
+
+    @property
+    def num_kernels(self) -> int:
+        return len(self.program.kernels)
+
+    @property
+    def num_calls(self) -> int:
+        return len(self.program.calls)
 
 
-def emit_module(program: NativeProgram) -> str:
+def emit_module(program: NativeProgram, hook: CallHook | None = None) -> str:
     """The whole model as one module (kernels internal to it). `add_kernel` emits loop-IR
     kernels and extern (microkernel) ones alike."""
     mb = B.ModuleBuilder()
     functions = {name: mb.add_kernel(plan.kernel) for name, plan in program.kernels.items()}
-    _add_entry(mb, program, functions)
+    add_entry(mb, program, functions, hook)
     return str(mb.module)
 
 
-def emit_modules(program: NativeProgram, parts: int) -> list[str]:
+def emit_modules(program: NativeProgram, parts: int, hook: CallHook | None = None) -> list[str]:
     """The model split into `parts` modules to compile in parallel: the entry and the runtime
     hooks in the first, kernels spread over all of them by size (largest first)."""
     if parts <= 1 or len(program.kernels) < 2 * parts:
-        return [emit_module(program)]
+        return [emit_module(program, hook)]
     builders = [B.ModuleBuilder(f"model{i}", runtime=(i == 0), internal=False) for i in range(parts)]
     load = [0] * parts
     owner = {}
@@ -66,14 +75,14 @@ def emit_modules(program: NativeProgram, parts: int) -> list[str]:
         else:
             types = [B.memory_type(b.dtype).as_pointer() for b in plan.kernel.params]
             functions[name] = entry.declare(name, B.VOID, types)
-    _add_entry(entry, program, functions)
+    add_entry(entry, program, functions, hook)
     return [str(b.module) for b in builders]
 
 
 def _weight(kernel) -> int:
     """A rough size of the code a kernel becomes (its loop IR node count; an extern
     kernel's estimate)."""
-    from .loop_ir import Kernel, walk
+    from ..loop_ir import Kernel, walk
 
     if not isinstance(kernel, Kernel):
         return kernel.code_size()
@@ -82,54 +91,17 @@ def _weight(kernel) -> int:
 
 def kernel_listing(program: NativeProgram) -> str:
     """Every unique kernel as text: loop-IR kernels in full, extern kernels by their problem."""
-    from .loop_ir import Kernel
+    from ..loop_ir import Kernel
 
     return "".join(kernel_text(p.kernel) if isinstance(p.kernel, Kernel) else p.kernel.listing()
                    for p in program.kernels.values())
 
 
-def entry_function(mb) -> ir.Function:
-    """Declare `int cm_entry(void** inputs, void** outputs, void* weights, void* arena)`."""
-    return ir.Function(mb.module, ir.FunctionType(B.I32, [B.I8P.as_pointer(), B.I8P.as_pointer(), B.I8P, B.I8P]),
-                       "cm_entry")
-
-
-def kernel_call_args(b: ir.IRBuilder, entry: ir.Function, call, target: ir.Function) -> list:
-    """The pointers one kernel call takes: input/output table entries, or weight/arena offsets."""
-    inputs, outputs, weights, arena = entry.args
-    args = []
-    for storage, ty in zip(call.storages, target.function_type.args):
-        if storage.kind in ("input", "output"):
-            table = inputs if storage.kind == "input" else outputs
-            ptr = b.load(b.gep(table, [ir.Constant(B.I64, storage.index)]))
-            if storage.offset:  # a value stored inside this input/output
-                ptr = b.gep(ptr, [ir.Constant(B.I64, storage.offset)])
-        else:
-            base = weights if storage.kind == "weight" else arena
-            ptr = b.gep(base, [ir.Constant(B.I64, storage.index)])
-        args.append(b.bitcast(ptr, ty))
-    return args
-
-
-def _add_entry(mb, program: NativeProgram, functions: dict) -> None:
-    fn = entry_function(mb)
-    b = ir.IRBuilder(fn.append_basic_block())
-    for call in program.calls:
-        target = functions[call.function]
-        b.call(target, kernel_call_args(b, fn, call, target))
-    b.ret(ir.Constant(B.I32, 0))
-
-
-def compile_graph(graph: Graph, options: dict | None = None, groups: list | None = None) -> NativeBuild:
-    """`groups`: lists of nodes to fuse into one kernel each (the fusion pass's partition);
-    default one kernel per node."""
+def compile_program(program: NativeProgram, target: CPUTarget, hook: CallHook | None = None) -> NativeBuild:
+    """The program's kernels and entry (with `hook` around each call) as one shared library."""
     timings = {}
-    t0 = time.perf_counter()
-    target = cpu_target(options)
-    program = build_program(graph, target, groups)
-    timings["lower"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    texts = emit_modules(program, os.cpu_count() or 1)
+    texts = emit_modules(program, os.cpu_count() or 1, hook)
     timings["emit_llvm"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     # LLVM releases the GIL (llvmlite calls it through ctypes): the parts optimise in parallel.
@@ -140,5 +112,15 @@ def compile_graph(graph: Graph, options: dict | None = None, groups: list | None
     lib = link_shared(objects)
     timings["link"] = time.perf_counter() - t3
     listing = kernel_listing(program)
-    return NativeBuild(lib, program.weights, program.arena_size, target, listing, "\n".join(texts), timings,
-                       len(program.kernels), len(program.calls))
+    return NativeBuild(lib, program.weights, program.arena_size, target, listing, "\n".join(texts), timings, program)
+
+
+def compile_graph(graph: Graph, target: CPUTarget, schedules: Schedules = HEURISTIC,
+                  hook: CallHook | None = None) -> NativeBuild:
+    """Plan `graph` (each FusedKernel node one kernel, every other node one) and compile it."""
+    t0 = time.perf_counter()
+    program = build_program(graph, target, schedules)
+    lower_s = time.perf_counter() - t0
+    build = compile_program(program, target, hook)
+    build.timings = {"lower": lower_s, **build.timings}
+    return build

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import llvmlite.ir as ir
 import numpy as np
 
-from ...ir.errors import CompilerError
-from ..schedule import Knob
+from ....ir.errors import CompilerError
+from ...schedule import Knob
 from . import epilogue as E
 from . import gemm as G
 from .irutil import F32, F32P, I64, counted_loop, entry_alloca, fconst, fma, i64, load_vec, new_function, store_vec, \
@@ -161,6 +161,24 @@ def default_depthwise_schedule(lanes: int, conv: ConvProblem) -> DepthwiseSchedu
     2.5x cb=1; more pixels per block changed little, as each input vector is used once per tap.)"""
     owb = 2 if lanes == 8 else 4
     return DepthwiseSchedule(4, min(owb, conv.out_w), lanes)
+
+
+def canonical_problem(problem):
+    """What decides the emitted code apart from the schedule: depthwise convs stay
+    ConvProblems (their own kernel and schedule space); other convs are their implicit GEMM
+    (`ConvProblem.gemm()`: the same kernel, the same code as a plain GEMM of that shape)."""
+    if isinstance(problem, ConvProblem) and not problem.depthwise:
+        return problem.gemm()
+    return problem
+
+
+def default_schedule_for(problem, target):
+    """The heuristic default schedule of any microkernel problem (GEMM, conv, depthwise);
+    raises CompilerError when the target lacks AVX2+FMA."""
+    p = canonical_problem(problem)
+    if isinstance(p, ConvProblem):
+        return default_depthwise_schedule(G.target_lanes(target), p)
+    return G.default_schedule(target, p)
 
 
 class _Depthwise:

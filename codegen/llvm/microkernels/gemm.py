@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 import llvmlite.ir as ir
 import numpy as np
 
-from ...ir.errors import CompilerError
+from ....ir.errors import CompilerError
 from ..parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
-from ..schedule import Knob
+from ...schedule import Knob
 from . import epilogue as E
 from .irutil import (F32, F32P, I8P, I32, I64, VOID, broadcast, counted_loop, declare, entry_alloca, fma, i64,
                      imin, load_vec, new_function, store_vec, vec_type)

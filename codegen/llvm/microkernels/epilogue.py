@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import llvmlite.ir as ir
 import numpy as np
 
-from ...ir.errors import CompilerError
-from ...ir.ops.activations import ACTIVATIONS  # the fused ops' activations are the epilogue's
+from ....ir.errors import CompilerError
+from ....ir.ops.activations import ACTIVATIONS  # the fused ops' activations are the epilogue's
 from .irutil import I32, fconst, intrinsic
 
 

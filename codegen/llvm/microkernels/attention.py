@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import llvmlite.ir as ir
 
-from ...ir.errors import CompilerError
+from ....ir.errors import CompilerError
 from ..vector_math import vexp
 from .gemm import entry_point
 from .irutil import F32, F32P, I64, broadcast, counted_loop, declare, entry_alloca, fconst, fma, i64, \

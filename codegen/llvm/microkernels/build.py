@@ -12,7 +12,7 @@ import tempfile
 import llvmlite.ir as ir
 import numpy as np
 
-from ..llvm_compile import emit_assembly, emit_object, link_shared
+from ..toolchain import emit_assembly, emit_object, link_shared
 from .gemm import PARAMS
 
 

@@ -14,20 +14,19 @@ target the microkernels support (AVX2+FMA or better).
     Attention             -> emit_attention (fp32, no KV cache, additive or no mask): scores
                              stay in a per-thread row block, never in a [B, H, S, T] tensor
 
-`into_channel_slice` turns a conv plan into one that writes into a wider NHWC tensor
-(a Concat's output, see `concat_in_place`).
+Schedules come from the build's `Schedules` (`codegen.schedule`): the heuristic defaults,
+or the autotuner's cached results for this device.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 
-from ..autotune import schedule_for
-from ..ir.errors import CompilerError
-from ..ir.ops import REGISTRY, get_op
-from .extern import ExternPlan, extern_plan
+from ...ir.errors import CompilerError
+from ...ir.ops import REGISTRY, get_op
+from ..extern import ExternPlan
+from .extern import extern_plan
 from .microkernels import AOperand, ConvProblem, Epilogue, GemmProblem, pack_weights
 from .microkernels.attention import AttentionProblem
 from .microkernels.attention import supported as attention_supported
@@ -57,7 +56,7 @@ def _epilogue(attrs: dict, **flags) -> Epilogue:
                     clip_max=float(attrs.get("clip_max", 6.0)), **flags)
 
 
-def _gemm_plan(a, b: np.ndarray, y, target, attrs: dict, bias=None, residual=None) -> ExternPlan | None:
+def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, residual=None) -> ExternPlan | None:
     """Y[rows, N] = act(A[rows, K] @ B + bias + residual), A's rows its leading dims."""
     k, n = b.shape
     a_shape, y_shape = _shape(a), _shape(y)
@@ -69,7 +68,7 @@ def _gemm_plan(a, b: np.ndarray, y, target, attrs: dict, bias=None, residual=Non
     epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None)
     problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue)
     try:
-        schedule = schedule_for(problem, target)  # the tuned one for this device, else the heuristic default
+        schedule = schedules.for_extern(problem, target)  # tuned for this device, or the heuristic default
     except CompilerError:  # the target lacks AVX2+FMA
         return None
     bindings = {"x": ("value", a), "w": ("packed", pack_weights(b, schedule)), "y": ("value", y)}
@@ -106,7 +105,7 @@ def _attrs(node) -> dict:
     return REGISTRY[node.op].resolve_attrs(node.attrs, node.describe())
 
 
-def lower_matmul(node, consts, target) -> ExternPlan | None:
+def lower_matmul(node, consts, target, schedules) -> ExternPlan | None:
     a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
     bias = _input(node, 2)  # Linear's
     wb = consts.get(b)
@@ -120,10 +119,10 @@ def lower_matmul(node, consts, target) -> ExternPlan | None:
         if addend is None:
             return None
         bias_binding, residual = addend
-    return _gemm_plan(a, wb, y, target, attrs, bias_binding, residual)
+    return _gemm_plan(a, wb, y, target, schedules, attrs, bias_binding, residual)
 
 
-def lower_gemm(node, consts, target) -> ExternPlan | None:
+def lower_gemm(node, consts, target, schedules) -> ExternPlan | None:
     a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
     c = _input(node, 2)
     attrs = _attrs(node)
@@ -142,10 +141,10 @@ def lower_gemm(node, consts, target) -> ExternPlan | None:
         if addend is None:
             return None
         bias, residual = addend
-    return _gemm_plan(a, wb, y, target, {}, bias, residual)
+    return _gemm_plan(a, wb, y, target, schedules, {}, bias, residual)
 
 
-def lower_conv_nhwc(node, consts, target) -> ExternPlan | None:
+def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
     x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
     bias, residual = _input(node, 2), _input(node, 3)
     weights = consts.get(w)
@@ -166,7 +165,7 @@ def lower_conv_nhwc(node, consts, target) -> ExternPlan | None:
         return None
     if (batch, conv.out_h, conv.out_w, conv.out_c) != _shape(y) or (residual is not None and _shape(residual) != _shape(y)):
         return None
-    schedule = schedule_for(conv, target)  # the tuned one for this device, else the heuristic default
+    schedule = schedules.for_extern(conv, target)  # tuned for this device, or the heuristic default
     bindings = {"x": ("value", x), "w": ("packed", pack_conv_weights(weights, conv, schedule, lanes)),
                 "y": ("value", y)}
     if bias is not None:
@@ -191,7 +190,7 @@ def _mask_strides(mask, b: int, h: int, s: int, t: int) -> tuple[int, int, int, 
     return tuple(strides)
 
 
-def lower_attention(node, consts, target) -> ExternPlan | None:
+def lower_attention(node, consts, target, schedules) -> ExternPlan | None:
     """Attention on the fused kernel (`microkernels/attention.py`): float32, no KV cache, only
     the Y output, no softcap or sliding window, an additive float mask or none."""
     q, k, v, y = node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0]
@@ -243,14 +242,3 @@ LOWERINGS = {"ConvNhwc": lower_conv_nhwc, "Linear": lower_matmul, "MatMul": lowe
 for _op, _rule in LOWERINGS.items():
     get_op(_op).register("extern:llvm", _rule)
 
-
-def into_channel_slice(plan: ExternPlan, channels: int) -> ExternPlan | None:
-    """`plan` (a ConvNhwc) writing its output channels into a wider NHWC tensor of
-    `channels` channels (a Concat's output, the caller offsets `y`): the GEMM's row
-    stride becomes `channels`. None for convs whose other accesses assume a packed output
-    (depthwise stores, a residual read at the output's stride)."""
-    conv = plan.kernel.problem
-    if not isinstance(conv, ConvProblem) or conv.depthwise or conv.epilogue.residual:
-        return None
-    problem = replace(conv.gemm(), ldc=channels)
-    return ExternPlan(replace(plan.kernel, problem=problem), plan.args, plan.kind)

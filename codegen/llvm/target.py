@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..ir.errors import TargetError
+from ...ir import dtypes
+from ...ir.errors import TargetError
+from ..target import CPU_LOOP_KINDS, Capabilities, CodegenTarget
 
 # ISA features the loader checks. Others LLVM reports (system instructions such as
 # shstk or invpcid) never appear in generated kernels.
@@ -39,9 +41,25 @@ CPU_LEVELS = {
 }
 
 
+def _native(dt) -> bool:
+    """Element types the emitter has an LLVM form for (no strings, complex, sub-byte or fp8 yet)."""
+    if dt.kind in ("string", "complex"):
+        return False
+    if dt.is_float:
+        return dt.name in ("float16", "bfloat16", "float32", "float64")
+    return not dt.is_int or dt.bits >= 8
+
+
+CAPABILITIES = Capabilities(
+    loop_kinds=CPU_LOOP_KINDS, scopes=frozenset({"global", "local"}),
+    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if _native(d)), gpu=False,
+    extern_kernels=("gemm", "conv", "depthwise_conv", "attention"))
+
+
 @dataclass(frozen=True)
-class CPUTarget:
-    kind: ClassVar[str] = "llvm"  # the target kind whose extern lowerings apply
+class CPUTarget(CodegenTarget):
+    kind: ClassVar[str] = "llvm"
+    capabilities: ClassVar[Capabilities] = CAPABILITIES
     cpu: str  # LLVM CPU name
     features: str  # LLVM feature string ("" = the CPU's own)
     required: tuple[str, ...]  # CHECKED_FEATURES the code may use
@@ -52,6 +70,11 @@ class CPUTarget:
         if "avx512f" in self.required:
             return 512
         return 256 if "avx" in self.required else 128
+
+    def default_extern_schedule(self, problem):
+        from .microkernels.conv import default_schedule_for
+
+        return default_schedule_for(problem, self)
 
 
 def _llvm():

@@ -14,8 +14,8 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from ..ir.errors import CompilerError
-from .llvm_target import CPUTarget, _llvm, target_machine
+from ...ir.errors import CompilerError
+from .target import CPUTarget, _llvm, target_machine
 
 
 def optimize(module_text: str, target: CPUTarget):

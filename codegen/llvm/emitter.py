@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import llvmlite.ir as ir
 
-from ..ir import dtypes
-from ..ir.dtypes import DType
-from ..ir.errors import CompilerError
-from . import loop_ir as L
+from ...ir import dtypes
+from ...ir.dtypes import DType
+from ...ir.errors import CompilerError
+from .. import loop_ir as L
 from .parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from .vector_math import vector_f32_math
 

@@ -1,0 +1,56 @@
+"""What the target-neutral code generator asks of a target: `CodegenTarget`, and the
+`Capabilities` a target's code generator declares.
+
+The model builder, the kernel builder and the lowering rules see a target only through
+this interface: its kind (whose extern lowerings apply), its vector width (schedule
+defaults), its heuristic schedules for extern kernels, and what its renderer can emit.
+Nothing here branches on a target's name: a new backend subclasses `CodegenTarget`
+(the LLVM CPU target is `codegen.llvm.target.CPUTarget`) and declares its capabilities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..ir.dtypes import DType
+from .loop_ir import LoopKind
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a target's code generator can emit, which the verifier holds every kernel to."""
+
+    loop_kinds: frozenset  # LoopKinds its renderer runs
+    scopes: frozenset  # buffer scopes: "global", "shared", "local"
+    dtypes: frozenset  # DType names values may have in native code
+    gpu: bool  # block/thread indices, barriers and warp operations
+    extern_kernels: tuple[str, ...] = ()  # names of its own kernel families (see codegen.extern)
+
+    def supports_dtype(self, dtype: DType) -> bool:
+        return dtype.name in self.dtypes
+
+    def describe(self) -> dict:
+        """JSON-ready form (for `compile inspect` and the backend registry)."""
+        return {"loop_kinds": sorted(k.value for k in self.loop_kinds), "scopes": sorted(self.scopes),
+                "dtypes": sorted(self.dtypes), "gpu": self.gpu, "extern_kernels": list(self.extern_kernels)}
+
+
+CPU_LOOP_KINDS = frozenset({LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTORIZED, LoopKind.UNROLLED})
+
+
+class CodegenTarget:
+    """A target the code generator lowers for. Subclasses set `kind` and `capabilities`
+    and give `vector_bits` (the native vector width schedules fill) and
+    `default_extern_schedule` (the heuristic schedule of an extern kernel's problem)."""
+
+    kind: ClassVar[str]  # the backend's name: extern lowerings registered under it apply
+    capabilities: ClassVar[Capabilities]
+
+    @property
+    def vector_bits(self) -> int:
+        raise NotImplementedError
+
+    def default_extern_schedule(self, problem):
+        """The heuristic schedule for an extern kernel's problem (raises CompilerError when
+        this target cannot run that kernel family)."""
+        raise NotImplementedError

@@ -1,0 +1,124 @@
+"""What a target is to the rest of the compiler: one `Backend` object.
+
+A backend parses its target options, runs the -O pipeline with its own layout passes,
+plans a build (the kernels, their calls, the arena: what `compile inspect` shows), builds a
+graph into artifact sections and a manifest, loads an artifact into a runnable model, checks
+the device can run it, and declares what its code generator supports. Every entry point
+(`compiler.compile`, the CLI, the torch JIT, the ONNX conformance backend, the benchmark
+profiler, the tuner) goes through these methods; none of them branches on a target's name.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..ir.errors import TargetError
+from ..ir.graph import Graph
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """How to build, whatever the target (each backend uses what applies to it)."""
+
+    opt_level: int | None = None  # the -O level (passes.pipeline); None: the backend's default
+    num_threads: int | None = None  # threads the model runs (and is tuned) with; None: all cores
+    tune: bool = False  # time schedules this device has not tuned yet, and cache them
+    tune_budget_s: float = 10.0  # per problem tuned
+    profile: bool = False  # timers around every kernel call (`compile bench --profile`)
+    check_types: bool = False  # the interpreter checks every value against its type (conformance)
+
+
+@dataclass
+class Artifact:
+    """What a build produces and `load` runs: the manifest and the named sections
+    (`compiler.artifact` writes them to one file)."""
+
+    manifest: dict
+    sections: dict[str, bytes]
+    timings: dict = field(default_factory=dict)  # seconds per build phase (not saved)
+
+
+@dataclass
+class BuildPlan:
+    """What a build compiles, decided before any code is emitted: the graph the -O pipeline
+    leaves, each kernel call in order ({kernel, ops, nodes, flops}), and the arena. The
+    artifact's `calls.json` is `calls`, so the plan and the artifact agree by construction."""
+
+    graph: Graph
+    level: int
+    calls: list[dict]
+    num_kernels: int  # distinct kernel functions (calls may share one)
+    memory: Any = None  # passes.plan_memory.MemoryPlan; None: the target allocates per node (the interpreter)
+    details: dict = field(default_factory=dict)  # backend-specific counts (how nodes were computed...)
+    program: Any = None  # the backend's own plan, which `build` compiles
+
+    @property
+    def arena_bytes(self) -> int | None:
+        return None if self.memory is None else self.memory.arena_bytes
+
+
+class Backend:
+    """One target kind. Subclasses set the class attributes and implement the methods."""
+
+    kind: str  # the target's name: `--target KIND [-option=value ...]`
+    description: str
+    option_names: tuple[str, ...] = ()  # the `-name=value` options it takes
+    default_opt_level: int = 3
+    layout_passes: tuple = ()  # its layout passes, run at -O2 and above
+    capabilities = None  # codegen.target.Capabilities of its code generator (None: it runs the IR itself)
+    static_shapes: bool = False  # its code needs every shape known at compile time
+    profiling: bool = False  # can build with timers around every kernel call
+    tuning: bool = False  # has schedules the autotuner can search
+
+    def parse_options(self, options: dict[str, str], text: str) -> dict[str, str]:
+        """Validate `-name=value` options (`text`: the whole target string, for messages)."""
+        unknown = sorted(set(options) - set(self.option_names))
+        if unknown:
+            takes = ", ".join(f"-{n}=..." for n in self.option_names) or "no options"
+            raise TargetError(f"target {text!r}: unknown option(s) {unknown}; {self.kind} takes {takes}")
+        return options
+
+    def level(self, options: BuildOptions) -> int:
+        return self.default_opt_level if options.opt_level is None else options.opt_level
+
+    def optimize(self, graph: Graph, level: int, ctx=None) -> Graph:
+        """The -O`level` pipeline with this target's layout passes."""
+        from ..passes.pipeline import optimize
+
+        return optimize(graph, level, ctx, self.layout_passes)
+
+    def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
+        raise NotImplementedError
+
+    def build(self, graph: Graph, target, options: BuildOptions, source: str) -> Artifact:
+        raise NotImplementedError
+
+    def load(self, artifact: Artifact, where: str, num_threads: int | None = None, lazy: bool = False):
+        """The runnable model of an artifact (`lazy`: open native code at the first run, so a
+        cross-compiled model can still be saved)."""
+        raise NotImplementedError
+
+    def compile_model(self, graph: Graph, target, options: BuildOptions, source: str):
+        """Build and wrap: the runnable model of `graph`, what `compiler.compile`, the torch
+        JIT and the conformance backend return."""
+        artifact = self.build(graph, target, options, source)
+        model = self.load(artifact, where=source, num_threads=options.num_threads, lazy=True)
+        model.timings = artifact.timings
+        return model
+
+    def check_device(self, manifest: dict, where: str) -> None:
+        """Raise ArtifactError when this machine cannot run the artifact (default: it can)."""
+
+    def cache_key(self, target, options: BuildOptions) -> str | None:
+        """The target's part of a compile-cache key; None: builds are not cached."""
+        return None
+
+    def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False):
+        raise TargetError(f"target {self.kind!r} has no schedules to tune")
+
+    def describe(self) -> dict:
+        """JSON-ready: what this backend is and supports."""
+        caps = self.capabilities.describe() if self.capabilities is not None else None
+        return {"kind": self.kind, "description": self.description, "options": list(self.option_names),
+                "default_opt_level": self.default_opt_level, "capabilities": caps,
+                "static_shapes": self.static_shapes, "profiling": self.profiling, "tuning": self.tuning}

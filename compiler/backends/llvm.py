@@ -1,0 +1,127 @@
+"""The `llvm` target: native code for x86-64 CPUs (`codegen.llvm`).
+
+    llvm                 the host CPU
+    llvm -mcpu=NAME      another x86-64 CPU or micro-architecture level (cross-compiling)
+
+Plan: the -O pipeline with the channels-last layout passes, then the program
+(`codegen.model_builder`: kernels, calls, arena), extern kernels' schedules from the
+autotuner's cache for this device (tuned now with `tune`). Build: the program as one shared
+library with the `cm_entry` entry point. Load: the numpy-only runtime (`runtime.native`),
+which refuses code needing CPU features this host lacks. This module imports llvmlite and
+the code generator only when it compiles, so `compiler.load` stays light.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+from .. import __version__
+from ..ir.graph import Graph
+from ..runtime.native import NATIVE_ABI, NativeModel, check_host
+from ..runtime.signature import TensorSpec
+from .base import Artifact, Backend, BuildOptions, BuildPlan
+
+
+class LLVMBackend(Backend):
+    kind = "llvm"
+    description = "host CPU through LLVM (options: -mcpu=NAME)"
+    option_names = ("mcpu",)
+    default_opt_level = 3
+    static_shapes = True
+    profiling = True
+    tuning = True
+
+    @property
+    def layout_passes(self) -> tuple:
+        from ..passes.pipeline import CHANNELS_LAST
+
+        return CHANNELS_LAST
+
+    @property
+    def capabilities(self):
+        from ..codegen.llvm.target import CAPABILITIES
+
+        return CAPABILITIES
+
+    def cpu(self, target):
+        from ..codegen.llvm.target import cpu_target
+
+        return cpu_target(target.options)
+
+    def _schedules(self, options: BuildOptions):
+        from ..autotune import TunedSchedules
+
+        return TunedSchedules(threads=options.num_threads, tune=options.tune, budget_s=options.tune_budget_s)
+
+    def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
+        from ..codegen.model_builder import build_program
+
+        level = self.level(options)
+        start = time.perf_counter()
+        optimized = self.optimize(graph, level, ctx)
+        passes_s = time.perf_counter() - start
+        program = build_program(optimized, self.cpu(target), self._schedules(options))
+        paths: dict[str, int] = {}
+        for kind in program.paths.values():
+            paths[kind] = paths.get(kind, 0) + 1
+        return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory,
+                         {"nodes_by_path": dict(sorted(paths.items())),
+                                                      "phase_seconds": {"graph_passes": passes_s,
+                                                                  "lower": time.perf_counter() - start - passes_s}},
+                         program)
+
+    def build(self, graph: Graph, target, options: BuildOptions, source: str) -> Artifact:
+        from ..codegen.llvm.build import compile_program
+        from ..codegen.llvm.entry import KernelTimers
+
+        plan = self.plan(graph, target, options)
+        build = compile_program(plan.program, self.cpu(target), KernelTimers() if options.profile else None)
+        artifact = self.package(plan.graph, build, target, source, plan.level, options.profile)
+        artifact.timings = {**plan.details["phase_seconds"], **build.timings}
+        return artifact
+
+    def package(self, graph: Graph, build, target, source: str, level: int | None = None,
+                profiled: bool = False) -> Artifact:
+        """The artifact of a `codegen.llvm.build.NativeBuild` of `graph` (its signature)."""
+        manifest = {
+            "compiler_version": __version__,
+            "target": str(target),
+            "source": source,
+            "opt_level": level,
+            "inputs": [TensorSpec.of(v).to_json() for v in graph.inputs],
+            "outputs": [TensorSpec.of(v).to_json() for v in graph.outputs],
+            "native_abi": NATIVE_ABI,
+            "cpu": build.target.cpu,
+            "cpu_features": list(build.target.required),
+            "arena_size": build.arena_size,
+            "kernels": build.num_kernels,
+            "kernel_calls": build.num_calls,
+            "profiled": profiled,
+        }
+        sections = {"model.so": build.library, "weights.bin": build.weights,
+                    "kernels.txt": build.kernel_listing.encode(),
+                    "calls.json": json.dumps(build.program.call_listing()).encode()}
+        return Artifact(manifest, sections)
+
+    def load(self, artifact: Artifact, where: str, num_threads: int | None = None, lazy: bool = False):
+        return NativeModel(artifact.manifest, artifact.sections, where=where, num_threads=num_threads, lazy=lazy)
+
+    def check_device(self, manifest: dict, where: str) -> None:
+        check_host(manifest, where)
+
+    def cache_key(self, target, options: BuildOptions) -> str | None:
+        """Options, level, and a fingerprint of the tuned schedules the build would use
+        (tuning after a compile must not return the old artifact). Profiling builds are
+        not cached."""
+        from ..autotune import fingerprint
+
+        if options.profile:
+            return None
+        return f"{target} -O{self.level(options)} tuned={fingerprint(self.cpu(target), options.num_threads)}"
+
+    def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False):
+        """Tune every extern kernel problem of the model for this device and thread count."""
+        from ..autotune.model import tune_graph
+
+        optimized = self.optimize(graph, self.default_opt_level)
+        return tune_graph(optimized, self.cpu(target), threads, budget_s, retune=retune)
