@@ -83,13 +83,15 @@ class InlineTensor:
         return L.select(pred, self[safe], L.as_expr(other, self.dtype))
 
 
-def build_kernel(name: str, nodes: list, consts: dict, escaping: set, vector_bits: int,
+def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
                  schedules: dict | None = None) -> KernelPlan:
-    """Lower `nodes` (topologically ordered) into one kernel.
+    """Lower `nodes` (topologically ordered) into one kernel for `target` (a CodegenTarget:
+    its vector width shapes the schedules, its capabilities bound what the kernel may use).
 
     consts: Value -> compile-time array (weights and folded values); escaping: values the
     rest of the graph reads (they get a parameter even when produced inside the group).
     """
+    vector_bits = target.vector_bits
     moved = match_permute(nodes, escaping)
     if moved is not None:  # reshapes around one Transpose: one permuted copy (see permute_copy)
         source, result, shape, perm = moved
@@ -120,7 +122,8 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, vector_bit
         opdef = REGISTRY[node.op]
         attrs = opdef.resolve_attrs(node.attrs, node.describe())
         out_types = [v.type if isinstance(v.type, TensorType) else None for v in node.outputs]
-        ctx = LowerContext(node, ins, out_types, attrs, [None if v is None else consts.get(v) for v in node.inputs])
+        ctx = LowerContext(node, ins, out_types, attrs, [None if v is None else consts.get(v) for v in node.inputs],
+                           vector_bits)
         rule = opdef.lowering
         if rule is None:
             raise NotLowerable("no lowering rule")
@@ -146,6 +149,6 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, vector_bit
         sched = (schedules or {}).get(klass) or default_schedule(klass, vector_bits, max(8, t.dtype.bits))
         body.append(lower_stage(stage, t, sched))
     kernel = L.Kernel(name, tuple(params), L.seq(*body), klass, dict(default_schedule(klass, vector_bits).knobs))
-    verify_kernel(kernel)
+    verify_kernel(kernel, target.capabilities)
     return KernelPlan(kernel, args)
 

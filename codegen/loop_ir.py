@@ -9,6 +9,15 @@ serial, parallel (split across threads), vectorized (the whole body runs as SIMD
 one lane per iteration; extent is a constant), unrolled, or the GPU block/thread kinds.
 Loads may carry a predicate: where it is false the load reads nothing (a safe address)
 and yields the `other` value, which is how padding is expressed without branches.
+
+What GPUs need besides their loop kinds:
+    Buffer scopes   global (a kernel argument), shared (one copy per thread block),
+                    local (one copy per thread: registers or the stack)
+    ThreadIndex     blockIdx / threadIdx / blockDim / gridDim along x, y or z
+    Barrier         every thread of the block waits; shared writes before it are seen after
+    WarpShuffle     a value read from another lane of the warp (xor / down / up / idx)
+A backend declares which of these it runs (`codegen.target.Capabilities`); the verifier
+refuses a kernel that uses anything else, with the construct and the target named.
 """
 from __future__ import annotations
 
@@ -46,10 +55,17 @@ INTRINSICS = {
 
 # ------------------------------------------------------------------------------ buffers
 
+SCOPES = ("global", "shared", "local")
+THREAD_INDEX_KINDS = ("block", "thread", "block_dim", "grid_dim")  # blockIdx, threadIdx, blockDim, gridDim
+AXES = ("x", "y", "z")
+SHUFFLE_MODES = ("xor", "down", "up", "idx")
+WARP_SIZE = 32
+
 
 @dataclass(frozen=True, eq=False)
 class Buffer:
-    """A flat array of `size` elements. scope: "global" (a kernel argument) or "local" (scratch)."""
+    """A flat array of `size` elements. scope: "global" (a kernel argument), "shared" (one
+    copy per GPU thread block) or "local" (scratch of one thread: registers or the stack)."""
 
     name: str
     dtype: DType
@@ -115,6 +131,26 @@ class Select(Expr):
     b: Expr
 
 
+@dataclass(frozen=True, eq=False)
+class ThreadIndex(Expr):
+    """A GPU thread's coordinate (INDEX typed): `kind` block / thread (its block's and its
+    own index) or block_dim / grid_dim (the launch's sizes), along `axis` x, y or z."""
+
+    kind: str
+    axis: str
+
+
+@dataclass(frozen=True, eq=False)
+class WarpShuffle(Expr):
+    """`value` as lane `src` of the warp holds it: src = lane ^ `lane` (xor), lane + `lane`
+    (down), lane - `lane` (up) or `lane` itself (idx), within groups of `width` lanes."""
+
+    mode: str
+    value: Expr
+    lane: Expr
+    width: int = WARP_SIZE
+
+
 # ----------------------------------------------------------------------------- statements
 
 
@@ -144,6 +180,11 @@ class Seq(Stmt):
 
 
 @dataclass(frozen=True, eq=False)
+class Barrier(Stmt):
+    """Every thread of the block waits here; shared-buffer writes before it are visible after."""
+
+
+@dataclass(frozen=True, eq=False)
 class IfThenElse(Stmt):
     cond: Expr
     then: Stmt
@@ -152,7 +193,8 @@ class IfThenElse(Stmt):
 
 @dataclass(frozen=True, eq=False)
 class Allocate(Stmt):
-    """A local buffer live for `body`. Inside a vectorized loop each lane has its own copy."""
+    """A local or shared buffer live for `body`. A local one is per thread (inside a
+    vectorized loop, per lane); a shared one is per GPU thread block."""
 
     buffer: Buffer
     body: Stmt
@@ -245,6 +287,14 @@ def select(cond: Expr, a: Expr, b: Expr) -> Expr:
     return Select(a.dtype, cond, a, b)
 
 
+def thread_index(kind: str, axis: str = "x") -> ThreadIndex:
+    return ThreadIndex(INDEX, kind, axis)
+
+
+def shuffle(mode: str, value: Expr, lane, width: int = WARP_SIZE) -> WarpShuffle:
+    return WarpShuffle(value.dtype, mode, value, as_expr(lane), width)
+
+
 def seq(*stmts: Stmt) -> Stmt:
     flat: list[Stmt] = []
     for s in stmts:
@@ -270,6 +320,8 @@ def children(node) -> list:
         return [node.value]
     if isinstance(node, Select):
         return [node.cond, node.a, node.b]
+    if isinstance(node, WarpShuffle):
+        return [node.value, node.lane]
     if isinstance(node, For):
         return [node.extent, node.body]
     if isinstance(node, Store):
@@ -311,7 +363,7 @@ def substitute(node, mapping: dict):
     """A copy of `node` with variables replaced (Var -> Expr)."""
     if isinstance(node, Var):
         return mapping.get(node, node)
-    if isinstance(node, (Const,)) or node is None:
+    if isinstance(node, (Const, ThreadIndex, Barrier)) or node is None:
         return node
     if isinstance(node, Load):
         return Load(node.dtype, node.buffer, substitute(node.index, mapping),
@@ -324,6 +376,9 @@ def substitute(node, mapping: dict):
         return Cast(node.dtype, substitute(node.value, mapping))
     if isinstance(node, Select):
         return Select(node.dtype, substitute(node.cond, mapping), substitute(node.a, mapping), substitute(node.b, mapping))
+    if isinstance(node, WarpShuffle):
+        return WarpShuffle(node.dtype, node.mode, substitute(node.value, mapping), substitute(node.lane, mapping),
+                           node.width)
     if isinstance(node, For):
         return For(node.var, substitute(node.extent, mapping), node.kind, substitute(node.body, mapping))
     if isinstance(node, Store):

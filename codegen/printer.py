@@ -7,76 +7,120 @@
         }
       }
     }
+
+GPU constructs print as `blockIdx.x`, `threadIdx.y`, `shfl_xor(v, 16)`, `barrier` and
+`shared buf: f32[256]`. `TextRenderer` is a `Renderer` like every backend's, so it walks
+the IR the way they do.
 """
 from __future__ import annotations
 
 from . import loop_ir as L
+from .renderer import Renderer
 
 _SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "and": "&", "or": "|",
             "xor": "^", "shl": "<<", "shr": ">>", "eq": "==", "ne": "!=", "lt": "<", "le": "<=",
             "gt": ">", "ge": ">="}
+_THREAD_INDEX = {"block": "blockIdx", "thread": "threadIdx", "block_dim": "blockDim", "grid_dim": "gridDim"}
+
+
+class TextRenderer(Renderer):
+    """Expressions render to strings; statements append indented lines to `lines`."""
+
+    name = "the loop-IR printer"
+
+    def __init__(self, kernel: str = ""):
+        super().__init__(kernel)
+        self.lines: list[str] = []
+        self.depth = 0
+
+    def _line(self, text: str) -> None:
+        self.lines.append("  " * self.depth + text)
+
+    def _block(self, body: L.Stmt) -> None:
+        self.depth += 1
+        self.stmt(body)
+        self.depth -= 1
+
+    # ------------------------------------------------------------------ expressions
+    def render_Const(self, e: L.Const) -> str:
+        return repr(e.value) if e.dtype is L.INDEX else f"{e.value!r}:{e.dtype.short}"
+
+    def render_Var(self, e: L.Var) -> str:
+        return e.name
+
+    def render_Load(self, e: L.Load) -> str:
+        text = f"{e.buffer.name}[{self.expr(e.index)}]"
+        if e.pred is not None:
+            return f"({text} if {self.expr(e.pred)} else {self.expr(e.other)})"
+        return text
+
+    def render_Binary(self, e: L.Binary) -> str:
+        if e.op in _SYMBOLS:
+            return f"({self.expr(e.a)} {_SYMBOLS[e.op]} {self.expr(e.b)})"
+        return f"{e.op}({self.expr(e.a)}, {self.expr(e.b)})"
+
+    def render_Call(self, e: L.Call) -> str:
+        return f"{e.name}({', '.join(self.expr(a) for a in e.args)})"
+
+    def render_Cast(self, e: L.Cast) -> str:
+        return f"{e.dtype.short}({self.expr(e.value)})"
+
+    def render_Select(self, e: L.Select) -> str:
+        return f"select({self.expr(e.cond)}, {self.expr(e.a)}, {self.expr(e.b)})"
+
+    def render_ThreadIndex(self, e: L.ThreadIndex) -> str:
+        return f"{_THREAD_INDEX.get(e.kind, e.kind)}.{e.axis}"
+
+    def render_WarpShuffle(self, e: L.WarpShuffle) -> str:
+        width = "" if e.width == L.WARP_SIZE else f", width={e.width}"
+        return f"shfl_{e.mode}({self.expr(e.value)}, {self.expr(e.lane)}{width})"
+
+    # ------------------------------------------------------------------- statements
+    def render_Seq(self, s: L.Seq) -> None:
+        for x in s.stmts:
+            self.stmt(x)
+
+    def render_For(self, s: L.For) -> None:
+        self._line(f"{s.kind.value} for {s.var.name} in 0..{self.expr(s.extent)} {{")
+        self._block(s.body)
+        self._line("}")
+
+    def render_Store(self, s: L.Store) -> None:
+        self._line(f"{s.buffer.name}[{self.expr(s.index)}] = {self.expr(s.value)}")
+
+    def render_IfThenElse(self, s: L.IfThenElse) -> None:
+        self._line(f"if {self.expr(s.cond)} {{")
+        self._block(s.then)
+        if s.otherwise is not None:
+            self._line("} else {")
+            self._block(s.otherwise)
+        self._line("}")
+
+    def render_Allocate(self, s: L.Allocate) -> None:
+        b = s.buffer
+        self._line(f"{b.scope} {b.name}: {b.dtype.short}[{b.size}]")
+        self.stmt(s.body)
+
+    def render_Barrier(self, s: L.Barrier) -> None:
+        self._line("barrier")
 
 
 def expr_text(e: L.Expr) -> str:
-    if isinstance(e, L.Const):
-        return repr(e.value) if e.dtype is L.INDEX else f"{e.value!r}:{e.dtype.short}"
-    if isinstance(e, L.Var):
-        return e.name
-    if isinstance(e, L.Load):
-        text = f"{e.buffer.name}[{expr_text(e.index)}]"
-        if e.pred is not None:
-            text += f" if {expr_text(e.pred)} else {expr_text(e.other)}"
-            return f"({text})"
-        return text
-    if isinstance(e, L.Binary):
-        if e.op in _SYMBOLS:
-            return f"({expr_text(e.a)} {_SYMBOLS[e.op]} {expr_text(e.b)})"
-        return f"{e.op}({expr_text(e.a)}, {expr_text(e.b)})"
-    if isinstance(e, L.Call):
-        return f"{e.name}({', '.join(expr_text(a) for a in e.args)})"
-    if isinstance(e, L.Cast):
-        return f"{e.dtype.short}({expr_text(e.value)})"
-    if isinstance(e, L.Select):
-        return f"select({expr_text(e.cond)}, {expr_text(e.a)}, {expr_text(e.b)})"
-    raise TypeError(f"unknown expression {type(e).__name__}")
-
-
-def _stmt_lines(s: L.Stmt, depth: int, out: list[str]) -> None:
-    pad = "  " * depth
-    if isinstance(s, L.Seq):
-        for x in s.stmts:
-            _stmt_lines(x, depth, out)
-    elif isinstance(s, L.For):
-        out.append(f"{pad}{s.kind.value} for {s.var.name} in 0..{expr_text(s.extent)} {{")
-        _stmt_lines(s.body, depth + 1, out)
-        out.append(f"{pad}}}")
-    elif isinstance(s, L.Store):
-        out.append(f"{pad}{s.buffer.name}[{expr_text(s.index)}] = {expr_text(s.value)}")
-    elif isinstance(s, L.IfThenElse):
-        out.append(f"{pad}if {expr_text(s.cond)} {{")
-        _stmt_lines(s.then, depth + 1, out)
-        if s.otherwise is not None:
-            out.append(f"{pad}}} else {{")
-            _stmt_lines(s.otherwise, depth + 1, out)
-        out.append(f"{pad}}}")
-    elif isinstance(s, L.Allocate):
-        b = s.buffer
-        out.append(f"{pad}local {b.name}: {b.dtype.short}[{b.size}]")
-        _stmt_lines(s.body, depth, out)
-    else:
-        raise TypeError(f"unknown statement {type(s).__name__}")
+    return TextRenderer().expr(e)
 
 
 def kernel_text(k: L.Kernel) -> str:
     params = ", ".join(f"{b.name}: {b.dtype.short}[{b.size}]" for b in k.params)
     knobs = "".join(f" {key}={value}" for key, value in sorted(k.schedule.items()))
-    lines = [f"kernel {k.name}({params}) class={k.kernel_class}{knobs} {{"]
-    _stmt_lines(k.body, 1, lines)
-    lines.append("}")
-    return "\n".join(lines) + "\n"
+    r = TextRenderer(k.name)
+    r.lines.append(f"kernel {k.name}({params}) class={k.kernel_class}{knobs} {{")
+    r.depth = 1
+    r.stmt(k.body)
+    r.lines.append("}")
+    return "\n".join(r.lines) + "\n"
 
 
 def stmt_text(s: L.Stmt) -> str:
-    lines: list[str] = []
-    _stmt_lines(s, 0, lines)
-    return "\n".join(lines) + "\n"
+    r = TextRenderer()
+    r.stmt(s)
+    return "\n".join(r.lines) + "\n"

@@ -1,9 +1,14 @@
-"""The loop IR verifier: checks a kernel is well formed before any backend sees it.
+"""The loop IR verifier: checks a kernel is well formed, and within what its target runs,
+before any renderer sees it.
 
-It checks what backends rely on and would otherwise miscompile silently: every variable
+It checks what renderers rely on and would otherwise miscompile silently: every variable
 is bound by an enclosing loop, every buffer is a parameter or an enclosing allocation,
 operand types agree, vectorized loops have constant extents and hold no branches or
-nested parallel loops, and constant indices stay inside their buffer.
+nested parallel loops, and constant indices stay inside their buffer. GPU constructs:
+shared buffers are allocated once per block (never inside a thread loop), barriers are
+reached by every thread of a block (never under a branch that depends on the thread),
+thread indices and warp shuffles are well formed. Given a target's `Capabilities`, it
+refuses every loop kind, buffer scope or GPU construct the target does not run, naming it.
 """
 from __future__ import annotations
 
@@ -12,19 +17,29 @@ from . import loop_ir as L
 
 
 class LoopIRError(CompilerError):
-    """A kernel's loop IR is malformed (a compiler bug, reported with the kernel's name)."""
+    """A kernel's loop IR is malformed, or asks for what its target cannot run (named with the kernel)."""
 
 
-def verify_kernel(k: L.Kernel) -> None:
-    _Verifier(k).stmt(k.body, bound=frozenset(), buffers=frozenset(k.params), in_vector=False, in_parallel=False)
+def verify_kernel(k: L.Kernel, capabilities=None) -> None:
+    """Raise LoopIRError when `k` is malformed or, with `capabilities` (a target's
+    `codegen.target.Capabilities`), uses something that target does not run."""
+    _Verifier(k, capabilities).stmt(k.body, bound=frozenset(), buffers=frozenset(k.params), in_vector=False,
+                                    in_parallel=False)
 
 
 class _Verifier:
-    def __init__(self, kernel: L.Kernel):
+    def __init__(self, kernel: L.Kernel, capabilities):
         self.kernel = kernel
+        self.caps = capabilities
+        self.thread_vars: set[L.Var] = set()  # variables of GPU thread loops: they differ between threads
+        self.divergent = 0  # depth of branches whose condition differs between threads
 
     def fail(self, message: str):
         raise LoopIRError(f"kernel {self.kernel.name}: {message}")
+
+    def require_gpu(self, what: str) -> None:
+        if self.caps is not None and not self.caps.gpu:
+            self.fail(f"{what} is a GPU construct, which this target does not run")
 
     def expr(self, e: L.Expr, bound, buffers) -> None:
         if isinstance(e, L.Var):
@@ -32,6 +47,11 @@ class _Verifier:
                 self.fail(f"variable {e.name} is used outside any loop that binds it")
             return
         if isinstance(e, L.Const):
+            return
+        if isinstance(e, L.ThreadIndex):
+            self.require_gpu(f"the thread index {e.kind}.{e.axis}")
+            if e.kind not in L.THREAD_INDEX_KINDS or e.axis not in L.AXES:
+                self.fail(f"thread index {e.kind}.{e.axis}: expected one of {L.THREAD_INDEX_KINDS} along {L.AXES}")
             return
         if isinstance(e, L.Load):
             self.buffer(e.buffer, buffers)
@@ -51,6 +71,14 @@ class _Verifier:
         elif isinstance(e, L.Select):
             if e.cond.dtype.kind != "bool" or e.a.dtype is not e.b.dtype:
                 self.fail(f"select needs a bool condition and equal branch types, got {e.cond.dtype}, {e.a.dtype}, {e.b.dtype}")
+        elif isinstance(e, L.WarpShuffle):
+            self.require_gpu("a warp shuffle")
+            if e.mode not in L.SHUFFLE_MODES:
+                self.fail(f"warp shuffle mode {e.mode!r}; expected one of {L.SHUFFLE_MODES}")
+            if e.width not in (1, 2, 4, 8, 16, 32):
+                self.fail(f"warp shuffle width {e.width}: expected a power of two up to {L.WARP_SIZE}")
+            if e.lane.dtype.kind != "int" or e.dtype is not e.value.dtype:
+                self.fail(f"warp shuffle needs an integer lane and keeps its value's type, got {e.lane.dtype}, {e.dtype}")
         for c in L.children(e):
             self.expr(c, bound, buffers)
 
@@ -64,23 +92,15 @@ class _Verifier:
         if isinstance(index, L.Const) and not 0 <= index.value < b.size:
             self.fail(f"constant index {index.value} is outside {b.name}[{b.size}]")
 
+    def varies_by_thread(self, e: L.Expr) -> bool:
+        return any((isinstance(n, L.ThreadIndex) and n.kind == "thread") or n in self.thread_vars for n in L.walk(e))
+
     def stmt(self, s: L.Stmt, bound, buffers, in_vector: bool, in_parallel: bool) -> None:
         if isinstance(s, L.Seq):
             for x in s.stmts:
                 self.stmt(x, bound, buffers, in_vector, in_parallel)
         elif isinstance(s, L.For):
-            self.expr(s.extent, bound, buffers)
-            if s.var in bound:
-                self.fail(f"loop variable {s.var.name} is bound twice")
-            if s.kind is L.LoopKind.VECTORIZED:
-                if not isinstance(s.extent, L.Const) or s.extent.value < 1:
-                    self.fail(f"vectorized loop {s.var.name} needs a constant positive extent")
-                if in_vector:
-                    self.fail(f"vectorized loop {s.var.name} is nested in another vectorized loop")
-            if s.kind is L.LoopKind.PARALLEL and (in_vector or in_parallel):
-                self.fail(f"parallel loop {s.var.name} is nested inside a parallel or vectorized loop")
-            self.stmt(s.body, bound | {s.var}, buffers,
-                      in_vector or s.kind is L.LoopKind.VECTORIZED, in_parallel or s.kind is L.LoopKind.PARALLEL)
+            self.loop(s, bound, buffers, in_vector, in_parallel)
         elif isinstance(s, L.Store):
             self.buffer(s.buffer, buffers)
             self.index(s.buffer, s.index)
@@ -92,12 +112,52 @@ class _Verifier:
             if in_vector:
                 self.fail("branches inside a vectorized loop: use select or a predicated load instead")
             self.expr(s.cond, bound, buffers)
+            divergent = self.varies_by_thread(s.cond)
+            self.divergent += divergent
             self.stmt(s.then, bound, buffers, in_vector, in_parallel)
             if s.otherwise is not None:
                 self.stmt(s.otherwise, bound, buffers, in_vector, in_parallel)
+            self.divergent -= divergent
         elif isinstance(s, L.Allocate):
-            if s.buffer.scope != "local":
-                self.fail(f"allocated buffer {s.buffer.name} must have local scope")
-            self.stmt(s.body, bound, buffers | {s.buffer}, in_vector, in_parallel)
+            self.allocate(s, bound, buffers, in_vector, in_parallel)
+        elif isinstance(s, L.Barrier):
+            self.require_gpu("a barrier")
+            if in_vector:
+                self.fail("a barrier inside a vectorized loop")
+            if self.divergent:
+                self.fail("a barrier under a branch that differs between threads: some threads would never reach it")
         else:
             self.fail(f"unknown statement {type(s).__name__}")
+
+    def loop(self, s: L.For, bound, buffers, in_vector: bool, in_parallel: bool) -> None:
+        self.expr(s.extent, bound, buffers)
+        if s.var in bound:
+            self.fail(f"loop variable {s.var.name} is bound twice")
+        if self.caps is not None and s.kind not in self.caps.loop_kinds:
+            self.fail(f"{s.kind.value} loop {s.var.name}: this target runs "
+                      f"{', '.join(sorted(k.value for k in self.caps.loop_kinds))} loops")
+        if s.kind is L.LoopKind.VECTORIZED:
+            if not isinstance(s.extent, L.Const) or s.extent.value < 1:
+                self.fail(f"vectorized loop {s.var.name} needs a constant positive extent")
+            if in_vector:
+                self.fail(f"vectorized loop {s.var.name} is nested in another vectorized loop")
+        if s.kind is L.LoopKind.PARALLEL and (in_vector or in_parallel):
+            self.fail(f"parallel loop {s.var.name} is nested inside a parallel or vectorized loop")
+        thread = s.kind is L.LoopKind.GPU_THREAD
+        if thread:
+            self.thread_vars.add(s.var)
+        self.stmt(s.body, bound | {s.var}, buffers,
+                  in_vector or s.kind is L.LoopKind.VECTORIZED, in_parallel or s.kind is L.LoopKind.PARALLEL)
+
+    def allocate(self, s: L.Allocate, bound, buffers, in_vector: bool, in_parallel: bool) -> None:
+        scope = s.buffer.scope
+        if scope not in ("local", "shared"):
+            self.fail(f"allocated buffer {s.buffer.name} must have local or shared scope, not {scope!r}")
+        if self.caps is not None and scope not in self.caps.scopes:
+            self.fail(f"{scope} buffer {s.buffer.name}: this target has {', '.join(sorted(self.caps.scopes))} buffers")
+        if scope == "shared":
+            self.require_gpu(f"the shared buffer {s.buffer.name}")
+            if self.thread_vars & bound or in_vector:
+                self.fail(f"shared buffer {s.buffer.name} is allocated per thread (inside a thread loop): "
+                          f"allocate it once per block, outside the thread loops")
+        self.stmt(s.body, bound, buffers | {s.buffer}, in_vector, in_parallel)

@@ -23,6 +23,8 @@ from make_example import build_tiny_cnn  # noqa: E402
 
 from compiler.zoo.tolerances import assert_close  # noqa: E402
 
+from filecheck import FileCheck
+
 
 @pytest.fixture(autouse=True)
 def _private_cache(tmp_path, monkeypatch):
@@ -259,10 +261,12 @@ def test_generated_code_has_vectors_and_threads():
     m = _model([helper.make_node("Add", ["a", "b"], ["c"])], [_vi("a", [256, 256]), _vi("b", [256, 256])], [_vi("c", None)])
     target = cpu_target({"mcpu": "x86-64-v3"})
     text = emit_module(build_program(import_onnx(m), target))
-    assert "<8 x float>" in text  # explicit vector types in the hot loop
-    assert "cm_parallel" in text  # the parallel loop goes through our thread pool
+    # explicit vector types in the hot loop, and the parallel loop goes through our thread pool
+    FileCheck().check("<8 x float>").run(text)
+    FileCheck().check("cm_parallel").check_not("GOMP").run(text)
     asm = emit_assembly(text, target)
-    assert "ymm" in asm and "zmm" not in asm  # AVX2 registers, no AVX-512 under x86-64-v3
+    FileCheck().check("ymm").run(asm)  # AVX2 registers ...
+    FileCheck().check_not("zmm").run(asm)  # ... and no AVX-512 under x86-64-v3
 
 
 def test_fused_elementwise_group_is_one_kernel_without_intermediates():

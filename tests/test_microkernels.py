@@ -22,6 +22,8 @@ from compiler.codegen.llvm.microkernels.conv import ConvProblem, DepthwiseSchedu
 from compiler.codegen.llvm.microkernels.gemm import target_lanes
 from compiler.ir.errors import CompilerError
 
+from filecheck import FileCheck
+
 SIZES = (1, 7, 17, 33, 100, 257)
 # (M, N, K): each edge size once in each position (a Latin square), plus mixed shapes
 GEMM_SHAPES = [(SIZES[i], SIZES[(i + 2) % 6], SIZES[(i + 4) % 6]) for i in range(6)] + [
@@ -220,7 +222,8 @@ def test_packed_a_lets_avx512_use_13_rows():
     target = cpu_target({"mcpu": "x86-64-v4"})
     sched = GemmSchedule(mr=13, nr=32, kc=128, mc_tiles=16, nc_panels=4, unroll=4, lanes=16, pack_a=1)
     hot = _hot_loop(_asm(target, GemmProblem(AOperand.matrix(512, 512), 512), sched))
-    assert hot.count("vfmadd231ps") == 13 * 2 * 4 and "(%rsp" not in hot
+    FileCheck().check_count("vfmadd231ps", 13 * 2 * 4).run(hot)
+    FileCheck().check_not("(%rsp").run(hot)
 
 
 def conv_reference(x, w, c: ConvProblem):
@@ -286,20 +289,23 @@ def test_avx512_code_uses_zmm_fma():
     sched = default_schedule(target, GemmProblem(AOperand.matrix(64, 64), 64))
     assert (sched.mr, sched.nr, sched.lanes) == (6, 64, 16)
     hot = _hot_loop(_asm(target, GemmProblem(AOperand.matrix(512, 512), 512)))
-    assert hot.count("vfmadd231ps") == 6 * 4 * sched.unroll and "%zmm" in hot
+    FileCheck().check_count("vfmadd231ps", 6 * 4 * sched.unroll).run(hot)
+    FileCheck().check("%zmm").run(hot)
     assert hot.count("vbroadcastss") + hot.count("{1to16}") >= 6 * sched.unroll
-    assert "(%rsp" not in hot  # accumulators and row pointers stay in registers
+    FileCheck().check_not("(%rsp").run(hot)  # accumulators and row pointers stay in registers
     text = _asm(target, GemmProblem(AOperand.matrix(30, 40), 40))
-    assert "%k" in text  # the 40-column edge is stored under an AVX-512 mask register
+    FileCheck().check(re.compile(r"\{%k[1-7]\}")).run(text)  # the 40-column edge is stored under an AVX-512 mask
 
 
 def test_avx2_code_uses_ymm_fma_only():
     target = cpu_target({"mcpu": "x86-64-v3"})
     text = _asm(target, GemmProblem(AOperand.matrix(30, 40), 43))
-    assert "vfmadd231ps" in text and "%ymm" in text and "%zmm" not in text
-    assert "vmaskmovps" in text  # the 43 % 8 column edge: masked load/store
+    FileCheck().check("vfmadd231ps").check("%ymm").run(text)
+    FileCheck().check_not("%zmm").run(text)
+    FileCheck().check("vmaskmovps").run(text)  # the 43 % 8 column edge: masked load/store
     hot = _hot_loop(_asm(target, GemmProblem(AOperand.matrix(512, 512), 512)))
-    assert hot.count("vfmadd231ps") == 6 * 2 * 4 and "(%rsp" not in hot  # 6x16 tile, unroll 4, no spills
+    FileCheck().check_count("vfmadd231ps", 6 * 2 * 4).run(hot)  # 6x16 tile, unroll 4
+    FileCheck().check_not("(%rsp").run(hot)  # no spills
 
 
 def test_schedule_space_is_checked():

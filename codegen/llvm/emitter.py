@@ -11,6 +11,8 @@ Each kernel becomes an internal function over `noalias` typed pointers. Loop kin
               each task takes one contiguous slice of the iteration space
 Math intrinsics map to LLVM intrinsics where LLVM has them and to libm otherwise, except
 exp, tanh and erf on float32 vectors: inline polynomials (`vector_math`), not a call per lane.
+GPU constructs (thread indices, barriers, warp shuffles, shared buffers, GPU loops) are
+refused with a message naming them: the CPU target's capabilities do not include them.
 """
 from __future__ import annotations
 
@@ -18,18 +20,14 @@ import llvmlite.ir as ir
 
 from ...ir import dtypes
 from ...ir.dtypes import DType
-from ...ir.errors import CompilerError
 from .. import loop_ir as L
+from ..renderer import CodegenError, Renderer
 from .parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from .vector_math import vector_f32_math
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 VOID = ir.VoidType()
 I8P = I8.as_pointer()
-
-
-class CodegenError(CompilerError):
-    """A kernel uses something the LLVM backend cannot emit (named with the kernel)."""
 
 
 def value_type(dt: DType) -> ir.Type:
@@ -116,7 +114,7 @@ class ModuleBuilder:
         for a, b in zip(fn.args, k.params):
             a.name = b.name
             a.add_attribute("noalias")
-        emitter = _FunctionEmitter(self, fn, k.name, {b: a for b, a in zip(k.params, fn.args)}, {})
+        emitter = FunctionEmitter(self, fn, k.name, {b: a for b, a in zip(k.params, fn.args)}, {})
         emitter.stmt(k.body)
         emitter.finish()
         return fn
@@ -126,11 +124,15 @@ class ModuleBuilder:
         return f"{kernel}.par{self._outlined}"
 
 
-class _FunctionEmitter:
-    """Emits statements into one LLVM function; `vec` is (loop var, lanes) inside a vectorized loop."""
+class FunctionEmitter(Renderer):
+    """Renders loop IR into one LLVM function. Expressions render to (llvm value, varies
+    across lanes); `vec` is (loop var, lanes) inside a vectorized loop."""
+
+    name = "the llvm backend"
 
     def __init__(self, mb: ModuleBuilder, fn: ir.Function, kernel: str, buffers: dict, env: dict):
-        self.mb, self.fn, self.kernel = mb, fn, kernel
+        super().__init__(kernel)
+        self.mb, self.fn = mb, fn
         self.buffers = dict(buffers)  # Buffer -> pointer (locals: alloca'd array)
         self.env = dict(env)  # Var -> scalar llvm value (the vector var maps to its lane vector)
         self.entry = fn.append_basic_block("entry")
@@ -138,39 +140,30 @@ class _FunctionEmitter:
         self.vec: tuple[L.Var, int] | None = None
         self.vec_locals: set = set()
 
-    def fail(self, msg: str):
-        raise CodegenError(f"kernel {self.kernel}: {msg}")
-
     def finish(self) -> None:
         self.b.ret_void()
         ir.IRBuilder(self.entry).branch(self.fn.blocks[1])
 
     # ------------------------------------------------------------------ statements
-    def stmt(self, s: L.Stmt) -> None:
-        if isinstance(s, L.Seq):
-            for x in s.stmts:
-                self.stmt(x)
-        elif isinstance(s, L.For):
-            self.loop(s)
-        elif isinstance(s, L.Store):
-            self.store(s)
-        elif isinstance(s, L.IfThenElse):
-            cond, _ = self.expr(s.cond)
-            if s.otherwise is None:
-                with self.b.if_then(cond):
-                    self.stmt(s.then)
-            else:
-                with self.b.if_else(cond) as (then, otherwise):
-                    with then:
-                        self.stmt(s.then)
-                    with otherwise:
-                        self.stmt(s.otherwise)
-        elif isinstance(s, L.Allocate):
-            self.allocate(s)
-        else:
-            self.fail(f"cannot emit {type(s).__name__}")
+    def render_Seq(self, s: L.Seq) -> None:
+        for x in s.stmts:
+            self.stmt(x)
 
-    def allocate(self, s: L.Allocate) -> None:
+    def render_IfThenElse(self, s: L.IfThenElse) -> None:
+        cond, _ = self.expr(s.cond)
+        if s.otherwise is None:
+            with self.b.if_then(cond):
+                self.stmt(s.then)
+        else:
+            with self.b.if_else(cond) as (then, otherwise):
+                with then:
+                    self.stmt(s.then)
+                with otherwise:
+                    self.stmt(s.otherwise)
+
+    def render_Allocate(self, s: L.Allocate) -> None:
+        if s.buffer.scope != "local":
+            self.refuse(s, "a CPU thread has no block to share it with")
         elem = memory_type(s.buffer.dtype)
         if self.vec is not None:  # one copy per lane: an array of vectors
             elem = ir.VectorType(elem, self.vec[1])
@@ -179,7 +172,7 @@ class _FunctionEmitter:
         self.buffers[s.buffer] = slot
         self.stmt(s.body)
 
-    def loop(self, s: L.For) -> None:
+    def render_For(self, s: L.For) -> None:
         if s.kind is L.LoopKind.UNROLLED:
             if not isinstance(s.extent, L.Const):
                 self.fail(f"unrolled loop {s.var.name} needs a constant extent")
@@ -200,7 +193,7 @@ class _FunctionEmitter:
             self.parallel(s)
             return
         if s.kind is not L.LoopKind.SERIAL:
-            self.fail(f"{s.kind.value} loops are for GPU backends")
+            self.refuse(s, "GPU loops run on a GPU target")
         extent, vary = self.expr(s.extent)
         if vary:
             self.fail(f"loop {s.var.name} has a lane-varying extent")
@@ -240,7 +233,7 @@ class _FunctionEmitter:
         pool = self.mb.declare(PARALLEL, VOID, [ir.FunctionType(VOID, [I8P]).as_pointer(), I8P, I32, I32])
         self.b.call(pool, [outlined, self.b.bitcast(data, I8P), self.b.load(self.mb.num_threads), ir.Constant(I32, 0)])
         # Callee side: unpack, find this task's slice, run it serially.
-        child = _FunctionEmitter(self.mb, outlined, self.kernel, {}, {})
+        child = FunctionEmitter(self.mb, outlined, self.kernel, {}, {})
         cb = child.b
         ptr = cb.bitcast(outlined.args[0], struct.as_pointer())
         vals = [cb.load(cb.gep(ptr, [ir.Constant(I32, 0), ir.Constant(I32, i)])) for i in range(len(fields))]
@@ -255,7 +248,7 @@ class _FunctionEmitter:
         child.counted_loop(s.var, lo, hi, s.body)
         child.finish()
 
-    def store(self, s: L.Store) -> None:
+    def render_Store(self, s: L.Store) -> None:
         value, vary = self.expr(s.value)
         value = self.to_memory(value, s.value.dtype)
         base = self.buffers[s.buffer]
@@ -314,40 +307,40 @@ class _FunctionEmitter:
         return self.b.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
 
     # ----------------------------------------------------------------- expressions
-    def expr(self, e: L.Expr):
-        """Returns (llvm value, varies across lanes)."""
-        if isinstance(e, L.Const):
-            return _constant(e), False
-        if isinstance(e, L.Var):
-            if e not in self.env:
-                self.fail(f"variable {e.name} is not bound")
-            return self.env[e], self.vec is not None and e is self.vec[0]
-        if isinstance(e, L.Load):
-            return self.load(e)
-        if isinstance(e, L.Cast):
-            v, vary = self.expr(e.value)
-            return self.convert(v, e.value.dtype, e.dtype), vary
-        if isinstance(e, L.Select):
-            c, vc = self.expr(e.cond)
-            a, va = self.expr(e.a)
-            b, vb = self.expr(e.b)
-            vary = vc or va or vb
-            if vary:
-                c, a, b = self.splat(c, vc), self.splat(a, va), self.splat(b, vb)
-            return self.b.select(c, a, b), vary
-        if isinstance(e, L.Binary):
-            a, va = self.expr(e.a)
-            b, vb = self.expr(e.b)
-            vary = va or vb
-            return self.binary(e.op, self.splat(a, va) if vary else a, self.splat(b, vb) if vary else b, e.a.dtype), vary
-        if isinstance(e, L.Call):
-            args = [self.expr(a) for a in e.args]
-            vary = any(v for _, v in args)
-            vals = [self.splat(a, v) if vary else a for a, v in args]
-            return self.intrinsic(e.name, vals, e.args[0].dtype), vary
-        self.fail(f"cannot emit expression {type(e).__name__}")
+    def render_Const(self, e: L.Const):
+        return _constant(e), False
 
-    def load(self, e: L.Load):
+    def render_Var(self, e: L.Var):
+        if e not in self.env:
+            self.fail(f"variable {e.name} is not bound")
+        return self.env[e], self.vec is not None and e is self.vec[0]
+
+    def render_Cast(self, e: L.Cast):
+        v, vary = self.expr(e.value)
+        return self.convert(v, e.value.dtype, e.dtype), vary
+
+    def render_Select(self, e: L.Select):
+        c, vc = self.expr(e.cond)
+        a, va = self.expr(e.a)
+        b, vb = self.expr(e.b)
+        vary = vc or va or vb
+        if vary:
+            c, a, b = self.splat(c, vc), self.splat(a, va), self.splat(b, vb)
+        return self.b.select(c, a, b), vary
+
+    def render_Binary(self, e: L.Binary):
+        a, va = self.expr(e.a)
+        b, vb = self.expr(e.b)
+        vary = va or vb
+        return self.binary(e.op, self.splat(a, va) if vary else a, self.splat(b, vb) if vary else b, e.a.dtype), vary
+
+    def render_Call(self, e: L.Call):
+        args = [self.expr(a) for a in e.args]
+        vary = any(v for _, v in args)
+        vals = [self.splat(a, v) if vary else a for a, v in args]
+        return self.intrinsic(e.name, vals, e.args[0].dtype), vary
+
+    def render_Load(self, e: L.Load):
         base = self.buffers[e.buffer]
         if e.buffer.scope == "local":
             idx, ivary = self.expr(e.index)

@@ -1,5 +1,6 @@
-"""What a lowering rule sees of one node: input tensors, output types, attributes and the
-compile-time values of constant inputs; and how it asks for scratch stages or repacked weights."""
+"""What a lowering rule sees of one node: input tensors, output types, attributes, the
+compile-time values of constant inputs and the target's native vector width; and how it
+asks for scratch stages or repacked weights."""
 from __future__ import annotations
 
 from typing import Callable
@@ -16,8 +17,9 @@ class NotLowerable(CompilerError):
 
 
 class LowerContext:
-    def __init__(self, node, inputs: list, out_types: list, attrs: dict, consts: list):
+    def __init__(self, node, inputs: list, out_types: list, attrs: dict, consts: list, vector_bits: int):
         self.node = node
+        self.vector_bits = vector_bits  # the target's native vector (codegen.target.CodegenTarget)
         self.inputs = inputs  # Tensor (or an inlined producer) per input; None for a missing optional one
         self.out_types = out_types
         self.attrs = attrs

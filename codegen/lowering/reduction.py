@@ -51,7 +51,7 @@ def reduce_over(x: Tensor, axes: list[int], keepdims: bool, combiner: str, body=
         return src
 
     fin = (lambda a: finalize(a, count)) if finalize else None
-    if ctx is not None and is_trailing(axes, x.rank) and worth_splitting(count, acc):
+    if ctx is not None and is_trailing(axes, x.rank) and worth_splitting(count, acc, ctx.vector_bits):
         def value_at(idx, j):
             v = L.cast(wide(row_element(x, source(idx), axes, j)), acc)
             return body(v) if body else v
@@ -119,7 +119,7 @@ def _log_sum_exp(ctx: LowerContext):
 def softmax_stage(ctx: LowerContext, x, axis: int, log: bool, dtype) -> Compute:
     """(Log)softmax of x along `axis`; its max and sum stages go to scratch."""
     acc = _acc_dtype(x.dtype)
-    if axis == x.rank - 1 and worth_splitting(x.shape[axis], acc):
+    if axis == x.rank - 1 and worth_splitting(x.shape[axis], acc, ctx.vector_bits):
         return _softmax_last_axis(ctx, x, log, dtype, acc)
     m = ctx.temp(reduce_over(x, [axis], True, "max"))
     m.buffer = L.Buffer(m.buffer.name, acc, m.buffer.size)
@@ -295,7 +295,7 @@ def _moments(ctx: LowerContext, x: Tensor, axes: list[int], acc):
     def inv_std(s):
         return L.div(_c(1.0, s), L.call("sqrt", L.add(L.div(s, _c(count, s)), _c(eps, s))))
 
-    if is_trailing(axes, x.rank) and worth_splitting(count, acc):
+    if is_trailing(axes, x.rank) and worth_splitting(count, acc, ctx.vector_bits):
         def squared_at(idx, j):
             d = L.sub(L.cast(wide(row_element(x, list(idx), axes, j)), acc), mean[list(idx)])
             return L.mul(d, d)
