@@ -643,7 +643,7 @@ def _print_bench(report: dict) -> None:
 
 
 def cmd_bench(argv: list[str]) -> int:
-    from .cli import shape_override
+    from .shape_args import shape_override
 
     args = _parse_args(argv)
     if not Path(args.model).is_file():

@@ -7,7 +7,7 @@ per element (declared on their ops); data movement (reshape, transpose, gather, 
 exact integer/bool/comparison ops (Cast, Equal, Where) are 0.
 
 Each op's counter is a fact on its registry entry (`OpDef.flops`): the counters below are
-what op modules declare, and `default_counter` gives the rest theirs from their category.
+what op modules declare; an op that declares none counts by its category (`counter_of`).
 Nodes whose shapes are not static cannot be counted: `count_flops` lists them instead of
 guessing, and the GFLOP/s of such a model should not be quoted.
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from math import prod
 from typing import Callable
 
-from .registry import Category, Precision
+from .registry import TABLE, Category, OpDef, Precision
 from .types import TensorType
 
 Counter = Callable[["Node"], "int | None"]  # noqa: F821 - ir.graph.Node, not imported (ir.graph imports the registry)
@@ -146,15 +146,22 @@ def fused_body(node) -> int | None:
     return report.total if report.exact else None
 
 
-def default_counter(category: Category, precision: Precision) -> Counter:
-    """The counter of an op that declares none, from its category and precision policy."""
-    if precision is Precision.EXACT:
-        return none  # integer, bool, comparison or pure data movement (Cast, Where, Equal...)
-    if category in (Category.ELEMENTWISE, Category.BROADCAST):
+_PER_INPUT_ELEMENT = per_input_element(1)
+
+
+def counter_of(op: OpDef) -> Counter:
+    """The op's declared counter, or its category's: 0 for integer, bool, comparison and
+    data movement (precision EXACT), 1 per output element for elementwise ops, 1 per input
+    element for reductions, 0 for injective and opaque ops (data or control work)."""
+    if op.flops is not None:
+        return op.flops
+    if op.precision is Precision.EXACT:
+        return none
+    if op.category in (Category.ELEMENTWISE, Category.BROADCAST):
         return one_per_output
-    if category is Category.REDUCTION:
-        return per_input_element(1)
-    return none  # injective and opaque ops move data (or do integer/control work)
+    if op.category is Category.REDUCTION:
+        return _PER_INPUT_ELEMENT
+    return none
 
 
 # --- counting -----------------------------------------------------------------------------
@@ -162,10 +169,8 @@ def default_counter(category: Category, precision: Precision) -> Counter:
 
 def node_flops(node) -> int | None:
     """FLOPs of one node; 0 for data movement; None when its shapes are not static."""
-    from .ops import REGISTRY
-
-    opdef = REGISTRY.get(node.op)
-    return 0 if opdef is None else opdef.flops(node)
+    opdef = TABLE.get(node.op)
+    return 0 if opdef is None else counter_of(opdef)(node)
 
 
 def count_flops(graph) -> FlopReport:

@@ -68,6 +68,11 @@ PENDING_RULE = "no lowering rule for this op yet"
 
 REQUIRED = object()
 
+# Every op by name: filled once by `ir.ops` from its explicit module list (that package
+# exports it as REGISTRY). Code the op modules themselves use (the FLOP counters) looks ops
+# up here, so it never imports the op modules.
+TABLE: dict[str, "OpDef"] = {}
+
 ATTR_KINDS = ("int", "float", "string", "ints", "floats", "strings", "tensor", "tensors", "graph", "graphs", "dtype", "type")
 
 
@@ -209,8 +214,8 @@ class OpDef:
     # The output is input 0 reinterpreted (same elements, same order, another shape): it
     # costs nothing inside a fused kernel and can share its input's storage.
     view: bool = False
-    # FLOPs of one node (None when its shapes are not static); None: the category's default
-    # (`ir.flops.default_counter`).
+    # FLOPs of one node (None when its shapes are not static); None: its category's default
+    # (`ir.flops.counter_of`).
     flops: Callable | None = None
     # Why this op cannot become native code ("" when it can); see the reasons above.
     not_lowerable: str = ""
@@ -218,14 +223,10 @@ class OpDef:
     registered: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
-        from .flops import default_counter
-
         if self.kernel_class is None:
             object.__setattr__(self, "kernel_class", _KERNEL_CLASS_OF_CATEGORY[self.category])
         if self.kernel_class not in KERNEL_CLASSES:
             raise ValueError(f"op {self.name}: kernel class {self.kernel_class!r} is not one of {KERNEL_CLASSES}")
-        if self.flops is None:
-            object.__setattr__(self, "flops", default_counter(self.category, self.precision))
         names = [_operand_name(s) for s in self.inputs]
         unknown = [n for n in self.shape_inputs if n not in names]
         if unknown:

@@ -1,6 +1,8 @@
 """Every zoo model compiled for llvm: the nine light CNNs, the BERT encoder and the MLP,
 against the reference interpreter and onnxruntime within `compiler.zoo.tolerances`'
-whole-model tier (the one place tolerances per element type are stated).
+whole-model tier (the one place tolerances per element type are stated); and on each,
+`compile inspect --json` shows exactly what the artifact runs (its calls, their ops, the
+arena).
 
 Slow-marked: compiling and running ResNet-50 or VGG-19 takes a while. Prints each
 model's compile time (and its phases) for the closing note.
@@ -36,6 +38,21 @@ def _compile(path, shapes=None):
     return cm
 
 
+def _check_inspect_matches_artifact(cm, path, shapes, capsys):
+    """`compile inspect --json` (a separate import and plan) against the artifact's own listing."""
+    import json
+
+    from compiler.cli import main
+
+    argv = ["inspect", str(path), "--json"] + [f"--input-shape={k}={','.join(map(str, v))}" for k, v in shapes.items()]
+    capsys.readouterr()
+    assert main(argv) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["kernels"] == cm.calls  # every call: its kernel, the ops and nodes it computes, their FLOPs
+    assert report["num_kernels"] == cm.manifest["kernels"] and report["num_calls"] == cm.manifest["kernel_calls"]
+    assert report["arena_bytes"] == cm.manifest["arena_size"] and report["level"] == cm.manifest["opt_level"]
+
+
 def _check(cm, path, feeds):
     out = cm.run(feeds)
     reference = compiler.compile(str(path), target="reference", input_shapes={k: list(v.shape) for k, v in feeds.items()}).run(feeds)
@@ -48,23 +65,27 @@ def _check(cm, path, feeds):
 
 
 @pytest.mark.parametrize("name", light.LIGHT_MODELS)
-def test_light_model_compiled(name, tmp_path):
+def test_light_model_compiled(name, tmp_path, capsys):
     model = light.with_pre_softmax_output(light.load_light_model(name, 0))
     path = tmp_path / f"{name}.onnx"
     onnx.save(model, str(path))
     feeds = light.light_model_inputs(model)
-    _check(_compile(path), path, feeds)
+    cm = _compile(path)
+    _check(cm, path, feeds)
+    _check_inspect_matches_artifact(cm, path, {}, capsys)
 
 
 @pytest.mark.parametrize("name", ["mlp", "bert"])
-def test_torch_model_compiled(name, tmp_path):
+def test_torch_model_compiled(name, tmp_path, capsys):
     pytest.importorskip("torch")
     from compiler.zoo import export, torch_models
 
     path = export.TORCH_MODELS[name](tmp_path / f"{name}.onnx", 0)
     feeds = {k: v.numpy() for k, v in (torch_models.bert_inputs() if name == "bert" else torch_models.mlp_inputs()).items()}
-    cm = _compile(path, {k: list(v.shape) for k, v in feeds.items()})
+    shapes = {k: list(v.shape) for k, v in feeds.items()}
+    cm = _compile(path, shapes)
     _check(cm, path, feeds)
+    _check_inspect_matches_artifact(cm, path, shapes, capsys)
 
 
 def test_many_calls_do_not_grow_memory(tmp_path):

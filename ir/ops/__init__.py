@@ -5,7 +5,7 @@ module means adding it to `OP_MODULES`; a test checks that every op is complete.
 """
 from __future__ import annotations
 
-from ..registry import OpDef
+from ..registry import TABLE, OpDef
 from . import (attention, control, conv, elementwise, fused, image, layout, matmul, nn, normalization, pool, quant,
                reduction, strings, tensor)
 
@@ -23,7 +23,8 @@ def _build_registry() -> dict[str, OpDef]:
     return table
 
 
-REGISTRY: dict[str, OpDef] = _build_registry()
+REGISTRY: dict[str, OpDef] = TABLE
+REGISTRY.update(_build_registry())
 
 
 def get_op(name: str) -> OpDef:
