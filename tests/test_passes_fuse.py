@@ -117,3 +117,46 @@ def test_requantize_is_a_conv_epilogue():
     b.output(b.op("QuantizeLinear", y, b.const(np.float32(0.05)), b.const(np.uint8(128))))
     groups, _ = kernels(b.build())
     assert groups == [["Conv", "Relu", "QuantizeLinear"]]
+
+
+def test_fused_kernel_is_the_expected_graph():
+    """Before/Expected: an elementwise diamond and the softmax after it become one kernel
+    whose body is the original chain; only the softmax's result leaves it."""
+    from ir_text import check_rewrite
+
+    check_rewrite(fuse, """graph g(%x: f32[8,8]) {
+      %a: f32[8,8] = Exp(%x) @exp
+      %s: f32[8,8] = Sigmoid(%a) @sig
+      %t: f32[8,8] = Tanh(%a) @tanh
+      %y: f32[8,8] = Mul(%s, %t) @mul
+      %w: f32[8,8] = Softmax(%y) {axis=-1} @sm
+      return %w
+    }""", """graph g(%x: f32[8,8]) {
+      %w: f32[8,8] = FusedKernel(%x) {body=graph kernel_exp(%x: f32[8,8]) {
+        %a: f32[8,8] = Exp(%x)
+        %s: f32[8,8] = Sigmoid(%a)
+        %t: f32[8,8] = Tanh(%a)
+        %y: f32[8,8] = Mul(%s, %t)
+        %w: f32[8,8] = Softmax(%y) {axis=-1}
+        return %w
+      }, kind="Exp+Sigmoid+Tanh+Mul+Softmax"}
+      return %w
+    }""")
+
+
+def test_fusion_leaves_a_lone_opaque_node_its_own_kernel():
+    """An opaque op fuses with nothing; a small constant it reads travels into its body."""
+    from ir_text import check_rewrite
+
+    check_rewrite(fuse, """graph g(%x: f32[4,6]) {
+      %k: i64[1] = const [2]
+      %t: f32[4,2], %i: i64[4,2] = TopK(%x, %k) {axis=-1} @topk
+      return %t
+    }""", """graph g(%x: f32[4,6]) {
+      %t: f32[4,2] = FusedKernel(%x) {body=graph kernel_topk(%x: f32[4,6]) {
+        %k: i64[1] = const [2]
+        %t: f32[4,2], %i: i64[4,2] = TopK(%x, %k) {axis=-1}
+        return %t
+      }, kind="TopK"}
+      return %t
+    }""")

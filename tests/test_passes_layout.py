@@ -13,6 +13,8 @@ from compiler.passes.pipeline import CHANNELS_LAST, PIPELINES, SIMPLIFY
 from compiler.passes.to_channels_last import to_channels_last
 from compiler.zoo.tolerances import assert_close
 
+from ir_text import assert_graph_equal
+
 TO_NCHW, TO_NHWC = [0, 3, 1, 2], [0, 2, 3, 1]
 LAYOUT = list(CHANNELS_LAST)
 
@@ -126,11 +128,22 @@ def test_conv_chain_keeps_one_transpose_at_each_end():
     y = b.op("Relu", _conv(b, y, 8, 8, seed=1, group=8))  # depthwise
     b.output(_conv(b, y, 8, 6, k=1, seed=2))
     out = _run(b.build())
-    assert out.op_counts() == {"Transpose": 2, "ConvNhwc": 3, "MaxPoolNhwc": 1}
-    first, last = _ops(out, "Transpose")
-    assert first.inputs[0] is out.inputs[0] and first.attrs["perm"] == TO_NHWC
-    assert last.outputs[0] is out.outputs[0] and last.attrs["perm"] == TO_NCHW
-    assert [n.attrs.get("activation", "none") for n in _ops(out, "ConvNhwc")] == ["relu", "relu", "none"]
+    # Expected: NHWC from the input on, each Relu in its conv's epilogue, NCHW again at the end.
+    e = GraphBuilder()
+    x = e.input("x", tensor((1, 4, 10, 10), "f32"))
+    window = {"dilations": [1, 1], "strides": [1, 1]}
+
+    def conv_nhwc(h, cout, cin, k, seed, group=1, **act):
+        return e.op("ConvNhwc", h, e.const(_w((cout, cin // group, k, k), seed)), e.const(_w(cout, seed + 100)),
+                    group=group, pads=[k // 2] * 4, **window, **act)
+
+    h = e.op("Transpose", x, perm=TO_NHWC)
+    h = conv_nhwc(h, 8, 4, 3, 0, activation="relu", residual_after_activation=0)
+    h = e.op("MaxPoolNhwc", h, ceil_mode=0, dilations=[1, 1], kernel_shape=[2, 2], pads=[0, 0, 0, 0], strides=[2, 2])
+    h = conv_nhwc(h, 8, 8, 3, 1, group=8, activation="relu", residual_after_activation=0)
+    h = conv_nhwc(h, 6, 8, 1, 2)
+    e.output(e.op("Transpose", h, perm=TO_NCHW, name=out.outputs[0].name))
+    assert_graph_equal(out, e.build())
 
 
 def test_auto_pad_becomes_explicit_pads():
@@ -163,16 +176,16 @@ def test_conv_with_runtime_weights_is_left_alone():
     b = GraphBuilder()
     x, w = b.input("x", tensor((1, 3, 8, 8), "f32")), b.input("w", tensor((4, 3, 3, 3), "f32"))
     b.output(b.op("Relu", b.op("Conv", x, w)))
-    out = _run(b.build())
-    assert out.op_counts() == {"Conv": 1, "Relu": 1}
+    graph = b.build()
+    assert _run(graph) is graph  # nothing to pack at compile time: no rewrite
 
 
 def test_one_dimensional_conv_is_left_alone():
     b = GraphBuilder()
     x = b.input("x", tensor((1, 3, 16), "f32"))
     b.output(b.op("Relu", b.op("Conv", x, b.const(_w((4, 3, 3))))))
-    out = _run(b.build())
-    assert out.op_counts() == {"Conv": 1, "Relu": 1}
+    graph = b.build()
+    assert _run(graph) is graph
 
 
 def test_max_pool_with_indices_read_is_left_alone():
@@ -180,7 +193,8 @@ def test_max_pool_with_indices_read_is_left_alone():
     x = b.input("x", tensor((1, 3, 8, 8), "f32"))
     y, idx = b.node("MaxPool", [x], {"kernel_shape": [2, 2]}, num_outputs=2)
     b.output(y, idx)
-    assert _run(b.build()).op_counts() == {"MaxPool": 1}
+    graph = b.build()
+    assert _run(graph) is graph
 
 
 # ---------------------------------------------------------------- sinking
