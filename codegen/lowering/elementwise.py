@@ -199,6 +199,20 @@ def _reciprocal(x):
     return L.div(_c(1.0, x), x)
 
 
+def _intrinsic(name: str):
+    """Rule for an op that is one loop-IR intrinsic, element by element."""
+    return _unary(lambda x: L.call(name, x))
+
+
+# Op -> the intrinsic it is.
+_INTRINSIC_OPS = {
+    "Neg": "neg", "Floor": "floor", "Ceil": "ceil", "Sqrt": "sqrt", "Exp": "exp", "Log": "log", "Sin": "sin",
+    "Cos": "cos", "Tan": "tan", "Asin": "asin", "Acos": "acos", "Atan": "atan", "Sinh": "sinh", "Cosh": "cosh",
+    "Tanh": "tanh", "Asinh": "asinh", "Acosh": "acosh", "Atanh": "atanh", "IsNaN": "isnan", "Not": "not",
+    "BitwiseNot": "not",
+}
+
+
 RULES = {
     "Add": _fold("add"),
     "Sub": _nary(lambda ctx, xs: L.sub(*xs)),
@@ -210,30 +224,12 @@ RULES = {
     "Min": _fold("min"),
     "Sum": _fold("add"),
     "Mean": _nary(_mean),
-    "Neg": _unary(lambda x: L.call("neg", x)),
+    **{op: _intrinsic(name) for op, name in _INTRINSIC_OPS.items()},
     "Abs": _unary(lambda x: L.call("abs", x) if x.dtype.kind != "uint" else x),
     "Sign": _unary(_sign),
     "Reciprocal": _unary(_reciprocal),
-    "Floor": _unary(lambda x: L.call("floor", x)),
-    "Ceil": _unary(lambda x: L.call("ceil", x)),
     "Round": _unary(_round),
-    "Sqrt": _unary(lambda x: L.call("sqrt", x)),
-    "Exp": _unary(lambda x: L.call("exp", x)),
-    "Log": _unary(lambda x: L.call("log", x)),
     "Erf": _unary(erf),
-    "Sin": _unary(lambda x: L.call("sin", x)),
-    "Cos": _unary(lambda x: L.call("cos", x)),
-    "Tan": _unary(lambda x: L.call("tan", x)),
-    "Asin": _unary(lambda x: L.call("asin", x)),
-    "Acos": _unary(lambda x: L.call("acos", x)),
-    "Atan": _unary(lambda x: L.call("atan", x)),
-    "Sinh": _unary(lambda x: L.call("sinh", x)),
-    "Cosh": _unary(lambda x: L.call("cosh", x)),
-    "Tanh": _unary(lambda x: L.call("tanh", x)),
-    "Asinh": _unary(lambda x: L.call("asinh", x)),
-    "Acosh": _unary(lambda x: L.call("acosh", x)),
-    "Atanh": _unary(lambda x: L.call("atanh", x)),
-    "IsNaN": _unary(lambda x: L.call("isnan", x)),
     "IsInf": _unary(_isinf),
     "Relu": _unary(_relu),
     "LeakyRelu": _unary(lambda x, alpha: L.select(L.binary("ge", x, _c(0.0, x)), x, L.mul(_c(alpha, x), x))),
@@ -261,11 +257,9 @@ RULES = {
     "And": _fold("and"),
     "Or": _fold("or"),
     "Xor": _nary(lambda ctx, xs: L.binary("ne", *xs)),
-    "Not": _unary(lambda x: L.call("not", x)),
     "BitwiseAnd": _fold("and"),
     "BitwiseOr": _fold("or"),
     "BitwiseXor": _fold("xor"),
-    "BitwiseNot": _unary(lambda x: L.call("not", x)),
     "BitShift": _nary(_bitshift),
     "Where": _nary(_where),
     "SwiGLU": _nary(lambda ctx, xs: L.mul(L.mul(xs[0], sigmoid(L.mul(_c(ctx.attrs["alpha"], xs[0]), xs[0]))), xs[1])),

@@ -54,14 +54,18 @@ def _scatter(ctx: LowerContext, data, n_positions: tuple, matches, update_at):
     """out[i] from data[i] and the updates whose target is i: `matches(idx, q)` says update q aims at i."""
     reduction = ctx.attrs["reduction"]
 
-    def last_match(idx):
-        qstrides = strides_of(n_positions)
+    qstrides = strides_of(n_positions)
 
+    def flat_position(q):
+        """Update position q as one row-major index over `n_positions`."""
+        flat = L.const(0)
+        for qi, s in zip(q, qstrides):
+            flat = L.add(flat, L.mul(qi, s))
+        return flat
+
+    def last_match(idx):
         def value(q):
-            flat = L.const(0)
-            for qi, s in zip(q, qstrides):
-                flat = L.add(flat, L.mul(qi, s))
-            return L.select(matches(idx, q), flat, L.const(-1))
+            return L.select(matches(idx, q), flat_position(q), L.const(-1))
 
         return Reduce("max", n_positions, value, None, L.INDEX)
 
@@ -79,14 +83,9 @@ def _scatter(ctx: LowerContext, data, n_positions: tuple, matches, update_at):
     combiner = _COMBINE[reduction]
 
     def folded(idx):
-        qstrides = strides_of(n_positions)
-
         def value(q):
-            flat = L.const(0)
-            for qi, s in zip(q, qstrides):
-                flat = L.add(flat, L.mul(qi, s))
             neutral = Reduce(combiner, (), None).init(data.dtype)  # the combiner's identity
-            return L.select(matches(idx, q), update_at(idx, flat), neutral)
+            return L.select(matches(idx, q), update_at(idx, flat_position(q)), neutral)
 
         return Reduce(combiner, n_positions, value, lambda a: L.binary(
             {"sum": "add", "prod": "mul", "max": "max", "min": "min"}[combiner], data[idx], a), data.dtype)
