@@ -118,7 +118,9 @@ def _setup_ours(spec: ModelSpec, threads: int) -> Runner:
         # The llvm target is not in this build: the interpreter stands in, under a label that says so.
         cm = compile_model(spec.model, target="reference", input_shapes=spec.input_shapes or None)
         note = f"{spec.target} unavailable: {e}"
-    interpreted = cm.target.split()[0] == "reference"
+    from .backends import backend_for
+
+    interpreted = backend_for(cm.target).capabilities is None  # no code generator: the IR runs as is
     label = "ours (reference interpreter, not compiled)" if interpreted else f"ours ({cm.target})"
     names = [s.name for s in cm.outputs]
     return Runner(label, lambda: cm.run(feeds), lambda out: [np.asarray(out[n]) for n in names], note)
