@@ -33,7 +33,7 @@ class ProblemReport:
 
 def tune_graph(graph, target, threads: int, budget_s: float, *, retune: bool = False,
                stream=None) -> list[ProblemReport]:
-    """Tune the problems of an optimized graph (`native_build.optimize_for_llvm`'s output)
+    """Tune the problems of an optimized graph (the llvm backend's -O pipeline output)
     that the cache has no valid result for (all of them with `retune`)."""
     stream = stream or sys.stderr
     problems = problems_of_graph(graph, target)

@@ -1,4 +1,4 @@
-"""GFLOP/s of the GEMM / conv microkernels (codegen/microkernels) on 1 and 2 threads,
+"""GFLOP/s of the GEMM / conv microkernels (codegen/llvm/microkernels) on 1 and 2 threads,
 against numpy's OpenBLAS on the same GEMM shape and against the machine's FMA peak.
 
     python -m benchmarks.microkernel_gemm [--repeats 20] [--threads 1 2] [--only REGEX] [--json FILE]

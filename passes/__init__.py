@@ -1,15 +1,17 @@
-"""Graph optimization passes: simplify -> fold BatchNorm -> recognize patterns -> fuse -> plan memory.
+"""Graph optimization passes: simplify -> fold BatchNorm -> recognize patterns -> layout -> fuse,
+and the arena planner the build runs after lowering (plan memory).
 
-A pass is a named `Graph -> Graph` function (`core`); `pipeline.PIPELINES` lists the
-passes of each -O level and `optimize(graph, level)` runs one. One pass per module:
+A pass is a named `Graph -> Graph` function (`core`); `pipeline.pipeline(level, layout)`
+lists the passes of each -O level (with a target's layout passes) and `optimize` runs one.
+One pass per module:
 
     fold_constants, fold_shapes, simplify_algebra,          simplification (rule tables
     eliminate_dead_code, eliminate_common_subexpressions     run by `rewriter.apply_rules`)
     fold_batchnorm                                           BN into Conv/Gemm/MatMul weights
     recognize_patterns                                       LayerNorm, Gelu, Softmax, Attention, Linear
+    to_channels_last                                         the CPU layout: NHWC conv chains, epilogues
     fuse                                                     FusedKernel nodes (post-dominator regions)
-    plan_memory                                              arena offsets, reuse, in-place
-    report                                                   what `compile inspect --json` prints
+    plan_memory                                              the arena planner (offsets over call lifetimes)
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ Three steps, each a rule set of its own module:
      the Transposes to NHWC of the next conv or pool;
   3. fuse_epilogues: bias, residual and activation after each conv (and activations
      after dense layers) fold into the op, now that they sit next to it in NHWC.
-The SIMPLIFY pipeline that follows in LLVM_PIPELINE removes what is left over (a Transpose
+The SIMPLIFY pipeline that follows in `pipeline.CHANNELS_LAST` removes what is left over (a Transpose
 that only moves size-1 axes becomes a Reshape, reshape chains collapse).
 """
 from __future__ import annotations

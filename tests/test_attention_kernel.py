@@ -1,4 +1,4 @@
-"""The fused attention kernel (`codegen/microkernels/attention.py`): numerics against a
+"""The fused attention kernel (`codegen/llvm/microkernels/attention.py`): numerics against a
 float64 numpy reference over layouts, grouped heads, masks, causal bands and edge sizes;
 the code generator sends Attention nodes to it (and the cases it does not cover to the
 loop-IR rule); scores never take a [B, H, S, T] buffer in the arena."""

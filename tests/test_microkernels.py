@@ -1,4 +1,4 @@
-"""GEMM / conv microkernels (codegen/microkernels) against numpy: edge sizes, every
+"""GEMM / conv microkernels (codegen/llvm/microkernels) against numpy: edge sizes, every
 epilogue, 1 and 2 threads, the AVX2 target and the host; conv layers shaped like
 ResNet-50's, grouped and depthwise convs; FileCheck-style checks of the emitted code.
 

@@ -1,4 +1,4 @@
-"""The thread pool linked into every model (`codegen/csrc/thread_pool.c`): every task of
+"""The thread pool linked into every model (`codegen/llvm/csrc/thread_pool.c`): every task of
 every parallel call runs exactly once, whatever the thread count; a parallel call inside
 a task runs inline; concurrent callers each get all their tasks; compiled models use it
 instead of libgomp."""

@@ -11,7 +11,7 @@ Stages (scratch in the accumulator type; K/V heads shared by Hq/Hkv query heads)
 Packed operands add a final copy of y into (B, S, H*Dv). The scores and e scratch are the
 whole [B, H, S, T]: the tensor-expression layer has no per-thread scratch (one score row
 per thread would need it). The fp32 cases without a KV cache, softcap or window go to the
-fused kernel instead (`microkernels/attention.py`, via `extern_lowering.lower_attention`),
+fused kernel instead (`llvm/microkernels/attention.py`, via `llvm/extern_lowering.lower_attention`),
 whose scores live in a per-thread block of rows; this rule covers the rest.
 
 Refused with NotLowerable naming the input/attribute: a KV cache (past_key/past_value,

@@ -10,7 +10,7 @@
 
 How the code generator uses it (static shapes, fp32):
 
-    from compiler.codegen.microkernels import ConvProblem, Epilogue, emit_conv
+    from compiler.codegen.llvm.microkernels import ConvProblem, Epilogue, emit_conv
     conv = ConvProblem(batch, in_c, in_h, in_w, out_c, kh, kw, stride, pads, dilation, groups,
                        Epilogue(scale_shift=True, residual=True, activation="relu"))
     kernel = emit_conv(module, "conv17", conv, target)      # adds functions to the llvmlite module

@@ -1,7 +1,7 @@
 """Small llvmlite helpers shared by the microkernel generators: counted loops, vector
 loads/stores with constant lane masks, broadcasts and intrinsic declarations.
 
-Kept apart from `llvm_backend` (which lowers loop IR) because microkernels are written
+Kept apart from `codegen/llvm/emitter.py` (which lowers loop IR) because microkernels are written
 directly against the builder: their register tiles and loop orders are fixed by hand.
 """
 from __future__ import annotations
