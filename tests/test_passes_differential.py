@@ -30,7 +30,11 @@ def assert_outputs_agree(want: dict, got: dict, rtol=1e-4):
     assert list(want) == list(got)
     for k in want:
         w, g = np.asarray(want[k]), np.asarray(got[k])
-        scale = max(float(np.abs(w).max()), 1e-6) if w.size else 1.0
+        # Absolute differences are judged against the output's magnitude, but never below
+        # 1e-2 of it: the graphs compute on O(1) inputs, and where every output is ~0 a
+        # recognized op can be more exact than the float32 cancellation it replaces (GELU's
+        # 1 + erf(x/sqrt 2) is exactly 0 for x < -5.4, Gelu(x) ~ -1e-7: hypothesis found it).
+        scale = max(float(np.abs(w).max()), 1e-2) if w.size else 1.0
         np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale, err_msg=f"output {k}")
 
 
