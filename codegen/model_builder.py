@@ -12,8 +12,8 @@ sharing identical ones; plan the arena (every buffer's lifetime in calls, placed
 
 A node the target's extern lowering accepts (`OpDef.extern_lowering(target.kind)`: on the
 llvm target, convolutions and matrix products on the hand-blocked microkernels) becomes an
-`ExternPlan` instead of a loop-IR kernel; its fusion group is split around it ([nodes before], [it], [nodes after]) and
-the rest of the group goes through the loop-IR rules. A channel Concat of such convs
+`ExternPlan` instead of a loop-IR kernel; its fusion group is split around it ([nodes
+before], [it], [nodes after]) and the rest of the group goes through the loop-IR rules. A channel Concat of such convs
 can be dropped, the convs writing into their slices of its output (`concat_in_place`).
 `NativeProgram.paths` records which way each node went.
 
@@ -42,6 +42,7 @@ from .kernel_builder import KernelPlan, build_kernel
 from .lowering import NotLowerable
 from .schedule import HEURISTIC, Schedules
 from .target import CodegenTarget
+
 
 class NotCompilableError(CompilerError):
     """Nodes that cannot become native code; `nodes` lists (node description, reason)."""

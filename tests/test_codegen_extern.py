@@ -290,8 +290,7 @@ def test_externs_and_loop_ir_kernels_link_across_split_modules():
     texts = emit_modules(program, parts)
     assert len(texts) == parts and sum("cm_parallel" in t for t in texts) >= 2
     library = link_shared([emit_object(t, HOST) for t in texts])
-    build = NativeBuild(library, program.weights, program.arena_size, HOST, kernel_listing(program), "",
-                        program=program)
+    build = NativeBuild(library, HOST, "", program)
     _check(graph, feeds, build=build)
     _check(graph, feeds)  # and compile_graph's own split (one module per core where there are enough kernels)
 

@@ -27,14 +27,25 @@ from .toolchain import emit_object, link_shared
 
 @dataclass
 class NativeBuild:
+    """The shared library of a planned program; everything else about it is the program's."""
+
     library: bytes
-    weights: bytes
-    arena_size: int
     target: CPUTarget
-    kernel_listing: str
     llvm_ir: str
+    program: NativeProgram
     timings: dict = field(default_factory=dict)
-    program: NativeProgram | None = None
+
+    @property
+    def weights(self) -> bytes:
+        return self.program.weights
+
+    @property
+    def arena_size(self) -> int:
+        return self.program.arena_size
+
+    @property
+    def kernel_listing(self) -> str:
+        return kernel_listing(self.program)
 
     @property
     def num_kernels(self) -> int:
@@ -111,8 +122,7 @@ def compile_program(program: NativeProgram, target: CPUTarget, hook: CallHook | 
     t3 = time.perf_counter()
     lib = link_shared(objects)
     timings["link"] = time.perf_counter() - t3
-    listing = kernel_listing(program)
-    return NativeBuild(lib, program.weights, program.arena_size, target, listing, "\n".join(texts), timings, program)
+    return NativeBuild(lib, target, "\n".join(texts), program, timings)
 
 
 def compile_graph(graph: Graph, target: CPUTarget, schedules: Schedules = HEURISTIC,

@@ -2,8 +2,9 @@
 
 A backend parses its target options, runs the -O pipeline with its own layout passes,
 plans a build (the kernels, their calls, the arena: what `compile inspect` shows), builds a
-graph into artifact sections and a manifest, loads an artifact into a runnable model, checks
-the device can run it, and declares what its code generator supports. Every entry point
+graph into artifact sections and a manifest, loads an artifact into a runnable model (which
+checks the device can run it before any of its code does: the llvm runtime refuses CPU
+features the host lacks), and declares what its code generator supports. Every entry point
 (`compiler.compile`, the CLI, the torch JIT, the ONNX conformance backend, the benchmark
 profiler, the tuner) goes through these methods; none of them branches on a target's name.
 """
@@ -105,9 +106,6 @@ class Backend:
         model = self.load(artifact, where=source, num_threads=options.num_threads, lazy=True)
         model.timings = artifact.timings
         return model
-
-    def check_device(self, manifest: dict, where: str) -> None:
-        """Raise ArtifactError when this machine cannot run the artifact (default: it can)."""
 
     def cache_key(self, target, options: BuildOptions) -> str | None:
         """The target's part of a compile-cache key; None: builds are not cached."""

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 
 from .. import __version__
 from ..ir.graph import Graph
-from ..runtime.native import NATIVE_ABI, NativeModel, check_host
+from ..runtime.native import NATIVE_ABI, NativeModel
 from ..runtime.signature import TensorSpec
 from .base import Artifact, Backend, BuildOptions, BuildPlan
 
@@ -61,13 +62,10 @@ class LLVMBackend(Backend):
         optimized = self.optimize(graph, level, ctx)
         passes_s = time.perf_counter() - start
         program = build_program(optimized, self.cpu(target), self._schedules(options))
-        paths: dict[str, int] = {}
-        for kind in program.paths.values():
-            paths[kind] = paths.get(kind, 0) + 1
-        return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory,
-                         {"nodes_by_path": dict(sorted(paths.items())),
-                                                      "phase_seconds": {"graph_passes": passes_s,
-                                                                  "lower": time.perf_counter() - start - passes_s}},
+        lower_s = time.perf_counter() - start - passes_s
+        details = {"nodes_by_path": dict(sorted(Counter(program.paths.values()).items())),
+                   "phase_seconds": {"graph_passes": passes_s, "lower": lower_s}}
+        return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory, details,
                          program)
 
     def build(self, graph: Graph, target, options: BuildOptions, source: str) -> Artifact:
@@ -105,9 +103,6 @@ class LLVMBackend(Backend):
 
     def load(self, artifact: Artifact, where: str, num_threads: int | None = None, lazy: bool = False):
         return NativeModel(artifact.manifest, artifact.sections, where=where, num_threads=num_threads, lazy=lazy)
-
-    def check_device(self, manifest: dict, where: str) -> None:
-        check_host(manifest, where)
 
     def cache_key(self, target, options: BuildOptions) -> str | None:
         """Options, level, and a fingerprint of the tuned schedules the build would use

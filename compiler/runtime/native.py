@@ -16,6 +16,7 @@ import json
 import os
 import tempfile
 import threading
+from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
@@ -90,7 +91,7 @@ class NativeModel(PositionalCall):
             lib.cm_set_num_threads(ctypes.c_int(int(self._num_threads)))
             self._lib = lib
 
-    @property
+    @cached_property
     def calls(self) -> list[dict]:
         """Per kernel call, in order: {kernel, ops, nodes, flops} (empty for an artifact
         written before the listing existed)."""
