@@ -35,26 +35,6 @@ class NativeBuild:
     program: NativeProgram
     timings: dict = field(default_factory=dict)
 
-    @property
-    def weights(self) -> bytes:
-        return self.program.weights
-
-    @property
-    def arena_size(self) -> int:
-        return self.program.arena_size
-
-    @property
-    def kernel_listing(self) -> str:
-        return kernel_listing(self.program)
-
-    @property
-    def num_kernels(self) -> int:
-        return len(self.program.kernels)
-
-    @property
-    def num_calls(self) -> int:
-        return len(self.program.calls)
-
 
 def emit_module(program: NativeProgram, hook: CallHook | None = None) -> str:
     """The whole model as one module (kernels internal to it). `add_kernel` emits loop-IR

@@ -81,6 +81,9 @@ class LLVMBackend(Backend):
     def package(self, graph: Graph, build, target, source: str, level: int | None = None,
                 profiled: bool = False) -> Artifact:
         """The artifact of a `codegen.llvm.build.NativeBuild` of `graph` (its signature)."""
+        from ..codegen.llvm.build import kernel_listing
+
+        program = build.program
         manifest = {
             "compiler_version": __version__,
             "target": str(target),
@@ -91,14 +94,14 @@ class LLVMBackend(Backend):
             "native_abi": NATIVE_ABI,
             "cpu": build.target.cpu,
             "cpu_features": list(build.target.required),
-            "arena_size": build.arena_size,
-            "kernels": build.num_kernels,
-            "kernel_calls": build.num_calls,
+            "arena_size": program.arena_size,
+            "kernels": len(program.kernels),
+            "kernel_calls": len(program.calls),
             "profiled": profiled,
         }
-        sections = {"model.so": build.library, "weights.bin": build.weights,
-                    "kernels.txt": build.kernel_listing.encode(),
-                    "calls.json": json.dumps(build.program.call_listing()).encode()}
+        sections = {"model.so": build.library, "weights.bin": program.weights,
+                    "kernels.txt": kernel_listing(program).encode(),
+                    "calls.json": json.dumps(program.call_listing()).encode()}
         return Artifact(manifest, sections)
 
     def load(self, artifact: Artifact, where: str, num_threads: int | None = None, lazy: bool = False):
