@@ -18,7 +18,6 @@ from . import loop_ir as L
 from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel
 from .printer import kernel_text
-from .schedule import default_schedule, lower_stage
 from .te import Compute, Reduce, Tensor, numel
 from .verify import verify_kernel
 
@@ -95,7 +94,7 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
     moved = match_permute(nodes, escaping)
     if moved is not None:  # reshapes around one Transpose: one permuted copy (see permute_copy)
         source, result, shape, perm = moved
-        return KernelPlan(permute_kernel(name, source, result, shape, perm, vector_bits),
+        return KernelPlan(permute_kernel(name, source, result, shape, perm, target),
                           [("value", source), ("value", result)])
     params: list[L.Buffer] = []
     args: list = []
@@ -146,9 +145,8 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
                 stages.append((stage, tensors[v]))
     body = []
     for stage, t in stages:
-        sched = (schedules or {}).get(klass) or default_schedule(klass, vector_bits, max(8, t.dtype.bits))
-        body.append(lower_stage(stage, t, sched))
-    kernel = L.Kernel(name, tuple(params), L.seq(*body), klass, dict(default_schedule(klass, vector_bits).knobs))
+        body.append(target.lower_stage(stage, t, klass, (schedules or {}).get(klass)))
+    kernel = L.Kernel(name, tuple(params), L.seq(*body), klass, target.schedule_knobs(klass))
     verify_kernel(kernel, target.capabilities)
     return KernelPlan(kernel, args)
 

@@ -98,6 +98,14 @@ class NativeProgram:
                 for c in self.calls]
 
 
+def kernel_listing(program: NativeProgram) -> str:
+    """Every unique kernel as text: loop-IR kernels in full, extern kernels by their problem."""
+    from .printer import kernel_text
+
+    return "".join(kernel_text(p.kernel) if isinstance(p.kernel, L.Kernel) else p.kernel.listing()
+                   for p in program.kernels.values())
+
+
 def kernel_groups(graph: Graph) -> tuple[Graph, list[list[Node]] | None]:
     """The graph with each FusedKernel node's body put back in its place (its values mapped
     to the graph's), and the kernels it asks for: each body as one group, every other node
@@ -322,11 +330,9 @@ def _copy_plan(dst: Value, src: Value, target: CodegenTarget) -> KernelPlan:
     n = max(1, numel(shape))
     a = L.Buffer("p0", dst.type.dtype, n)
     b = L.Buffer("p1", dst.type.dtype, n)
-    from .schedule import default_schedule, lower_stage
-
     flat = Tensor(a, (n,))
     stage = Compute((numel(shape),), dst.type.dtype, lambda idx: flat[idx])
-    body = lower_stage(stage, Tensor(b, (numel(shape),)), default_schedule("injective", target.vector_bits))
+    body = target.lower_stage(stage, Tensor(b, (numel(shape),)), "injective")
     kernel = L.Kernel(f"copy_{dst.type.dtype.name}_{n}", (a, b), body, "injective")
     return KernelPlan(kernel, [("value", src), ("copy_out", dst)])
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 from ..ir.graph import Node, Value
 from ..ir.ops import get_op
 from . import loop_ir as L
-from .schedule import default_schedule, lower_stage
 from .te import Compute, Tensor, numel, strides_of
 
 
@@ -53,7 +52,7 @@ def collapse(shape: tuple, perm: tuple) -> tuple[tuple, tuple]:
     return (merged_shape, tuple(position[r] for r in range(len(runs)))) if keep else ((), ())
 
 
-def permute_kernel(name: str, source: Value, result: Value, shape: tuple, perm: tuple, vector_bits: int):
+def permute_kernel(name: str, source: Value, result: Value, shape: tuple, perm: tuple, target):
     """The loop-IR kernel copying `source` (read as `shape`) into `result` transposed by `perm`."""
     in_shape, cperm = collapse(shape, perm)
     out_shape = tuple(in_shape[a] for a in cperm) or (1,)
@@ -69,5 +68,5 @@ def permute_kernel(name: str, source: Value, result: Value, shape: tuple, perm: 
         return L.Load(src.dtype, src, flat)
 
     stage = Compute(out_shape, result.type.dtype, element)
-    body = lower_stage(stage, Tensor(dst, out_shape), default_schedule("injective", vector_bits, max(8, dst.dtype.bits)))
-    return L.Kernel(name, (src, dst), body, "injective", dict(default_schedule("injective", vector_bits).knobs))
+    body = target.lower_stage(stage, Tensor(dst, out_shape), "injective")
+    return L.Kernel(name, (src, dst), body, "injective", target.schedule_knobs("injective"))

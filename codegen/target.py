@@ -3,7 +3,8 @@
 
 The model builder, the kernel builder and the lowering rules see a target only through
 this interface: its kind (whose extern lowerings apply), its vector width (schedule
-defaults), its heuristic schedules for extern kernels, and what its renderer can emit.
+defaults), its heuristic schedules for extern kernels, how it turns a tensor-expression
+stage into loops (CPU loop nests or GPU launches), and what its renderer can emit.
 Nothing here branches on a target's name: a new backend subclasses `CodegenTarget`
 (the LLVM CPU target is `codegen.llvm.target.CPUTarget`) and declares its capabilities.
 """
@@ -53,4 +54,15 @@ class CodegenTarget:
     def default_extern_schedule(self, problem):
         """The heuristic schedule for an extern kernel's problem (raises CompilerError when
         this target cannot run that kernel family)."""
+        raise NotImplementedError
+
+    def lower_stage(self, stage, out, kernel_class: str, schedule=None):
+        """The loop nest (an L.Stmt) that fills tensor `out` with tensor-expression `stage`:
+        a CPU target's nest of parallel / vectorized loops (`codegen.schedule`), a GPU
+        target's block and thread launches (`codegen.gpu_schedule`). `schedule`: a tuned
+        schedule for the kernel class, or None for the target's heuristic default."""
+        raise NotImplementedError
+
+    def schedule_knobs(self, kernel_class: str) -> dict:
+        """The knobs of the target's default schedule for a kernel class (recorded on the kernel)."""
         raise NotImplementedError

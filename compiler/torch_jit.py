@@ -128,9 +128,24 @@ class JitFunction:
     def _run(variant: _Variant, flat: list):
         from .frontend.fx_context import numpy_to_tensor, tensor_to_numpy
 
-        feeds = {name: tensor_to_numpy(flat[i]) for name, i in zip(variant.input_names, variant.positions)}
+        inputs = [flat[i] for i in variant.positions]
+        device = next((t.device for t in inputs if getattr(t, "is_cuda", False)), None)
+        if device is not None and getattr(variant.model, "device_arrays", False):
+            import torch
+
+            # A GPU model reads CUDA tensors in place (__cuda_array_interface__) and its
+            # outputs stay on the GPU, wrapped as tensors without a copy.
+            feeds = {name: t.detach().contiguous() if t.is_cuda else tensor_to_numpy(t)
+                     for name, t in zip(variant.input_names, inputs)}
+            results = variant.model.run(feeds, device_outputs=True)
+            return variant.imported.unflatten([torch.as_tensor(results[name], device=device)
+                                               for name in variant.output_names])
+        feeds = {name: tensor_to_numpy(t) for name, t in zip(variant.input_names, inputs)}
         results = variant.model.run(feeds)
-        return variant.imported.unflatten([numpy_to_tensor(results[name]) for name in variant.output_names])
+        outs = [numpy_to_tensor(results[name]) for name in variant.output_names]
+        if device is not None:  # CUDA tensors in, CUDA tensors out, whatever ran the model
+            outs = [o.to(device) for o in outs]
+        return variant.imported.unflatten(outs)
 
     def __repr__(self) -> str:
         return f"<JitFunction {self.name} target={self.target!r} variants={len(self._variants)}/{self.max_variants}>"

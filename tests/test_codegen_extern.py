@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from compiler.codegen.extern import EXTERN, ExternPlan
-from compiler.codegen.llvm.build import NativeBuild, compile_graph, emit_modules, kernel_listing
+from compiler.codegen.llvm.build import NativeBuild, compile_graph, emit_modules
+from compiler.codegen.model_builder import kernel_listing
 from compiler.codegen.llvm.microkernels import GemmProblem
 from compiler.codegen.llvm.target import cpu_target
 from compiler.codegen.model_builder import LOOP_IR, build_program

@@ -80,14 +80,6 @@ def _weight(kernel) -> int:
     return sum(1 for _ in walk(kernel.body))
 
 
-def kernel_listing(program: NativeProgram) -> str:
-    """Every unique kernel as text: loop-IR kernels in full, extern kernels by their problem."""
-    from ..loop_ir import Kernel
-
-    return "".join(kernel_text(p.kernel) if isinstance(p.kernel, Kernel) else p.kernel.listing()
-                   for p in program.kernels.values())
-
-
 def compile_program(program: NativeProgram, target: CPUTarget, hook: CallHook | None = None) -> NativeBuild:
     """The program's kernels and entry (with `hook` around each call) as one shared library."""
     timings = {}

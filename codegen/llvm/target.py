@@ -76,6 +76,17 @@ class CPUTarget(CodegenTarget):
 
         return default_schedule_for(problem, self)
 
+    def lower_stage(self, stage, out, kernel_class: str, schedule=None):
+        from ..schedule import default_schedule, lower_stage
+
+        return lower_stage(stage, out, schedule or default_schedule(kernel_class, self.vector_bits,
+                                                                     max(8, out.dtype.bits)))
+
+    def schedule_knobs(self, kernel_class: str) -> dict:
+        from ..schedule import default_schedule
+
+        return dict(default_schedule(kernel_class, self.vector_bits).knobs)
+
 
 def _llvm():
     import llvmlite.binding as llvm

@@ -35,8 +35,9 @@ def lanes_for(n: int, acc, vector_bits: int) -> int:
 
 
 def worth_splitting(n: int, acc, vector_bits: int) -> bool:
-    """Rows shorter than two vectors gain nothing from the extra stage."""
-    return n >= 2 * lanes_for(n, acc, vector_bits)
+    """Rows shorter than two vectors gain nothing from the extra stage, and a target
+    without SIMD vectors (vector_bits 0: a GPU, whose threads share a row) nothing at all."""
+    return vector_bits > 0 and n >= 2 * lanes_for(n, acc, vector_bits)
 
 
 def row_reduce(ctx: LowerContext, out_shape, n: int, combiner: str, value_at, acc, finalize=None, dtype=None,

@@ -2,7 +2,8 @@
 
     reference            the numpy interpreter (the oracle; debugging, frontend conformance)
     llvm [-mcpu=NAME]    host CPU, or another x86-64 CPU when cross-compiling
-    cuda [-arch=sm_XX]   NVIDIA GPU: named here, refused until its backend is in this build
+    cuda [-arch=sm_XX] [-device=gpu|emulator]
+                         NVIDIA GPU through NVRTC; the emulator runs the same build on the CPU
 
 Everything that depends on which target a model is built for asks the backend
 (`backend_for(target)`) instead of comparing names: building, loading an artifact, the
@@ -16,13 +17,14 @@ from dataclasses import dataclass, field
 
 from ..ir.errors import TargetError
 from .base import Artifact, Backend, BuildOptions, BuildPlan
+from .cuda import CUDABackend
 from .llvm import LLVMBackend
 from .reference import ReferenceBackend
 
-BACKENDS: dict[str, Backend] = {b.kind: b for b in (ReferenceBackend(), LLVMBackend())}
+BACKENDS: dict[str, Backend] = {b.kind: b for b in (ReferenceBackend(), LLVMBackend(), CUDABackend())}
 
 # Target kinds users may name that have no backend in this build yet, with what they will be.
-PLANNED = {"cuda": "NVIDIA GPU (options: -arch=sm_XX)"}
+PLANNED: dict[str, str] = {}
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class LLVMBackend(Backend):
     def package(self, graph: Graph, build, target, source: str, level: int | None = None,
                 profiled: bool = False) -> Artifact:
         """The artifact of a `codegen.llvm.build.NativeBuild` of `graph` (its signature)."""
-        from ..codegen.llvm.build import kernel_listing
+        from ..codegen.model_builder import kernel_listing
 
         program = build.program
         manifest = {

@@ -21,10 +21,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..ir.errors import ArtifactError, InputError
+from ..ir.errors import ArtifactError
 from .calling import PositionalCall
 from .cpu import missing_features
-from .signature import TensorSpec
+from .signature import TensorSpec, host_arrays
 
 _ALIGN = 64
 NATIVE_ABI = "cm_entry-v1"  # int cm_entry(void **inputs, void **outputs, void *weights, void *arena)
@@ -129,29 +129,10 @@ class NativeModel(PositionalCall):
         if self._lib is not None:
             self._lib.cm_set_num_threads(ctypes.c_int(self._num_threads))
 
-    def _validate(self, feeds: Mapping[str, Any]) -> list[np.ndarray]:
-        if not isinstance(feeds, Mapping):
-            raise InputError(f"run() takes a dict of input name -> array; the model takes {[s.name for s in self.inputs]}")
-        names = [s.name for s in self.inputs]
-        unknown = sorted(set(feeds) - set(names))
-        missing = [n for n in names if n not in feeds]
-        if unknown or missing:
-            parts = ([f"unknown input(s) {unknown}"] if unknown else []) + ([f"missing input(s) {missing}"] if missing else [])
-            raise InputError("; ".join(parts) + f"; the model takes {names}")
-        arrays = []
-        for spec, dt in zip(self.inputs, self._in_dtypes):
-            a = np.asarray(feeds[spec.name])
-            if a.dtype != dt:
-                raise InputError(f"input '{spec.name}': expected element type {spec.dtype}, got {a.dtype}")
-            if tuple(a.shape) != tuple(spec.shape):
-                raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(a.shape)}")
-            arrays.append(np.ascontiguousarray(a))  # a copy only when the caller's array is strided
-        return arrays
-
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if self._lib is None:
             self._open()
-        arrays = self._validate(feeds)
+        arrays = host_arrays(self.inputs, self._in_dtypes, feeds)
         outs = [np.empty(s.shape, dt) for s, dt in zip(self.outputs, self._out_dtypes)]
         in_ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
         out_ptrs = (ctypes.c_void_p * max(1, len(outs)))(*[o.ctypes.data for o in outs])

@@ -3,6 +3,9 @@ artifact's manifest records it and as every runnable model reports its signature
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ..ir.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -29,3 +32,39 @@ class TensorSpec:
         if not isinstance(t, TensorType):
             return cls(value.name, str(t), ())
         return cls(value.name, t.dtype.name, tuple(t.shape) if t.shape is not None else ("*",))
+
+
+def check_names(specs: list[TensorSpec], feeds: Mapping[str, Any]) -> None:
+    """Refuse (InputError) feeds that are not a mapping, or miss or add input names."""
+    names = [s.name for s in specs]
+    if not isinstance(feeds, Mapping):
+        raise InputError(f"run() takes a dict of input name -> array; the model takes {names}")
+    unknown = sorted(set(feeds) - set(names))
+    missing = [n for n in names if n not in feeds]
+    if unknown or missing:
+        parts = ([f"unknown input(s) {unknown}"] if unknown else []) + ([f"missing input(s) {missing}"] if missing else [])
+        raise InputError("; ".join(parts) + f"; the model takes {names}")
+
+
+def check_array(spec: TensorSpec, dtype: str, shape) -> None:
+    """Refuse (InputError) an input whose element type (a DType name) or shape is not the spec's."""
+    if dtype != spec.dtype:
+        raise InputError(f"input '{spec.name}': expected element type {spec.dtype}, got {dtype}")
+    if tuple(shape) != tuple(spec.shape):
+        raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(shape)}")
+
+
+def host_arrays(specs: list[TensorSpec], np_dtypes: list, feeds: Mapping[str, Any]) -> list:
+    """The feeds as C-contiguous numpy arrays in signature order, checked against `specs`
+    (names, element types, shapes); a strided array is copied, nothing else is."""
+    import numpy as np
+
+    check_names(specs, feeds)
+    arrays = []
+    for spec, dt in zip(specs, np_dtypes):
+        a = np.asarray(feeds[spec.name])
+        if a.dtype != dt:
+            raise InputError(f"input '{spec.name}': expected element type {spec.dtype}, got {a.dtype}")
+        check_array(spec, spec.dtype, a.shape)  # the element type matched above
+        arrays.append(np.ascontiguousarray(a))
+    return arrays

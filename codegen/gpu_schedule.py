@@ -1,0 +1,186 @@
+"""GPU schedules: a tensor-expression stage as one launch of thread blocks in loop IR.
+
+A GPU kernel's body is a sequence of launches, each one stage, run in order (a launch
+ends before the next begins, which is how one stage sees all of the previous one):
+
+    for b in gpu_block(G):                    # blockIdx.x
+      [allocate shared ...]                   # one copy per block
+        for t in gpu_thread(T):               # threadIdx.x, T a multiple of the warp size
+          body
+
+Two shapes of launch, chosen per stage from its sizes (knobs in `GPU_SPACES`):
+- one thread per output element (elementwise, injective, and reductions with many
+  outputs such as convolutions and matrix products): G = ceil(N / T), each thread
+  guarded by `flat < N`, a reduction accumulated serially in a local buffer;
+- one block per output element (reductions with few outputs and long rows: softmax and
+  normalisation statistics, global pooling, matrix-vector products): the T threads stride
+  the reduce domain, combine their partials with warp shuffles (xor butterfly), the warp
+  leaders meet in shared memory across a barrier, and warp 0 combines those.
+
+`launch_of` reads the launch geometry back off a launch statement; the CUDA renderer,
+the build's launch table and the emulator all use it, so they agree by construction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..ir.errors import CompilerError
+from . import loop_ir as L
+from .schedule import Knob, _reduce_body
+from .te import COMBINERS, Compute, Reduce, Tensor, numel
+
+WARP = L.WARP_SIZE
+
+GPU_SPACES: dict[str, tuple[Knob, ...]] = {
+    "threads": (Knob("threads", (64, 128, 256, 512), "threads per block of a thread-per-output launch"),),
+    "reduce": (Knob("reduce_threads", (32, 64, 128, 256, 512), "threads cooperating on one output"),
+               Knob("block_reduce_min", (64, 128, 256, 1024), "reduce length from which a block takes one output"),
+               Knob("block_reduce_max_outputs", (1 << 12, 1 << 14, 1 << 16),
+                    "outputs up to which a block takes one output")),
+}
+
+DEFAULT_KNOBS = {"threads": 256, "reduce_threads": 256, "block_reduce_min": 128, "block_reduce_max_outputs": 1 << 14}
+
+
+@dataclass(frozen=True)
+class Launch:
+    """The geometry of one launch statement: G blocks of T threads, the shared buffers
+    allocated per block, and the thread loop (whose body every thread runs)."""
+
+    grid: int
+    block: int
+    block_var: L.Var
+    shared: tuple[L.Buffer, ...]
+    thread_loop: L.For
+
+    @property
+    def shared_bytes(self) -> int:
+        return sum(b.size * b.dtype.itemsize for b in self.shared)
+
+
+def launch_of(stmt: L.Stmt, kernel: str = "?") -> Launch:
+    """The launch a top-level statement of a GPU kernel describes; CompilerError when it is
+    not of the form block loop -> shared allocations -> thread loop, with constant extents."""
+    if not (isinstance(stmt, L.For) and stmt.kind is L.LoopKind.GPU_BLOCK and isinstance(stmt.extent, L.Const)):
+        raise CompilerError(f"kernel {kernel}: a GPU kernel's top level must be launches "
+                            f"(constant-extent gpu_block loops), found {type(stmt).__name__}")
+    shared, body = [], stmt.body
+    while isinstance(body, L.Allocate) and body.buffer.scope == "shared":
+        shared.append(body.buffer)
+        body = body.body
+    if not (isinstance(body, L.For) and body.kind is L.LoopKind.GPU_THREAD and isinstance(body.extent, L.Const)):
+        raise CompilerError(f"kernel {kernel}: launch {stmt.var.name} needs one constant-extent gpu_thread loop "
+                            f"under its shared allocations")
+    return Launch(int(stmt.extent.value), int(body.extent.value), stmt.var, tuple(shared), body)
+
+
+def launches_of(kernel: L.Kernel) -> list[tuple[L.Stmt, Launch]]:
+    """(statement, geometry) of every launch of a GPU kernel, in order."""
+    body = kernel.body.stmts if isinstance(kernel.body, L.Seq) else (kernel.body,)
+    return [(s, launch_of(s, kernel.name)) for s in body]
+
+
+# ------------------------------------------------------------------------------ lowering
+
+
+def _unravel(flat: L.Expr, shape: tuple[int, ...]) -> list[L.Expr]:
+    idx, rest = [], flat
+    for k in range(len(shape) - 1, -1, -1):
+        d = shape[k]
+        idx.insert(0, L.const(0) if d == 1 else (L.mod(rest, d) if k else rest))
+        if d != 1:
+            rest = L.div(rest, d)
+    return idx
+
+
+class _Unroll:
+    """The knobs `schedule._reduce_body` reads (independent accumulators per thread)."""
+
+    def __init__(self, unroll: int):
+        self.knobs = {"unroll": unroll}
+
+
+def _launch(grid: int, threads: int, body_of, shared: tuple = ()) -> L.Stmt:
+    b, t = L.var("blk"), L.var("thr")
+    inner: L.Stmt = L.For(t, L.const(threads), L.LoopKind.GPU_THREAD, body_of(b, t))
+    for buf in reversed(shared):
+        inner = L.Allocate(buf, inner)
+    return L.For(b, L.const(grid), L.LoopKind.GPU_BLOCK, inner)
+
+
+def lower_stage_gpu(stage: Compute, out: Tensor, knobs: dict | None = None) -> L.Stmt:
+    """One launch that fills `out` with `stage` (see the module docstring for its shapes)."""
+    knobs = {**DEFAULT_KNOBS, **(knobs or {})}
+    n = numel(stage.shape)
+    if n == 0:
+        return L.seq()
+    probe = stage.fn([L.const(0)] * len(stage.shape))
+    if isinstance(probe, Reduce):
+        length = numel(probe.extents)
+        acc = probe.dtype or stage.dtype
+        if (probe.extents and length >= knobs["block_reduce_min"] and n <= knobs["block_reduce_max_outputs"]
+                and acc.kind in ("float", "int", "uint")):
+            return _block_reduce(stage, out, n, length, acc, knobs["reduce_threads"])
+    threads = min(knobs["threads"], max(WARP, -(-n // WARP) * WARP))
+    grid = -(-n // threads)
+
+    def body(b, t):
+        flat = L.add(L.mul(b, threads), t)
+        idx = _unravel(flat, stage.shape)
+        value = stage.fn(idx)
+        if isinstance(value, Reduce):
+            work = _reduce_body(value, value.dtype or stage.dtype, out, out.flat_index(idx), _Unroll(1))
+        else:
+            work = L.Store(out.buffer, out.flat_index(idx), L.cast(value, out.dtype))
+        return work if grid * threads == n else L.IfThenElse(L.binary("lt", flat, L.const(n)), work)
+
+    return _launch(grid, threads, body)
+
+
+def _block_reduce(stage: Compute, out: Tensor, n: int, length: int, acc_dtype, threads: int) -> L.Stmt:
+    """One block per output: strided partials, a warp-shuffle butterfly, warp leaders
+    through shared memory, and warp 0's butterfly over them."""
+    threads = min(threads, max(WARP, 1 << (length - 1).bit_length()))  # no more threads than elements
+    warps = threads // WARP
+    op = COMBINERS[stage.fn([L.const(0)] * len(stage.shape)).combiner]
+    steps = -(-length // threads)
+    partial = L.Buffer(L.var("partial").name, acc_dtype, warps, "shared")
+
+    def butterfly(acc: L.Buffer, width: int) -> list[L.Stmt]:
+        out_steps, offset = [], width // 2
+        while offset >= 1:
+            mine = L.Load(acc_dtype, acc, L.const(0))
+            out_steps.append(L.Store(acc, L.const(0), L.binary(op, mine, L.shuffle("xor", mine, offset))))
+            offset //= 2
+        return out_steps
+
+    def body(b, t):
+        idx = _unravel(b, stage.shape)
+        red = stage.fn(idx)
+        accb = L.Buffer(L.var("acc").name, acc_dtype, 1, "local")
+        mine = L.Load(acc_dtype, accb, L.const(0))
+        r = L.var("r")
+        rr = L.add(L.mul(r, threads), t)
+        rvars = _unravel(rr, red.extents)
+        update = L.Store(accb, L.const(0), L.binary(op, mine, L.cast(red.body(rvars), acc_dtype)))
+        guarded = update if steps * threads == length else L.IfThenElse(L.binary("lt", rr, L.const(length)), update)
+        loop = L.For(r, L.const(steps), L.LoopKind.SERIAL, guarded) if steps > 1 else L.substitute(guarded, {r: L.const(0)})
+        lane, warp = L.mod(t, WARP), L.div(t, WARP)
+        stmts = [L.Store(accb, L.const(0), red.init(acc_dtype)), loop, *butterfly(accb, WARP)]
+        result: L.Expr = mine
+        if red.finalize is not None:
+            result = red.finalize(result)
+        store_out = L.Store(out.buffer, out.flat_index(idx), L.cast(result, out.dtype))
+        if warps == 1:
+            stmts.append(L.IfThenElse(L.binary("eq", t, L.const(0)), store_out))
+        else:
+            stmts.append(L.IfThenElse(L.binary("eq", lane, L.const(0)), L.Store(partial, warp, mine)))
+            stmts.append(L.Barrier())
+            gather = L.Store(accb, L.const(0), L.Load(acc_dtype, partial, t, L.binary("lt", t, L.const(warps)),
+                                                       red.init(acc_dtype)))
+            stmts.append(L.IfThenElse(L.binary("lt", t, L.const(WARP)),
+                                      L.seq(gather, *butterfly(accb, 1 << (warps - 1).bit_length()),
+                                            L.IfThenElse(L.binary("eq", t, L.const(0)), store_out))))
+        return L.Allocate(accb, L.seq(*stmts))
+
+    return _launch(n, threads, body, (partial,) if warps > 1 else ())

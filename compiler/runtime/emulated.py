@@ -1,0 +1,52 @@
+"""`EmulatedModel`: a CUDA artifact run on the GPU emulator (`gpu_emulator`) instead of a
+GPU: the same launch table, arena plan and weights as the GPU runtime, the kernels' loop
+IR (the artifact's `kernels.json`) interpreted launch by launch. Slow, and exact about
+what a GPU would do: it is how every model is checked on machines without one.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+import numpy as np
+
+from ..ir.errors import ArtifactError
+from .gpu_program import GpuProgramModel, np_dtype
+
+
+class EmulatedModel(GpuProgramModel):
+    def __init__(self, manifest: dict, sections: dict[str, bytes], where: str = "artifact"):
+        super().__init__(manifest, sections, where)
+        from ..codegen.loop_ir_json import decode_kernel
+
+        try:
+            kernels = [decode_kernel(d) for d in json.loads(sections["kernels.json"].decode())]
+        except (KeyError, ValueError, TypeError, IndexError) as e:
+            raise ArtifactError(f"{where}: corrupt or missing kernels.json, which the emulator runs ({e})") from None
+        self.kernels = {k.name: k for k in kernels}
+        missing = sorted({c["kernel"] for c in self.launches} - set(self.kernels))
+        if missing:
+            raise ArtifactError(f"{where}: the launch table calls kernels {missing} that kernels.json lacks")
+        self._weights = np.frombuffer(sections["weights.bin"], np.uint8)
+        self._lock = threading.Lock()  # the emulator is not reentrant: calls take turns
+
+    def execute(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+        from .gpu_emulator import run_kernel
+
+        arena = np.zeros(self.arena_size, np.uint8)
+        bases = {"input": [a.reshape(-1).view(np.uint8) for a in inputs],
+                 "output": [o.reshape(-1).view(np.uint8) for o in outputs],
+                 "weight": [self._weights], "arena": [arena]}
+        with self._lock:
+            for call in self.launches:
+                kernel = self.kernels[call["kernel"]]
+                arrays = []
+                for (kind, index, offset), param in zip(call["args"], kernel.params):
+                    base = bases[kind][0 if kind in ("weight", "arena") else index]
+                    start = offset + (index if kind in ("weight", "arena") else 0)
+                    nbytes = param.size * param.dtype.itemsize
+                    if start + nbytes > base.size:
+                        raise ArtifactError(f"{self.where}: kernel {kernel.name}'s argument {param.name} "
+                                            f"({nbytes} bytes at {start}) lies outside its {kind} storage")
+                    arrays.append(base[start:start + nbytes].view(np_dtype(param.dtype.name)))
+                run_kernel(kernel, arrays)

@@ -1,0 +1,94 @@
+"""What a CUDA artifact's runtimes share: its checked manifest and launch table, and the
+one `run()` both the GPU and the emulator expose.
+
+A call binds each kernel argument to a storage: a graph input or output, the weights, or
+the arena (a byte offset into each). `GpuProgramModel.run` checks the feeds and hands
+them, with output arrays, to `execute`, which the device's runtime implements.
+"""
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..ir.errors import ArtifactError
+from .calling import PositionalCall
+from .signature import TensorSpec, host_arrays
+
+LAUNCH_ABI = "cuda-launch-v1"  # the launch table's format (codegen.cuda.build.launch_table)
+STORAGE_KINDS = ("input", "output", "weight", "arena")
+
+
+def np_dtype(name: str) -> np.dtype:
+    if name == "bfloat16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+class GpuProgramModel(PositionalCall):
+    """The device-independent half of a CUDA artifact's model."""
+
+    def __init__(self, manifest: dict, sections: dict[str, bytes], where: str):
+        if manifest.get("launch_abi") != LAUNCH_ABI:
+            raise ArtifactError(f"{where}: launch table format {manifest.get('launch_abi')!r}, this runtime runs "
+                                f"{LAUNCH_ABI!r}; recompile the model with this compiler")
+        for name in ("launches.json", "weights.bin"):
+            if name not in sections:
+                raise ArtifactError(f"{where}: corrupt artifact (no {name} section)")
+        try:
+            self.launches = json.loads(sections["launches.json"].decode())
+            for call in self.launches:
+                for kind, index, offset in call["args"]:
+                    if kind not in STORAGE_KINDS or not isinstance(index, int) or not isinstance(offset, int):
+                        raise ValueError(f"storage {kind!r}")
+                for launch in call["launches"]:
+                    if not (isinstance(launch["grid"], int) and isinstance(launch["block"], int)):
+                        raise ValueError("launch geometry")
+        except (ValueError, KeyError, TypeError) as e:
+            raise ArtifactError(f"{where}: corrupt launch table ({e})") from None
+        self.manifest = manifest
+        self.where = where
+        self.target = manifest.get("target", "cuda")
+        self._sections = sections
+        self.inputs = [TensorSpec.from_json(d) for d in manifest["inputs"]]
+        self.outputs = [TensorSpec.from_json(d) for d in manifest["outputs"]]
+        self._in_dtypes = [np_dtype(s.dtype) for s in self.inputs]
+        self._out_dtypes = [np_dtype(s.dtype) for s in self.outputs]
+        self.arena_size = max(1, int(manifest.get("arena_size", 0)))
+
+    @cached_property
+    def calls(self) -> list[dict]:
+        data = self._sections.get("calls.json")
+        return json.loads(data.decode()) if data else []
+
+    @property
+    def kernel_listing(self) -> str:
+        return self._sections.get("kernels.txt", b"").decode()
+
+    @property
+    def cuda_source(self) -> str:
+        """The CUDA C every cubin and the PTX were compiled from."""
+        return self._sections.get("model.cu", b"").decode()
+
+    def save(self, path) -> None:
+        from ..artifact import write_artifact
+
+        manifest = {k: v for k, v in self.manifest.items() if k not in ("sections", "format_version")}
+        write_artifact(path, manifest, self._sections)
+
+    def __repr__(self) -> str:
+        sig = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self.inputs)
+        return f"<CompiledModel target={self.target} ({sig}) -> {[s.name for s in self.outputs]}>"
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        arrays = host_arrays(self.inputs, self._in_dtypes, feeds)
+        outs = [np.empty(s.shape, dt) for s, dt in zip(self.outputs, self._out_dtypes)]
+        self.execute(arrays, outs)
+        return {s.name: o for s, o in zip(self.outputs, outs)}
+
+    def execute(self, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> None:
+        raise NotImplementedError

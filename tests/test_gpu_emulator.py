@@ -1,0 +1,162 @@
+"""The GPU emulator on hand-written launches: shared memory and barriers (with the race
+detector), warp shuffles against CUDA's documented lane rules, bounds checks, the CUDA
+renderer's numerics, and the JSON form a CUDA artifact carries kernels in."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiler.codegen import loop_ir as L
+from compiler.codegen.loop_ir_json import decode_kernel, encode_kernel
+from compiler.codegen.printer import kernel_text
+from compiler.ir import dtypes
+from compiler.runtime.gpu_emulator import EmulatorError, RaceError, run_kernel
+
+F32, I32 = dtypes.float32, dtypes.int32
+
+
+def launch(grid: int, threads: int, body_of, shared=()):
+    b, t = L.var("b"), L.var("t")
+    inner = L.For(t, L.const(threads), L.LoopKind.GPU_THREAD, body_of(b, t))
+    for buf in shared:
+        inner = L.Allocate(buf, inner)
+    return L.For(b, L.const(grid), L.LoopKind.GPU_BLOCK, inner)
+
+
+def rotate_kernel(with_barrier: bool) -> L.Kernel:
+    """Each thread writes its value to shared memory, then reads its right neighbour's."""
+    x, y = L.Buffer("x", F32, 64), L.Buffer("y", F32, 64)
+    sh = L.Buffer("sh", F32, 32, "shared")
+
+    def body(b, t):
+        g = L.add(L.mul(b, 32), t)
+        steps = [L.Store(sh, t, L.Load(F32, x, g))]
+        if with_barrier:
+            steps.append(L.Barrier())
+        steps.append(L.Store(y, g, L.Load(F32, sh, L.mod(L.add(t, 1), 32))))
+        return L.seq(*steps)
+
+    return L.Kernel("rotate", (x, y), launch(2, 32, body, (sh,)))
+
+
+def test_shared_memory_across_a_barrier():
+    x = np.arange(64, dtype=np.float32)
+    y = np.zeros(64, np.float32)
+    run_kernel(rotate_kernel(True), [x, y])
+    expected = np.concatenate([np.roll(x[:32], -1), np.roll(x[32:], -1)])
+    np.testing.assert_array_equal(y, expected)
+
+
+def test_read_of_another_threads_write_without_a_barrier_is_a_race():
+    with pytest.raises(RaceError, match=r"race on shared sh\[1\].*reads what thread 1 wrote"):
+        run_kernel(rotate_kernel(False), [np.zeros(64, np.float32), np.zeros(64, np.float32)])
+
+
+def test_two_threads_writing_one_shared_element_is_a_race():
+    x = L.Buffer("x", F32, 32)
+    sh = L.Buffer("sh", F32, 1, "shared")
+    k = L.Kernel("clash", (x,), launch(1, 32, lambda b, t: L.Store(sh, L.const(0), L.Load(F32, x, t)), (sh,)))
+    with pytest.raises(RaceError, match="two threads write it"):
+        run_kernel(k, [np.zeros(32, np.float32)])
+
+
+def test_write_after_another_threads_read_without_a_barrier_is_a_race():
+    x = L.Buffer("x", F32, 32)
+    sh = L.Buffer("sh", F32, 32, "shared")
+
+    def body(b, t):
+        return L.seq(L.Store(sh, t, L.const(1.0, F32)), L.Barrier(),
+                     L.Store(x, t, L.Load(F32, sh, L.mod(L.add(t, 1), 32))),
+                     L.Store(sh, t, L.const(2.0, F32)))  # thread t-1 read this element in this epoch
+
+    with pytest.raises(RaceError, match="after another thread read it"):
+        run_kernel(L.Kernel("war", (x,), launch(1, 32, body, (sh,))), [np.zeros(32, np.float32)])
+
+
+def test_barrier_reached_by_some_threads_only_is_an_error():
+    x = L.Buffer("x", F32, 64)
+    body = lambda b, t: L.IfThenElse(L.binary("lt", t, L.const(16)), L.Barrier())  # noqa: E731
+    with pytest.raises(EmulatorError, match="barrier reached by only some threads"):
+        run_kernel(L.Kernel("half", (x,), launch(1, 64, body)), [np.zeros(64, np.float32)])
+
+
+def _cuda_shuffle(values: np.ndarray, mode: str, delta: int, width: int) -> np.ndarray:
+    """CUDA's __shfl_*_sync, lane by lane, as the programming guide states it."""
+    out = np.empty_like(values)
+    for lane in range(32):
+        seg = lane - lane % width
+        if mode == "xor":
+            src = lane ^ delta
+            src = lane if src >= seg + width else src
+        elif mode == "down":
+            src = lane + delta if lane % width + delta < width else lane
+        elif mode == "up":
+            src = lane - delta if lane % width >= delta else lane
+        else:
+            src = seg + delta % width
+        out[lane] = values[src]
+    return out
+
+
+@pytest.mark.parametrize("mode,delta,width", [("xor", 16, 32), ("xor", 1, 32), ("xor", 4, 8), ("down", 1, 32),
+                                              ("down", 3, 8), ("up", 2, 32), ("up", 5, 16), ("idx", 7, 32),
+                                              ("idx", 3, 4)])
+def test_warp_shuffles_follow_cudas_lane_rules(mode, delta, width):
+    x, y = L.Buffer("x", I32, 64), L.Buffer("y", I32, 64)
+    body = lambda b, t: L.Store(y, t, L.shuffle(mode, L.Load(I32, x, t), delta, width))  # noqa: E731
+    values = (np.arange(64, dtype=np.int32) * 7 + 3)
+    out = np.zeros(64, np.int32)
+    run_kernel(L.Kernel("shfl", (x, y), launch(1, 64, body)), [values, out])
+    for warp in range(2):
+        np.testing.assert_array_equal(out[32 * warp:32 * warp + 32],
+                                      _cuda_shuffle(values[32 * warp:32 * warp + 32], mode, delta, width))
+
+
+def test_shuffle_from_an_inactive_lane_is_an_error():
+    x = L.Buffer("x", F32, 32)
+    body = lambda b, t: L.IfThenElse(L.binary("lt", t, L.const(16)),  # noqa: E731
+                                     L.Store(x, t, L.shuffle("xor", L.Load(F32, x, t), 16)))
+    with pytest.raises(EmulatorError, match="not active"):
+        run_kernel(L.Kernel("shfl", (x,), launch(1, 32, body)), [np.zeros(32, np.float32)])
+
+
+def test_out_of_bounds_access_is_an_error_and_a_false_predicate_reads_nothing():
+    x, y = L.Buffer("x", F32, 32), L.Buffer("y", F32, 64)
+    loose = L.Kernel("loose", (x, y), launch(2, 32, lambda b, t: L.Store(y, L.add(L.mul(b, 32), t),
+                                                                         L.Load(F32, x, L.add(L.mul(b, 32), t)))))
+    with pytest.raises(EmulatorError, match=r"thread 0 of block 1 accesses x\[32\], outside its 32 elements"):
+        run_kernel(loose, [np.ones(32, np.float32), np.zeros(64, np.float32)])
+
+    def guarded(b, t):
+        g = L.add(L.mul(b, 32), t)
+        return L.Store(y, g, L.Load(F32, x, g, L.binary("lt", g, L.const(32)), L.const(-1.0, F32)))
+
+    out = np.zeros(64, np.float32)
+    run_kernel(L.Kernel("guarded", (x, y), launch(2, 32, guarded)), [np.ones(32, np.float32), out])
+    np.testing.assert_array_equal(out, [1.0] * 32 + [-1.0] * 32)
+
+
+def test_integer_division_truncates_and_half_floats_round_on_store():
+    a, q, r = L.Buffer("a", I32, 32), L.Buffer("q", I32, 32), L.Buffer("r", I32, 32)
+    h = L.Buffer("h", dtypes.float16, 32)
+    seven = L.const(7, I32)
+
+    def body(b, t):
+        v = L.Load(I32, a, t)
+        return L.seq(L.Store(q, t, L.binary("div", v, seven)), L.Store(r, t, L.binary("mod", v, seven)),
+                     L.Store(h, t, L.cast(L.binary("div", L.cast(v, F32), L.const(3.0, F32)), dtypes.float16)))
+
+    values = np.arange(-16, 16, dtype=np.int32)
+    qs, rs, hs = np.zeros(32, np.int32), np.zeros(32, np.int32), np.zeros(32, np.float16)
+    run_kernel(L.Kernel("arith", (a, q, r, h), launch(1, 32, body)), [values, qs, rs, hs])
+    np.testing.assert_array_equal(qs, np.trunc(values / 7).astype(np.int32))  # C: toward zero, not numpy's floor
+    np.testing.assert_array_equal(rs, np.fmod(values, 7))
+    np.testing.assert_array_equal(hs, (values.astype(np.float32) / 3).astype(np.float16))
+
+
+def test_kernels_round_trip_through_json():
+    k = rotate_kernel(True)
+    back = decode_kernel(encode_kernel(k))
+    assert kernel_text(back) == kernel_text(k)
+    with pytest.raises(ValueError, match="unknown loop IR node"):
+        decode_kernel({**encode_kernel(k), "body": ["teleport"]})
