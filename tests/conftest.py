@@ -34,12 +34,13 @@ def pytest_runtest_logreport(report):
     # Runs on the xdist controller too, so the count covers every worker.
     counted = report.when == "call" or (report.when == "setup" and report.skipped)
     if "test_onnx_conformance" in report.nodeid and counted:
-        target = "llvm" if "llvm" in report.nodeid.split("::")[0] else "reference"
+        module = report.nodeid.split("::")[0]
+        target = next((t for t in ("llvm", "cuda") if t in module), "reference")
         _conformance[(target, report.outcome)] += 1
 
 
 def pytest_terminal_summary(terminalreporter):
-    for target in ("reference", "llvm"):
+    for target in ("reference", "llvm", "cuda"):
         passed = _conformance[(target, "passed")]
         total = sum(n for (t, _), n in _conformance.items() if t == target)
         if total:

@@ -156,15 +156,18 @@ class _Launch:
 
     def _index(self, buf: L.Buffer, index, mask):
         idx = np.broadcast_to(np.asarray(index, np.int64), (self.lanes,))
+        # A global buffer is as long as the memory bound to it (an empty tensor's is shorter
+        # than the one element its parameter declares).
+        size = len(self.globals[buf]) if buf.scope == "global" else buf.size
         if mask is None:
-            if idx.min() >= 0 and idx.max() < buf.size:
+            if idx.min() >= 0 and idx.max() < size:
                 return idx
             mask = self.active(mask)
-        bad = mask & ((idx < 0) | (idx >= buf.size))
+        bad = mask & ((idx < 0) | (idx >= size))
         if bad.any():
             lane = int(np.argmax(bad))
             self.fail(f"thread {int(self.thread[lane])} of block {int(self.env[self.geo.block_var][lane])} "
-                      f"accesses {buf.name}[{int(idx[lane])}], outside its {buf.size} elements")
+                      f"accesses {buf.name}[{int(idx[lane])}], outside its {size} elements")
         return np.where(mask, idx, 0)
 
     def store(self, s: L.Store, mask) -> None:

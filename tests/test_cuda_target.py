@@ -1,0 +1,223 @@
+"""The cuda target without a GPU: every kernel class built into GPU launches, compiled by
+NVRTC, run on the emulator and checked against the reference interpreter; what the
+emitted CUDA C must and must not contain per launch shape; the artifact (cubins per
+architecture, PTX, launch table) through save and load and the CLI; and the refusals a
+user meets on a machine with no GPU. Real-GPU runs are in `test_cuda_gpu.py`."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import compiler
+from compiler.artifact import read_artifact, write_artifact
+from compiler.ir.errors import ArtifactError, InputError, TargetError
+
+from filecheck import FileCheck
+
+pytest.importorskip("cuda.bindings.nvrtc")
+
+EMULATOR = "cuda -arch=sm_80 -device=emulator"
+RNG = np.random.default_rng(0)
+
+
+def model(nodes, inputs, outputs, inits=(), opset=18):
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+                              [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+                              [numpy_helper.from_array(a, n) for n, a in inits])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def check_on_emulator(m, feeds, rtol=1e-4, atol=1e-5):
+    """The model on the emulator against the reference interpreter; the compiled model back."""
+    cm = compiler.compile(m, target=EMULATOR, cache=False)
+    want = compiler.compile(m, target="reference").run(feeds)
+    got = cm.run(feeds)
+    for name, w in want.items():
+        assert got[name].dtype == w.dtype and got[name].shape == w.shape, name
+        np.testing.assert_allclose(got[name].astype(np.float64), w.astype(np.float64), rtol=rtol, atol=atol,
+                                   err_msg=name)
+    return cm
+
+
+def f32(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+F = TensorProto.FLOAT
+
+
+def test_elementwise_chain_is_one_launch_of_one_thread_per_element():
+    m = model([helper.make_node("Add", ["x", "y"], ["a"]), helper.make_node("Mul", ["a", "x"], ["b"]),
+               helper.make_node("Tanh", ["b"], ["z"])], [("x", F, [3, 1000]), ("y", F, [1000])], [("z", F, [3, 1000])])
+    cm = check_on_emulator(m, {"x": f32(3, 1000), "y": f32(1000)})
+    assert [len(c["launches"]) for c in json.loads(cm._sections["launches.json"])] == [1]
+    src = cm.cuda_source
+    FileCheck().check("__global__ void __launch_bounds__(256)").check("threadIdx.x").check("< 3000LL").check(
+        "tanhf(").check_not("__syncthreads").check_not("__shared__").run(src)
+
+
+def test_softmax_rows_are_block_reductions_with_warp_shuffles_and_shared_memory():
+    m = model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], [("x", F, [6, 700])], [("y", F, [6, 700])])
+    cm = check_on_emulator(m, {"x": f32(6, 700) * 4})
+    FileCheck().check("__shared__ float").check("__shfl_xor_sync(0xffffffffu").check("__syncthreads();").check(
+        "__shfl_xor_sync").check("expf(").run(cm.cuda_source)
+
+
+def test_layer_norm_and_reductions_over_every_axis_kind():
+    x, s, b = f32(4, 8, 300), f32(300), f32(300)
+    m = model([helper.make_node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1, epsilon=1e-5),
+               helper.make_node("ReduceMean", ["x", "ax0"], ["m0"], keepdims=0),
+               helper.make_node("ReduceMax", ["x", "ax1"], ["m1"], keepdims=1),
+               helper.make_node("ReduceSum", ["x", "ax2"], ["m2"], keepdims=0)],
+              [("x", F, [4, 8, 300])],
+              [("y", F, [4, 8, 300]), ("m0", F, [8, 300]), ("m1", F, [4, 1, 300]), ("m2", F, [4, 8])],
+              [("s", s), ("b", b), ("ax0", np.array([0], np.int64)), ("ax1", np.array([1], np.int64)),
+               ("ax2", np.array([2], np.int64))])
+    check_on_emulator(m, {"x": x}, rtol=2e-4, atol=2e-5)
+
+
+def test_integer_reductions_and_indexing_ops():
+    I64 = TensorProto.INT64
+    m = model([helper.make_node("ReduceSum", ["x", "ax"], ["s"], keepdims=0),
+               helper.make_node("Gather", ["x", "idx"], ["g"], axis=1),
+               helper.make_node("Transpose", ["x"], ["t"], perm=[1, 0]),
+               helper.make_node("Concat", ["x", "x"], ["c"], axis=0),
+               helper.make_node("ArgMax", ["x"], ["am"], axis=1, keepdims=0)],
+              [("x", I64, [5, 400])],
+              [("s", I64, [5]), ("g", I64, [5, 3]), ("t", I64, [400, 5]), ("c", I64, [10, 400]), ("am", I64, [5])],
+              [("ax", np.array([1], np.int64)), ("idx", np.array([0, 399, -1], np.int64))])
+    check_on_emulator(m, {"x": RNG.integers(-1000, 1000, (5, 400)).astype(np.int64)}, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg", "global"])
+def test_pooling(kind):
+    op = {"max": "MaxPool", "avg": "AveragePool", "global": "GlobalAveragePool"}[kind]
+    attrs = {} if kind == "global" else {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}
+    out = [2, 5, 1, 1] if kind == "global" else [2, 5, 8, 8]
+    m = model([helper.make_node(op, ["x"], ["y"], **attrs)], [("x", F, [2, 5, 15, 15])], [("y", F, out)])
+    check_on_emulator(m, {"x": f32(2, 5, 15, 15)})
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_convolution_with_padding_stride_groups_and_fused_relu(group):
+    w, b = f32(6, 6 // group, 3, 3) * 0.2, f32(6)
+    m = model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1], strides=[2, 1], group=group),
+               helper.make_node("Relu", ["c"], ["y"])],
+              [("x", F, [1, 6, 9, 11])], [("y", F, [1, 6, 5, 11])], [("w", w), ("b", b)])
+    check_on_emulator(m, {"x": f32(1, 6, 9, 11)})
+
+
+def test_matrix_products_gemm_and_batched_matmul():
+    a, wt, bias = f32(2, 3, 40, 64), f32(64, 50), f32(50)
+    m = model([helper.make_node("MatMul", ["a", "w"], ["mm"]),
+               helper.make_node("Gemm", ["g", "w", "bias"], ["gy"], alpha=0.5, beta=2.0),
+               helper.make_node("MatMul", ["a", "at"], ["bmm"])],
+              [("a", F, [2, 3, 40, 64]), ("g", F, [7, 64]), ("at", F, [2, 3, 64, 40])],
+              [("mm", F, [2, 3, 40, 50]), ("gy", F, [7, 50]), ("bmm", F, [2, 3, 40, 40])],
+              [("w", wt), ("bias", bias)])
+    check_on_emulator(m, {"a": a, "g": f32(7, 64), "at": f32(2, 3, 64, 40)}, rtol=2e-4, atol=1e-4)
+
+
+def test_attention_as_exported_from_torch():
+    """softmax(Q K^T / sqrt(d) + mask) V, recognised as attention by the passes."""
+    q, k, v = f32(2, 4, 16, 32), f32(2, 4, 16, 32), f32(2, 4, 16, 32)
+    m = model([helper.make_node("Transpose", ["k"], ["kt"], perm=[0, 1, 3, 2]),
+               helper.make_node("MatMul", ["q", "kt"], ["s"]), helper.make_node("Mul", ["s", "scale"], ["ss"]),
+               helper.make_node("Softmax", ["ss"], ["p"], axis=-1), helper.make_node("MatMul", ["p", "v"], ["y"])],
+              [("q", F, [2, 4, 16, 32]), ("k", F, [2, 4, 16, 32]), ("v", F, [2, 4, 16, 32])],
+              [("y", F, [2, 4, 16, 32])], [("scale", np.array(32 ** -0.5, np.float32))])
+    check_on_emulator(m, {"q": q, "k": k, "v": v}, rtol=2e-4, atol=2e-5)
+
+
+def test_half_precision_models_store_16_bits_and_compute_in_float32():
+    H = TensorProto.FLOAT16
+    m = model([helper.make_node("Mul", ["x", "x"], ["a"]), helper.make_node("Softmax", ["a"], ["y"], axis=-1)],
+              [("x", H, [4, 256])], [("y", H, [4, 256])])
+    check_on_emulator(m, {"x": f32(4, 256).astype(np.float16)}, rtol=2e-3, atol=1e-3)
+
+
+def test_nvrtc_builds_a_cubin_per_architecture_and_ptx(tmp_path):
+    m = model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], [("x", F, [2, 300])], [("y", F, [2, 300])])
+    path = tmp_path / "m.cmod"
+    cm = compiler.compile(m, target="cuda -arch=sm_90,sm_80", cache=False)  # cross-compiled: no GPU touched
+    cm.save(path)
+    manifest, sections = read_artifact(path)
+    assert manifest["archs"] == ["sm_80", "sm_90"] and manifest["min_compute_capability"] == [8, 0]
+    assert manifest["nvrtc_version"] and manifest["launch_abi"] == "cuda-launch-v1"
+    for arch in ("sm_80", "sm_90"):
+        assert sections[f"{arch}.cubin"][:4] == b"\x7fELF"
+    FileCheck().check(".target sm_80").check(".entry k0_softmax_l0").run(sections["model.ptx"].decode())
+
+
+def test_artifact_round_trip_on_the_emulator_and_corrupt_sections(tmp_path):
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [3, 70])], [("y", F, [3, 70])])
+    path = tmp_path / "m.cmod"
+    compiler.compile(m, target=EMULATOR, cache=False).save(path)
+    loaded = compiler.load(path)
+    x = f32(3, 70)
+    np.testing.assert_array_equal(loaded.run({"x": x})["y"], np.maximum(x, 0))
+    with pytest.raises(InputError, match="input 'x': expected element type float32, got float64"):
+        loaded.run({"x": x.astype(np.float64)})
+    manifest, sections = read_artifact(path)
+    manifest = {k: v for k, v in manifest.items() if k not in ("sections", "format_version")}
+    write_artifact(path, manifest, {**sections, "kernels.json": b"[{]"})
+    with pytest.raises(ArtifactError, match="corrupt or missing kernels.json"):
+        compiler.load(path)
+    write_artifact(path, manifest, {**sections, "launches.json": b'[{"args": [["disk", 0, 0]], "launches": []}]'})
+    with pytest.raises(ArtifactError, match="corrupt launch table"):
+        compiler.load(path)
+
+
+def test_command_line_compiles_for_a_gpu_and_runs_on_the_emulator(tmp_path):
+    from compiler.cli import main
+
+    m = model([helper.make_node("Sigmoid", ["x"], ["y"])], [("x", F, [2, 50])], [("y", F, [2, 50])])
+    onnx.save(m, str(tmp_path / "m.onnx"))
+    x = f32(2, 50)
+    np.savez(tmp_path / "in.npz", x=x)
+    assert main([str(tmp_path / "m.onnx"), "--target", "cuda -arch=sm_90", "-o", str(tmp_path / "gpu.cmod")]) == 0
+    assert read_artifact(tmp_path / "gpu.cmod")[0]["archs"] == ["sm_90"]
+    assert main([str(tmp_path / "m.onnx"), "--target", EMULATOR, "-o", str(tmp_path / "emu.cmod")]) == 0
+    assert main(["run", str(tmp_path / "emu.cmod"), "--inputs", str(tmp_path / "in.npz"),
+                 "-o", str(tmp_path / "out.npz")]) == 0
+    np.testing.assert_allclose(np.load(tmp_path / "out.npz")["y"], 1 / (1 + np.exp(-x)), rtol=1e-6)
+
+
+def _no_gpu() -> bool:
+    from compiler.runtime.cuda_driver import open_device
+
+    try:
+        open_device()
+        return False
+    except ArtifactError:
+        return True
+
+
+@pytest.mark.skipif(not _no_gpu(), reason="this machine has a GPU")
+def test_without_a_gpu_the_local_target_and_gpu_artifacts_are_refused_with_words(tmp_path):
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [4])], [("y", F, [4])])
+    with pytest.raises(TargetError, match="target 'cuda' means the local GPU, and there is none usable here.*"
+                                          "give -arch=sm_80"):
+        compiler.compile(m, target="cuda", cache=False)
+    path = tmp_path / "m.cmod"
+    compiler.compile(m, target="cuda -arch=sm_80", cache=False).save(path)
+    with pytest.raises(ArtifactError, match="no NVIDIA driver on this machine.*-device=emulator"):
+        compiler.load(path)
+
+
+def test_a_gpu_older_or_a_driver_older_than_the_artifact_is_refused():
+    from compiler.runtime.cuda_driver import choose_image
+
+    manifest = {"archs": ["sm_80", "sm_90"], "min_compute_capability": [8, 0], "nvrtc_version": "13.5"}
+    sections = {"sm_80.cubin": b"80", "sm_90.cubin": b"90", "model.ptx": b"ptx"}
+    assert choose_image(manifest, sections, (8, 6), 13050, "m") == (b"80", "cubin sm_80")  # same major, newer minor
+    assert choose_image(manifest, sections, (9, 0), 12000, "m") == (b"90", "cubin sm_90")
+    assert choose_image(manifest, sections, (10, 0), 13050, "m") == (b"ptx", "ptx")  # newer GPU: the PTX
+    with pytest.raises(ArtifactError, match="compiled for compute capability 8.0 and newer .*this GPU has 7.5"):
+        choose_image(manifest, sections, (7, 5), 13050, "m")
+    with pytest.raises(ArtifactError, match="written by NVRTC 13.5, and the driver \\(CUDA 12.4\\) is older"):
+        choose_image(manifest, sections, (10, 0), 12040, "m")
