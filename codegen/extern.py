@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from . import loop_ir as L
+
 EXTERN = "extern"  # the `paths` entry (and plan kind) of a node computed by a target's own kernel
 
 
@@ -43,3 +45,28 @@ class ExternPlan:
         caller offsets the output), or None when the kernel cannot."""
         kernel = self.kernel.into_channel_slice(channels)
         return None if kernel is None else ExternPlan(kernel, self.args, self.kind)
+
+
+@dataclass(frozen=True, eq=False)
+class ExternLoopKernel(L.Kernel):
+    """An extern kernel written as loop IR (a GPU target's template, e.g. its tensor-core
+    GEMM): a `loop_ir.Kernel` that also answers the extern-kernel questions, so renderers,
+    the emulator and the listing treat it like any loop-IR kernel."""
+
+    def identity(self) -> str:
+        from .kernel_builder import canonical_text
+        from .printer import kernel_text
+
+        text = kernel_text(self)
+        return canonical_text(text[text.index("("):])
+
+    def listing(self) -> str:
+        from .printer import kernel_text
+
+        return kernel_text(self)
+
+    def code_size(self) -> int:
+        return sum(1 for _ in L.walk(self.body))
+
+    def into_channel_slice(self, channels: int):
+        return None  # writes its whole output

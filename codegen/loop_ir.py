@@ -16,6 +16,8 @@ What GPUs need besides their loop kinds:
     ThreadIndex     blockIdx / threadIdx / blockDim / gridDim along x, y or z
     Barrier         every thread of the block waits; shared writes before it are seen after
     WarpShuffle     a value read from another lane of the warp (xor / down / up / idx)
+    Mma             a warp's tensor-core multiply-accumulate over register fragments
+                    (PTX mma.sync; the fragment layouts are `MMA_SHAPES`' documented ones)
 A backend declares which of these it runs (`codegen.target.Capabilities`); the verifier
 refuses a kernel that uses anything else, with the construct and the target named.
 """
@@ -182,6 +184,26 @@ class Seq(Stmt):
 @dataclass(frozen=True, eq=False)
 class Barrier(Stmt):
     """Every thread of the block waits here; shared-buffer writes before it are visible after."""
+
+
+# Tensor-core instruction shapes the IR can name -> (elements per lane of A, B, C/D). Each
+# lane of the warp holds its part of the m x k A (row major), k x n B (column major) and
+# m x n C and D tiles, where PTX's ISA guide places them (`codegen.cuda.mma` spells it out).
+MMA_SHAPES = {"m16n8k16": (8, 4, 4)}
+MMA_INPUT_DTYPES = ("float16", "bfloat16")
+
+
+@dataclass(frozen=True, eq=False)
+class Mma(Stmt):
+    """D = A @ B + C for the 16x16 A, 16x8 B and 16x8 C/D tiles of `shape`, across the 32
+    lanes of a warp, each lane's fragments in local buffers: `a` and `b` float16 or bfloat16
+    (the same), `c` and `d` float32 (d may be c). Every lane of the warp must execute it."""
+
+    shape: str
+    d: Buffer
+    a: Buffer
+    b: Buffer
+    c: Buffer
 
 
 @dataclass(frozen=True, eq=False)
@@ -356,6 +378,9 @@ def buffers_used(node) -> list[Buffer]:
             seen.setdefault(n.buffer)
         elif isinstance(n, Allocate):
             seen.setdefault(n.buffer)
+        elif isinstance(n, Mma):
+            for b in (n.d, n.a, n.b, n.c):
+                seen.setdefault(b)
     return list(seen)
 
 
@@ -363,7 +388,7 @@ def substitute(node, mapping: dict):
     """A copy of `node` with variables replaced (Var -> Expr)."""
     if isinstance(node, Var):
         return mapping.get(node, node)
-    if isinstance(node, (Const, ThreadIndex, Barrier)) or node is None:
+    if isinstance(node, (Const, ThreadIndex, Barrier, Mma)) or node is None:
         return node
     if isinstance(node, Load):
         return Load(node.dtype, node.buffer, substitute(node.index, mapping),

@@ -56,6 +56,8 @@ def encode_kernel(k: L.Kernel) -> dict:
             return ["if", e(x.cond), e(x.then), e(x.otherwise)]
         if isinstance(x, L.Allocate):
             return ["alloc", buffers[x.buffer], e(x.body)]
+        if isinstance(x, L.Mma):
+            return ["mma", x.shape, buffers[x.d], buffers[x.a], buffers[x.b], buffers[x.c]]
         raise TypeError(f"loop IR node {type(x).__name__} has no JSON form")
 
     return {"format": FORMAT, "name": k.name, "class": k.kernel_class, "buffers": table,
@@ -119,6 +121,8 @@ def decode_kernel(d: dict) -> L.Kernel:
             return L.IfThenElse(x(n[1]), x(n[2]), x(n[3]))
         if tag == "alloc":
             return L.Allocate(buf(n[1]), x(n[2]))
+        if tag == "mma":
+            return L.Mma(str(n[1]), buf(n[2]), buf(n[3]), buf(n[4]), buf(n[5]))
         raise ValueError(f"unknown loop IR node {tag!r}")
 
     return L.Kernel(str(d["name"]), tuple(buffers[: int(d["params"])]), x(d["body"]), str(d["class"]))

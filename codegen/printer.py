@@ -104,6 +104,9 @@ class TextRenderer(Renderer):
     def render_Barrier(self, s: L.Barrier) -> None:
         self._line("barrier")
 
+    def render_Mma(self, s: L.Mma) -> None:
+        self._line(f"mma.{s.shape}({s.d.name} = {s.a.name} @ {s.b.name} + {s.c.name})")
+
 
 def expr_text(e: L.Expr) -> str:
     return TextRenderer().expr(e)

@@ -26,6 +26,7 @@ class Capabilities:
     dtypes: frozenset  # DType names values may have in native code
     gpu: bool  # block/thread indices, barriers and warp operations
     extern_kernels: tuple[str, ...] = ()  # names of its own kernel families (see codegen.extern)
+    mma_shapes: tuple[str, ...] = ()  # tensor-core instruction shapes (loop_ir.Mma) it emits
 
     def supports_dtype(self, dtype: DType) -> bool:
         return dtype.name in self.dtypes
@@ -33,7 +34,8 @@ class Capabilities:
     def describe(self) -> dict:
         """JSON-ready form (for `compile inspect` and the backend registry)."""
         return {"loop_kinds": sorted(k.value for k in self.loop_kinds), "scopes": sorted(self.scopes),
-                "dtypes": sorted(self.dtypes), "gpu": self.gpu, "extern_kernels": list(self.extern_kernels)}
+                "dtypes": sorted(self.dtypes), "gpu": self.gpu, "extern_kernels": list(self.extern_kernels),
+                "mma_shapes": list(self.mma_shapes)}
 
 
 CPU_LOOP_KINDS = frozenset({LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTORIZED, LoopKind.UNROLLED})

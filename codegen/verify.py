@@ -120,6 +120,8 @@ class _Verifier:
             self.divergent -= divergent
         elif isinstance(s, L.Allocate):
             self.allocate(s, bound, buffers, in_vector, in_parallel)
+        elif isinstance(s, L.Mma):
+            self.mma(s, buffers, in_vector)
         elif isinstance(s, L.Barrier):
             self.require_gpu("a barrier")
             if in_vector:
@@ -128,6 +130,25 @@ class _Verifier:
                 self.fail("a barrier under a branch that differs between threads: some threads would never reach it")
         else:
             self.fail(f"unknown statement {type(s).__name__}")
+
+    def mma(self, s: L.Mma, buffers, in_vector: bool) -> None:
+        self.require_gpu(f"the tensor-core instruction mma.{s.shape}")
+        if self.caps is not None and s.shape not in self.caps.mma_shapes:
+            self.fail(f"mma.{s.shape}: this target runs {list(self.caps.mma_shapes) or 'no tensor-core'} shapes")
+        if s.shape not in L.MMA_SHAPES:
+            self.fail(f"mma shape {s.shape!r}; known: {sorted(L.MMA_SHAPES)}")
+        if in_vector or self.divergent:
+            self.fail(f"mma.{s.shape} under a branch that differs between threads: every lane of the warp must run it")
+        sizes = dict(zip("abc", L.MMA_SHAPES[s.shape]), d=L.MMA_SHAPES[s.shape][2])
+        for role in "dabc":
+            buf = getattr(s, role)
+            self.buffer(buf, buffers)
+            want = ("float32",) if role in "cd" else L.MMA_INPUT_DTYPES
+            if buf.scope != "local" or buf.size != sizes[role] or buf.dtype.name not in want:
+                self.fail(f"mma.{s.shape}: fragment {role} ({buf.name}) must be a local {'/'.join(want)} buffer of "
+                          f"{sizes[role]} elements, got {buf.scope} {buf.dtype.name}[{buf.size}]")
+        if s.a.dtype is not s.b.dtype:
+            self.fail(f"mma.{s.shape}: A is {s.a.dtype.name} and B {s.b.dtype.name}; they must match")
 
     def loop(self, s: L.For, bound, buffers, in_vector: bool, in_parallel: bool) -> None:
         self.expr(s.extent, bound, buffers)

@@ -221,3 +221,25 @@ def test_a_gpu_older_or_a_driver_older_than_the_artifact_is_refused():
         choose_image(manifest, sections, (7, 5), 13050, "m")
     with pytest.raises(ArtifactError, match="written by NVRTC 13.5, and the driver \\(CUDA 12.4\\) is older"):
         choose_image(manifest, sections, (10, 0), 12040, "m")
+
+
+@pytest.mark.parametrize("a_shape, b_shape, dtype", [
+    ((70, 40), (40, 90), TensorProto.FLOAT16),  # tails on every side of the 64 x 64 x 16 tiles
+    ((2, 3, 33, 24), (2, 3, 24, 17), TensorProto.BFLOAT16),  # batched
+    ((5, 130, 64), (64, 72), TensorProto.FLOAT16),  # one B for every row of a 3-D A
+])
+def test_half_precision_matmul_runs_on_tensor_cores(a_shape, b_shape, dtype):
+    import ml_dtypes
+
+    np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else ml_dtypes.bfloat16
+    y_shape = a_shape[:-1] + (b_shape[-1],)
+    m = model([helper.make_node("MatMul", ["a", "b"], ["y"])], [("a", dtype, a_shape), ("b", dtype, b_shape)],
+              [("y", dtype, y_shape)])
+    a, b = f32(*a_shape).astype(np_dtype), f32(*b_shape).astype(np_dtype)
+    cm = compiler.compile(m, target="cuda -arch=sm_80,sm_90 -device=emulator", cache=False)
+    FileCheck().check("mma.sync.aligned.m16n8k16.row.col.f32.").check("__shared__").check("__syncthreads();").check(
+        "cm_mma_m16n8k16_").check("__syncthreads();").run(cm.cuda_source)
+    y = cm.run({"a": a, "b": b})["y"].astype(np.float32)
+    want = (a.astype(np.float64) @ b.astype(np.float64))
+    ulp = 2.0 ** (-10 if dtype == TensorProto.FLOAT16 else -7)  # the output's rounding, fp32 accumulation before it
+    np.testing.assert_allclose(y, want, rtol=ulp, atol=ulp * np.abs(want).max() * 1e-2)

@@ -160,3 +160,69 @@ def test_kernels_round_trip_through_json():
     assert kernel_text(back) == kernel_text(k)
     with pytest.raises(ValueError, match="unknown loop IR node"):
         decode_kernel({**encode_kernel(k), "body": ["teleport"]})
+
+
+def _ptx_fragment_position(role: str, lane: int, i: int) -> tuple[int, int]:
+    """Where PTX's ISA guide puts element i of lane `lane`'s m16n8k16 fragment, as it words
+    it (row / col of A and C, k / n of B), written independently of codegen.cuda.mma."""
+    group, tig = lane >> 2, lane % 4
+    if role == "a":
+        return (group if i % 4 < 2 else group + 8), tig * 2 + (i & 1) + (8 if i >= 4 else 0)
+    if role == "b":
+        return tig * 2 + (i & 1) + (8 if i >= 2 else 0), group
+    return (group if i < 2 else group + 8), tig * 2 + (i & 1)
+
+
+@pytest.mark.parametrize("dtype", [dtypes.float16, dtypes.bfloat16])
+def test_mma_m16n8k16_multiplies_fragments_laid_out_as_ptx_documents(dtype):
+    """One warp loads A, B and C into fragments by PTX's layout, runs mma, stores D by it."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((16, 16)).astype(dtype.numpy)
+    b = rng.standard_normal((16, 8)).astype(dtype.numpy)
+    c = rng.standard_normal((16, 8)).astype(np.float32)
+    ga, gb, gc = L.Buffer("ga", dtype, 256), L.Buffer("gb", dtype, 128), L.Buffer("gc", F32, 128)
+    gd = L.Buffer("gd", F32, 128)
+    fa, fb = L.Buffer("fa", dtype, 8, "local"), L.Buffer("fb", dtype, 4, "local")
+    fc, fd = L.Buffer("fc", F32, 4, "local"), L.Buffer("fd", F32, 4, "local")
+
+    def body(blk, t):
+        steps = []
+        for role, frag, glob, count, width in (("a", fa, ga, 8, 16), ("b", fb, gb, 4, 8), ("c", fc, gc, 4, 8)):
+            for i in range(count):
+                # the position of element i for every lane, as a select chain over lanes
+                index = L.const(0)
+                for lane in range(32):
+                    r, col = _ptx_fragment_position(role, lane, i)
+                    index = L.select(L.binary("eq", t, L.const(lane)), L.const(r * width + col), index)
+                steps.append(L.Store(frag, L.const(i), L.Load(glob.dtype, glob, index)))
+        steps.append(L.Mma("m16n8k16", fd, fa, fb, fc))
+        for i in range(4):
+            index = L.const(0)
+            for lane in range(32):
+                r, col = _ptx_fragment_position("c", lane, i)
+                index = L.select(L.binary("eq", t, L.const(lane)), L.const(r * 8 + col), index)
+            steps.append(L.Store(gd, index, L.Load(F32, fd, L.const(i))))
+        return L.Allocate(fa, L.Allocate(fb, L.Allocate(fc, L.Allocate(fd, L.seq(*steps)))))
+
+    k = L.Kernel("mma", (ga, gb, gc, gd), launch(1, 32, body))
+    from compiler.codegen.verify import verify_kernel
+
+    verify_kernel(k)
+    d = np.zeros(128, np.float32)
+    run_kernel(k, [a.reshape(-1), b.reshape(-1), c.reshape(-1), d])
+    want = a.astype(np.float64) @ b.astype(np.float64) + c
+    np.testing.assert_allclose(d.reshape(16, 8), want, rtol=1e-5, atol=1e-5)
+
+
+def test_mma_needs_every_lane_of_the_warp():
+    fa, fb = L.Buffer("fa", dtypes.float16, 8, "local"), L.Buffer("fb", dtypes.float16, 4, "local")
+    fc = L.Buffer("fc", F32, 4, "local")
+    x = L.Buffer("x", F32, 32)
+    body = lambda b, t: L.Allocate(fa, L.Allocate(fb, L.Allocate(fc, L.IfThenElse(  # noqa: E731
+        L.binary("lt", t, L.const(16)), L.Mma("m16n8k16", fc, fa, fb, fc)))))
+    with pytest.raises(EmulatorError, match="only some lanes of a warp"):
+        run_kernel(L.Kernel("half_mma", (x,), launch(1, 32, body)), [np.zeros(32, np.float32)])
+    from compiler.codegen.verify import LoopIRError, verify_kernel
+
+    with pytest.raises(LoopIRError, match="every lane of the warp must run it"):
+        verify_kernel(L.Kernel("half_mma", (x,), launch(1, 32, body)))

@@ -19,6 +19,7 @@ from .. import loop_ir as L
 from ..gpu_schedule import launches_of
 from ..loop_ir_json import encode_kernel
 from ..model_builder import NativeProgram
+from ..verify import verify_kernel
 from . import nvrtc
 from .renderer import function_name, module_source
 from .target import CUDATarget
@@ -44,6 +45,7 @@ def launch_table(program: NativeProgram) -> list[dict]:
         if not isinstance(plan.kernel, L.Kernel):
             raise CompilerError(f"kernel {fname}: the cuda target runs loop-IR kernels only, not "
                                 f"{type(plan.kernel).__name__}")
+        verify_kernel(plan.kernel)  # templates too: the lowering rules' kernels were verified when built
         geometry[fname] = [{"function": function_name(fname, i), "grid": g.grid, "block": g.block,
                             "shared_bytes": g.shared_bytes} for i, (_, g) in enumerate(launches_of(plan.kernel))]
     return [{"kernel": call.function, "args": [[s.kind, s.index, s.offset] for s in call.storages],

@@ -16,6 +16,7 @@ from ...ir.dtypes import DType
 from .. import loop_ir as L
 from ..gpu_schedule import launches_of
 from ..renderer import Renderer
+from .mma import helper_name, helper_source
 
 # The C type of a value in registers, and of an element in memory.
 _VALUE = {"bool": "bool", "int8": "signed char", "int16": "short", "int32": "int", "int64": "long long",
@@ -68,6 +69,7 @@ class CudaRenderer(Renderer):
         self.k = kernel
         self.lines: list[str] = []
         self.depth = 1
+        self.used_mma: set = set()  # (shape, input dtype) of the tensor-core helpers it calls
 
     # ------------------------------------------------------------------ structure
     def render(self) -> str:
@@ -229,6 +231,10 @@ class CudaRenderer(Renderer):
     def render_Select(self, e: L.Select) -> str:
         return f"(({self.expr(e.cond)}) ? ({self.expr(e.a)}) : ({self.expr(e.b)}))"
 
+    def render_Mma(self, s: L.Mma):
+        self.used_mma.add((s.shape, s.a.dtype.name))
+        self.line(f"{helper_name(s.shape, s.a.dtype.name)}({s.d.name}, {s.a.name}, {s.b.name}, {s.c.name});")
+
     def render_WarpShuffle(self, e: L.WarpShuffle) -> str:
         fn = {"xor": "__shfl_xor_sync", "down": "__shfl_down_sync", "up": "__shfl_up_sync", "idx": "__shfl_sync"}[e.mode]
         return f"{fn}(0xffffffffu, {self.expr(e.value)}, (int)({self.expr(e.lane)}), {e.width})"
@@ -240,5 +246,9 @@ def function_name(kernel: str, launch: int) -> str:
 
 
 def module_source(kernels: list[L.Kernel]) -> str:
-    """The CUDA C of a whole module: the prelude, then every kernel's launches."""
-    return PRELUDE + "\n" + "\n".join(CudaRenderer(k).render() for k in kernels)
+    """The CUDA C of a whole module: the prelude, the tensor-core helpers the kernels call,
+    then every kernel's launches."""
+    renderers = [CudaRenderer(k) for k in kernels]
+    bodies = [r.render() for r in renderers]
+    helpers = sorted(set().union(*(r.used_mma for r in renderers)))
+    return PRELUDE + "".join(helper_source(*h) for h in helpers) + "\n" + "\n".join(bodies)

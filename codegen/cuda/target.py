@@ -33,7 +33,7 @@ def _native(dt) -> bool:
 CAPABILITIES = Capabilities(
     loop_kinds=frozenset({L.LoopKind.SERIAL, L.LoopKind.UNROLLED, L.LoopKind.GPU_BLOCK, L.LoopKind.GPU_THREAD}),
     scopes=frozenset({"global", "shared", "local"}),
-    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if _native(d)), gpu=True)
+    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if _native(d)), gpu=True, mma_shapes=("m16n8k16",))
 
 
 @dataclass(frozen=True)

@@ -133,6 +133,8 @@ class _Launch:
             self.local[s.buffer] = np.zeros((self.lanes, s.buffer.size), _register_dtype(s.buffer.dtype))
             self.stmt(s.body, mask)
             del self.local[s.buffer]
+        elif isinstance(s, L.Mma):
+            self.mma(s, mask)
         elif isinstance(s, L.Barrier):
             reached = None if mask is None else mask.reshape(-1, self.T)
             if reached is not None and (reached.any(axis=1) & ~reached.all(axis=1)).any():
@@ -140,6 +142,35 @@ class _Launch:
             self.epoch += 1
         else:
             self.fail(f"cannot emulate {type(s).__name__} inside a thread loop")
+
+    def mma(self, s: L.Mma, mask) -> None:
+        """D = A @ B + C per warp, the fragments gathered from and scattered to the lanes'
+        local buffers by PTX's layout tables (`codegen.cuda.mma`)."""
+        from ..codegen.cuda.mma import A_OFFSETS, B_OFFSETS, C_OFFSETS, TILE
+
+        if self.T % L.WARP_SIZE:
+            self.fail(f"mma.{s.shape} in a block of {self.T} threads (not whole warps)")
+        warps = self.lanes // L.WARP_SIZE
+        running = np.ones(warps, bool) if mask is None else mask.reshape(warps, L.WARP_SIZE).all(axis=1)
+        if mask is not None and (mask.reshape(warps, L.WARP_SIZE).any(axis=1) & ~running).any():
+            self.fail(f"mma.{s.shape} run by only some lanes of a warp (every lane must run it)")
+        m, n, k = TILE[s.shape]
+        lane = np.arange(L.WARP_SIZE)
+        g, t2 = lane // 4, 2 * (lane % 4)
+        frag = {r: self.local[getattr(s, r)].reshape(warps, L.WARP_SIZE, -1) for r in "abc"}
+        a = np.zeros((warps, m, k), np.float32)
+        b = np.zeros((warps, k, n), np.float32)
+        c = np.zeros((warps, m, n), np.float32)
+        for i, (dr, dc) in enumerate(A_OFFSETS):
+            a[:, g + dr, t2 + dc] = frag["a"][:, :, i]
+        for i, (dk, dn) in enumerate(B_OFFSETS):
+            b[:, t2 + dk, g + dn] = frag["b"][:, :, i]
+        for i, (dr, dc) in enumerate(C_OFFSETS):
+            c[:, g + dr, t2 + dc] = frag["c"][:, :, i]
+        d = np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.float32) + c
+        out = self.local[s.d].reshape(warps, L.WARP_SIZE, -1)  # a view: writes land in the lanes' buffers
+        for i, (dr, dc) in enumerate(C_OFFSETS):
+            out[running, :, i] = d[running][:, g + dr, t2 + dc]
 
     def loop(self, s: L.For, mask) -> None:
         if s.kind not in (L.LoopKind.SERIAL, L.LoopKind.UNROLLED):
