@@ -184,3 +184,73 @@ def _block_reduce(stage: Compute, out: Tensor, n: int, length: int, acc_dtype, t
         return L.Allocate(accb, L.seq(*stmts))
 
     return _launch(n, threads, body, (partial,) if warps > 1 else ())
+
+
+# ------------------------------------------------------------------------ launch merging
+
+
+def _text(node) -> str:
+    from .printer import TextRenderer
+
+    r = TextRenderer()
+    if isinstance(node, L.Expr):
+        return r.expr(node)
+    r.stmt(node)
+    return "\n".join(r.lines)
+
+
+def _guarded(launch: Launch) -> tuple[L.Expr | None, L.Stmt]:
+    body = launch.thread_loop.body
+    if isinstance(body, L.IfThenElse) and body.otherwise is None:
+        return body.cond, body.then
+    return None, body
+
+
+def _merge_pair(first: L.Stmt, second: L.Stmt) -> L.Stmt | None:
+    """`second`'s work appended to `first`'s threads, or None when that could change what
+    any thread reads. Both must be plain thread-per-output launches of the same geometry
+    under the same guard; `second` may read what `first` wrote only at the index the same
+    thread wrote it, and nothing `second` writes may be read or written by `first`."""
+    g1, g2 = launch_of(first), launch_of(second)
+    if g1.shared or g2.shared or (g1.grid, g1.block) != (g2.grid, g2.block):
+        return None
+    if any(isinstance(n, (L.Barrier, L.WarpShuffle, L.Mma)) for s in (first, second) for n in L.walk(s)):
+        return None
+    renamed = L.substitute(second, {g2.block_var: g1.block_var, g2.thread_loop.var: g1.thread_loop.var})
+    g2 = launch_of(renamed)
+    (c1, w1), (c2, w2) = _guarded(g1), _guarded(g2)
+    if (c1 is None) != (c2 is None) or (c1 is not None and _text(c1) != _text(c2)):
+        return None
+    written1: dict = {}
+    for n in L.walk(w1):
+        if isinstance(n, L.Store) and n.buffer.scope == "global":
+            written1.setdefault(n.buffer, set()).add(_text(n.index))
+    if any(len(v) != 1 for v in written1.values()):
+        return None
+    read1 = {n.buffer for n in L.walk(w1) if isinstance(n, L.Load)}
+    for n in L.walk(w2):
+        if isinstance(n, L.Store) and n.buffer.scope == "global" and (n.buffer in written1 or n.buffer in read1):
+            return None
+        if isinstance(n, L.Load) and n.buffer in written1 and _text(n.index) not in written1[n.buffer]:
+            return None
+    work = L.seq(w1, w2)
+    body = work if c1 is None else L.IfThenElse(c1, work)
+    return L.For(first.var, first.extent, L.LoopKind.GPU_BLOCK,
+                 L.For(g1.thread_loop.var, g1.thread_loop.extent, L.LoopKind.GPU_THREAD, body))
+
+
+def merge_launches(kernel: L.Kernel) -> L.Kernel:
+    """The kernel with each run of mergeable launches (`_merge_pair`) made one launch: a
+    convolution and its bias and activation, a chain of elementwise stages, become one
+    pass over memory and one launch instead of several."""
+    stmts = kernel.body.stmts if isinstance(kernel.body, L.Seq) else (kernel.body,)
+    merged: list[L.Stmt] = []
+    for s in stmts:
+        joined = _merge_pair(merged[-1], s) if merged else None
+        if joined is None:
+            merged.append(s)
+        else:
+            merged[-1] = joined
+    if len(merged) == len(stmts):
+        return kernel
+    return L.Kernel(kernel.name, kernel.params, L.seq(*merged), kernel.kernel_class, kernel.schedule)

@@ -146,7 +146,7 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
     body = []
     for stage, t in stages:
         body.append(target.lower_stage(stage, t, klass, (schedules or {}).get(klass)))
-    kernel = L.Kernel(name, tuple(params), L.seq(*body), klass, target.schedule_knobs(klass))
+    kernel = target.finish_kernel(L.Kernel(name, tuple(params), L.seq(*body), klass, target.schedule_knobs(klass)))
     verify_kernel(kernel, target.capabilities)
     return KernelPlan(kernel, args)
 

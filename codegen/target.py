@@ -65,6 +65,11 @@ class CodegenTarget:
         schedule for the kernel class, or None for the target's heuristic default."""
         raise NotImplementedError
 
+    def finish_kernel(self, kernel):
+        """A kernel once all its stages are lowered, as this target runs it (a GPU target
+        merges launches that can share threads); the kernel itself by default."""
+        return kernel
+
     def schedule_knobs(self, kernel_class: str) -> dict:
         """The knobs of the target's default schedule for a kernel class (recorded on the kernel)."""
         raise NotImplementedError

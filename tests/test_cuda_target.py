@@ -243,3 +243,36 @@ def test_half_precision_matmul_runs_on_tensor_cores(a_shape, b_shape, dtype):
     want = (a.astype(np.float64) @ b.astype(np.float64))
     ulp = 2.0 ** (-10 if dtype == TensorProto.FLOAT16 else -7)  # the output's rounding, fp32 accumulation before it
     np.testing.assert_allclose(y, want, rtol=ulp, atol=ulp * np.abs(want).max() * 1e-2)
+
+
+def test_a_convolution_its_bias_and_activation_are_one_launch():
+    w, b = f32(4, 3, 3, 3), f32(4)
+    m = model([helper.make_node("Conv", ["x", "w", "b"], ["c"]), helper.make_node("Relu", ["c"], ["y"])],
+              [("x", F, [1, 3, 8, 8])], [("y", F, [1, 4, 6, 6])], [("w", w), ("b", b)])
+    cm = check_on_emulator(m, {"x": f32(1, 3, 8, 8)})
+    assert [len(c["launches"]) for c in json.loads(cm._sections["launches.json"])] == [1]
+    FileCheck().check("__global__").check("acc").check("cm_fmax(").check_not("__global__").run(cm.cuda_source)
+
+
+def test_launches_are_not_merged_where_a_thread_reads_another_threads_result():
+    """A reduction then a transpose of its result: thread i of the second stage reads what
+    thread j != i of the first wrote, so they stay two launches (a grid-wide order between)."""
+    m = model([helper.make_node("ReduceSum", ["x", "ax"], ["s"], keepdims=0),
+               helper.make_node("Transpose", ["s"], ["y"], perm=[1, 0])],
+              [("x", F, [16, 24, 5])], [("y", F, [24, 16])], [("ax", np.array([2], np.int64))])
+    cm = check_on_emulator(m, {"x": f32(16, 24, 5)})
+    assert sum(len(c["launches"]) for c in json.loads(cm._sections["launches.json"])) == 2
+
+
+def test_the_native_emulator_path_agrees_with_the_emulator():
+    """-device=emulator-native runs thread-independent launches as CPU code (here the
+    convolution); the softmax's block reduction (shared memory, shuffles) stays emulated."""
+    w = f32(8, 3, 3, 3)
+    m = model([helper.make_node("Conv", ["x", "w"], ["c"]), helper.make_node("Flatten", ["c"], ["f"]),
+               helper.make_node("Softmax", ["f"], ["y"], axis=-1)],
+              [("x", F, [2, 3, 12, 12])], [("y", F, [2, 800])], [("w", w)])
+    x = f32(2, 3, 12, 12)
+    exact = compiler.compile(m, target=EMULATOR, cache=False).run({"x": x})["y"]
+    fast = compiler.compile(m, target="cuda -arch=sm_80 -device=emulator-native", cache=False)
+    assert any(name in fast._native for name in fast.kernels) and not all(name in fast._native for name in fast.kernels)
+    np.testing.assert_allclose(fast.run({"x": x})["y"], exact, rtol=1e-5, atol=1e-7)

@@ -22,7 +22,7 @@ ort = pytest.importorskip("onnxruntime")
 
 pytestmark = pytest.mark.slow
 
-TARGET = "cuda -arch=sm_80,sm_90 -device=emulator"
+TARGET = "cuda -arch=sm_80,sm_90 -device=emulator-native"
 
 
 def _check(path, feeds, shapes=None):

@@ -58,6 +58,11 @@ class CUDATarget(CodegenTarget):
 
         return lower_stage_gpu(stage, out, schedule)
 
+    def finish_kernel(self, kernel):
+        from ..gpu_schedule import merge_launches
+
+        return merge_launches(kernel)
+
     def schedule_knobs(self, kernel_class: str) -> dict:
         from ..gpu_schedule import DEFAULT_KNOBS
 

@@ -3,6 +3,8 @@
     cuda                               the local GPU (its architecture read from the driver)
     cuda -arch=sm_80|sm_86|sm_89|sm_90 cross-compiles, no GPU needed (several: -arch=sm_80,sm_90)
     cuda -arch=sm_80 -device=emulator  the same build, run on the GPU emulator (no GPU at all)
+    ... -device=emulator-native        launches whose threads never interact as CPU code, the
+                                       rest emulated (big models in seconds; fewer checks)
 
 Plan: the -O pipeline (no layout passes: kernels read NCHW as imported), then the program
 (`codegen.model_builder`) with every stage lowered to GPU launches (`codegen.gpu_schedule`).
@@ -25,12 +27,13 @@ from ..runtime.gpu_program import LAUNCH_ABI
 from ..runtime.signature import TensorSpec
 from .base import Artifact, Backend, BuildOptions, BuildPlan
 
-DEVICES = ("gpu", "emulator")
+DEVICES = ("gpu", "emulator", "emulator-native")
 
 
 class CUDABackend(Backend):
     kind = "cuda"
-    description = "NVIDIA GPU through NVRTC (options: -arch=sm_80|sm_86|sm_89|sm_90, -device=gpu|emulator)"
+    description = ("NVIDIA GPU through NVRTC (options: -arch=sm_80|sm_86|sm_89|sm_90, "
+                   "-device=gpu|emulator|emulator-native)")
     option_names = ("arch", "device")
     default_opt_level = 3
     static_shapes = True
@@ -43,7 +46,7 @@ class CUDABackend(Backend):
             parse_archs(options["arch"])
         if options.get("device", "gpu") not in DEVICES:
             raise TargetError(f"target {text!r}: -device={options['device']}; cuda runs on {', '.join(DEVICES)}")
-        if options.get("device") == "emulator" and "arch" not in options:
+        if options.get("device", "gpu").startswith("emulator") and "arch" not in options:
             raise TargetError(f"target {text!r}: the emulator stands in for a GPU of some architecture: "
                               f"give -arch=sm_80 (or sm_86, sm_89, sm_90) too")
         return options
@@ -121,10 +124,11 @@ class CUDABackend(Backend):
         return artifact
 
     def load(self, artifact: Artifact, where: str, num_threads: int | None = None, lazy: bool = False):
-        if artifact.manifest.get("device") == "emulator":
+        device = artifact.manifest.get("device")
+        if device in ("emulator", "emulator-native"):
             from ..runtime.emulated import EmulatedModel
 
-            return EmulatedModel(artifact.manifest, artifact.sections, where)
+            return EmulatedModel(artifact.manifest, artifact.sections, where, native=device == "emulator-native")
         from ..runtime.cuda_driver import CudaModel
 
         return CudaModel(artifact.manifest, artifact.sections, where, lazy=lazy)

@@ -1,7 +1,9 @@
 """`EmulatedModel`: a CUDA artifact run on the GPU emulator (`gpu_emulator`) instead of a
 GPU: the same launch table, arena plan and weights as the GPU runtime, the kernels' loop
 IR (the artifact's `kernels.json`) interpreted launch by launch. Slow, and exact about
-what a GPU would do: it is how every model is checked on machines without one.
+what a GPU would do: it is how every model is checked on machines without one. With
+`native` (target `-device=emulator-native`), launches whose threads never interact run
+as CPU code instead (`emulator_native`): big models in seconds, without per-access checks.
 """
 from __future__ import annotations
 
@@ -15,7 +17,8 @@ from .gpu_program import GpuProgramModel, np_dtype
 
 
 class EmulatedModel(GpuProgramModel):
-    def __init__(self, manifest: dict, sections: dict[str, bytes], where: str = "artifact"):
+    def __init__(self, manifest: dict, sections: dict[str, bytes], where: str = "artifact", native: bool = False):
+        """`native`: run thread-independent launches as CPU code (`emulator_native`)."""
         super().__init__(manifest, sections, where)
         from ..codegen.loop_ir_json import decode_kernel
 
@@ -27,6 +30,11 @@ class EmulatedModel(GpuProgramModel):
         missing = sorted({c["kernel"] for c in self.launches} - set(self.kernels))
         if missing:
             raise ArtifactError(f"{where}: the launch table calls kernels {missing} that kernels.json lacks")
+        self._native = None
+        if native:
+            from .emulator_native import NativeLaunches
+
+            self._native = NativeLaunches(kernels)
         self._weights = np.frombuffer(sections["weights.bin"], np.uint8)
         self._lock = threading.Lock()  # the emulator is not reentrant: calls take turns
 
@@ -49,4 +57,7 @@ class EmulatedModel(GpuProgramModel):
                     item = param.dtype.itemsize
                     nbytes = max(0, min(param.size * item, base.size - start)) // item * item
                     arrays.append(base[start:start + nbytes].view(np_dtype(param.dtype.name)))
-                run_kernel(kernel, arrays)
+                if self._native is not None and kernel.name in self._native:
+                    self._native.run(kernel.name, arrays)
+                else:
+                    run_kernel(kernel, arrays)
