@@ -190,13 +190,9 @@ def _block_reduce(stage: Compute, out: Tensor, n: int, length: int, acc_dtype, t
 
 
 def _text(node) -> str:
-    from .printer import TextRenderer
+    from .printer import expr_text, stmt_text
 
-    r = TextRenderer()
-    if isinstance(node, L.Expr):
-        return r.expr(node)
-    r.stmt(node)
-    return "\n".join(r.lines)
+    return expr_text(node) if isinstance(node, L.Expr) else stmt_text(node)
 
 
 def _guarded(launch: Launch) -> tuple[L.Expr | None, L.Stmt]:

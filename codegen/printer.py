@@ -15,7 +15,7 @@ the IR the way they do.
 from __future__ import annotations
 
 from . import loop_ir as L
-from .renderer import Renderer
+from .renderer import LineRenderer
 
 _SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "and": "&", "or": "|",
             "xor": "^", "shl": "<<", "shr": ">>", "eq": "==", "ne": "!=", "lt": "<", "le": "<=",
@@ -23,23 +23,10 @@ _SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "mod": "%", "and": "
 _THREAD_INDEX = {"block": "blockIdx", "thread": "threadIdx", "block_dim": "blockDim", "grid_dim": "gridDim"}
 
 
-class TextRenderer(Renderer):
+class TextRenderer(LineRenderer):
     """Expressions render to strings; statements append indented lines to `lines`."""
 
     name = "the loop-IR printer"
-
-    def __init__(self, kernel: str = ""):
-        super().__init__(kernel)
-        self.lines: list[str] = []
-        self.depth = 0
-
-    def _line(self, text: str) -> None:
-        self.lines.append("  " * self.depth + text)
-
-    def _block(self, body: L.Stmt) -> None:
-        self.depth += 1
-        self.stmt(body)
-        self.depth -= 1
 
     # ------------------------------------------------------------------ expressions
     def render_Const(self, e: L.Const) -> str:
@@ -76,36 +63,24 @@ class TextRenderer(Renderer):
         return f"shfl_{e.mode}({self.expr(e.value)}, {self.expr(e.lane)}{width})"
 
     # ------------------------------------------------------------------- statements
-    def render_Seq(self, s: L.Seq) -> None:
-        for x in s.stmts:
-            self.stmt(x)
-
     def render_For(self, s: L.For) -> None:
-        self._line(f"{s.kind.value} for {s.var.name} in 0..{self.expr(s.extent)} {{")
-        self._block(s.body)
-        self._line("}")
+        self.line(f"{s.kind.value} for {s.var.name} in 0..{self.expr(s.extent)} {{")
+        self.block(s.body)
+        self.line("}")
 
     def render_Store(self, s: L.Store) -> None:
-        self._line(f"{s.buffer.name}[{self.expr(s.index)}] = {self.expr(s.value)}")
-
-    def render_IfThenElse(self, s: L.IfThenElse) -> None:
-        self._line(f"if {self.expr(s.cond)} {{")
-        self._block(s.then)
-        if s.otherwise is not None:
-            self._line("} else {")
-            self._block(s.otherwise)
-        self._line("}")
+        self.line(f"{s.buffer.name}[{self.expr(s.index)}] = {self.expr(s.value)}")
 
     def render_Allocate(self, s: L.Allocate) -> None:
         b = s.buffer
-        self._line(f"{b.scope} {b.name}: {b.dtype.short}[{b.size}]")
+        self.line(f"{b.scope} {b.name}: {b.dtype.short}[{b.size}]")
         self.stmt(s.body)
 
     def render_Barrier(self, s: L.Barrier) -> None:
-        self._line("barrier")
+        self.line("barrier")
 
     def render_Mma(self, s: L.Mma) -> None:
-        self._line(f"mma.{s.shape}({s.d.name} = {s.a.name} @ {s.b.name} + {s.c.name})")
+        self.line(f"mma.{s.shape}({s.d.name} = {s.a.name} @ {s.b.name} + {s.c.name})")
 
 
 def expr_text(e: L.Expr) -> str:

@@ -4,10 +4,11 @@ refusal, with a message naming the kernel and the construct, of any node a rende
 no method for.
 
     Renderer
-      TextRenderer       codegen/printer.py: the loop IR's text form (every construct)
+      LineRenderer       statements as indented lines (blocks, sequences, branches)
+        TextRenderer     codegen/printer.py: the loop IR's text form (every construct)
+        CudaRenderer     codegen/cuda/renderer.py: CUDA C (render_ThreadIndex -> "threadIdx.x",
+                         render_Barrier -> "__syncthreads();", render_WarpShuffle -> "__shfl_xor_sync(...)")
       FunctionEmitter    codegen/llvm/emitter.py: LLVM IR through llvmlite (CPU constructs)
-      (a CUDA C renderer subclasses it the same way: render_ThreadIndex -> "threadIdx.x",
-       render_Barrier -> "__syncthreads();", render_WarpShuffle -> "__shfl_xor_sync(...)")
 
 A renderer says what it is (`name`, for messages); which constructs a target runs is
 declared once on the target (`codegen.target.Capabilities`) and checked by the verifier
@@ -63,3 +64,38 @@ class Renderer:
         if method is None:
             self.refuse(node)
         return method(node)
+
+
+class LineRenderer(Renderer):
+    """A renderer whose statements become indented lines of text (`lines`); subclasses say
+    how a branch's header reads (`if_header`) and render everything else."""
+
+    indent = "  "
+
+    def __init__(self, kernel: str = "", depth: int = 0):
+        super().__init__(kernel)
+        self.lines: list[str] = []
+        self.depth = depth
+
+    def line(self, text: str) -> None:
+        self.lines.append(self.indent * self.depth + text)
+
+    def block(self, body: L.Stmt) -> None:
+        self.depth += 1
+        self.stmt(body)
+        self.depth -= 1
+
+    def if_header(self, cond: str) -> str:
+        return f"if {cond} {{"
+
+    def render_Seq(self, s: L.Seq) -> None:
+        for x in s.stmts:
+            self.stmt(x)
+
+    def render_IfThenElse(self, s: L.IfThenElse) -> None:
+        self.line(self.if_header(self.expr(s.cond)))
+        self.block(s.then)
+        if s.otherwise is not None:
+            self.line("} else {")
+            self.block(s.otherwise)
+        self.line("}")

@@ -38,6 +38,15 @@ class Capabilities:
                 "mma_shapes": list(self.mma_shapes)}
 
 
+def native_dtype(dt: DType) -> bool:
+    """Element types generated code handles (no strings, complex, sub-byte ints or fp8 yet)."""
+    if dt.kind in ("string", "complex"):
+        return False
+    if dt.is_float:
+        return dt.name in ("float16", "bfloat16", "float32", "float64")
+    return not dt.is_int or dt.bits >= 8
+
+
 CPU_LOOP_KINDS = frozenset({LoopKind.SERIAL, LoopKind.PARALLEL, LoopKind.VECTORIZED, LoopKind.UNROLLED})
 
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 import onnx
 import pytest
 
 import compiler
 from compiler.zoo import light
-from compiler.zoo.tolerances import assert_close
+
+from zoo_checks import assert_matches_peers
 
 pytest.importorskip("cuda.bindings.nvrtc")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +35,7 @@ def _check(path, feeds, shapes=None):
     out = cm.run(feeds)
     print(f"\n{path.stem}: {cm.manifest['kernels']} kernels, {cm.manifest['launches']} launches; built in "
           f"{built:.1f}s, emulated in {time.perf_counter() - start:.1f}s")
-    reference = compiler.compile(str(path), target="reference", input_shapes=shapes).run(feeds)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    expected = dict(zip(names, session.run(names, feeds)))
-    for name in reference:
-        assert_close(out[name], reference[name], what=f"{path.stem} {name} vs reference", end_to_end=True)
-        assert_close(out[name], expected[name], what=f"{path.stem} {name} vs onnxruntime", end_to_end=True)
+    assert_matches_peers(out, path, feeds, shapes)
 
 
 @pytest.mark.parametrize("name", light.LIGHT_MODELS)

@@ -19,9 +19,10 @@ import pytest
 
 import compiler
 from compiler.zoo import light
-from compiler.zoo.tolerances import assert_close
 
-ort = pytest.importorskip("onnxruntime")
+from zoo_checks import assert_matches_peers
+
+pytest.importorskip("onnxruntime")
 
 pytestmark = pytest.mark.slow
 
@@ -54,14 +55,7 @@ def _check_inspect_matches_artifact(cm, path, shapes, capsys):
 
 
 def _check(cm, path, feeds):
-    out = cm.run(feeds)
-    reference = compiler.compile(str(path), target="reference", input_shapes={k: list(v.shape) for k, v in feeds.items()}).run(feeds)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    expected = dict(zip(names, session.run(names, feeds)))
-    for name in reference:
-        assert_close(out[name], reference[name], what=f"{path.stem} {name} vs reference", end_to_end=True)
-        assert_close(out[name], expected[name], what=f"{path.stem} {name} vs onnxruntime", end_to_end=True)
+    assert_matches_peers(cm.run(feeds), path, feeds, {k: list(v.shape) for k, v in feeds.items()})
 
 
 @pytest.mark.parametrize("name", light.LIGHT_MODELS)

@@ -15,7 +15,7 @@ from ...ir import dtypes
 from ...ir.dtypes import DType
 from .. import loop_ir as L
 from ..gpu_schedule import launches_of
-from ..renderer import Renderer
+from ..renderer import LineRenderer
 from .mma import helper_name, helper_source
 
 # The C type of a value in registers, and of an element in memory.
@@ -59,16 +59,15 @@ def _float_literal(value: float, dt: DType) -> str:
     return repr(float(value)) + suffix
 
 
-class CudaRenderer(Renderer):
+class CudaRenderer(LineRenderer):
     """One kernel's launches as CUDA C text."""
 
     name = "the CUDA renderer"
+    indent = "    "
 
     def __init__(self, kernel: L.Kernel):
-        super().__init__(kernel.name)
+        super().__init__(kernel.name, depth=1)
         self.k = kernel
-        self.lines: list[str] = []
-        self.depth = 1
         self.used_mma: set = set()  # (shape, input dtype) of the tensor-core helpers it calls
 
     # ------------------------------------------------------------------ structure
@@ -88,13 +87,9 @@ class CudaRenderer(Renderer):
                        f"{function_name(self.k.name, i)}({params}) {{\n{body}\n}}\n")
         return "\n".join(out)
 
-    def line(self, text: str) -> None:
-        self.lines.append("    " * self.depth + text)
-
     # ------------------------------------------------------------------ statements
-    def render_Seq(self, s: L.Seq):
-        for x in s.stmts:
-            self.stmt(x)
+    def if_header(self, cond: str) -> str:
+        return f"if ({cond}) {{"
 
     def render_For(self, s: L.For):
         if s.kind not in (L.LoopKind.SERIAL, L.LoopKind.UNROLLED):
@@ -106,21 +101,8 @@ class CudaRenderer(Renderer):
         self.block(s.body)
         self.line("}")
 
-    def block(self, s: L.Stmt) -> None:
-        self.depth += 1
-        self.stmt(s)
-        self.depth -= 1
-
     def render_Store(self, s: L.Store):
         self.line(f"{s.buffer.name}[{self.expr(s.index)}] = {self.to_memory(self.expr(s.value), s.buffer.dtype)};")
-
-    def render_IfThenElse(self, s: L.IfThenElse):
-        self.line(f"if ({self.expr(s.cond)}) {{")
-        self.block(s.then)
-        if s.otherwise is not None:
-            self.line("} else {")
-            self.block(s.otherwise)
-        self.line("}")
 
     def render_Allocate(self, s: L.Allocate):
         if s.buffer.scope != "local":
@@ -219,7 +201,7 @@ class CudaRenderer(Renderer):
         return f"{self.math(_MATH[e.name], dt)}({', '.join(args)})"
 
     def render_Cast(self, e: L.Cast) -> str:
-        src, dst = e.value.dtype, e.dtype
+        dst = e.dtype
         v = self.expr(e.value)
         if dst.kind == "bool":
             return f"({v} != 0)"

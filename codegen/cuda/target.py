@@ -15,25 +15,17 @@ from typing import ClassVar
 from ...ir import dtypes
 from ...ir.errors import TargetError
 from .. import loop_ir as L
-from ..target import Capabilities, CodegenTarget
+from ..target import Capabilities, CodegenTarget, native_dtype
 
 # Architectures this build generates code for -> (compute capability, what it is).
 ARCHS = {"sm_80": (8, 0, "A100"), "sm_86": (8, 6, "RTX 30xx / A10 / A40"), "sm_89": (8, 9, "L4 / L40 / RTX 40xx"),
          "sm_90": (9, 0, "H100 / H200")}
 
 
-def _native(dt) -> bool:
-    if dt.kind in ("string", "complex"):
-        return False
-    if dt.is_float:
-        return dt.name in ("float16", "bfloat16", "float32", "float64")
-    return not dt.is_int or dt.bits >= 8
-
-
 CAPABILITIES = Capabilities(
     loop_kinds=frozenset({L.LoopKind.SERIAL, L.LoopKind.UNROLLED, L.LoopKind.GPU_BLOCK, L.LoopKind.GPU_THREAD}),
     scopes=frozenset({"global", "shared", "local"}),
-    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if _native(d)), gpu=True, mma_shapes=("m16n8k16",))
+    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if native_dtype(d)), gpu=True, mma_shapes=("m16n8k16",))
 
 
 @dataclass(frozen=True)

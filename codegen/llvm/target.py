@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from ...ir import dtypes
 from ...ir.errors import TargetError
-from ..target import CPU_LOOP_KINDS, Capabilities, CodegenTarget
+from ..target import CPU_LOOP_KINDS, Capabilities, CodegenTarget, native_dtype
 
 # ISA features the loader checks. Others LLVM reports (system instructions such as
 # shstk or invpcid) never appear in generated kernels.
@@ -41,18 +41,9 @@ CPU_LEVELS = {
 }
 
 
-def _native(dt) -> bool:
-    """Element types the emitter has an LLVM form for (no strings, complex, sub-byte or fp8 yet)."""
-    if dt.kind in ("string", "complex"):
-        return False
-    if dt.is_float:
-        return dt.name in ("float16", "bfloat16", "float32", "float64")
-    return not dt.is_int or dt.bits >= 8
-
-
 CAPABILITIES = Capabilities(
     loop_kinds=CPU_LOOP_KINDS, scopes=frozenset({"global", "local"}),
-    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if _native(d)), gpu=False,
+    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if native_dtype(d)), gpu=False,
     extern_kernels=("gemm", "conv", "depthwise_conv", "attention"))
 
 

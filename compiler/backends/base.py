@@ -91,6 +91,26 @@ class Backend:
     def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
         raise NotImplementedError
 
+    def plan_program(self, graph: Graph, options: BuildOptions, codegen_target, schedules=None, ctx=None) -> BuildPlan:
+        """The plan of a code-generating target: the -O pipeline, then the program
+        (`codegen.model_builder`) for `codegen_target` with `schedules` (None: heuristic)."""
+        import time
+        from collections import Counter
+
+        from ..codegen.model_builder import build_program
+        from ..codegen.schedule import HEURISTIC
+
+        level = self.level(options)
+        start = time.perf_counter()
+        optimized = self.optimize(graph, level, ctx)
+        passes_s = time.perf_counter() - start
+        program = build_program(optimized, codegen_target, schedules or HEURISTIC)
+        lower_s = time.perf_counter() - start - passes_s
+        details = {"nodes_by_path": dict(sorted(Counter(program.paths.values()).items())),
+                   "phase_seconds": {"graph_passes": passes_s, "lower": lower_s}}
+        return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory, details,
+                         program)
+
     def build(self, graph: Graph, target, options: BuildOptions, source: str) -> Artifact:
         raise NotImplementedError
 

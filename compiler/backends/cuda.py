@@ -17,8 +17,6 @@ cuda-bindings only; NVRTC is needed to compile.
 from __future__ import annotations
 
 import json
-import time
-from collections import Counter
 
 from .. import __version__
 from ..ir.errors import TargetError
@@ -75,18 +73,7 @@ class CUDABackend(Backend):
         return CUDATarget((arch_for_capability(*capability),))
 
     def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
-        from ..codegen.model_builder import build_program
-
-        level = self.level(options)
-        start = time.perf_counter()
-        optimized = self.optimize(graph, level, ctx)
-        passes_s = time.perf_counter() - start
-        program = build_program(optimized, self.gpu(target))
-        lower_s = time.perf_counter() - start - passes_s
-        details = {"nodes_by_path": dict(sorted(Counter(program.paths.values()).items())),
-                   "phase_seconds": {"graph_passes": passes_s, "lower": lower_s}}
-        return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory, details,
-                         program)
+        return self.plan_program(graph, options, self.gpu(target), None, ctx)
 
     def build(self, graph: Graph, target, options: BuildOptions, source: str) -> Artifact:
         from ..codegen.cuda.build import compile_program

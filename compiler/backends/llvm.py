@@ -13,8 +13,6 @@ the code generator only when it compiles, so `compiler.load` stays light.
 from __future__ import annotations
 
 import json
-import time
-from collections import Counter
 
 from .. import __version__
 from ..ir.graph import Graph
@@ -55,18 +53,7 @@ class LLVMBackend(Backend):
         return TunedSchedules(threads=options.num_threads, tune=options.tune, budget_s=options.tune_budget_s)
 
     def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
-        from ..codegen.model_builder import build_program
-
-        level = self.level(options)
-        start = time.perf_counter()
-        optimized = self.optimize(graph, level, ctx)
-        passes_s = time.perf_counter() - start
-        program = build_program(optimized, self.cpu(target), self._schedules(options))
-        lower_s = time.perf_counter() - start - passes_s
-        details = {"nodes_by_path": dict(sorted(Counter(program.paths.values()).items())),
-                   "phase_seconds": {"graph_passes": passes_s, "lower": lower_s}}
-        return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory, details,
-                         program)
+        return self.plan_program(graph, options, self.cpu(target), self._schedules(options), ctx)
 
     def build(self, graph: Graph, target, options: BuildOptions, source: str) -> Artifact:
         from ..codegen.llvm.build import compile_program

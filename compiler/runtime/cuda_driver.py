@@ -18,12 +18,12 @@ being done.
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..ir.errors import ArtifactError, InputError
+from .calling import OpensOnce
 from .gpu_program import GpuProgramModel
 from .signature import check_array, check_names
 
@@ -128,42 +128,37 @@ class DeviceArray:
             pass
 
 
-class CudaModel(GpuProgramModel):
+class CudaModel(OpensOnce, GpuProgramModel):
     device_arrays = True  # run() takes device arrays and can leave its outputs on the GPU
+
     def __init__(self, manifest: dict, sections: dict[str, bytes], where: str = "artifact", device: int = 0,
                  lazy: bool = False):
         """`lazy`: open the GPU at the first run (a cross-compiled model can still be saved)."""
         super().__init__(manifest, sections, where)
         self._device_ordinal = device
-        self._lock = threading.Lock()
-        self._graph_exec = None
-        if not lazy:
-            self._open()
+        self._start(lazy)
 
-    def _open(self) -> None:
+    def _setup(self) -> None:
         """Check the GPU and driver can run the artifact, then set everything up once."""
-        with self._lock:
-            if self._graph_exec is not None:
-                return
-            cu = _driver()
-            self._dev, self.capability, self.gpu_name, driver_version = open_device(self._device_ordinal)
-            image, self.image_kind = choose_image(self.manifest, self._sections, self.capability, driver_version,
-                                                  self.where)
-            self._ctx = _ok(cu.cuDevicePrimaryCtxRetain(self._dev), "retaining the GPU's primary context")
-            self._set_context()
-            self._module = _ok(cu.cuModuleLoadData(image), f"loading the module ({self.image_kind})")
-            self._buffers = []
-            self._arena = self._alloc(self.arena_size, "the arena")
-            weights = self._sections["weights.bin"]
-            self._weights = self._alloc(len(weights), "the weights")
-            if weights:
-                _ok(cu.cuMemcpyHtoD(self._weights, weights, len(weights)), "uploading the weights")
-            self._in = [self._alloc(max(1, int(np.prod(s.shape)) * dt.itemsize), f"input '{s.name}'")
-                        for s, dt in zip(self.inputs, self._in_dtypes)]
-            self._out = [self._alloc(max(1, int(np.prod(s.shape)) * dt.itemsize), f"output '{s.name}'")
-                         for s, dt in zip(self.outputs, self._out_dtypes)]
-            self._stream = _ok(cu.cuStreamCreate(cu.CUstream_flags.CU_STREAM_NON_BLOCKING.value), "creating a stream")
-            self._graph_exec = self._record()
+        cu = _driver()
+        self._dev, self.capability, self.gpu_name, driver_version = open_device(self._device_ordinal)
+        image, self.image_kind = choose_image(self.manifest, self._sections, self.capability, driver_version,
+                                              self.where)
+        self._ctx = _ok(cu.cuDevicePrimaryCtxRetain(self._dev), "retaining the GPU's primary context")
+        self._set_context()
+        self._module = _ok(cu.cuModuleLoadData(image), f"loading the module ({self.image_kind})")
+        self._buffers = []
+        self._arena = self._alloc(self.arena_size, "the arena")
+        weights = self._sections["weights.bin"]
+        self._weights = self._alloc(len(weights), "the weights")
+        if weights:
+            _ok(cu.cuMemcpyHtoD(self._weights, weights, len(weights)), "uploading the weights")
+        self._in = [self._alloc(max(1, int(np.prod(s.shape)) * dt.itemsize), f"input '{s.name}'")
+                    for s, dt in zip(self.inputs, self._in_dtypes)]
+        self._out = [self._alloc(max(1, int(np.prod(s.shape)) * dt.itemsize), f"output '{s.name}'")
+                     for s, dt in zip(self.outputs, self._out_dtypes)]
+        self._stream = _ok(cu.cuStreamCreate(cu.CUstream_flags.CU_STREAM_NON_BLOCKING.value), "creating a stream")
+        self._graph_exec = self._record()
 
     def _set_context(self) -> None:
         _ok(_driver().cuCtxSetCurrent(self._ctx), "making the GPU's context current")
@@ -209,8 +204,7 @@ class CudaModel(GpuProgramModel):
     def run(self, feeds: Mapping[str, Any], device_outputs: bool = False) -> dict:
         """Like every model's run(); inputs may also be device arrays (`__cuda_array_interface__`),
         and with `device_outputs` the outputs come back as `DeviceArray`s on the GPU."""
-        if self._graph_exec is None:
-            self._open()
+        self._open()
         check_names(self.inputs, feeds)
         host = {}
         for spec, dt in zip(self.inputs, self._in_dtypes):

@@ -8,13 +8,12 @@ them, with output arrays, to `execute`, which the device's runtime implements.
 from __future__ import annotations
 
 import json
-from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
 
 from ..ir.errors import ArtifactError
-from .calling import PositionalCall
+from .calling import ArtifactSections, PositionalCall
 from .signature import TensorSpec, host_arrays
 
 LAUNCH_ABI = "cuda-launch-v1"  # the launch table's format (codegen.cuda.build.launch_table)
@@ -29,7 +28,7 @@ def np_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-class GpuProgramModel(PositionalCall):
+class GpuProgramModel(ArtifactSections, PositionalCall):
     """The device-independent half of a CUDA artifact's model."""
 
     def __init__(self, manifest: dict, sections: dict[str, bytes], where: str):
@@ -60,29 +59,10 @@ class GpuProgramModel(PositionalCall):
         self._out_dtypes = [np_dtype(s.dtype) for s in self.outputs]
         self.arena_size = max(1, int(manifest.get("arena_size", 0)))
 
-    @cached_property
-    def calls(self) -> list[dict]:
-        data = self._sections.get("calls.json")
-        return json.loads(data.decode()) if data else []
-
-    @property
-    def kernel_listing(self) -> str:
-        return self._sections.get("kernels.txt", b"").decode()
-
     @property
     def cuda_source(self) -> str:
         """The CUDA C every cubin and the PTX were compiled from."""
         return self._sections.get("model.cu", b"").decode()
-
-    def save(self, path) -> None:
-        from ..artifact import write_artifact
-
-        manifest = {k: v for k, v in self.manifest.items() if k not in ("sections", "format_version")}
-        write_artifact(path, manifest, self._sections)
-
-    def __repr__(self) -> str:
-        sig = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self.inputs)
-        return f"<CompiledModel target={self.target} ({sig}) -> {[s.name for s in self.outputs]}>"
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         arrays = host_arrays(self.inputs, self._in_dtypes, feeds)

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ..ir.errors import ArtifactError
-from .calling import PositionalCall
+from .calling import ArtifactSections, OpensOnce, PositionalCall
 from .cpu import missing_features
 from .signature import TensorSpec, host_arrays
 
@@ -48,7 +48,7 @@ def _aligned_empty(nbytes: int) -> np.ndarray:
     return raw[start:start + nbytes]
 
 
-class NativeModel(PositionalCall):
+class NativeModel(OpensOnce, ArtifactSections, PositionalCall):
     def __init__(self, manifest: dict, sections: dict[str, bytes], where: str = "artifact",
                  num_threads: int | None = None, lazy: bool = False):
         """`lazy`: open the library on the first run (a cross-compiled model can still be saved)."""
@@ -107,21 +107,10 @@ class NativeModel(PositionalCall):
         """(start ns, duration ns) of each kernel call of the last run, for a profiling build."""
         if not self.manifest.get("profiled"):
             raise ArtifactError(f"{self.where}: not a profiling build (no timers around its kernel calls)")
-        if self._lib is None:
-            self._open()
+        self._open()
         n = len(self.calls)
         ticks = (ctypes.c_int64 * (2 * max(1, n))).in_dll(self._lib, PROFILE_SYMBOL)
         return [(ticks[2 * i], ticks[2 * i + 1] - ticks[2 * i]) for i in range(n)]
-
-    def save(self, path) -> None:
-        from ..artifact import write_artifact
-
-        manifest = {k: v for k, v in self.manifest.items() if k not in ("sections", "format_version")}
-        write_artifact(path, manifest, self._sections)
-
-    def __repr__(self) -> str:
-        sig = ", ".join(f"{s.name}: {s.dtype}{list(s.shape)}" for s in self.inputs)
-        return f"<CompiledModel target={self.target} ({sig}) -> {[s.name for s in self.outputs]}>"
 
     def set_num_threads(self, n: int) -> None:
         """Threads for parallel loops; 0 = all cores."""
@@ -130,8 +119,7 @@ class NativeModel(PositionalCall):
             self._lib.cm_set_num_threads(ctypes.c_int(self._num_threads))
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        if self._lib is None:
-            self._open()
+        self._open()
         arrays = host_arrays(self.inputs, self._in_dtypes, feeds)
         outs = [np.empty(s.shape, dt) for s, dt in zip(self.outputs, self._out_dtypes)]
         in_ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
