@@ -8,10 +8,13 @@ ends before the next begins, which is how one stage sees all of the previous one
         for t in gpu_thread(T):               # threadIdx.x, T a multiple of the warp size
           body
 
-Two shapes of launch, chosen per stage from its sizes (knobs in `GPU_SPACES`):
-- one thread per output element (elementwise, injective, and reductions with many
-  outputs such as convolutions and matrix products): G = ceil(N / T), each thread
-  guarded by `flat < N`, a reduction accumulated serially in a local buffer;
+Three shapes of launch, chosen per stage from its sizes (knobs in `GPU_SPACES`):
+- one thread per output element (elementwise, injective, small reductions): G = ceil(N / T),
+  each thread guarded by `flat < N`, a reduction accumulated serially in a local buffer;
+- register tiles (reductions with many outputs whose operands are shared along two output
+  axes: convolutions, matrix products): a thread computes tile x tile outputs, so each
+  operand it loads feeds several multiply-adds (`_tile_axes` finds the axes by reading
+  which output indices each load depends on);
 - one block per output element (reductions with few outputs and long rows: softmax and
   normalisation statistics, global pooling, matrix-vector products): the T threads stride
   the reduce domain, combine their partials with warp shuffles (xor butterfly), the warp
@@ -33,13 +36,17 @@ WARP = L.WARP_SIZE
 
 GPU_SPACES: dict[str, tuple[Knob, ...]] = {
     "threads": (Knob("threads", (64, 128, 256, 512), "threads per block of a thread-per-output launch"),),
+    "tiling": (Knob("tile", (1, 2, 4), "outputs per thread along each of two axes sharing operand loads"),
+               Knob("tile_min_reduce", (8, 16, 64), "reduce length from which outputs are register-tiled"),
+               Knob("tile_min_threads", (1 << 11, 1 << 13, 1 << 15), "threads a tiled launch must still have")),
     "reduce": (Knob("reduce_threads", (32, 64, 128, 256, 512), "threads cooperating on one output"),
                Knob("block_reduce_min", (64, 128, 256, 1024), "reduce length from which a block takes one output"),
                Knob("block_reduce_max_outputs", (1 << 12, 1 << 14, 1 << 16),
                     "outputs up to which a block takes one output")),
 }
 
-DEFAULT_KNOBS = {"threads": 256, "reduce_threads": 256, "block_reduce_min": 128, "block_reduce_max_outputs": 1 << 14}
+DEFAULT_KNOBS = {"threads": 256, "reduce_threads": 256, "block_reduce_min": 128, "block_reduce_max_outputs": 1 << 14,
+                 "tile": 4, "tile_min_reduce": 16, "tile_min_threads": 1 << 13}
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,10 @@ def lower_stage_gpu(stage: Compute, out: Tensor, knobs: dict | None = None) -> L
         if (probe.extents and length >= knobs["block_reduce_min"] and n <= knobs["block_reduce_max_outputs"]
                 and acc.kind in ("float", "int", "uint")):
             return _block_reduce(stage, out, n, length, acc, knobs["reduce_threads"])
+        axes = _tile_axes(stage, probe) if length >= knobs["tile_min_reduce"] else None
+        for tm, tn in ((knobs["tile"], knobs["tile"]), (2, 2)) if axes else ():
+            if n // (tm * tn) >= knobs["tile_min_threads"]:
+                return _register_tiled(stage, out, probe, axes, tm, tn, knobs["threads"])
     threads = min(knobs["threads"], max(WARP, -(-n // WARP) * WARP))
     grid = -(-n // threads)
 
@@ -184,6 +195,81 @@ def _block_reduce(stage: Compute, out: Tensor, n: int, length: int, acc_dtype, t
         return L.Allocate(accb, L.seq(*stmts))
 
     return _launch(n, threads, body, (partial,) if warps > 1 else ())
+
+
+# ------------------------------------------------------------------- register tiling
+
+
+def _tile_axes(stage: Compute, red: Reduce) -> tuple[int, int] | None:
+    """(p, q): two output axes along which one thread's outputs share operand loads, or
+    None. q is the last axis when some load of the reduction does not depend on it (the
+    weights of a convolution, A of a matrix product); p an axis that a load depending on
+    q does not depend on (the output channels, the rows). Found by probing the rule with
+    one variable per output axis and reading which variables each load's index holds."""
+    rank = len(stage.shape)
+    if rank < 2 or stage.shape[-1] < 2:
+        return None
+    probe = [L.var("ax") for _ in range(rank)]
+    body = stage.fn(probe).body([L.var("rp") for _ in red.extents])
+    loads = [n for n in L.walk(body) if isinstance(n, L.Load)]
+    deps = [{k for k, v in enumerate(probe) for m in L.walk(ld.index) if m is v} for ld in loads]
+    q = rank - 1
+    if not deps or all(q in d for d in deps):
+        return None
+    for p in sorted(range(rank - 1), key=lambda a: -stage.shape[a]):
+        if stage.shape[p] >= 2 and any(q in d and p not in d for d in deps):
+            return p, q
+    return None
+
+
+def _register_tiled(stage: Compute, out: Tensor, red: Reduce, axes: tuple[int, int], tm: int, tn: int,
+                    threads: int) -> L.Stmt:
+    """Each thread computes tm x tn outputs: rows p*tm + i (blocked: a warp shares them) and
+    columns q + j * Q (interleaved: a warp's loads and stores along the last axis stay
+    contiguous), so every operand load serves tm or tn multiply-adds."""
+    p, q = axes
+    shape = stage.shape
+    tiles = list(shape)
+    tiles[p], tiles[q] = -(-shape[p] // tm), -(-shape[q] // tn)
+    count = numel(tiles)
+    threads = min(threads, max(WARP, -(-count // WARP) * WARP))
+    grid = -(-count // threads)
+    acc_dtype = red.dtype or stage.dtype
+    op = COMBINERS[red.combiner]
+
+    def body(b, t):
+        flat = L.add(L.mul(b, threads), t)
+        tile = _unravel(flat, tuple(tiles))
+        acc = L.Buffer(L.var("acc").name, acc_dtype, tm * tn, "local")
+        cells = []
+        for i in range(tm):
+            for j in range(tn):
+                idx = list(tile)
+                idx[p] = L.add(L.mul(tile[p], tm), i)
+                idx[q] = L.add(tile[q], j * tiles[q])
+                checks = [L.binary("lt", idx[a], L.const(shape[a])) for a, f in ((p, tm), (q, tn)) if shape[a] % f]
+                valid = checks[0] if len(checks) == 1 else (L.binary("and", *checks) if checks else None)
+                safe = idx if valid is None else [L.select(valid, x, L.const(0)) if k in (p, q) else x
+                                                  for k, x in enumerate(idx)]
+                cells.append((i * tn + j, idx, valid, stage.fn(safe)))  # never reads out of bounds
+        rvars = [L.var("r") for _ in red.extents]
+        update = L.seq(*[L.Store(acc, L.const(c), L.binary(op, L.Load(acc_dtype, acc, L.const(c)),
+                                                          L.cast(cell.body(rvars), acc_dtype)))
+                         for c, _, _, cell in cells])
+        for rv, ext in reversed(list(zip(rvars, red.extents))):
+            update = L.For(rv, L.const(ext), L.LoopKind.SERIAL, update)
+        init = [L.Store(acc, L.const(c), red.init(acc_dtype)) for c, _, _, _ in cells]
+        stores = []
+        for c, idx, valid, cell in cells:
+            value: L.Expr = L.Load(acc_dtype, acc, L.const(c))
+            if cell.finalize is not None:
+                value = cell.finalize(value)
+            store = L.Store(out.buffer, out.flat_index(idx), L.cast(value, out.dtype))
+            stores.append(store if valid is None else L.IfThenElse(valid, store))
+        work = L.Allocate(acc, L.seq(*init, update, *stores))
+        return work if grid * threads == count else L.IfThenElse(L.binary("lt", flat, L.const(count)), work)
+
+    return _launch(grid, threads, body)
 
 
 # ------------------------------------------------------------------------ launch merging

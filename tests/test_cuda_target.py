@@ -6,6 +6,7 @@ user meets on a machine with no GPU. Real-GPU runs are in `test_cuda_gpu.py`."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -276,3 +277,14 @@ def test_the_native_emulator_path_agrees_with_the_emulator():
     fast = compiler.compile(m, target="cuda -arch=sm_80 -device=emulator-native", cache=False)
     assert any(name in fast._native for name in fast.kernels) and not all(name in fast._native for name in fast.kernels)
     np.testing.assert_allclose(fast.run({"x": x})["y"], exact, rtol=1e-5, atol=1e-7)
+
+
+def test_big_convolutions_are_register_tiled():
+    """Output channels x columns in 4 x 4 tiles per thread (weights shared along the columns,
+    input pixels along the channels); a width that the tile does not divide has its tail
+    guarded."""
+    w, b = f32(32, 16, 3, 3) * 0.2, f32(32)
+    m = model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
+              [("x", F, [1, 16, 64, 66])], [("y", F, [1, 32, 64, 66])], [("w", w), ("b", b)])
+    cm = check_on_emulator(m, {"x": f32(1, 16, 64, 66)}, rtol=2e-4, atol=2e-5)
+    FileCheck().check(re.compile(r"float acc\d+\[16\];")).check("cm_fmax(").run(cm.cuda_source)

@@ -226,3 +226,28 @@ def test_mma_needs_every_lane_of_the_warp():
 
     with pytest.raises(LoopIRError, match="every lane of the warp must run it"):
         verify_kernel(L.Kernel("half_mma", (x,), launch(1, 32, body)))
+
+
+@pytest.mark.parametrize("m, n, k, tile", [(37, 29, 20, 4), (64, 64, 16, 4), (9, 30, 17, 2)])
+def test_register_tiled_matrix_product_covers_every_output_once(m, n, k, tile):
+    """A matrix product lowered with register tiles (tails on both tiled axes): each thread
+    owns tile x tile outputs, rows blocked and columns interleaved, and the out-of-range
+    ones are neither read for nor written."""
+    from compiler.codegen.gpu_schedule import _tile_axes, lower_stage_gpu
+    from compiler.codegen.te import Compute, Reduce, Tensor
+
+    a, b, y = L.Buffer("a", F32, m * k), L.Buffer("b", F32, k * n), L.Buffer("y", F32, m * n)
+    ta, tb = Tensor(a, (m, k)), Tensor(b, (k, n))
+    stage = Compute((m, n), F32, lambda i: Reduce("sum", (k,), lambda r: L.mul(ta[i[0], r[0]], tb[r[0], i[1]])))
+    assert _tile_axes(stage, stage.fn([L.const(0)] * 2)) == (0, 1)  # B's loads ignore rows, A's ignore columns
+    body = lower_stage_gpu(stage, Tensor(y, (m, n)), {"tile": tile, "tile_min_threads": 1, "tile_min_reduce": 1})
+    kernel = L.Kernel("mm", (a, b, y), body)
+    from compiler.codegen.verify import verify_kernel
+
+    verify_kernel(kernel)
+    assert sum(isinstance(s, L.Store) and s.buffer is y for s in L.walk(body)) == tile * tile
+    rng = np.random.default_rng(5)
+    av, bv = rng.standard_normal((m, k)).astype(np.float32), rng.standard_normal((k, n)).astype(np.float32)
+    out = np.full(m * n, np.nan, np.float32)
+    run_kernel(kernel, [av.reshape(-1), bv.reshape(-1), out])
+    np.testing.assert_allclose(out.reshape(m, n), av @ bv, rtol=1e-5, atol=1e-5)
