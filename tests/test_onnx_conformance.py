@@ -12,10 +12,11 @@ import warnings
 
 from compiler.onnx_backend import backend_for
 
-from conformance_exclusions import EXCLUDED
+from conformance_exclusions import BY_CHANCE, EXCLUDED
 from conformance_suite import node_test_class
 
 warnings.filterwarnings("ignore", category=RuntimeWarning)  # the suite's own test-data generators overflow on purpose
 
 
-OnnxBackendNodeModelTest = node_test_class(backend_for("reference"), __name__, EXCLUDED, "conformance_exclusions.py")
+OnnxBackendNodeModelTest = node_test_class(backend_for("reference"), __name__, EXCLUDED, "conformance_exclusions.py",
+                                           by_chance=BY_CHANCE)
