@@ -18,6 +18,10 @@ What GPUs need besides their loop kinds:
     WarpShuffle     a value read from another lane of the warp (xor / down / up / idx)
     Mma             a warp's tensor-core multiply-accumulate over register fragments
                     (PTX mma.sync; the fragment layouts are `MMA_SHAPES`' documented ones)
+    LoadMatrix      a warp's load of 8x8 16-bit matrices from shared memory straight into
+                    mma fragments (PTX ldmatrix)
+    Copy            one 4/8/16-byte vector move between buffers; asynchronous global ->
+                    shared copies (PTX cp.async) land at the thread's next CopyWait
 A backend declares which of these it runs (`codegen.target.Capabilities`); the verifier
 refuses a kernel that uses anything else, with the construct and the target named.
 """
@@ -206,6 +210,52 @@ class Mma(Stmt):
     c: Buffer
 
 
+LDMATRIX_COUNTS = (1, 2, 4)
+
+
+@dataclass(frozen=True, eq=False)
+class LoadMatrix(Stmt):
+    """ldmatrix: the warp loads `count` 8x8 matrices of 16-bit elements from the shared
+    buffer `src`. Lane l gives `index`, where row l % 8 of matrix l // 8 starts (a multiple
+    of 8: 16-byte aligned; lanes past 8 * count give none). Lane l receives, of matrix i,
+    elements (row l // 4, columns 2 (l % 4) and 2 (l % 4) + 1) into dst[2i] and dst[2i + 1];
+    with `trans`, those of the transposed matrix (rows 2 (l % 4) and 2 (l % 4) + 1, column
+    l // 4). Row-major A tiles and [k][n] B tiles give mma fragments this way. Every lane of
+    the warp must execute it."""
+
+    dst: Buffer
+    src: Buffer
+    index: Expr
+    count: int
+    trans: bool = False
+
+
+VECTOR_BYTES = (4, 8, 16)
+
+
+@dataclass(frozen=True, eq=False)
+class Copy(Stmt):
+    """`count` consecutive elements src[src_index ...] -> dst[dst_index ...] as one vector
+    access of count * itemsize bytes (one of `VECTOR_BYTES`); both indices are multiples of
+    `count`, so the access is aligned. Where `pred` is false nothing is read and the
+    elements become zeros. `asynchronous` (global -> shared only) issues the copy without
+    waiting (PTX cp.async, sm_80+): it lands at the thread's next CopyWait, and other
+    threads of the block see it after a barrier that follows that wait."""
+
+    dst: Buffer
+    dst_index: Expr
+    src: Buffer
+    src_index: Expr
+    count: int
+    pred: Expr | None = None
+    asynchronous: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class CopyWait(Stmt):
+    """The thread waits until all its asynchronous copies have landed (cp.async.wait_all)."""
+
+
 @dataclass(frozen=True, eq=False)
 class IfThenElse(Stmt):
     cond: Expr
@@ -354,6 +404,10 @@ def children(node) -> list:
         return [x for x in (node.cond, node.then, node.otherwise) if x is not None]
     if isinstance(node, Allocate):
         return [node.body]
+    if isinstance(node, Copy):
+        return [x for x in (node.dst_index, node.src_index, node.pred) if x is not None]
+    if isinstance(node, LoadMatrix):
+        return [node.index]
     return []
 
 
@@ -381,6 +435,9 @@ def buffers_used(node) -> list[Buffer]:
         elif isinstance(n, Mma):
             for b in (n.d, n.a, n.b, n.c):
                 seen.setdefault(b)
+        elif isinstance(n, (Copy, LoadMatrix)):
+            seen.setdefault(n.src)
+            seen.setdefault(n.dst)
     return list(seen)
 
 
@@ -388,7 +445,7 @@ def substitute(node, mapping: dict):
     """A copy of `node` with variables replaced (Var -> Expr)."""
     if isinstance(node, Var):
         return mapping.get(node, node)
-    if isinstance(node, (Const, ThreadIndex, Barrier, Mma)) or node is None:
+    if isinstance(node, (Const, ThreadIndex, Barrier, Mma, CopyWait)) or node is None:
         return node
     if isinstance(node, Load):
         return Load(node.dtype, node.buffer, substitute(node.index, mapping),
@@ -414,4 +471,9 @@ def substitute(node, mapping: dict):
         return IfThenElse(substitute(node.cond, mapping), substitute(node.then, mapping), substitute(node.otherwise, mapping))
     if isinstance(node, Allocate):
         return Allocate(node.buffer, substitute(node.body, mapping))
+    if isinstance(node, Copy):
+        return Copy(node.dst, substitute(node.dst_index, mapping), node.src, substitute(node.src_index, mapping),
+                    node.count, substitute(node.pred, mapping), node.asynchronous)
+    if isinstance(node, LoadMatrix):
+        return LoadMatrix(node.dst, node.src, substitute(node.index, mapping), node.count, node.trans)
     raise TypeError(f"substitute: unknown node {type(node).__name__}")

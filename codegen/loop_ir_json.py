@@ -58,6 +58,13 @@ def encode_kernel(k: L.Kernel) -> dict:
             return ["alloc", buffers[x.buffer], e(x.body)]
         if isinstance(x, L.Mma):
             return ["mma", x.shape, buffers[x.d], buffers[x.a], buffers[x.b], buffers[x.c]]
+        if isinstance(x, L.LoadMatrix):
+            return ["ldmatrix", buffers[x.dst], buffers[x.src], e(x.index), x.count, x.trans]
+        if isinstance(x, L.Copy):
+            return ["copy", buffers[x.dst], e(x.dst_index), buffers[x.src], e(x.src_index), x.count, e(x.pred),
+                    x.asynchronous]
+        if isinstance(x, L.CopyWait):
+            return ["copy_wait"]
         raise TypeError(f"loop IR node {type(x).__name__} has no JSON form")
 
     return {"format": FORMAT, "name": k.name, "class": k.kernel_class, "buffers": table,
@@ -123,6 +130,12 @@ def decode_kernel(d: dict) -> L.Kernel:
             return L.Allocate(buf(n[1]), x(n[2]))
         if tag == "mma":
             return L.Mma(str(n[1]), buf(n[2]), buf(n[3]), buf(n[4]), buf(n[5]))
+        if tag == "ldmatrix":
+            return L.LoadMatrix(buf(n[1]), buf(n[2]), x(n[3]), int(n[4]), bool(n[5]))
+        if tag == "copy":
+            return L.Copy(buf(n[1]), x(n[2]), buf(n[3]), x(n[4]), int(n[5]), x(n[6]), bool(n[7]))
+        if tag == "copy_wait":
+            return L.CopyWait()
         raise ValueError(f"unknown loop IR node {tag!r}")
 
     return L.Kernel(str(d["name"]), tuple(buffers[: int(d["params"])]), x(d["body"]), str(d["class"]))

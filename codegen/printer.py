@@ -82,6 +82,19 @@ class TextRenderer(LineRenderer):
     def render_Mma(self, s: L.Mma) -> None:
         self.line(f"mma.{s.shape}({s.d.name} = {s.a.name} @ {s.b.name} + {s.c.name})")
 
+    def render_LoadMatrix(self, s: L.LoadMatrix) -> None:
+        trans = ".trans" if s.trans else ""
+        self.line(f"ldmatrix.x{s.count}{trans}({s.dst.name} <- {s.src.name}[{self.expr(s.index)}])")
+
+    def render_Copy(self, s: L.Copy) -> None:
+        kind = "copy_async" if s.asynchronous else "copy"
+        pred = "" if s.pred is None else f" if {self.expr(s.pred)} else 0"
+        self.line(f"{kind}.x{s.count}({s.dst.name}[{self.expr(s.dst_index)}] <- "
+                  f"{s.src.name}[{self.expr(s.src_index)}]{pred})")
+
+    def render_CopyWait(self, s: L.CopyWait) -> None:
+        self.line("copy_wait")
+
 
 def expr_text(e: L.Expr) -> str:
     return TextRenderer().expr(e)

@@ -122,6 +122,12 @@ class _Verifier:
             self.allocate(s, bound, buffers, in_vector, in_parallel)
         elif isinstance(s, L.Mma):
             self.mma(s, buffers, in_vector)
+        elif isinstance(s, L.LoadMatrix):
+            self.load_matrix(s, bound, buffers, in_vector)
+        elif isinstance(s, L.Copy):
+            self.copy(s, bound, buffers, in_vector)
+        elif isinstance(s, L.CopyWait):
+            self.require_gpu("a wait for asynchronous copies")
         elif isinstance(s, L.Barrier):
             self.require_gpu("a barrier")
             if in_vector:
@@ -149,6 +155,42 @@ class _Verifier:
                           f"{sizes[role]} elements, got {buf.scope} {buf.dtype.name}[{buf.size}]")
         if s.a.dtype is not s.b.dtype:
             self.fail(f"mma.{s.shape}: A is {s.a.dtype.name} and B {s.b.dtype.name}; they must match")
+
+    def load_matrix(self, s: L.LoadMatrix, bound, buffers, in_vector: bool) -> None:
+        self.require_gpu("ldmatrix")
+        for b in (s.dst, s.src):
+            self.buffer(b, buffers)
+        self.expr(s.index, bound, buffers)
+        self.index(s.src, s.index)
+        if in_vector or self.divergent:
+            self.fail("ldmatrix under a branch that differs between threads: every lane of the warp must run it")
+        if s.count not in L.LDMATRIX_COUNTS:
+            self.fail(f"ldmatrix of {s.count} matrices; it loads {L.LDMATRIX_COUNTS}")
+        if s.src.scope != "shared" or s.src.dtype.bits != 16:
+            self.fail(f"ldmatrix reads 16-bit elements from shared memory, not {s.src.scope} {s.src.dtype.name} "
+                      f"({s.src.name})")
+        if s.dst.scope != "local" or s.dst.dtype is not s.src.dtype or s.dst.size < 2 * s.count:
+            self.fail(f"ldmatrix of {s.count} matrices fills {2 * s.count} {s.src.dtype.name} elements of a local "
+                      f"buffer, not {s.dst.scope} {s.dst.dtype.name}[{s.dst.size}] ({s.dst.name})")
+
+    def copy(self, s: L.Copy, bound, buffers, in_vector: bool) -> None:
+        self.require_gpu("a vector copy")
+        for b, i in ((s.dst, s.dst_index), (s.src, s.src_index)):
+            self.buffer(b, buffers)
+            self.expr(i, bound, buffers)
+            self.index(b, i)
+        if s.pred is not None:
+            self.expr(s.pred, bound, buffers)
+            if s.pred.dtype.kind != "bool":
+                self.fail(f"copy into {s.dst.name}: its predicate is {s.pred.dtype}, not bool")
+        if in_vector:
+            self.fail("a vector copy inside a vectorized loop")
+        if s.dst.dtype is not s.src.dtype or s.count * s.src.dtype.itemsize not in L.VECTOR_BYTES:
+            self.fail(f"copy {s.src.name} -> {s.dst.name}: {s.count} x {s.src.dtype.name} -> {s.dst.dtype.name} is not "
+                      f"one vector of {'/'.join(map(str, L.VECTOR_BYTES))} bytes of one type")
+        if s.asynchronous and (s.src.scope != "global" or s.dst.scope != "shared"):
+            self.fail(f"asynchronous copy {s.src.name} -> {s.dst.name}: cp.async moves global to shared memory, "
+                      f"not {s.src.scope} to {s.dst.scope}")
 
     def loop(self, s: L.For, bound, buffers, in_vector: bool, in_parallel: bool) -> None:
         self.expr(s.extent, bound, buffers)

@@ -66,6 +66,50 @@ def test_torch_cuda_tensors_pass_without_a_host_copy():
     assert fn(a).is_cuda
 
 
+@pytest.mark.parametrize("dtype", [TensorProto.FLOAT, TensorProto.FLOAT16])
+def test_templates_agree_with_the_emulator_on_the_gpu(dtype):
+    """The matrix-product template (cp.async, ldmatrix, mma / FMA tiles) and fused attention
+    on real hardware against the emulator's run of the same artifact kernels."""
+    rng = np.random.default_rng(1)
+    np_dtype = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
+    w = (rng.standard_normal((64, 32, 3, 3)) * 0.1).astype(np_dtype)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Reshape", ["c", "shape"], ["q"]),
+             helper.make_node("Attention", ["q", "q", "q"], ["y"], is_causal=1)]
+    graph = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", dtype, [1, 32, 24, 24])],
+                              [helper.make_tensor_value_info("y", dtype, [1, 4, 144, 64])],
+                              [onnx.numpy_helper.from_array(w, "w"),
+                               onnx.numpy_helper.from_array(np.array([1, 4, 144, 64], np.int64), "shape")])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+    x = rng.standard_normal((1, 32, 24, 24)).astype(np_dtype)
+    gpu = compiler.compile(m, target="cuda", cache=False)
+    assert "cm_cp_async" in gpu.cuda_source and "__shfl_sync" in gpu.cuda_source
+    emulated = compiler.compile(m, target=f"cuda -arch={gpu.manifest['archs'][0]} -device=emulator", cache=False)
+    tol = 1e-5 if dtype == TensorProto.FLOAT else 2e-3
+    np.testing.assert_allclose(gpu.run({"x": x})["y"].astype(np.float32), emulated.run({"x": x})["y"].astype(np.float32),
+                               rtol=tol, atol=tol)
+
+
+def test_dlpack_only_device_tensors_are_taken():
+    """A GPU tensor that offers DLPack but not __cuda_array_interface__ (as JAX's do)."""
+    torch = pytest.importorskip("torch")
+
+    class DLPackOnly:
+        def __init__(self, t):
+            self.t = t
+
+        def __dlpack__(self, stream=None):
+            return self.t.__dlpack__()
+
+        def __dlpack_device__(self):
+            return self.t.__dlpack_device__()
+
+    cm = compiler.compile(_tiny(), target="cuda", cache=False)
+    x = torch.randn(64, 256, device="cuda")
+    y = cm.run({"x": DLPackOnly(x)})["y"]
+    np.testing.assert_allclose(y, torch.relu(torch.softmax(x, -1)).cpu().numpy(), rtol=1e-5, atol=1e-6)
+
+
 def test_calls_from_several_threads():
     cm = compiler.compile(_tiny(), target="cuda", cache=False)
     rng = np.random.default_rng(1)

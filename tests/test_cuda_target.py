@@ -64,7 +64,7 @@ def test_elementwise_chain_is_one_launch_of_one_thread_per_element():
 def test_softmax_rows_are_block_reductions_with_warp_shuffles_and_shared_memory():
     m = model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)], [("x", F, [6, 700])], [("y", F, [6, 700])])
     cm = check_on_emulator(m, {"x": f32(6, 700) * 4})
-    FileCheck().check("__shared__ float").check("__shfl_xor_sync(0xffffffffu").check("__syncthreads();").check(
+    FileCheck().check("__shared__ __align__(16) float").check("__shfl_xor_sync(0xffffffffu").check("__syncthreads();").check(
         "__shfl_xor_sync").check("expf(").run(cm.cuda_source)
 
 
@@ -149,6 +149,8 @@ def test_nvrtc_builds_a_cubin_per_architecture_and_ptx(tmp_path):
     manifest, sections = read_artifact(path)
     assert manifest["archs"] == ["sm_80", "sm_90"] and manifest["min_compute_capability"] == [8, 0]
     assert manifest["nvrtc_version"] and manifest["launch_abi"] == "cuda-launch-v1"
+    assert manifest["ptx_min_driver"] == ".".join(manifest["nvrtc_version"].split(".")[:2])
+    assert "build_driver_version" in manifest  # None here: cross-compiled on a machine with no driver
     for arch in ("sm_80", "sm_90"):
         assert sections[f"{arch}.cubin"][:4] == b"\x7fELF"
     FileCheck().check(".target sm_80").check(".entry k0_softmax_l0").run(sections["model.ptx"].decode())
@@ -225,7 +227,7 @@ def test_a_gpu_older_or_a_driver_older_than_the_artifact_is_refused():
 
 
 @pytest.mark.parametrize("a_shape, b_shape, dtype", [
-    ((70, 40), (40, 90), TensorProto.FLOAT16),  # tails on every side of the 64 x 64 x 16 tiles
+    ((70, 40), (40, 90), TensorProto.FLOAT16),  # tails on every side of the 64 x 64 x 32 tiles
     ((2, 3, 33, 24), (2, 3, 24, 17), TensorProto.BFLOAT16),  # batched
     ((5, 130, 64), (64, 72), TensorProto.FLOAT16),  # one B for every row of a 3-D A
 ])
@@ -238,8 +240,11 @@ def test_half_precision_matmul_runs_on_tensor_cores(a_shape, b_shape, dtype):
               [("y", dtype, y_shape)])
     a, b = f32(*a_shape).astype(np_dtype), f32(*b_shape).astype(np_dtype)
     cm = compiler.compile(m, target="cuda -arch=sm_80,sm_90 -device=emulator", cache=False)
-    FileCheck().check("mma.sync.aligned.m16n8k16.row.col.f32.").check("__shared__").check("__syncthreads();").check(
-        "cm_mma_m16n8k16_").check("__syncthreads();").run(cm.cuda_source)
+    # staged by cp.async (A's rows are 16-byte multiples), fragments by ldmatrix, one barrier a step
+    FileCheck().check("mma.sync.aligned.m16n8k16.row.col.f32.").check("ldmatrix.sync.aligned.m8n8.x4.shared.b16").check(
+        "__shared__ __align__(16)").check("cm_cp_async16(").check("cm_cp_async_wait();").check("__syncthreads();").check(
+        "cm_ldmatrix_x4(").check("cm_ldmatrix_x2_trans(").check("cm_mma_m16n8k16_").check_not("__syncthreads();").run(
+        cm.cuda_source)
     y = cm.run({"a": a, "b": b})["y"].astype(np.float32)
     want = (a.astype(np.float64) @ b.astype(np.float64))
     ulp = 2.0 ** (-10 if dtype == TensorProto.FLOAT16 else -7)  # the output's rounding, fp32 accumulation before it
@@ -288,3 +293,126 @@ def test_big_convolutions_are_register_tiled():
               [("x", F, [1, 16, 64, 66])], [("y", F, [1, 32, 64, 66])], [("w", w), ("b", b)])
     cm = check_on_emulator(m, {"x": f32(1, 16, 64, 66)}, rtol=2e-4, atol=2e-5)
     FileCheck().check(re.compile(r"float acc\d+\[16\];")).check("cm_fmax(").run(cm.cuda_source)
+
+
+@pytest.mark.parametrize("group, strides, dilations, pads", [
+    (1, [1, 1], [1, 1], [1, 1, 1, 1]),
+    (2, [2, 1], [1, 2], [0, 2, 1, 0]),  # asymmetric pads, a stride and a dilation, two groups
+    (1, [1, 1], [1, 1], [0, 0, 0, 0]),  # 1 x 1 below: the image staged by 16-byte cp.async
+])
+def test_convolutions_are_implicit_gemms_on_shared_memory_tiles(group, strides, dilations, pads):
+    kernel = 1 if not any(pads) else 3
+    w, b = f32(64, 32 // group, kernel, kernel) * 0.2, f32(64)
+    m = model([helper.make_node("Conv", ["x", "w", "b"], ["y"], group=group, strides=strides, dilations=dilations,
+                                pads=pads)],
+              [("x", F, [2, 32, 13, 20])], [("y", F, None)], [("w", w), ("b", b)])
+    cm = check_on_emulator(m, {"x": f32(2, 32, 13, 20)}, rtol=2e-4, atol=2e-5)
+    FileCheck().check("__shared__ __align__(16) float").check("cm_cp_async16(").check("cm_cp_async_wait();").check(
+        "__syncthreads();").check("fmaf(").check_not("__syncthreads();").run(cm.cuda_source)
+    if kernel == 1:  # B staged by vectors too: two cp.async per step
+        FileCheck().check("cm_cp_async16(").check("cm_cp_async16(").check("cm_cp_async_wait();").run(cm.cuda_source)
+    native = compiler.compile(m, target="cuda -arch=sm_80 -device=emulator-native", cache=False)
+    assert all(name in native._native for name in native.kernels)  # barriers split into thread loops
+    x = f32(2, 32, 13, 20)
+    np.testing.assert_allclose(native.run({"x": x})["y"], cm.run({"x": x})["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_half_precision_convolution_runs_on_tensor_cores():
+    import ml_dtypes
+
+    H = TensorProto.BFLOAT16
+    w = (f32(48, 16, 3, 3) * 0.2).astype(ml_dtypes.bfloat16)
+    m = model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1])], [("x", H, [1, 16, 10, 12])],
+              [("y", H, [1, 48, 10, 12])], [("w", w)])
+    x = f32(1, 16, 10, 12).astype(ml_dtypes.bfloat16)
+    cm = compiler.compile(m, target="cuda -arch=sm_80,sm_90 -device=emulator", cache=False)
+    FileCheck().check("cm_ldmatrix_x4(").check("cm_mma_m16n8k16_bf16_f32(").run(cm.cuda_source)
+    import torch
+
+    want = torch.nn.functional.conv2d(torch.tensor(x.astype(np.float64)), torch.tensor(w.astype(np.float64)),
+                                      padding=1).numpy()
+    got = cm.run({"x": x})["y"].astype(np.float64)
+    np.testing.assert_allclose(got, want, rtol=2 ** -7, atol=2 ** -7 * np.abs(want).max() * 1e-2)
+
+
+@pytest.mark.parametrize("trans_a, trans_b, c_shape", [(0, 0, [96]), (1, 0, [130, 1]), (0, 1, [130, 96]), (1, 1, [])])
+def test_gemm_reads_transposed_operands_in_place_and_broadcasts_c(trans_a, trans_b, c_shape):
+    a = f32(*([88, 130] if trans_a else [130, 88]))
+    bm = f32(*([96, 88] if trans_b else [88, 96]))
+    c = f32(*c_shape) if c_shape else np.array(0.7, np.float32)
+    m = model([helper.make_node("Gemm", ["a", "b", "c"], ["y"], alpha=0.5, beta=1.5, transA=trans_a, transB=trans_b)],
+              [("a", F, list(a.shape)), ("b", F, list(bm.shape))], [("y", F, [130, 96])], [("c", c)])
+    cm = check_on_emulator(m, {"a": a, "b": bm}, rtol=2e-4, atol=1e-4)
+    assert "__syncthreads();" in cm.cuda_source  # the shared-memory template, not the loop-IR rule
+
+
+def test_dlpack_tensors_are_read_in_place():
+    """What the GPU runtime reads off a tensor that offers only DLPack (here torch's CPU
+    tensors; on a GPU the same structs carry a device pointer): address, shape, type, and
+    whether it is contiguous."""
+    torch = pytest.importorskip("torch")
+    from compiler.runtime.dlpack import DEVICE_CPU, DLPackError, view
+
+    t = torch.arange(24, dtype=torch.float32).reshape(2, 3, 4)
+    v = view(t)
+    assert (v.ptr, v.shape, v.dtype, v.contiguous, v.device_type, v.on_gpu) == (
+        t.data_ptr(), (2, 3, 4), "float32", True, DEVICE_CPU, False)
+    assert view(t[1]).ptr == t.data_ptr() + 12 * 4  # an offset view: its first element's address
+    assert not view(t.transpose(1, 2)).contiguous
+    assert view(torch.zeros(3, dtype=torch.bfloat16)).dtype == "bfloat16"
+    assert view(torch.zeros(3, dtype=torch.int64)).dtype == "int64"
+    with pytest.raises(DLPackError, match="does not export DLPack"):
+        view([1, 2])
+
+
+ATTENTION_CASES = {
+    # name: (q, k, v shapes, attributes, mask shape or None, mask type)
+    "heads": ((2, 4, 20, 32), (2, 4, 45, 32), (2, 4, 45, 24), {}, None, None),
+    "causal-grouped": ((1, 4, 33, 16), (1, 2, 33, 16), (1, 2, 33, 40), {"is_causal": 1}, None, None),
+    "float-mask": ((2, 2, 17, 8), (2, 2, 70, 8), (2, 2, 70, 8), {"scale": 0.3}, (2, 1, 17, 70), TensorProto.FLOAT),
+    "bool-mask-packed": ((2, 9, 3 * 16), (2, 40, 3 * 16), (2, 40, 3 * 8), {"q_num_heads": 3, "kv_num_heads": 3},
+                         (9, 40), TensorProto.BOOL),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ATTENTION_CASES))
+def test_attention_is_one_fused_launch(case):
+    """ONNX Attention (opset 23) as one launch: keys in tiles through shared memory, the
+    softmax online across each warp, never a [B, H, S, T] score tensor in memory."""
+    qs, ks, vs, attrs, mask_shape, mask_type = ATTENTION_CASES[case]
+    packed = len(qs) == 3
+    y_shape = list(qs[:-1]) + [vs[-1] // attrs["kv_num_heads"] * attrs["q_num_heads"]] if packed else \
+        list(qs[:-1]) + [vs[-1]]
+    inputs = [("q", F, list(qs)), ("k", F, list(ks)), ("v", F, list(vs))]
+    feeds = {"q": f32(*qs), "k": f32(*ks), "v": f32(*vs)}
+    names = ["q", "k", "v"]
+    if mask_shape is not None:
+        inputs.append(("mask", mask_type, list(mask_shape)))
+        names.append("mask")
+        if mask_type == TensorProto.BOOL:
+            allowed = RNG.random(mask_shape) < 0.7
+            allowed[3] = False  # a row with no allowed key: zeros, like the reference
+            feeds["mask"] = allowed
+        else:
+            feeds["mask"] = f32(*mask_shape)
+    m = model([helper.make_node("Attention", names, ["y"], **attrs)], inputs, [("y", F, y_shape)], opset=23)
+    cm = check_on_emulator(m, feeds, rtol=2e-4, atol=2e-5)
+    calls = json.loads(cm._sections["launches.json"])
+    assert len(calls) == 1 and len(calls[0]["launches"]) == 1, calls
+    FileCheck().check("__shared__").check("__syncthreads();").check("__shfl_xor_sync").check("expf(").check(
+        "__shfl_sync").check("__syncthreads();").run(cm.cuda_source)
+
+
+def test_half_precision_attention_computes_in_float32():
+    H = TensorProto.FLOAT16
+    q, k, v = (f32(1, 2, 24, 32).astype(np.float16) for _ in range(3))
+    m = model([helper.make_node("Attention", ["q", "k", "v"], ["y"], is_causal=1)],
+              [(n, H, [1, 2, 24, 32]) for n in "qkv"], [("y", H, [1, 2, 24, 32])], opset=23)
+    cm = compiler.compile(m, target=EMULATOR, cache=False)
+    assert "cm_h2f(" in cm.cuda_source and len(json.loads(cm._sections["launches.json"])) == 1
+    got = cm.run({"q": q, "k": k, "v": v})["y"].astype(np.float64)
+    q64, k64, v64 = (x.astype(np.float64) for x in (q, k, v))
+    s = q64 @ k64.transpose(0, 1, 3, 2) / np.sqrt(32) + np.triu(np.full((24, 24), -np.inf), 1)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    want = (p / p.sum(-1, keepdims=True)) @ v64
+    np.testing.assert_allclose(got, want, rtol=2 ** -10, atol=2e-3)

@@ -251,3 +251,90 @@ def test_register_tiled_matrix_product_covers_every_output_once(m, n, k, tile):
     out = np.full(m * n, np.nan, np.float32)
     run_kernel(kernel, [av.reshape(-1), bv.reshape(-1), out])
     np.testing.assert_allclose(out.reshape(m, n), av @ bv, rtol=1e-5, atol=1e-5)
+
+
+def _fragment_kernel(name, dtype, rows, cols, count, trans, row_start):
+    """One warp stages a rows x cols matrix in shared memory, then ldmatrix fills each
+    lane's fragment, which it writes out as [lane][element]."""
+    g = L.Buffer("g", dtype, rows * cols)
+    sh = L.Buffer("sh", dtype, rows * cols, "shared")
+    out = L.Buffer("out", dtype, 32 * 2 * count)
+    frag = L.Buffer("frag", dtype, 2 * count, "local")
+
+    def body(b, t):
+        stage = [L.Store(sh, L.add(t, 32 * e), L.Load(dtype, g, L.add(t, 32 * e))) for e in range(rows * cols // 32)]
+        write = [L.Store(out, L.add(L.mul(t, 2 * count), i), L.Load(dtype, frag, L.const(i))) for i in range(2 * count)]
+        return L.Allocate(frag, L.seq(*stage, L.Barrier(), L.LoadMatrix(frag, sh, row_start(t), count, trans), *write))
+
+    return L.Kernel(name, (g, out), launch(1, 32, body, (sh,)))
+
+
+@pytest.mark.parametrize("dtype", [dtypes.float16, dtypes.bfloat16])
+def test_ldmatrix_fills_mma_fragments_as_ptx_documents(dtype):
+    """x4 over a row-major 16 x 16 A gives A's fragment; x2.trans over a [k][n] 16 x 8 B
+    gives B's (positions from `_ptx_fragment_position`, not from codegen.cuda.mma)."""
+    rng = np.random.default_rng(5)
+    a = rng.standard_normal((16, 16)).astype(dtype.numpy)
+    ka = _fragment_kernel("lda", dtype, 16, 16, 4, False,
+                          lambda t: L.add(L.mul(L.add(L.mod(t, 8), L.mul(L.mod(L.div(t, 8), 2), 8)), 16),
+                                          L.mul(L.div(t, 16), 8)))
+    out = np.zeros(32 * 8, dtype.numpy)
+    run_kernel(ka, [a.reshape(-1), out])
+    for lane in range(32):
+        for i in range(8):
+            assert out[lane * 8 + i] == a[_ptx_fragment_position("a", lane, i)], (lane, i)
+    b = rng.standard_normal((16, 8)).astype(dtype.numpy)
+    kb = _fragment_kernel("ldb", dtype, 16, 8, 2, True,
+                          lambda t: L.mul(L.add(L.mod(t, 8), L.mul(L.mod(L.div(t, 8), 2), 8)), 8))
+    out = np.zeros(32 * 4, dtype.numpy)
+    run_kernel(kb, [b.reshape(-1), out])
+    for lane in range(32):
+        for i in range(4):
+            assert out[lane * 4 + i] == b[_ptx_fragment_position("b", lane, i)], (lane, i)
+    with pytest.raises(EmulatorError, match="not 16-byte aligned"):
+        run_kernel(_fragment_kernel("bad", dtype, 16, 16, 4, False, lambda t: L.add(L.mul(t, 8), 1)),
+                   [a.reshape(-1), np.zeros(256, dtype.numpy)])
+
+
+def _copy_kernel(asynchronous: bool, wait: bool, count: int = 4, offset: int = 0, limit: int = 64):
+    """Block of 16 threads: thread t copies x[4t + offset ...] into shared (zeros from `limit`
+    on), waits (or not), barrier, then writes its neighbour's slot to y."""
+    x, y = L.Buffer("x", F32, 68), L.Buffer("y", F32, 64)
+    sh = L.Buffer("sh", F32, 64, "shared")
+
+    def body(b, t):
+        start = L.add(L.mul(t, 4), offset)
+        steps = [L.Copy(sh, L.mul(t, 4), x, start, count, L.binary("lt", start, L.const(limit)), asynchronous)]
+        if wait:
+            steps.append(L.CopyWait())
+        steps.append(L.Barrier())
+        neighbour = L.mul(L.mod(L.add(t, 1), 16), 4)
+        steps += [L.Store(y, L.add(L.mul(t, 4), j), L.Load(F32, sh, L.add(neighbour, j))) for j in range(4)]
+        return L.seq(*steps)
+
+    return L.Kernel("copies", (x, y), launch(1, 16, body, (sh,)))
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_vector_copies_and_cp_async_land_before_the_barrier(asynchronous):
+    x = np.arange(68, dtype=np.float32)
+    y = np.zeros(64, np.float32)
+    run_kernel(_copy_kernel(asynchronous, True, limit=48), [x, y])
+    want = np.where(np.arange(64) < 48, x[:64], 0)  # the predicate zero-fills
+    np.testing.assert_array_equal(y, np.roll(want, -4))
+    k = _copy_kernel(asynchronous, True)
+    assert kernel_text(decode_kernel(encode_kernel(k))) == kernel_text(k)
+
+
+def test_cp_async_that_is_never_waited_for_is_an_error():
+    with pytest.raises(EmulatorError, match="never waited for"):
+        run_kernel(_copy_kernel(True, False), [np.arange(68, dtype=np.float32), np.zeros(64, np.float32)])
+
+
+def test_a_misaligned_vector_copy_is_an_error():
+    with pytest.raises(EmulatorError, match=r"x\[2\].*not aligned to its 16 bytes"):
+        run_kernel(_copy_kernel(False, True, offset=2), [np.arange(68, dtype=np.float32), np.zeros(64, np.float32)])
+    from compiler.codegen.verify import LoopIRError, verify_kernel
+
+    with pytest.raises(LoopIRError, match="not one vector"):
+        verify_kernel(_copy_kernel(False, True, count=3))

@@ -60,11 +60,11 @@ def compile_program(program: NativeProgram, target: CUDATarget) -> CudaBuild:
     source = module_source(kernels)
     timings["emit_cuda"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    jobs = [(arch, False) for arch in target.archs] + [(target.archs[0], True)]
-    # NVRTC releases the GIL while it compiles: the architectures compile side by side.
-    with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
-        outs = list(pool.map(lambda job: nvrtc.compile_source(source, job[0], ptx=job[1]), jobs))
+    # NVRTC releases the GIL while it compiles: the architectures compile side by side. The
+    # oldest one's PTX is the artifact's PTX (newer GPUs JIT it).
+    with ThreadPoolExecutor(max_workers=len(target.archs)) as pool:
+        outs = list(pool.map(lambda arch: nvrtc.compile_source(source, arch), target.archs))
     timings["nvrtc"] = time.perf_counter() - t1
-    cubins = {arch: out for (arch, is_ptx), out in zip(jobs, outs) if not is_ptx}
+    cubins = {arch: cubin for arch, (cubin, _) in zip(target.archs, outs)}
     kernels_json = json.dumps([encode_kernel(k) for k in kernels]).encode()
-    return CudaBuild(source, cubins, outs[-1], target.archs[0], table, kernels_json, program, nvrtc.version(), timings)
+    return CudaBuild(source, cubins, outs[0][1], target.archs[0], table, kernels_json, program, nvrtc.version(), timings)

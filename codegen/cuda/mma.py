@@ -9,8 +9,15 @@ t = l % 4 (its index in the group). With those bases, each fragment element's po
     B (16 x 8, column major), 4 elements: (k, n)    = (2t, g) + B_OFFSETS[i]
     C, D (16 x 8), 4 float32 elements:   (row, col) = (g, 2t) + C_OFFSETS[i]
 
+`ldmatrix.sync.aligned.m8n8.x{1,2,4}[.trans].shared.b16` fills fragments straight from
+shared memory: lane l gives the address of row l % 8 of matrix l // 8 and receives
+(g, 2t), (g, 2t + 1) of each matrix (transposed: (2t, g), (2t + 1, g)), register i from
+matrix i, the lower half the first element. So A's four 8x8 quarters in A_OFFSETS'
+order (rows 0-7 / 8-15, columns 0-7, then 8-15) are one x4 load, and B's two k-halves,
+stored [k][n], one x2.trans load.
+
 The emulator (`runtime.gpu_emulator`) gathers and scatters fragments with these tables,
-and the GEMM template (`codegen.cuda.gemm`) loads them from shared memory with them, so
+and the matrix-product template (`codegen.cuda.igemm`) loads them with ldmatrix, so
 the two cannot disagree; the GPU itself checks the tables against PTX (test_cuda_gpu).
 """
 from __future__ import annotations
@@ -43,4 +50,24 @@ def helper_source(shape: str, input_dtype: str) -> str:
         f'{{%8,%9}}, {{%10,%11,%12,%13}};"\n'
         f'        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])\n'
         f'        : "r"(A0), "r"(A1), "r"(A2), "r"(A3), "r"(B0), "r"(B1), "f"(c0), "f"(c1), "f"(c2), "f"(c3));\n'
+        f"}}\n")
+
+
+def ldmatrix_name(count: int, trans: bool) -> str:
+    return f"cm_ldmatrix_x{count}{'_trans' if trans else ''}"
+
+
+def ldmatrix_source(count: int, trans: bool) -> str:
+    """The device function loading `count` 8x8 b16 matrices into a local array of 16-bit
+    elements, two per 32-bit register (the lower half first)."""
+    regs = ", ".join(f"%{i}" for i in range(count))
+    outs = ", ".join(f'"=r"(r[{i}])' for i in range(count))
+    return (
+        f"__device__ __forceinline__ void {ldmatrix_name(count, trans)}(unsigned short* d, const unsigned short* p) {{\n"
+        f"    unsigned r[{count}];\n"
+        f"    unsigned s = (unsigned)__cvta_generic_to_shared(p);\n"
+        f'    asm volatile("ldmatrix.sync.aligned.m8n8.x{count}{".trans" if trans else ""}.shared.b16 {{{regs}}}, '
+        f'[%{count}];" : {outs} : "r"(s) : "memory");\n'
+        f"    for (int i = 0; i < {count}; ++i) {{ d[2 * i] = (unsigned short)(r[i] & 0xffffu); "
+        f"d[2 * i + 1] = (unsigned short)(r[i] >> 16); }}\n"
         f"}}\n")

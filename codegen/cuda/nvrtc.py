@@ -33,33 +33,30 @@ def _check(nvrtc, err, what: str, log: str = "") -> None:
                            + (f"\n{log}" if log else ""))
 
 
-def compile_source(source: str, arch: str, name: str = "model.cu", ptx: bool = False) -> bytes:
-    """The cubin for `arch` ("sm_90"), or with `ptx` the PTX for its virtual architecture
-    (compute_90), of a CUDA C module."""
+def compile_source(source: str, arch: str, name: str = "model.cu") -> tuple[bytes, bytes]:
+    """(cubin for `arch` ("sm_90"), PTX for that architecture) of a CUDA C module: one
+    compile yields both; the PTX (`.target sm_90`) is what newer GPUs' drivers JIT."""
     nvrtc = _nvrtc()
     err, prog = nvrtc.nvrtcCreateProgram(source.encode(), name.encode(), 0, [], [])
     _check(nvrtc, err, "nvrtcCreateProgram")
     try:
-        gpu = arch.replace("sm_", "compute_") if ptx else arch
-        opts = [f"--gpu-architecture={gpu}".encode(), b"--std=c++17", b"-default-device"]
+        opts = [f"--gpu-architecture={arch}".encode(), b"--std=c++17", b"-default-device"]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)
         if err != nvrtc.nvrtcResult.NVRTC_SUCCESS:
             _, size = nvrtc.nvrtcGetProgramLogSize(prog)
             log = b" " * size
             nvrtc.nvrtcGetProgramLog(prog, log)
-            _check(nvrtc, err, f"compile for {gpu}", log.decode(errors="replace").strip())
-        if ptx:
-            err, size = nvrtc.nvrtcGetPTXSize(prog)
-            _check(nvrtc, err, "nvrtcGetPTXSize")
-            out = b" " * size
-            (err,) = nvrtc.nvrtcGetPTX(prog, out)
-            _check(nvrtc, err, "nvrtcGetPTX")
-            return out.rstrip(b"\0") + b"\0"
+            _check(nvrtc, err, f"compile for {arch}", log.decode(errors="replace").strip())
+        err, size = nvrtc.nvrtcGetPTXSize(prog)
+        _check(nvrtc, err, "nvrtcGetPTXSize")
+        ptx = b" " * size
+        (err,) = nvrtc.nvrtcGetPTX(prog, ptx)
+        _check(nvrtc, err, "nvrtcGetPTX")
         err, size = nvrtc.nvrtcGetCUBINSize(prog)
         _check(nvrtc, err, "nvrtcGetCUBINSize")
-        out = b" " * size
-        (err,) = nvrtc.nvrtcGetCUBIN(prog, out)
+        cubin = b" " * size
+        (err,) = nvrtc.nvrtcGetCUBIN(prog, cubin)
         _check(nvrtc, err, "nvrtcGetCUBIN")
-        return out
+        return cubin, ptx.rstrip(b"\0") + b"\0"
     finally:
         nvrtc.nvrtcDestroyProgram(prog)

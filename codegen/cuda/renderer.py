@@ -16,7 +16,7 @@ from ...ir.dtypes import DType
 from .. import loop_ir as L
 from ..gpu_schedule import launches_of
 from ..renderer import LineRenderer
-from .mma import helper_name, helper_source
+from .mma import helper_name, helper_source, ldmatrix_name, ldmatrix_source
 
 # The C type of a value in registers, and of an element in memory.
 _VALUE = {"bool": "bool", "int8": "signed char", "int16": "short", "int32": "int", "int64": "long long",
@@ -38,7 +38,21 @@ __device__ __forceinline__ float cm_b2f(unsigned short b) { return __uint_as_flo
 __device__ __forceinline__ unsigned short cm_f2b(float f) { unsigned short b; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f)); return b; }
 template <typename T> __device__ __forceinline__ T cm_fmin(T a, T b) { return (a != a || b != b) ? a + b : (a < b ? a : b); }
 template <typename T> __device__ __forceinline__ T cm_fmax(T a, T b) { return (a != a || b != b) ? a + b : (a > b ? a : b); }
+// cp.async (sm_80+): copy N bytes global -> shared without waiting; src-size 0 zero-fills.
+__device__ __forceinline__ void cm_cp_async16(void* dst, const void* src, bool ok) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(s), "l"(src), "r"(ok ? 16 : 0) : "memory"); }
+__device__ __forceinline__ void cm_cp_async8(void* dst, const void* src, bool ok) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;" :: "r"(s), "l"(src), "r"(ok ? 8 : 0) : "memory"); }
+__device__ __forceinline__ void cm_cp_async4(void* dst, const void* src, bool ok) {
+    unsigned s = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" :: "r"(s), "l"(src), "r"(ok ? 4 : 0) : "memory"); }
+__device__ __forceinline__ void cm_cp_async_wait() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 """
+
+# A vector of 4, 8 or 16 bytes, and its zero.
+_VECTOR = {4: ("unsigned int", "0u"), 8: ("uint2", "make_uint2(0u, 0u)"), 16: ("uint4", "make_uint4(0u, 0u, 0u, 0u)")}
 
 
 def value_type(dt: DType) -> str:
@@ -69,6 +83,7 @@ class CudaRenderer(LineRenderer):
         super().__init__(kernel.name, depth=1)
         self.k = kernel
         self.used_mma: set = set()  # (shape, input dtype) of the tensor-core helpers it calls
+        self.used_ldmatrix: set = set()  # (count, trans) of the ldmatrix helpers it calls
 
     # ------------------------------------------------------------------ structure
     def render(self) -> str:
@@ -78,7 +93,8 @@ class CudaRenderer(LineRenderer):
             self.lines, self.depth = [], 1
             self.line(f"const long long {launch.block_var.name} = (long long)blockIdx.x;")
             for buf in launch.shared:
-                self.line(f"__shared__ {memory_type(buf.dtype)} {buf.name}[{buf.size}];")
+                # 16-byte aligned: vector copies, cp.async and ldmatrix address it in 16-byte rows
+                self.line(f"__shared__ __align__(16) {memory_type(buf.dtype)} {buf.name}[{buf.size}];")
             t = launch.thread_loop
             self.line(f"const long long {t.var.name} = (long long)threadIdx.x;")
             self.stmt(t.body)
@@ -116,6 +132,28 @@ class CudaRenderer(LineRenderer):
 
     def render_Barrier(self, s: L.Barrier):
         self.line("__syncthreads();")
+
+    def render_Copy(self, s: L.Copy):
+        nbytes = s.count * s.src.dtype.itemsize
+        dst, src = f"&{s.dst.name}[{self.expr(s.dst_index)}]", f"&{s.src.name}[{self.expr(s.src_index)}]"
+        if s.asynchronous:
+            ok = "true" if s.pred is None else self.expr(s.pred)
+            if s.pred is not None:  # a zero-filling copy still names an address: the buffer's start
+                src = f"(({ok}) ? (const void*)({src}) : (const void*){s.src.name})"
+            self.line(f"cm_cp_async{nbytes}({dst}, {src}, {ok});")
+            return
+        vt, zero = _VECTOR[nbytes]
+        value = f"*(const {vt}*)({src})"
+        if s.pred is not None:
+            value = f"(({self.expr(s.pred)}) ? {value} : {zero})"
+        self.line(f"*({vt}*)({dst}) = {value};")
+
+    def render_CopyWait(self, s: L.CopyWait):
+        self.line("cm_cp_async_wait();")
+
+    def render_LoadMatrix(self, s: L.LoadMatrix):
+        self.used_ldmatrix.add((s.count, s.trans))
+        self.line(f"{ldmatrix_name(s.count, s.trans)}({s.dst.name}, &{s.src.name}[{self.expr(s.index)}]);")
 
     # ------------------------------------------------------------------ expressions
     def to_memory(self, text: str, dt: DType) -> str:
@@ -233,4 +271,6 @@ def module_source(kernels: list[L.Kernel]) -> str:
     renderers = [CudaRenderer(k) for k in kernels]
     bodies = [r.render() for r in renderers]
     helpers = sorted(set().union(*(r.used_mma for r in renderers)))
-    return PRELUDE + "".join(helper_source(*h) for h in helpers) + "\n" + "\n".join(bodies)
+    loads = sorted(set().union(*(r.used_ldmatrix for r in renderers)))
+    return (PRELUDE + "".join(helper_source(*h) for h in helpers) + "".join(ldmatrix_source(*h) for h in loads)
+            + "\n" + "\n".join(bodies))

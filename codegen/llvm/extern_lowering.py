@@ -26,6 +26,7 @@ import numpy as np
 from ...ir.errors import CompilerError
 from ...ir.ops import REGISTRY, get_op
 from ..extern import ExternPlan
+from ..lowering.attention import mask_strides
 from .extern import extern_plan
 from .microkernels import AOperand, ConvProblem, Epilogue, GemmProblem, pack_weights
 from .microkernels.attention import AttentionProblem
@@ -175,21 +176,6 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
     return extern_plan(conv, schedule, target, bindings)
 
 
-def _mask_strides(mask, b: int, h: int, s: int, t: int) -> tuple[int, int, int, int] | None:
-    """Float offsets per (b, h, i, j) of an additive mask broadcast to [B, H, S, T] (0 along
-    broadcast dims); None when it does not broadcast that way (a mask shorter than the keys
-    is padded with -inf by ONNX: the loop-IR rule handles it)."""
-    shape = (1,) * (4 - len(_shape(mask))) + _shape(mask)
-    full = (b, h, s, t)
-    if len(shape) != 4 or any(d not in (1, f) for d, f in zip(shape, full)):
-        return None
-    strides, step = [], 1
-    for d in reversed(shape):
-        strides.insert(0, 0 if d == 1 else step)
-        step *= d
-    return tuple(strides)
-
-
 def lower_attention(node, consts, target, schedules) -> ExternPlan | None:
     """Attention on the fused kernel (`microkernels/attention.py`): float32, no KV cache, only
     the Y output, no softcap or sliding window, an additive float mask or none."""
@@ -219,7 +205,7 @@ def lower_attention(node, consts, target, schedules) -> ExternPlan | None:
         return None
     strides = None
     if mask is not None:
-        strides = _mask_strides(mask, batch, hq, sq, total)
+        strides = mask_strides(_shape(mask), batch, hq, sq, total)
         if strides is None:
             return None
     scale = attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(head)

@@ -45,6 +45,22 @@ def _check_supported(ctx: LowerContext, acc) -> None:
         raise NotLowerable(f"softmax_precision={precision} (only the accumulator type {acc} is lowered)")
 
 
+def mask_strides(mask_shape: tuple, b: int, h: int, s: int, t: int) -> tuple[int, int, int, int] | None:
+    """Element offsets per (b, h, i, j) of a mask broadcast to [B, H, S, T] (0 along
+    broadcast dims), for the targets' fused kernels; None when it does not broadcast that
+    way (a mask shorter than the keys is padded with -inf by ONNX: this module's rule
+    handles it)."""
+    shape = (1,) * (4 - len(mask_shape)) + tuple(mask_shape)
+    full = (b, h, s, t)
+    if len(shape) != 4 or any(d not in (1, f) for d, f in zip(shape, full)):
+        return None
+    strides, step = [], 1
+    for d in reversed(shape):
+        strides.insert(0, 0 if d == 1 else step)
+        step *= d
+    return tuple(strides)
+
+
 def _operand(t, packed: bool, heads: int):
     """(b, head, s, d) -> element of a 4-D head tensor or of a packed (B, S, H*D) one."""
     if not packed:

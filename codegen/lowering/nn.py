@@ -159,17 +159,22 @@ def _gemm(ctx: LowerContext):
 
 
 def _window_params(ctx: LowerContext, x: Tensor, kernel: list[int], out_shape):
-    """Strides, dilations and leading pads per spatial axis, auto_pad resolved."""
+    return window_params(ctx.attrs, tuple(x.shape), kernel, out_shape)
+
+
+def window_params(attrs: dict, x_shape: tuple, kernel: list[int], out_shape):
+    """Strides, dilations and leading pads per spatial axis of a convolution or pooling
+    window over an [N, C, spatial...] input, auto_pad resolved."""
     n = len(kernel)
-    strides = ctx.attrs.get("strides") or [1] * n
-    dilations = ctx.attrs.get("dilations") or [1] * n
-    pads = ctx.attrs.get("pads") or [0] * (2 * n)
-    auto = ctx.attrs.get("auto_pad", "NOTSET")
+    strides = attrs.get("strides") or [1] * n
+    dilations = attrs.get("dilations") or [1] * n
+    pads = attrs.get("pads") or [0] * (2 * n)
+    auto = attrs.get("auto_pad", "NOTSET")
     begin = list(pads[:n])
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         begin = []
         for i in range(n):
-            total = max(0, (out_shape[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - x.shape[2 + i])
+            total = max(0, (out_shape[2 + i] - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - x_shape[2 + i])
             begin.append(total // 2 if auto == "SAME_UPPER" else total - total // 2)
     elif auto == "VALID":
         begin = [0] * n

@@ -78,6 +78,7 @@ class CUDABackend(Backend):
     def build(self, graph: Graph, target, options: BuildOptions, source: str) -> Artifact:
         from ..codegen.cuda.build import compile_program
         from ..codegen.model_builder import kernel_listing
+        from ..runtime.cuda_driver import local_driver_version
 
         plan = self.plan(graph, target, options)
         gpu = self.gpu(target)
@@ -96,6 +97,8 @@ class CUDABackend(Backend):
             "ptx_arch": build.ptx_arch,
             "min_compute_capability": list(gpu.min_compute_capability),
             "nvrtc_version": build.nvrtc_version,
+            "ptx_min_driver": ".".join(str(build.nvrtc_version).split(".")[:2]),  # the CUDA version of the PTX
+            "build_driver_version": local_driver_version(),  # None when cross-compiled without a driver
             "arena_size": program.arena_size,
             "kernels": len(program.kernels),
             "kernel_calls": len(program.calls),

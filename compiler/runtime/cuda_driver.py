@@ -9,7 +9,7 @@ weights uploaded, fixed input and output buffers allocated, and every launch of 
 launch table recorded into a CUDA graph on the model's stream.
 
 A call copies the inputs into their buffers (host arrays, or device arrays exposing
-`__cuda_array_interface__`, such as torch CUDA tensors, copied device to device), replays
+`__cuda_array_interface__` or DLPack, such as torch CUDA tensors, copied device to device), replays
 the graph, and copies the outputs out (to numpy, or with `device_outputs=True` into
 `DeviceArray`s the caller owns). Calls from several threads are safe: they take turns on
 the model's one stream and graph (a lock), so concurrent calls queue rather than overlap.
@@ -79,6 +79,15 @@ def open_device(ordinal: int = 0):
     return dev, (int(major), int(minor)), name, int(version)
 
 
+def local_driver_version() -> str | None:
+    """The local NVIDIA driver's CUDA version ("13.0"), or None where there is none."""
+    try:
+        version = _ok(_driver().cuDriverGetVersion(), "reading the driver version")
+    except Exception:  # no libcuda.so: cross-compiling
+        return None
+    return f"{int(version) // 1000}.{int(version) % 1000 // 10}" if int(version) else None
+
+
 def choose_image(manifest: dict, sections: dict, capability: tuple[int, int], driver_version: int, where: str):
     """(image bytes, what it is) this GPU runs: the cubin of its architecture, else the PTX."""
     major, minor = capability
@@ -90,8 +99,9 @@ def choose_image(manifest: dict, sections: dict, capability: tuple[int, int], dr
         a_major, a_minor = int(arch[3:-1]), int(arch[-1])
         if a_major == major and a_minor <= minor and f"{arch}.cubin" in sections:
             return sections[f"{arch}.cubin"], f"cubin {arch}"
-    nvrtc = str(manifest.get("nvrtc_version", "0.0")).split(".")
-    needed = int(nvrtc[0]) * 1000 + int(nvrtc[1]) * 10
+    # PTX loads on drivers of the CUDA version that wrote it and newer (older artifacts: NVRTC's)
+    written = str(manifest.get("ptx_min_driver", manifest.get("nvrtc_version", "0.0"))).split(".")
+    needed = int(written[0]) * 1000 + int(written[1]) * 10
     if driver_version < needed:
         raise ArtifactError(f"{where}: this GPU ({major}.{minor}) needs the artifact's PTX, written by NVRTC "
                             f"{manifest.get('nvrtc_version')}, and the driver (CUDA {driver_version // 1000}."
@@ -206,11 +216,20 @@ class CudaModel(OpensOnce, GpuProgramModel):
         and with `device_outputs` the outputs come back as `DeviceArray`s on the GPU."""
         self._open()
         check_names(self.inputs, feeds)
-        host = {}
+        host, keep = {}, []
         for spec, dt in zip(self.inputs, self._in_dtypes):
             x = feeds[spec.name]
             cai = getattr(x, "__cuda_array_interface__", None)
-            if cai is None:
+            dl = _dlpack_on_gpu(x, spec.name) if cai is None else None
+            if dl is not None:
+                if not dl.contiguous:
+                    raise InputError(f"input '{spec.name}': a strided device tensor; pass a contiguous one")
+                if dl.dtype != spec.dtype:
+                    raise InputError(f"input '{spec.name}': expected element type {spec.dtype}, got {dl.dtype}")
+                check_array(spec, spec.dtype, dl.shape)
+                host[spec.name] = dl.ptr
+                keep.append(dl)  # its capsule keeps the producer's memory alive until the copy is done
+            elif cai is None:
                 a = np.ascontiguousarray(np.asarray(x))
                 if a.dtype != dt:
                     raise InputError(f"input '{spec.name}': expected element type {spec.dtype}, got {a.dtype}")
@@ -267,6 +286,22 @@ class CudaModel(OpensOnce, GpuProgramModel):
             cu.cuDevicePrimaryCtxRelease(self._dev)
         except Exception:  # the interpreter is shutting down
             pass
+
+
+def _dlpack_on_gpu(x, name: str):
+    """The DLPack view of a GPU tensor that offers only `__dlpack__` (JAX, CuPy, torch), or
+    None for anything else (host arrays go through numpy)."""
+    device = getattr(x, "__dlpack_device__", None)
+    if device is None or isinstance(x, np.ndarray):
+        return None
+    from .dlpack import GPU_READABLE, DLPackError, view
+
+    try:
+        if int(device()[0]) not in GPU_READABLE:
+            return None
+        return view(x)
+    except DLPackError as e:
+        raise InputError(f"input '{name}': {e}") from None
 
 
 def _contiguous(cai: dict) -> bool:

@@ -12,6 +12,10 @@ active under divergent branches. What it models, and checks:
   or written by another (a race: `RaceError`, naming kernel, buffer and element);
 - warp shuffles (xor / down / up / idx, with CUDA's rules for widths below 32); reading
   a lane that is not active is an error (its value is undefined on a GPU);
+- tensor cores: mma by PTX's fragment tables, ldmatrix by its row-address rule;
+- vector copies (misaligned ones are errors) and asynchronous ones (cp.async), which land
+  only at the thread's next wait: reading the destination earlier sees the old data, and
+  a launch that ends with copies never waited for is an error;
 - loads and stores out of their buffer's bounds, in active lanes, are errors;
 - the CUDA renderer's numerics: float16 / bfloat16 values in float32 registers, rounded
   when converted or stored; C integer division and remainder; NaN-propagating min/max.
@@ -93,6 +97,7 @@ class _Launch:
         self.memo: dict = {}
         self.deps: dict = {}
         self.ticks = 0
+        self.pending: list = []  # asynchronous copies issued, not yet waited for: (writes, lanes)
 
     def active(self, mask) -> np.ndarray:
         return np.ones(self.lanes, bool) if mask is None else mask
@@ -103,6 +108,8 @@ class _Launch:
     def run(self) -> None:
         with np.errstate(all="ignore"):
             self.stmt(self.geo.thread_loop.body, None)
+        if self.pending:
+            self.fail("asynchronous copies were issued and never waited for (a CopyWait before their data is read)")
 
     # ---------------------------------------------------------------- statements
     def stmt(self, s: L.Stmt, mask: np.ndarray) -> None:
@@ -135,6 +142,12 @@ class _Launch:
             del self.local[s.buffer]
         elif isinstance(s, L.Mma):
             self.mma(s, mask)
+        elif isinstance(s, L.LoadMatrix):
+            self.load_matrix(s, mask)
+        elif isinstance(s, L.Copy):
+            self.copy(s, mask)
+        elif isinstance(s, L.CopyWait):
+            self.copy_wait(mask)
         elif isinstance(s, L.Barrier):
             reached = None if mask is None else mask.reshape(-1, self.T)
             if reached is not None and (reached.any(axis=1) & ~reached.all(axis=1)).any():
@@ -148,12 +161,7 @@ class _Launch:
         local buffers by PTX's layout tables (`codegen.cuda.mma`)."""
         from ..codegen.cuda.mma import A_OFFSETS, B_OFFSETS, C_OFFSETS, TILE
 
-        if self.T % L.WARP_SIZE:
-            self.fail(f"mma.{s.shape} in a block of {self.T} threads (not whole warps)")
-        warps = self.lanes // L.WARP_SIZE
-        running = np.ones(warps, bool) if mask is None else mask.reshape(warps, L.WARP_SIZE).all(axis=1)
-        if mask is not None and (mask.reshape(warps, L.WARP_SIZE).any(axis=1) & ~running).any():
-            self.fail(f"mma.{s.shape} run by only some lanes of a warp (every lane must run it)")
+        warps, running = self.whole_warps(mask, f"mma.{s.shape}")
         m, n, k = TILE[s.shape]
         lane = np.arange(L.WARP_SIZE)
         g, t2 = lane // 4, 2 * (lane % 4)
@@ -171,6 +179,77 @@ class _Launch:
         out = self.local[s.d].reshape(warps, L.WARP_SIZE, -1)  # a view: writes land in the lanes' buffers
         for i, (dr, dc) in enumerate(C_OFFSETS):
             out[running, :, i] = d[running][:, g + dr, t2 + dc]
+
+    def whole_warps(self, mask, what: str):
+        """(warps, which run): a warp-wide instruction must be run by all lanes of a warp or none."""
+        if self.T % L.WARP_SIZE:
+            self.fail(f"{what} in a block of {self.T} threads (not whole warps)")
+        warps = self.lanes // L.WARP_SIZE
+        running = np.ones(warps, bool) if mask is None else mask.reshape(warps, L.WARP_SIZE).all(axis=1)
+        if mask is not None and (mask.reshape(warps, L.WARP_SIZE).any(axis=1) & ~running).any():
+            self.fail(f"{what} run by only some lanes of a warp (every lane must run it)")
+        return warps, running
+
+    def load_matrix(self, s: L.LoadMatrix, mask) -> None:
+        """ldmatrix: lanes below 8 * count give row addresses; each lane gathers its pairs."""
+        what = f"ldmatrix.x{s.count}{'.trans' if s.trans else ''}"
+        warps, running = self.whole_warps(mask, what)
+        lane = np.arange(L.WARP_SIZE)
+        giving = (np.repeat(running, L.WARP_SIZE) & np.tile(lane < 8 * s.count, warps))
+        start = np.broadcast_to(np.asarray(self.expr(s.index, mask), np.int64), (self.lanes,))
+        if (giving & (start % 8 != 0)).any():
+            k = int(np.argmax(giving & (start % 8 != 0)))
+            self.fail(f"{what}: thread {int(self.thread[k])} gives row start {s.src.name}[{int(start[k])}], not "
+                      f"16-byte aligned (a multiple of 8 elements)")
+        rows = np.zeros((self.lanes, 8), np.float32)
+        for j in range(8):
+            idx = self._index(s.src, start + j, giving)
+            rows[:, j] = self.read(s.src, idx, giving)
+        rows = rows.reshape(warps, L.WARP_SIZE, 8)
+        dst = self.local[s.dst].reshape(warps, L.WARP_SIZE, -1)  # a view into the lanes' buffers
+        g, t2 = lane // 4, 2 * (lane % 4)
+        for i in range(s.count):
+            for e in (0, 1):
+                got = rows[:, 8 * i + t2 + e, g] if s.trans else rows[:, 8 * i + g, t2 + e]
+                dst[running, :, 2 * i + e] = got[running]
+
+    def copy(self, s: L.Copy, mask) -> None:
+        """A vector move: read now; written now, or (asynchronous) at the thread's next wait."""
+        reading = mask
+        if s.pred is not None:
+            reading = self.active(mask) & np.broadcast_to(self.expr(s.pred, mask), (self.lanes,))
+        src = np.broadcast_to(np.asarray(self.expr(s.src_index, reading), np.int64), (self.lanes,))
+        dst = np.broadcast_to(np.asarray(self.expr(s.dst_index, mask), np.int64), (self.lanes,))
+        for buf, at, lanes in ((s.src, src, self.active(reading)), (s.dst, dst, self.active(mask))):
+            bad = lanes & (at % s.count != 0)
+            if bad.any():
+                k = int(np.argmax(bad))
+                self.fail(f"vector copy of {s.count} elements at {buf.name}[{int(at[k])}] (thread "
+                          f"{int(self.thread[k])}): not aligned to its {s.count * buf.dtype.itemsize} bytes")
+        writes = []
+        for j in range(s.count):
+            value = self.read(s.src, self._index(s.src, src + j, reading), reading)
+            if s.pred is not None:
+                value = np.where(reading, value, 0)
+            writes.append((s.dst, self._index(s.dst, dst + j, mask), value))
+        if s.asynchronous:
+            self.pending.append((writes, self.active(mask).copy()))
+            return
+        for buf, idx, value in writes:
+            self.write(buf, idx, value, mask)
+
+    def copy_wait(self, mask) -> None:
+        """The waiting lanes' asynchronous copies land; other lanes' stay pending."""
+        waiting = self.active(mask)
+        still = []
+        for writes, lanes in self.pending:
+            now = lanes & waiting
+            if now.any():
+                for buf, idx, value in writes:
+                    self.write(buf, idx, value, now)
+            if (lanes & ~waiting).any():
+                still.append((writes, lanes & ~waiting))
+        self.pending = still
 
     def loop(self, s: L.For, mask) -> None:
         if s.kind not in (L.LoopKind.SERIAL, L.LoopKind.UNROLLED):
@@ -203,14 +282,18 @@ class _Launch:
 
     def store(self, s: L.Store, mask) -> None:
         value = self.expr(s.value, mask)
-        idx = self._index(s.buffer, self.expr(s.index, mask), mask)
+        self.write(s.buffer, self._index(s.buffer, self.expr(s.index, mask), mask), value, mask)
+
+    def write(self, buffer: L.Buffer, idx, value, mask) -> None:
+        """Each active lane writes its value at its (bounds-checked) index; shared writes are
+        checked for races."""
         value = np.broadcast_to(np.asarray(value), (self.lanes,))
-        dt = s.buffer.dtype
+        dt = buffer.dtype
         if dt.name in _HALF:
             value = _round_to(value, dt)
-        scope = s.buffer.scope
+        scope = buffer.scope
         if mask is None and scope != "shared":
-            target = self.globals[s.buffer] if scope == "global" else self.local[s.buffer]
+            target = self.globals[buffer] if scope == "global" else self.local[buffer]
             if scope == "global":
                 target[idx] = value
             else:
@@ -218,18 +301,18 @@ class _Launch:
             return
         lanes = np.nonzero(self.active(mask))[0]
         if scope == "global":
-            self.globals[s.buffer][idx[lanes]] = value[lanes].astype(self.globals[s.buffer].dtype)
+            self.globals[buffer][idx[lanes]] = value[lanes].astype(self.globals[buffer].dtype)
         elif scope == "local":
-            self.local[s.buffer][lanes, idx[lanes]] = value[lanes]
+            self.local[buffer][lanes, idx[lanes]] = value[lanes]
         else:
-            sh = self.shared[s.buffer]
+            sh = self.shared[buffer]
             blk, at, me = self.block_local[lanes], idx[lanes], self.thread[lanes]
             other_wrote = (sh.write_epoch[blk, at] == self.epoch) & (sh.writer[blk, at] != me)
             other_read = (sh.read_epoch[blk, at] == self.epoch) & (sh.reader[blk, at] != me) & (sh.reader[blk, at] != -1)
             clash = other_wrote | other_read
             if clash.any():
                 k = int(np.argmax(clash))
-                self.fail(f"race on shared {s.buffer.name}[{int(at[k])}] in block {int(blk[k])}: thread {int(me[k])} "
+                self.fail(f"race on shared {buffer.name}[{int(at[k])}] in block {int(blk[k])}: thread {int(me[k])} "
                           f"writes it after another thread {'wrote' if other_wrote[k] else 'read'} it with no barrier "
                           f"between", RaceError)
             order = np.lexsort((me, at, blk))  # several lanes writing one element in one store: a race too
@@ -237,7 +320,7 @@ class _Launch:
             dup = (b2[1:] == b2[:-1]) & (a2[1:] == a2[:-1])
             if dup.any():
                 k = int(np.argmax(dup))
-                self.fail(f"race on shared {s.buffer.name}[{int(a2[k])}]: two threads write it at once", RaceError)
+                self.fail(f"race on shared {buffer.name}[{int(a2[k])}]: two threads write it at once", RaceError)
             sh.data[blk, at] = value[lanes]
             sh.writer[blk, at] = me
             sh.write_epoch[blk, at] = self.epoch
@@ -288,29 +371,35 @@ class _Launch:
             pred = np.broadcast_to(self.expr(e.pred, mask), (self.lanes,))
             active = self.active(mask) & pred
         idx = self._index(e.buffer, self.expr(e.index, active), active)
-        scope = e.buffer.scope
+        value = self.read(e.buffer, idx, active)
+        if e.pred is not None:
+            value = np.where(active, value, self.expr(e.other, mask))
+        return value.astype(_register_dtype(e.dtype), copy=False)
+
+    def read(self, buffer: L.Buffer, idx, active):
+        """Each lane's element at its (bounds-checked) index; shared reads by the active
+        lanes are checked for races."""
+        scope = buffer.scope
         if scope == "global":
-            data = self.globals[e.buffer]
+            data = self.globals[buffer]
             raw = data[idx]
-            value = raw.astype(np.float32) if e.buffer.dtype.name in _HALF else raw
+            value = raw.astype(np.float32) if buffer.dtype.name in _HALF else raw
         elif scope == "local":
-            value = self.local[e.buffer][np.arange(self.lanes), idx]
+            value = self.local[buffer][np.arange(self.lanes), idx]
         else:
-            sh = self.shared[e.buffer]
+            sh = self.shared[buffer]
             lanes = np.nonzero(self.active(active))[0]
             blk, at, me = self.block_local[lanes], idx[lanes], self.thread[lanes]
             clash = (sh.write_epoch[blk, at] == self.epoch) & (sh.writer[blk, at] != me)
             if clash.any():
                 k = int(np.argmax(clash))
-                self.fail(f"race on shared {e.buffer.name}[{int(at[k])}] in block {int(blk[k])}: thread {int(me[k])} "
+                self.fail(f"race on shared {buffer.name}[{int(at[k])}] in block {int(blk[k])}: thread {int(me[k])} "
                           f"reads what thread {int(sh.writer[blk[k], at[k]])} wrote with no barrier between", RaceError)
             seen = sh.read_epoch[blk, at] == self.epoch
             sh.reader[blk, at] = np.where(seen & (sh.reader[blk, at] != me), -2, me)
             sh.read_epoch[blk, at] = self.epoch
             value = sh.data[self.block_local, idx]
-        if e.pred is not None:
-            value = np.where(active, value, self.expr(e.other, mask))
-        return value.astype(_register_dtype(e.dtype), copy=False)
+        return value
 
     def binary(self, e: L.Binary, a, b):
         op, dt = e.op, e.a.dtype
