@@ -45,7 +45,9 @@ GPU_SPACES: dict[str, tuple[Knob, ...]] = {
                     "outputs up to which a block takes one output")),
 }
 
-DEFAULT_KNOBS = {"threads": 256, "reduce_threads": 256, "block_reduce_min": 128, "block_reduce_max_outputs": 1 << 14,
+GPU_SPACES["vector"] = (Knob("vector", (0, 1), "elementwise launches move 16 bytes per thread per access"),)
+
+DEFAULT_KNOBS = {"vector": 1, "threads": 256, "reduce_threads": 256, "block_reduce_min": 128, "block_reduce_max_outputs": 1 << 14,
                  "tile": 4, "tile_min_reduce": 16, "tile_min_threads": 1 << 13}
 
 
@@ -132,6 +134,10 @@ def lower_stage_gpu(stage: Compute, out: Tensor, knobs: dict | None = None) -> L
         for tm, tn in ((knobs["tile"], knobs["tile"]), (2, 2)) if axes else ():
             if n // (tm * tn) >= knobs["tile_min_threads"]:
                 return _register_tiled(stage, out, probe, axes, tm, tn, knobs["threads"])
+    elif knobs["vector"]:
+        vectorized = _vectorized(stage, out, n, knobs["threads"])
+        if vectorized is not None:
+            return vectorized
     threads = min(knobs["threads"], max(WARP, -(-n // WARP) * WARP))
     grid = -(-n // threads)
 
@@ -144,6 +150,72 @@ def lower_stage_gpu(stage: Compute, out: Tensor, knobs: dict | None = None) -> L
         else:
             work = L.Store(out.buffer, out.flat_index(idx), L.cast(value, out.dtype))
         return work if grid * threads == n else L.IfThenElse(L.binary("lt", flat, L.const(n)), work)
+
+    return _launch(grid, threads, body)
+
+
+def _replace_loads(e: L.Expr, swap) -> L.Expr:
+    """`e` with every Load for which swap(load) gives an expression replaced by it."""
+    if isinstance(e, L.Load):
+        got = swap(e)
+        if got is not None:
+            return got
+        return L.Load(e.dtype, e.buffer, _replace_loads(e.index, swap),
+                      None if e.pred is None else _replace_loads(e.pred, swap),
+                      None if e.other is None else _replace_loads(e.other, swap))
+    if isinstance(e, L.Binary):
+        return L.Binary(e.dtype, e.op, _replace_loads(e.a, swap), _replace_loads(e.b, swap))
+    if isinstance(e, L.Call):
+        return L.Call(e.dtype, e.name, tuple(_replace_loads(a, swap) for a in e.args))
+    if isinstance(e, L.Cast):
+        return L.Cast(e.dtype, _replace_loads(e.value, swap))
+    if isinstance(e, L.Select):
+        return L.Select(e.dtype, _replace_loads(e.cond, swap), _replace_loads(e.a, swap), _replace_loads(e.b, swap))
+    return e
+
+
+def _vectorized(stage: Compute, out: Tensor, n: int, threads: int) -> L.Stmt | None:
+    """An elementwise stage with each thread on `vec` consecutive outputs, moving 16 bytes
+    at a time: the outputs leave through one vector store, and every input read at the
+    output's own position (an operand of the output's shape) arrives by one vector load;
+    other reads (broadcast operands, gathers) stay scalar. None when the output's element
+    size or count does not allow it. Every buffer starts 64-byte aligned (the memory plan),
+    so a vector at a multiple of `vec` elements is aligned."""
+    size = out.dtype.itemsize
+    if size not in (2, 4) or n % (16 // size) or n < 16 // size * WARP:
+        return None
+    vec = 16 // size
+    count = n // vec
+    threads = min(threads, max(WARP, -(-count // WARP) * WARP))
+    grid = -(-count // threads)
+
+    def body(b, t):
+        base = L.mul(L.add(L.mul(b, threads), t), vec)
+        staged: dict = {}  # input buffer -> its local copy of this thread's vector
+        values = []
+        for j in range(vec):
+            idx = _unravel(L.add(base, j), stage.shape)
+            at = _text(out.flat_index(idx))
+
+            def swap(load, j=j, at=at):
+                if (load.pred is not None or load.buffer.scope != "global" or load.buffer.size < n
+                        or vec * load.buffer.dtype.itemsize not in L.VECTOR_BYTES or _text(load.index) != at):
+                    return None
+                if load.buffer not in staged:
+                    staged[load.buffer] = L.Buffer(L.var("vin").name, load.buffer.dtype, vec, "local")
+                return L.Load(load.dtype, staged[load.buffer], L.const(j))
+
+            values.append(_replace_loads(stage.fn(idx), swap))
+        result = L.Buffer(L.var("vout").name, out.dtype, vec, "local")
+        stmts = [L.Copy(local, L.const(0), buf, base, vec) for buf, local in staged.items()]
+        stmts += [L.Store(result, L.const(j), L.cast(v, out.dtype)) for j, v in enumerate(values)]
+        stmts.append(L.Copy(out.buffer, base, result, L.const(0), vec))
+        work: L.Stmt = L.seq(*stmts)
+        for local in [result, *staged.values()]:
+            work = L.Allocate(local, work)
+        if grid * threads != count:
+            work = L.IfThenElse(L.binary("lt", L.add(L.mul(b, threads), t), L.const(count)), work)
+        return work
 
     return _launch(grid, threads, body)
 
@@ -288,6 +360,23 @@ def _guarded(launch: Launch) -> tuple[L.Expr | None, L.Stmt]:
     return None, body
 
 
+def _writes(stmt: L.Stmt):
+    """(buffer, index) of every store and vector copy's destination under `stmt`."""
+    for n in L.walk(stmt):
+        if isinstance(n, L.Store):
+            yield n.buffer, n.index
+        elif isinstance(n, L.Copy):
+            yield n.dst, n.dst_index
+
+
+def _reads(stmt: L.Stmt):
+    for n in L.walk(stmt):
+        if isinstance(n, L.Load):
+            yield n.buffer, n.index
+        elif isinstance(n, L.Copy):
+            yield n.src, n.src_index
+
+
 def _merge_pair(first: L.Stmt, second: L.Stmt) -> L.Stmt | None:
     """`second`'s work appended to `first`'s threads, or None when that could change what
     any thread reads. Both must be plain thread-per-output launches of the same geometry
@@ -304,21 +393,58 @@ def _merge_pair(first: L.Stmt, second: L.Stmt) -> L.Stmt | None:
     if (c1 is None) != (c2 is None) or (c1 is not None and _text(c1) != _text(c2)):
         return None
     written1: dict = {}
-    for n in L.walk(w1):
-        if isinstance(n, L.Store) and n.buffer.scope == "global":
-            written1.setdefault(n.buffer, set()).add(_text(n.index))
+    for buf, index in _writes(w1):
+        if buf.scope == "global":
+            written1.setdefault(buf, set()).add(_text(index))
     if any(len(v) != 1 for v in written1.values()):
         return None
-    read1 = {n.buffer for n in L.walk(w1) if isinstance(n, L.Load)}
-    for n in L.walk(w2):
-        if isinstance(n, L.Store) and n.buffer.scope == "global" and (n.buffer in written1 or n.buffer in read1):
+    read1 = {buf for buf, _ in _reads(w1)}
+    for buf, _ in _writes(w2):
+        if buf.scope == "global" and (buf in written1 or buf in read1):
             return None
-        if isinstance(n, L.Load) and n.buffer in written1 and _text(n.index) not in written1[n.buffer]:
+    for buf, index in _reads(w2):
+        if buf in written1 and _text(index) not in written1[buf]:
             return None
     work = L.seq(w1, w2)
     body = work if c1 is None else L.IfThenElse(c1, work)
     return L.For(first.var, first.extent, L.LoopKind.GPU_BLOCK,
                  L.For(g1.thread_loop.var, g1.thread_loop.extent, L.LoopKind.GPU_THREAD, body))
+
+
+def _merge_runs(stmts: list) -> list[list[int]]:
+    """Which launches `merge_launches` would join: runs of positions."""
+    runs: list[list[int]] = []
+    joined = None
+    for i, s in enumerate(stmts):
+        both = _merge_pair(joined, s) if joined is not None else None
+        if both is None:
+            runs.append([i])
+            joined = s
+        else:
+            runs[-1].append(i)
+            joined = both
+    return runs
+
+
+def lower_stages_gpu(stages, knobs: dict | None = None) -> list:
+    """One kernel's stages as launches. An elementwise stage moves 16 bytes per access
+    (`_vectorized`) unless that would keep it from merging with a neighbour (a launch of
+    another shape cannot share threads): per run of launches that merge as scalar ones,
+    the vector form is taken when every launch of the run has one."""
+    knobs = {**DEFAULT_KNOBS, **(knobs or {})}
+    scalar = [lower_stage_gpu(stage, out, {**knobs, "vector": 0}) for stage, out in stages]
+    if not knobs["vector"]:
+        return scalar
+    vector = [lower_stage_gpu(stage, out, knobs) for stage, out in stages]
+    chosen = list(scalar)
+    flat = [s for s in scalar if not (isinstance(s, L.Seq) and not s.stmts)]  # empty stages launch nothing
+    where = [i for i, s in enumerate(scalar) if not (isinstance(s, L.Seq) and not s.stmts)]
+    for run in _merge_runs(flat):
+        members = [where[k] for k in run]
+        if all(any(isinstance(n, L.Copy) for n in L.walk(vector[i])) for i in members):
+            for i in members:
+                chosen[i] = vector[i]
+    return chosen
 
 
 def merge_launches(kernel: L.Kernel) -> L.Kernel:

@@ -143,9 +143,7 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
             else:
                 tensors[v] = param(v, v.type.dtype, v.type.shape, ("value", v))
                 stages.append((stage, tensors[v]))
-    body = []
-    for stage, t in stages:
-        body.append(target.lower_stage(stage, t, klass, (schedules or {}).get(klass)))
+    body = target.lower_stages(stages, klass, (schedules or {}).get(klass))
     kernel = target.finish_kernel(L.Kernel(name, tuple(params), L.seq(*body), klass, target.schedule_knobs(klass)))
     verify_kernel(kernel, target.capabilities)
     return KernelPlan(kernel, args)

@@ -74,6 +74,11 @@ class CodegenTarget:
         schedule for the kernel class, or None for the target's heuristic default."""
         raise NotImplementedError
 
+    def lower_stages(self, stages, kernel_class: str, schedule=None) -> list:
+        """Every (stage, out tensor) of one kernel lowered, in order; each on its own by
+        default (a GPU target weighs neighbours: launches it can merge)."""
+        return [self.lower_stage(stage, out, kernel_class, schedule) for stage, out in stages]
+
     def finish_kernel(self, kernel):
         """A kernel once all its stages are lowered, as this target runs it (a GPU target
         merges launches that can share threads); the kernel itself by default."""

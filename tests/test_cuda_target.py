@@ -51,14 +51,20 @@ def f32(*shape):
 F = TensorProto.FLOAT
 
 
-def test_elementwise_chain_is_one_launch_of_one_thread_per_element():
+def test_elementwise_chain_is_one_launch_moving_16_bytes_per_access():
+    """x (the output's shape) arrives by 128-bit loads and z leaves by 128-bit stores, four
+    elements a thread; y, broadcast along rows, is read element by element."""
     m = model([helper.make_node("Add", ["x", "y"], ["a"]), helper.make_node("Mul", ["a", "x"], ["b"]),
                helper.make_node("Tanh", ["b"], ["z"])], [("x", F, [3, 1000]), ("y", F, [1000])], [("z", F, [3, 1000])])
     cm = check_on_emulator(m, {"x": f32(3, 1000), "y": f32(1000)})
     assert [len(c["launches"]) for c in json.loads(cm._sections["launches.json"])] == [1]
     src = cm.cuda_source
-    FileCheck().check("__global__ void __launch_bounds__(256)").check("threadIdx.x").check("< 3000LL").check(
-        "tanhf(").check_not("__syncthreads").check_not("__shared__").run(src)
+    FileCheck().check("__global__ void __launch_bounds__(256)").check("threadIdx.x").check("< 750LL").check(
+        "*(const uint4*)(&p0[").check_not("*(const uint4*)(&p1[").check("tanhf(").check(
+        "*(uint4*)(&p2[").check_not("__syncthreads").check_not("__shared__").run(src)
+    odd = model([helper.make_node("Tanh", ["x"], ["z"])], [("x", F, [3, 999])], [("z", F, [3, 999])])
+    cm = check_on_emulator(odd, {"x": f32(3, 999)})
+    FileCheck().check("< 2997LL").check_not("uint4").run(cm.cuda_source)  # not whole vectors: one element a thread
 
 
 def test_softmax_rows_are_block_reductions_with_warp_shuffles_and_shared_memory():

@@ -50,6 +50,11 @@ class CUDATarget(CodegenTarget):
 
         return lower_stage_gpu(stage, out, schedule)
 
+    def lower_stages(self, stages, kernel_class: str, schedule=None) -> list:
+        from ..gpu_schedule import lower_stages_gpu
+
+        return lower_stages_gpu(stages, schedule)
+
     def finish_kernel(self, kernel):
         from ..gpu_schedule import merge_launches
 
