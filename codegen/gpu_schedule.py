@@ -360,21 +360,16 @@ def _guarded(launch: Launch) -> tuple[L.Expr | None, L.Stmt]:
     return None, body
 
 
-def _writes(stmt: L.Stmt):
-    """(buffer, index) of every store and vector copy's destination under `stmt`."""
-    for n in L.walk(stmt):
-        if isinstance(n, L.Store):
-            yield n.buffer, n.index
-        elif isinstance(n, L.Copy):
-            yield n.dst, n.dst_index
-
-
-def _reads(stmt: L.Stmt):
+def _accesses(stmt: L.Stmt):
+    """("read" | "write", buffer, index) of every load, store and vector copy under `stmt`."""
     for n in L.walk(stmt):
         if isinstance(n, L.Load):
-            yield n.buffer, n.index
+            yield "read", n.buffer, n.index
+        elif isinstance(n, L.Store):
+            yield "write", n.buffer, n.index
         elif isinstance(n, L.Copy):
-            yield n.src, n.src_index
+            yield "read", n.src, n.src_index
+            yield "write", n.dst, n.dst_index
 
 
 def _merge_pair(first: L.Stmt, second: L.Stmt) -> L.Stmt | None:
@@ -393,17 +388,18 @@ def _merge_pair(first: L.Stmt, second: L.Stmt) -> L.Stmt | None:
     if (c1 is None) != (c2 is None) or (c1 is not None and _text(c1) != _text(c2)):
         return None
     written1: dict = {}
-    for buf, index in _writes(w1):
-        if buf.scope == "global":
+    read1 = set()
+    for kind, buf, index in _accesses(w1):
+        if kind == "read":
+            read1.add(buf)
+        elif buf.scope == "global":
             written1.setdefault(buf, set()).add(_text(index))
     if any(len(v) != 1 for v in written1.values()):
         return None
-    read1 = {buf for buf, _ in _reads(w1)}
-    for buf, _ in _writes(w2):
-        if buf.scope == "global" and (buf in written1 or buf in read1):
+    for kind, buf, index in _accesses(w2):
+        if kind == "write" and buf.scope == "global" and (buf in written1 or buf in read1):
             return None
-    for buf, index in _reads(w2):
-        if buf in written1 and _text(index) not in written1[buf]:
+        if kind == "read" and buf in written1 and _text(index) not in written1[buf]:
             return None
     work = L.seq(w1, w2)
     body = work if c1 is None else L.IfThenElse(c1, work)

@@ -291,14 +291,15 @@ def test_the_native_emulator_path_agrees_with_the_emulator():
 
 
 def test_big_convolutions_are_register_tiled():
-    """Output channels x columns in 4 x 4 tiles per thread (weights shared along the columns,
-    input pixels along the channels); a width that the tile does not divide has its tail
-    guarded."""
-    w, b = f32(32, 16, 3, 3) * 0.2, f32(32)
+    """Below the shared-memory template's sizes (16 output channels), a convolution with
+    many outputs still gets 4 x 4 register tiles per thread (weights shared along the
+    columns, input pixels along the channels); a width that the tile does not divide has
+    its tail guarded."""
+    w, b = f32(16, 16, 3, 3) * 0.2, f32(16)
     m = model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])],
-              [("x", F, [1, 16, 64, 66])], [("y", F, [1, 32, 64, 66])], [("w", w), ("b", b)])
-    cm = check_on_emulator(m, {"x": f32(1, 16, 64, 66)}, rtol=2e-4, atol=2e-5)
-    FileCheck().check(re.compile(r"float acc\d+\[16\];")).check("cm_fmax(").run(cm.cuda_source)
+              [("x", F, [1, 16, 128, 66])], [("y", F, [1, 16, 128, 66])], [("w", w), ("b", b)])
+    cm = check_on_emulator(m, {"x": f32(1, 16, 128, 66)}, rtol=2e-4, atol=2e-5)
+    FileCheck().check(re.compile(r"float acc\d+\[16\];")).check("cm_fmax(").check_not("__syncthreads").run(cm.cuda_source)
 
 
 @pytest.mark.parametrize("group, strides, dilations, pads", [

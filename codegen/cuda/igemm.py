@@ -132,12 +132,40 @@ class _Staging:
         return out
 
 
-def _geometry(spec: GemmSpec, shape: _Shape, blk):
-    tiles_m, tiles_n = -(-spec.m // shape.bm), -(-spec.n // shape.bn)
-    batch = L.div(blk, tiles_m * tiles_n)
-    row0 = L.mul(L.mod(L.div(blk, tiles_n), tiles_m), shape.bm)
-    col0 = L.mul(L.mod(blk, tiles_n), shape.bn)
-    return spec.batches * tiles_m * tiles_n, batch, row0, col0
+class _Tiles:
+    """What both math variants share: the block's place in Y, the double-buffered shared
+    tiles (rows padded to sa / sb elements) and their staging, and the launch around a body."""
+
+    def __init__(self, spec: GemmSpec, sh: _Shape):
+        self.spec, self.sh = spec, sh
+        dt = spec.a.buffer.dtype
+        self.sa, self.sb = sh.bk + sh.pad, sh.bn + sh.pad
+        self.a_tile = L.Buffer(L.var("a_tile").name, dt, 2 * sh.bm * self.sa, "shared")
+        self.b_tile = L.Buffer(L.var("b_tile").name, dt, 2 * sh.bk * self.sb, "shared")
+        self.blk, self.t = L.var("blk"), L.var("t")
+        tiles_m, tiles_n = -(-spec.m // sh.bm), -(-spec.n // sh.bn)
+        self.grid = spec.batches * tiles_m * tiles_n
+        self.batch = L.div(self.blk, tiles_m * tiles_n)
+        self.row0 = L.mul(L.mod(L.div(self.blk, tiles_n), tiles_m), sh.bm)
+        self.col0 = L.mul(L.mod(self.blk, tiles_n), sh.bn)
+        self.a_stage = _Staging(spec, spec.a, self.a_tile, sh.bm, sh.bk, self.sa, sh.threads, True)
+        self.b_stage = _Staging(spec, spec.b, self.b_tile, sh.bk, sh.bn, self.sb, sh.threads, False)
+
+    def a_at(self, which, row, k):
+        """Shared index of A's (row, k) in buffer `which`."""
+        return L.add(L.mul(which, self.sh.bm * self.sa), L.add(L.mul(row, self.sa), k))
+
+    def b_at(self, which, k, col):
+        return L.add(L.mul(which, self.sh.bk * self.sb), L.add(L.mul(k, self.sb), col))
+
+    def launch(self, init: list, compute, out: list, local: list) -> L.Stmt:
+        body: L.Stmt = L.seq(*init, _pipeline(self.spec, self.sh, self.a_stage, self.b_stage, self.t, self.batch,
+                                              self.row0, self.col0, compute), *out)
+        for buf in local:
+            body = L.Allocate(buf, body)
+        thread = L.For(self.t, L.const(self.sh.threads), L.LoopKind.GPU_THREAD, body)
+        return L.For(self.blk, L.const(self.grid), L.LoopKind.GPU_BLOCK,
+                     L.Allocate(self.a_tile, L.Allocate(self.b_tile, thread)))
 
 
 def _finish(spec: GemmSpec, acc_value: L.Expr, batch, row, col) -> L.Stmt:
@@ -173,38 +201,25 @@ WARPS_M, WARPS_N = 2, 2
 
 def _tensor_core_kernel(spec: GemmSpec) -> L.Stmt:
     sh = HALF_SHAPE
-    dt = spec.a.buffer.dtype
-    f32 = dtypes.float32
+    dt, f32 = spec.a.buffer.dtype, dtypes.float32
+    tl = _Tiles(spec, sh)
     wm, wn = sh.bm // WARPS_M, sh.bn // WARPS_N  # a warp's 32 x 32
     mi, ni = wm // 16, wn // 8
-    sa, sb = sh.bk + sh.pad, sh.bn + sh.pad
-    a_tile = L.Buffer(L.var("a_tile").name, dt, 2 * sh.bm * sa, "shared")
-    b_tile = L.Buffer(L.var("b_tile").name, dt, 2 * sh.bk * sb, "shared")
-    blk, t = L.var("blk"), L.var("t")
-    grid, batch, row0, col0 = _geometry(spec, sh, blk)
-    a_stage = _Staging(spec, spec.a, a_tile, sh.bm, sh.bk, sa, sh.threads, True)
-    b_stage = _Staging(spec, spec.b, b_tile, sh.bk, sh.bn, sb, sh.threads, False)
-    warp, lane = L.div(t, 32), L.mod(t, 32)
+    warp, lane = L.div(tl.t, 32), L.mod(tl.t, 32)
     wrow, wcol = L.mul(L.div(warp, WARPS_N), wm), L.mul(L.mod(warp, WARPS_N), wn)
     acc = {(i, j): L.Buffer(L.var(f"acc{i}{j}").name, f32, 4, "local") for i in range(mi) for j in range(ni)}
     af = [L.Buffer(L.var(f"af{i}").name, dt, 8, "local") for i in range(mi)]
     bf = [L.Buffer(L.var(f"bf{j}").name, dt, 4, "local") for j in range(ni)]
     # ldmatrix row addresses: lane l gives row l % 8 of matrix l // 8 (see codegen.cuda.mma)
-    a_row = L.add(L.mod(lane, 8), L.mul(L.mod(L.div(lane, 8), 2), 8))
+    quarter_row = L.add(L.mod(lane, 8), L.mul(L.mod(L.div(lane, 8), 2), 8))
     a_col = L.mul(L.div(lane, 16), 8)
-    b_row = L.add(L.mod(lane, 8), L.mul(L.mod(L.div(lane, 8), 2), 8))
 
     def compute(which):
         ks = L.var("ks")
-        loads = []
-        for i in range(mi):
-            row = L.add(L.add(wrow, i * 16), a_row)
-            at = L.add(L.mul(which, sh.bm * sa), L.add(L.mul(row, sa), L.add(L.mul(ks, 16), a_col)))
-            loads.append(L.LoadMatrix(af[i], a_tile, at, 4))
-        for j in range(ni):
-            k = L.add(L.mul(ks, 16), b_row)
-            at = L.add(L.mul(which, sh.bk * sb), L.add(L.mul(k, sb), L.add(wcol, j * 8)))
-            loads.append(L.LoadMatrix(bf[j], b_tile, at, 2, trans=True))
+        loads = [L.LoadMatrix(af[i], tl.a_tile, tl.a_at(which, L.add(L.add(wrow, i * 16), quarter_row),
+                                                         L.add(L.mul(ks, 16), a_col)), 4) for i in range(mi)]
+        loads += [L.LoadMatrix(bf[j], tl.b_tile, tl.b_at(which, L.add(L.mul(ks, 16), quarter_row), L.add(wcol, j * 8)),
+                               2, trans=True) for j in range(ni)]
         mmas = [L.Mma("m16n8k16", acc[i, j], af[i], bf[j], acc[i, j]) for i in range(mi) for j in range(ni)]
         return L.For(ks, L.const(sh.bk // 16), L.LoopKind.UNROLLED, L.seq(*loads, *mmas))
 
@@ -213,14 +228,10 @@ def _tensor_core_kernel(spec: GemmSpec) -> L.Stmt:
     out = []
     for (i, j), buf in acc.items():
         for q, (dr, dc) in enumerate(C_OFFSETS):
-            row = L.add(row0, L.add(L.add(wrow, i * 16 + dr), g))
-            col = L.add(col0, L.add(L.add(wcol, j * 8 + dc), t2))
-            out.append(_finish(spec, L.Load(f32, buf, L.const(q)), batch, row, col))
-    body: L.Stmt = L.seq(*init, _pipeline(spec, sh, a_stage, b_stage, t, batch, row0, col0, compute), *out)
-    for buf in [*acc.values(), *af, *bf]:
-        body = L.Allocate(buf, body)
-    return L.For(blk, L.const(grid), L.LoopKind.GPU_BLOCK,
-                 L.Allocate(a_tile, L.Allocate(b_tile, L.For(t, L.const(sh.threads), L.LoopKind.GPU_THREAD, body))))
+            row = L.add(tl.row0, L.add(L.add(wrow, i * 16 + dr), g))
+            col = L.add(tl.col0, L.add(L.add(wcol, j * 8 + dc), t2))
+            out.append(_finish(spec, L.Load(f32, buf, L.const(q)), tl.batch, row, col))
+    return tl.launch(init, compute, out, [*acc.values(), *af, *bf])
 
 
 # ------------------------------------------------------------------- float32 FMA
@@ -232,27 +243,19 @@ TM = TN = 4  # a thread's register tile
 def _fma_kernel(spec: GemmSpec) -> L.Stmt:
     sh = FLOAT_SHAPE
     dt, f32 = spec.a.buffer.dtype, dtypes.float32
-    sa, sb = sh.bk + sh.pad, sh.bn + sh.pad
-    a_tile = L.Buffer(L.var("a_tile").name, dt, 2 * sh.bm * sa, "shared")
-    b_tile = L.Buffer(L.var("b_tile").name, dt, 2 * sh.bk * sb, "shared")
-    blk, t = L.var("blk"), L.var("t")
-    grid, batch, row0, col0 = _geometry(spec, sh, blk)
-    a_stage = _Staging(spec, spec.a, a_tile, sh.bm, sh.bk, sa, sh.threads, True)
-    b_stage = _Staging(spec, spec.b, b_tile, sh.bk, sh.bn, sb, sh.threads, False)
+    tl = _Tiles(spec, sh)
     cols_per_pass = sh.bn // TN  # 16 threads across a row of the tile
-    tr, tc = L.div(t, cols_per_pass), L.mod(t, cols_per_pass)
+    tr, tc = L.div(tl.t, cols_per_pass), L.mod(tl.t, cols_per_pass)
     acc = L.Buffer(L.var("acc").name, f32, TM * TN, "local")
     ar = L.Buffer(L.var("ar").name, f32, TM, "local")
     br = L.Buffer(L.var("br").name, f32, TN, "local")
 
     def compute(which):
         kk = L.var("kk")
-        loads = [L.Store(ar, L.const(i), L.cast(L.Load(dt, a_tile, L.add(L.mul(which, sh.bm * sa),
-                                                                             L.add(L.mul(L.add(L.mul(tr, TM), i), sa), kk))), f32))
+        loads = [L.Store(ar, L.const(i), L.cast(L.Load(dt, tl.a_tile, tl.a_at(which, L.add(L.mul(tr, TM), i), kk)), f32))
                  for i in range(TM)]
-        loads += [L.Store(br, L.const(j), L.cast(L.Load(dt, b_tile, L.add(L.mul(which, sh.bk * sb),
-                                                                             L.add(L.mul(kk, sb), L.add(tc, j * cols_per_pass)))), f32))
-                  for j in range(TN)]
+        loads += [L.Store(br, L.const(j), L.cast(L.Load(dt, tl.b_tile, tl.b_at(which, kk, L.add(tc, j * cols_per_pass))),
+                                                 f32)) for j in range(TN)]
         fmas = [L.Store(acc, L.const(i * TN + j),
                         L.call("fma", L.Load(f32, ar, L.const(i)), L.Load(f32, br, L.const(j)),
                                L.Load(f32, acc, L.const(i * TN + j))))
@@ -263,14 +266,10 @@ def _fma_kernel(spec: GemmSpec) -> L.Stmt:
     out = []
     for i in range(TM):
         for j in range(TN):
-            row = L.add(row0, L.add(L.mul(tr, TM), i))
-            col = L.add(col0, L.add(tc, j * cols_per_pass))
-            out.append(_finish(spec, L.Load(f32, acc, L.const(i * TN + j)), batch, row, col))
-    body: L.Stmt = L.seq(*init, _pipeline(spec, sh, a_stage, b_stage, t, batch, row0, col0, compute), *out)
-    for buf in (acc, ar, br):
-        body = L.Allocate(buf, body)
-    return L.For(blk, L.const(grid), L.LoopKind.GPU_BLOCK,
-                 L.Allocate(a_tile, L.Allocate(b_tile, L.For(t, L.const(sh.threads), L.LoopKind.GPU_THREAD, body))))
+            row = L.add(tl.row0, L.add(L.mul(tr, TM), i))
+            col = L.add(tl.col0, L.add(tc, j * cols_per_pass))
+            out.append(_finish(spec, L.Load(f32, acc, L.const(i * TN + j)), tl.batch, row, col))
+    return tl.launch(init, compute, out, [acc, ar, br])
 
 
 def gemm_kernel(spec: GemmSpec) -> ExternLoopKernel:

@@ -112,14 +112,17 @@ class _Launch:
             self.fail("asynchronous copies were issued and never waited for (a CopyWait before their data is read)")
 
     # ---------------------------------------------------------------- statements
+    # statements each handled by one method(stmt, mask)
+    HANDLERS = {L.Store: "store", L.For: "loop", L.Mma: "mma", L.LoadMatrix: "load_matrix", L.Copy: "copy",
+                L.CopyWait: "copy_wait"}
+
     def stmt(self, s: L.Stmt, mask: np.ndarray) -> None:
-        if isinstance(s, L.Seq):
+        handler = self.HANDLERS.get(type(s))
+        if handler is not None:
+            getattr(self, handler)(s, mask)
+        elif isinstance(s, L.Seq):
             for x in s.stmts:
                 self.stmt(x, mask)
-        elif isinstance(s, L.Store):
-            self.store(s, mask)
-        elif isinstance(s, L.For):
-            self.loop(s, mask)
         elif isinstance(s, L.IfThenElse):
             cond = self.expr(s.cond, mask)
             if np.ndim(cond) == 0:
@@ -140,14 +143,6 @@ class _Launch:
             self.local[s.buffer] = np.zeros((self.lanes, s.buffer.size), _register_dtype(s.buffer.dtype))
             self.stmt(s.body, mask)
             del self.local[s.buffer]
-        elif isinstance(s, L.Mma):
-            self.mma(s, mask)
-        elif isinstance(s, L.LoadMatrix):
-            self.load_matrix(s, mask)
-        elif isinstance(s, L.Copy):
-            self.copy(s, mask)
-        elif isinstance(s, L.CopyWait):
-            self.copy_wait(mask)
         elif isinstance(s, L.Barrier):
             reached = None if mask is None else mask.reshape(-1, self.T)
             if reached is not None and (reached.any(axis=1) & ~reached.all(axis=1)).any():
@@ -238,7 +233,7 @@ class _Launch:
         for buf, idx, value in writes:
             self.write(buf, idx, value, mask)
 
-    def copy_wait(self, mask) -> None:
+    def copy_wait(self, s: L.CopyWait, mask) -> None:
         """The waiting lanes' asynchronous copies land; other lanes' stay pending."""
         waiting = self.active(mask)
         still = []
