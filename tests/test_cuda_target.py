@@ -423,3 +423,35 @@ def test_half_precision_attention_computes_in_float32():
     p = np.exp(s - s.max(-1, keepdims=True))
     want = (p / p.sum(-1, keepdims=True)) @ v64
     np.testing.assert_allclose(got, want, rtol=2 ** -10, atol=2e-3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+@pytest.mark.parametrize("multiprocessors", [1, 10 ** 6])  # 64 x 64 tiles, then 32 x 32 ones
+def test_product_template_tile_sizes(dtype, multiprocessors):
+    """The template at both tile sizes, straight through the emulator: a batched product
+    with tails on every side (rows, columns, k) and B contiguous enough for cp.async."""
+    from compiler.codegen import loop_ir as L
+    from compiler.codegen.cuda.igemm import GemmSpec, Operand, gemm_kernel, vector_aligned
+    from compiler.ir import dtypes
+    from compiler.runtime.gpu_emulator import run_kernel
+
+    dt = getattr(dtypes, dtype)
+    batches, m, n, k = 2, 70, 72, 40
+    A, B, Y = L.Buffer("A", dt, batches * m * k), L.Buffer("B", dt, k * n), L.Buffer("Y", dt, batches * m * n)
+    spec = GemmSpec("t", batches, m, n, k,
+                    Operand(A, lambda b, r, kk: (L.add(L.mul(b, m * k), L.add(L.mul(r, k), kk)), None),
+                            vector_aligned(dt, k)),
+                    Operand(B, lambda b, kk, c: (L.add(L.mul(kk, n), c), None), vector_aligned(dt, n)),
+                    Y, lambda b, r, c: L.add(L.mul(b, m * n), L.add(L.mul(r, n), c)), (A, B, Y))
+    kernel = gemm_kernel(spec, multiprocessors)
+    from compiler.codegen.gpu_schedule import launches_of
+
+    (_, geo), = launches_of(kernel)
+    tile = 64 if multiprocessors == 1 else 32
+    assert geo.grid == batches * -(-m // tile) * -(-n // tile)
+    a, b = f32(batches, m, k).astype(dt.numpy), f32(k, n).astype(dt.numpy)
+    y = np.zeros(batches * m * n, dt.numpy)
+    run_kernel(kernel, [a.reshape(-1), b.reshape(-1), y])
+    want = a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-5 if dtype == "float32" else 2 ** -10
+    np.testing.assert_allclose(y.reshape(batches, m, n).astype(np.float64), want, rtol=tol, atol=tol * 10)

@@ -7,7 +7,8 @@ batched matrix product, a Gemm with transposed operands, or a convolution as an
 implicit GEMM (B's elements gathered from the image on the fly, padding as predicated
 loads; nothing is materialised). `GemmSpec` says how; `gemm_kernel` builds the loop IR.
 
-Blocks own a BM x BN tile of Y and walk K in steps of BK. Each step's A and B tiles are
+Blocks own a BM x BN tile of Y (64 x 64, or 32 x 32 when the big tiles would leave some of
+the GPU's multiprocessors without a block: `_pick`) and walk K in steps of BK. Each step's A and B tiles are
 staged in shared memory, double-buffered: while the block computes on one pair of tiles
 it is already loading the next into the other, and one barrier per step separates the
 two. An operand whose elements are contiguous along the staged row (A along k, B along
@@ -16,10 +17,10 @@ overlaps the math; a gathered one (a convolution's image) element by element. Sh
 rows are padded so the fragment reads below hit distinct banks.
 
 Two ways to do the math, by element type:
-- float16 / bfloat16 (`TensorCores`): 4 warps (2 x 2), each a 32 x 32 piece of the tile:
+- float16 / bfloat16 (`_tensor_core_kernel`): a warp per 32 x 32 piece of the tile (2 x 2 warps):
   per 16-deep slice, A's fragments come from one ldmatrix.x4 per 16 rows and B's from one
   ldmatrix.x2.trans per 8 columns, then 2 x 4 mma.sync.m16n8k16 into float32 accumulators;
-- float32 (`Fma`): 256 threads, each a 4 x 4 register tile (rows blocked, columns
+- float32 (`_fma_kernel`): a thread per 4 x 4 register tile (rows blocked, columns
   strided by 16 so a warp's shared reads and global stores stay contiguous), 16 fused
   multiply-adds per pair of 4 shared reads.
 
@@ -93,6 +94,20 @@ class _Shape:
     bk: int
     threads: int
     pad: int  # elements added to each shared row (bank spread; keeps rows 16-byte aligned)
+    warps_m: int = 1  # tensor cores: the warps' grid over the tile (each warp 32 x 32)
+    warps_n: int = 1
+
+    def blocks(self, spec: "GemmSpec") -> int:
+        return spec.batches * -(-spec.m // self.bm) * -(-spec.n // self.bn)
+
+
+def _pick(shapes: tuple, spec: "GemmSpec", multiprocessors: int) -> _Shape:
+    """The biggest tile that still gives every multiprocessor a block (products with few
+    output tiles, such as late convolutions at batch 1, take smaller ones), else the smallest."""
+    for shape in shapes:
+        if shape.blocks(spec) >= multiprocessors:
+            return shape
+    return shapes[-1]
 
 
 class _Staging:
@@ -195,18 +210,17 @@ def _pipeline(spec: GemmSpec, shape: _Shape, a_stage: _Staging, b_stage: _Stagin
 
 # ------------------------------------------------------------------- tensor cores
 
-HALF_SHAPE = _Shape(bm=64, bn=64, bk=32, threads=128, pad=8)
-WARPS_M, WARPS_N = 2, 2
+HALF_SHAPES = (_Shape(bm=64, bn=64, bk=32, threads=128, pad=8, warps_m=2, warps_n=2),
+               _Shape(bm=32, bn=32, bk=32, threads=32, pad=8))
 
 
-def _tensor_core_kernel(spec: GemmSpec) -> L.Stmt:
-    sh = HALF_SHAPE
+def _tensor_core_kernel(spec: GemmSpec, sh: _Shape) -> L.Stmt:
     dt, f32 = spec.a.buffer.dtype, dtypes.float32
     tl = _Tiles(spec, sh)
-    wm, wn = sh.bm // WARPS_M, sh.bn // WARPS_N  # a warp's 32 x 32
+    wm, wn = sh.bm // sh.warps_m, sh.bn // sh.warps_n  # a warp's 32 x 32
     mi, ni = wm // 16, wn // 8
     warp, lane = L.div(tl.t, 32), L.mod(tl.t, 32)
-    wrow, wcol = L.mul(L.div(warp, WARPS_N), wm), L.mul(L.mod(warp, WARPS_N), wn)
+    wrow, wcol = L.mul(L.div(warp, sh.warps_n), wm), L.mul(L.mod(warp, sh.warps_n), wn)
     acc = {(i, j): L.Buffer(L.var(f"acc{i}{j}").name, f32, 4, "local") for i in range(mi) for j in range(ni)}
     af = [L.Buffer(L.var(f"af{i}").name, dt, 8, "local") for i in range(mi)]
     bf = [L.Buffer(L.var(f"bf{j}").name, dt, 4, "local") for j in range(ni)]
@@ -236,12 +250,11 @@ def _tensor_core_kernel(spec: GemmSpec) -> L.Stmt:
 
 # ------------------------------------------------------------------- float32 FMA
 
-FLOAT_SHAPE = _Shape(bm=64, bn=64, bk=16, threads=256, pad=4)
+FLOAT_SHAPES = (_Shape(bm=64, bn=64, bk=16, threads=256, pad=4), _Shape(bm=32, bn=32, bk=16, threads=64, pad=4))
 TM = TN = 4  # a thread's register tile
 
 
-def _fma_kernel(spec: GemmSpec) -> L.Stmt:
-    sh = FLOAT_SHAPE
+def _fma_kernel(spec: GemmSpec, sh: _Shape) -> L.Stmt:
     dt, f32 = spec.a.buffer.dtype, dtypes.float32
     tl = _Tiles(spec, sh)
     cols_per_pass = sh.bn // TN  # 16 threads across a row of the tile
@@ -272,13 +285,17 @@ def _fma_kernel(spec: GemmSpec) -> L.Stmt:
     return tl.launch(init, compute, out, [acc, ar, br])
 
 
-def gemm_kernel(spec: GemmSpec) -> ExternLoopKernel:
-    """The template's kernel for `spec`: tensor cores for 16-bit floats, FMA for float32."""
+def gemm_kernel(spec: GemmSpec, multiprocessors: int = 132) -> ExternLoopKernel:
+    """The template's kernel for `spec`: tensor cores for 16-bit floats, FMA for float32;
+    tiles as big as still fill `multiprocessors` with blocks."""
     dt = spec.a.buffer.dtype
     if dt is not spec.b.buffer.dtype or dt.name not in (*L.MMA_INPUT_DTYPES, "float32"):
         raise ValueError(f"{spec.name}: operands {dt.name} and {spec.b.buffer.dtype.name}; the template multiplies "
                          f"two float32, float16 or bfloat16 operands")
-    launch = _fma_kernel(spec) if dt is dtypes.float32 else _tensor_core_kernel(spec)
+    if dt is dtypes.float32:
+        launch = _fma_kernel(spec, _pick(FLOAT_SHAPES, spec, multiprocessors))
+    else:
+        launch = _tensor_core_kernel(spec, _pick(HALF_SHAPES, spec, multiprocessors))
     return ExternLoopKernel(spec.name, spec.params, launch, spec.kernel_class)
 
 

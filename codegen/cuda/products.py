@@ -60,7 +60,7 @@ def _f32(x):
     return L.cast(x, _F32)
 
 
-def _product(node, a, b, bias=None, activation=None) -> ExternPlan | None:
+def _product(node, target, a, b, bias=None, activation=None) -> ExternPlan | None:
     """MatMul / Linear: Y = act(A @ B + bias)."""
     sa, sb, sy = tuple(a.type.shape), tuple(b.type.shape), tuple(node.outputs[0].type.shape)
     if len(sa) < 2 or len(sb) < 2 or sa[-1] != sb[-2]:
@@ -102,7 +102,7 @@ def _product(node, a, b, bias=None, activation=None) -> ExternPlan | None:
                                       None), vector_aligned(dt, n)),
         Y, lambda bt, r, c: L.add(L.mul(bt, m * n), L.add(L.mul(r, n), c)), tuple(params),
         _chain(epilogue_parts))
-    return ExternPlan(gemm_kernel(spec), args)
+    return ExternPlan(gemm_kernel(spec, target.multiprocessors), args)
 
 
 def _chain(parts):
@@ -119,7 +119,7 @@ def _chain(parts):
 def lower_matmul(node, consts, target, schedules) -> ExternPlan | None:
     if len(node.inputs) != 2 or not _dtype_ok(node.inputs[0], node.inputs[1], node.outputs[0]):
         return None
-    return _product(node, node.inputs[0], node.inputs[1])
+    return _product(node, target, node.inputs[0], node.inputs[1])
 
 
 def lower_linear(node, consts, target, schedules) -> ExternPlan | None:
@@ -130,7 +130,7 @@ def lower_linear(node, consts, target, schedules) -> ExternPlan | None:
         act = activation_fn(REGISTRY[node.op].resolve_attrs(node.attrs, node.describe()), node.describe())
     except NotLowerable:
         return None
-    return _product(node, a, b, bias, act)
+    return _product(node, target, a, b, bias, act)
 
 
 def lower_gemm(node, consts, target, schedules) -> ExternPlan | None:
@@ -169,7 +169,7 @@ def lower_gemm(node, consts, target, schedules) -> ExternPlan | None:
     spec = GemmSpec("gemm", 1, m, n, k, Operand(A, a_at, not ta and vector_aligned(dt, k)),
                     Operand(B, b_at, not tb and vector_aligned(dt, n)), Y,
                     lambda bt, r, col: L.add(L.mul(r, n), col), tuple(params), _chain(parts))
-    return ExternPlan(gemm_kernel(spec), args)
+    return ExternPlan(gemm_kernel(spec, target.multiprocessors), args)
 
 
 def _unravel(flat, shape):
@@ -242,7 +242,7 @@ def lower_conv(node, consts, target, schedules) -> ExternPlan | None:
     spec = GemmSpec("conv", batches, m, n, k, Operand(W, w_at, vector_aligned(dt, k)),
                     Operand(X, x_at, pointwise and vector_aligned(dt, in_size)), Y,
                     lambda bt, r, col: L.add(L.mul(L.add(L.mul(bt, mg), r), n), col), tuple(params), _chain(parts), "conv")
-    return ExternPlan(gemm_kernel(spec), args)
+    return ExternPlan(gemm_kernel(spec, target.multiprocessors), args)
 
 
 for _op, _rule in (("MatMul", lower_matmul), ("Linear", lower_linear), ("Gemm", lower_gemm), ("Conv", lower_conv)):

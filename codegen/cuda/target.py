@@ -17,9 +17,10 @@ from ...ir.errors import TargetError
 from .. import loop_ir as L
 from ..target import Capabilities, CodegenTarget, native_dtype
 
-# Architectures this build generates code for -> (compute capability, what it is).
-ARCHS = {"sm_80": (8, 0, "A100"), "sm_86": (8, 6, "RTX 30xx / A10 / A40"), "sm_89": (8, 9, "L4 / L40 / RTX 40xx"),
-         "sm_90": (9, 0, "H100 / H200")}
+# Architectures this build generates code for -> (compute capability, what it is, streaming
+# multiprocessors of its usual data-centre part: how many blocks a launch needs to fill it).
+ARCHS = {"sm_80": (8, 0, "A100", 108), "sm_86": (8, 6, "RTX 30xx / A10 / A40", 84),
+         "sm_89": (8, 9, "L4 / L40 / RTX 40xx", 58), "sm_90": (9, 0, "H100 / H200", 132)}
 
 
 CAPABILITIES = Capabilities(
@@ -37,6 +38,11 @@ class CUDATarget(CodegenTarget):
     @property
     def vector_bits(self) -> int:
         return 0  # no SIMD lanes: rows are shared by threads (lowering rules keep reductions whole)
+
+    @property
+    def multiprocessors(self) -> int:
+        """The most SMs among the targeted parts: launches sized to fill the biggest GPU."""
+        return max(ARCHS[a][3] for a in self.archs)
 
     @property
     def min_compute_capability(self) -> tuple[int, int]:
