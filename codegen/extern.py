@@ -33,6 +33,9 @@ class ExternPlan:
     kernel: object
     args: list  # ("value", Value) | ("packed", ndarray), one per kernel parameter
     kind: str = EXTERN
+    # (node) -> this plan with `node`, an elementwise node that alone reads the plan's
+    # output, folded into the kernel's epilogue (writing the node's output); None: it cannot
+    absorb: object = None
 
     def key(self) -> str:
         return self.kernel.identity()

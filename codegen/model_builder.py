@@ -252,12 +252,25 @@ def build_program(graph: Graph, target: CodegenTarget, schedules: Schedules = HE
             kernels[plan.kernel.name] = plan
         plans.append((plan, unique[key], tuple(nodes)))
 
+    readers: dict[Value, int] = {}
+    for n in todo:
+        for v in n.inputs:
+            if v is not None:
+                readers[v] = readers.get(v, 0) + 1
     for gi, group in enumerate(groups):
         pieces = _split_at_externs(group, externs)
         for pi, (piece, extern) in enumerate(pieces):
+            if not piece:
+                continue  # its only node went into the previous extern's epilogue
             node = piece[0]
             name = f"k{gi}_{_ident(node.op)}" if len(pieces) == 1 else f"k{gi}_{pi}_{_ident(node.op)}"
             if extern is not None:
+                nxt = pieces[pi + 1][0][0] if pi + 1 < len(pieces) and pieces[pi + 1][1] is None else None
+                folded = _absorbed(extern, node, nxt, readers, outputs)
+                if folded is not None:
+                    extern, piece = folded, [node, nxt]
+                    pieces[pi + 1] = (pieces[pi + 1][0][1:], None)
+                    paths[nxt] = EXTERN
                 add(extern.named(name), piece)
                 paths[node] = EXTERN
                 continue
@@ -298,6 +311,17 @@ def _extern_plans(todo: list[Node], known: dict, target: CodegenTarget, schedule
         if plan is not None:
             externs[node] = plan
     return externs
+
+
+def _absorbed(plan: ExternPlan, node: Node, nxt: Node | None, readers: dict, outputs: dict) -> ExternPlan | None:
+    """`plan` with `nxt` folded into its epilogue (the target's `plan.absorb`), when `nxt`
+    comes right after in the fusion group and is the only reader of the node's output."""
+    if plan.absorb is None or nxt is None or len(node.outputs) != 1:
+        return None
+    y = node.outputs[0]
+    if not nxt.inputs or nxt.inputs[0] is not y or readers.get(y) != 1 or y in outputs:
+        return None
+    return plan.absorb(nxt)
 
 
 def _split_at_externs(group: list[Node], externs: dict) -> list[tuple[list[Node], ExternPlan | None]]:

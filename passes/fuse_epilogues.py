@@ -45,8 +45,9 @@ def _conv_with(rw: Rewriter, conv: Node, original: Value, operands: list[Value |
     return [y] if compatible(y, original) else None
 
 
-def _activation_of(node: Node) -> dict | None:
-    """The epilogue attributes standing for an activation node (input 0 is its operand), or None."""
+def activation_of(node: Node) -> dict | None:
+    """The epilogue attributes standing for an activation node (input 0 is its operand), or None.
+    Also how the cuda target's product template folds a following activation in."""
     act = replaced_by(node.op, get_op(node.op).resolve_attrs(node.attrs, node.describe()))
     if act is None:
         return None
@@ -84,7 +85,7 @@ def _per_channel(c: np.ndarray | None, channels: int) -> np.ndarray | None:
 # ---- ConvNhwc epilogues ------------------------------------------------------------------
 
 def conv_activation(node: Node, rw: Rewriter):
-    attrs = _activation_of(node)
+    attrs = activation_of(node)
     conv = _sole_producer(rw, node.inputs[0], "ConvNhwc")
     if attrs is None or conv is None or conv.attrs.get("activation", "none") != "none":
         return None
@@ -146,7 +147,7 @@ def gemm_to_linear(node: Node, rw: Rewriter):
 
 
 def linear_activation(node: Node, rw: Rewriter):
-    attrs = _activation_of(node)
+    attrs = activation_of(node)
     lin = _sole_producer(rw, node.inputs[0], "Linear")
     if attrs is None or lin is None or lin.attrs.get("activation", "none") != "none":
         return None

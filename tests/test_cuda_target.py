@@ -455,3 +455,29 @@ def test_product_template_tile_sizes(dtype, multiprocessors):
     want = a.astype(np.float64) @ b.astype(np.float64)
     tol = 1e-5 if dtype == "float32" else 2 ** -10
     np.testing.assert_allclose(y.reshape(batches, m, n).astype(np.float64), want, rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("activation", [
+    ("Relu", [], {}), ("Clip", ["lo", "hi"], {}), ("Gelu", [], {"approximate": "tanh"})])
+def test_an_activation_after_a_product_is_its_epilogue(activation):
+    """Conv then an activation that alone reads it: one template launch writes the
+    activation's output; the conv's result is never stored."""
+    op, extra, attrs = activation
+    w, b = f32(64, 32, 3, 3) * 0.2, f32(64)
+    inits = [("w", w), ("b", b), ("lo", np.array(-0.5, np.float32)), ("hi", np.array(0.5, np.float32))]
+    m = model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+               helper.make_node(op, ["c", *extra], ["y"], **attrs)],
+              [("x", F, [2, 32, 13, 20])], [("y", F, [2, 64, 13, 20])], inits, opset=20)
+    cm = check_on_emulator(m, {"x": f32(2, 32, 13, 20)}, rtol=2e-4, atol=2e-5)
+    calls = json.loads(cm._sections["calls.json"])
+    assert [c["ops"] for c in calls] == [["Conv", op]], calls
+    assert "__syncthreads();" in cm.cuda_source
+
+
+def test_a_product_whose_result_has_other_readers_keeps_its_activation_apart():
+    w = f32(64, 64)
+    m = model([helper.make_node("MatMul", ["x", "w"], ["c"]), helper.make_node("Relu", ["c"], ["r"]),
+               helper.make_node("Add", ["c", "r"], ["y"])],
+              [("x", F, [256, 64])], [("y", F, [256, 64])], [("w", w)])
+    cm = check_on_emulator(m, {"x": f32(256, 64)}, rtol=2e-4, atol=1e-4)
+    assert json.loads(cm._sections["calls.json"])[0]["ops"] == ["MatMul"]

@@ -9,6 +9,9 @@ registered as each op's cuda extern lowering (`OpDef.extern_lowering("cuda")`):
              an implicit GEMM per (image, group): M output channels of the group, N output
              positions, K input channels x kernel window, the image gathered on the fly
 
+An activation node that alone reads the result (Relu, Clip with constant bounds, Gelu,
+Swish) is folded into the epilogue (`ExternPlan.absorb`, asked by the program builder).
+
 Operands are float32, float16 or bfloat16 (all the node's the same), shapes static and
 non-empty. 16-bit operands always go here (tensor cores); float32 ones when the product is
 big enough for shared-memory tiles to pay (`worth_tiling`), else the loop-IR rule's
@@ -26,6 +29,7 @@ from ..extern import ExternPlan
 from ..lowering import NotLowerable
 from ..lowering.activation import activation_fn
 from ..lowering.nn import window_params
+from ...passes.fuse_epilogues import activation_of
 from .igemm import GemmSpec, Operand, gemm_kernel, vector_aligned
 
 TEMPLATE_DTYPES = ("float32", "float16", "bfloat16")
@@ -60,7 +64,7 @@ def _f32(x):
     return L.cast(x, _F32)
 
 
-def _product(node, target, a, b, bias=None, activation=None) -> ExternPlan | None:
+def _product(node, target, tail, a, b, bias=None, activation=None) -> ExternPlan | None:
     """MatMul / Linear: Y = act(A @ B + bias)."""
     sa, sb, sy = tuple(a.type.shape), tuple(b.type.shape), tuple(node.outputs[0].type.shape)
     if len(sa) < 2 or len(sb) < 2 or sa[-1] != sb[-2]:
@@ -75,7 +79,7 @@ def _product(node, target, a, b, bias=None, activation=None) -> ExternPlan | Non
     if math.prod(sy) != batches * m * n or not worth_tiling(a.type.dtype.name, batches, m, n, k):
         return None
     dt = a.type.dtype
-    A, B, Y = _buffer("A", a), _buffer("B", b), _buffer("Y", node.outputs[0])
+    A, B = _buffer("A", a), _buffer("B", b)
     params, args = [A, B], [("value", a), ("value", b)]
     epilogue_parts = []
     if bias is not None:
@@ -93,8 +97,7 @@ def _product(node, target, a, b, bias=None, activation=None) -> ExternPlan | Non
                                                                       c if along_n else L.const(0)))))
     if activation is not None:
         epilogue_parts.append(lambda s, bt, r, c: activation(s))
-    params.append(Y)
-    args.append(("value", node.outputs[0]))
+    Y = _output(node, tail, params, args, epilogue_parts)
     spec = GemmSpec(
         "matmul", batches, m, n, k,
         Operand(A, lambda bt, r, kk: (L.add(L.mul(bt, m * k), L.add(L.mul(r, k), kk)), None), vector_aligned(dt, k)),
@@ -103,6 +106,18 @@ def _product(node, target, a, b, bias=None, activation=None) -> ExternPlan | Non
         Y, lambda bt, r, c: L.add(L.mul(bt, m * n), L.add(L.mul(r, n), c)), tuple(params),
         _chain(epilogue_parts))
     return ExternPlan(gemm_kernel(spec, target.multiprocessors), args)
+
+
+def _output(node, tail, params: list, args: list, parts: list) -> L.Buffer:
+    """The kernel's Y: the node's output, or with `tail` (activation, value) the folded
+    activation node's output, its activation last in the epilogue."""
+    out = node.outputs[0] if tail is None else tail[1]
+    if tail is not None:
+        parts.append(lambda s, bt, r, c: tail[0](s))
+    y = _buffer("Y", out)
+    params.append(y)
+    args.append(("value", out))
+    return y
 
 
 def _chain(parts):
@@ -116,13 +131,13 @@ def _chain(parts):
     return apply
 
 
-def lower_matmul(node, consts, target, schedules) -> ExternPlan | None:
+def lower_matmul(node, consts, target, schedules, tail=None) -> ExternPlan | None:
     if len(node.inputs) != 2 or not _dtype_ok(node.inputs[0], node.inputs[1], node.outputs[0]):
         return None
-    return _product(node, target, node.inputs[0], node.inputs[1])
+    return _product(node, target, tail, node.inputs[0], node.inputs[1])
 
 
-def lower_linear(node, consts, target, schedules) -> ExternPlan | None:
+def lower_linear(node, consts, target, schedules, tail=None) -> ExternPlan | None:
     a, b, bias = node.inputs[0], node.inputs[1], _input(node, 2)
     if not _dtype_ok(a, b, bias, node.outputs[0]) or b.type.rank != 2:
         return None
@@ -130,10 +145,10 @@ def lower_linear(node, consts, target, schedules) -> ExternPlan | None:
         act = activation_fn(REGISTRY[node.op].resolve_attrs(node.attrs, node.describe()), node.describe())
     except NotLowerable:
         return None
-    return _product(node, target, a, b, bias, act)
+    return _product(node, target, tail, a, b, bias, act)
 
 
-def lower_gemm(node, consts, target, schedules) -> ExternPlan | None:
+def lower_gemm(node, consts, target, schedules, tail=None) -> ExternPlan | None:
     a, b, c, y = node.inputs[0], node.inputs[1], _input(node, 2), node.outputs[0]
     if not _dtype_ok(a, b, c, y) or a.type.rank != 2 or b.type.rank != 2:
         return None
@@ -144,7 +159,7 @@ def lower_gemm(node, consts, target, schedules) -> ExternPlan | None:
     if not worth_tiling(a.type.dtype.name, 1, m, n, k):
         return None
     dt = a.type.dtype
-    A, B, Y = _buffer("A", a), _buffer("B", b), _buffer("Y", y)
+    A, B = _buffer("A", a), _buffer("B", b)
     params, args = [A, B], [("value", a), ("value", b)]
     parts = []
     if alpha != 1.0:
@@ -162,8 +177,7 @@ def lower_gemm(node, consts, target, schedules) -> ExternPlan | None:
             value = _f32(L.Load(cbuf.dtype, cbuf, at))
             return L.add(s, value if beta == 1.0 else L.mul(value, L.const(beta, _F32)))
         parts.append(addend)
-    params.append(Y)
-    args.append(("value", y))
+    Y = _output(node, tail, params, args, parts)
     a_at = (lambda bt, r, kk: (L.add(L.mul(kk, m), r), None)) if ta else (lambda bt, r, kk: (L.add(L.mul(r, k), kk), None))
     b_at = (lambda bt, kk, col: (L.add(L.mul(col, k), kk), None)) if tb else (lambda bt, kk, col: (L.add(L.mul(kk, n), col), None))
     spec = GemmSpec("gemm", 1, m, n, k, Operand(A, a_at, not ta and vector_aligned(dt, k)),
@@ -180,7 +194,7 @@ def _unravel(flat, shape):
     return out
 
 
-def lower_conv(node, consts, target, schedules) -> ExternPlan | None:
+def lower_conv(node, consts, target, schedules, tail=None) -> ExternPlan | None:
     x, w, bias, y = node.inputs[0], node.inputs[1], _input(node, 2), node.outputs[0]
     if not _dtype_ok(x, w, bias, y) or x.type.rank < 3:
         return None
@@ -198,7 +212,7 @@ def lower_conv(node, consts, target, schedules) -> ExternPlan | None:
     if not worth_tiling(x.type.dtype.name, batches, m, n, k):
         return None
     dt = x.type.dtype
-    X, W, Y = _buffer("X", x), _buffer("W", w), _buffer("Y", y)
+    X, W = _buffer("X", x), _buffer("W", w)
     params, args = [X, W], [("value", x), ("value", w)]
     in_size = math.prod(in_sp)
 
@@ -237,13 +251,31 @@ def lower_conv(node, consts, target, schedules) -> ExternPlan | None:
             g = L.mod(bt, groups) if groups > 1 else L.const(0)
             return L.add(s, _f32(L.Load(bias_buf.dtype, bias_buf, L.add(L.mul(g, mg), r))))
         parts.append(add_bias)
-    params.append(Y)
-    args.append(("value", y))
+    Y = _output(node, tail, params, args, parts)
     spec = GemmSpec("conv", batches, m, n, k, Operand(W, w_at, vector_aligned(dt, k)),
                     Operand(X, x_at, pointwise and vector_aligned(dt, in_size)), Y,
                     lambda bt, r, col: L.add(L.mul(L.add(L.mul(bt, mg), r), n), col), tuple(params), _chain(parts), "conv")
     return ExternPlan(gemm_kernel(spec, target.multiprocessors), args)
 
 
+def _absorbing(rule):
+    """`rule` whose plans can fold a following activation node into the template's
+    epilogue (`ExternPlan.absorb`): a Relu, Clip with constant bounds, Gelu or Swish after
+    a convolution is then one launch, its intermediate never written."""
+    def lower(node, consts, target, schedules):
+        plan = rule(node, consts, target, schedules)
+        if plan is not None:
+            plan.absorb = lambda nxt: _absorb(rule, node, consts, target, schedules, nxt)
+        return plan
+    return lower
+
+
+def _absorb(rule, node, consts, target, schedules, nxt) -> ExternPlan | None:
+    attrs = activation_of(nxt)
+    if attrs is None or len(nxt.outputs) != 1 or nxt.outputs[0].type != node.outputs[0].type:
+        return None
+    return rule(node, consts, target, schedules, (activation_fn(attrs, nxt.describe()), nxt.outputs[0]))
+
+
 for _op, _rule in (("MatMul", lower_matmul), ("Linear", lower_linear), ("Gemm", lower_gemm), ("Conv", lower_conv)):
-    get_op(_op).register("extern:cuda", _rule)
+    get_op(_op).register("extern:cuda", _absorbing(_rule))
