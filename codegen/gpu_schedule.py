@@ -92,7 +92,8 @@ def launches_of(kernel: L.Kernel) -> list[tuple[L.Stmt, Launch]]:
 # ------------------------------------------------------------------------------ lowering
 
 
-def _unravel(flat: L.Expr, shape: tuple[int, ...]) -> list[L.Expr]:
+def unravel(flat: L.Expr, shape: tuple[int, ...]) -> list[L.Expr]:
+    """The row-major multi-index of flat position `flat` in `shape` (0 along size-1 dims)."""
     idx, rest = [], flat
     for k in range(len(shape) - 1, -1, -1):
         d = shape[k]
@@ -143,7 +144,7 @@ def lower_stage_gpu(stage: Compute, out: Tensor, knobs: dict | None = None) -> L
 
     def body(b, t):
         flat = L.add(L.mul(b, threads), t)
-        idx = _unravel(flat, stage.shape)
+        idx = unravel(flat, stage.shape)
         value = stage.fn(idx)
         if isinstance(value, Reduce):
             work = _reduce_body(value, value.dtype or stage.dtype, out, out.flat_index(idx), _Unroll(1))
@@ -194,7 +195,7 @@ def _vectorized(stage: Compute, out: Tensor, n: int, threads: int) -> L.Stmt | N
         staged: dict = {}  # input buffer -> its local copy of this thread's vector
         values = []
         for j in range(vec):
-            idx = _unravel(L.add(base, j), stage.shape)
+            idx = unravel(L.add(base, j), stage.shape)
             at = _text(out.flat_index(idx))
 
             def swap(load, j=j, at=at):
@@ -238,13 +239,13 @@ def _block_reduce(stage: Compute, out: Tensor, n: int, length: int, acc_dtype, t
         return out_steps
 
     def body(b, t):
-        idx = _unravel(b, stage.shape)
+        idx = unravel(b, stage.shape)
         red = stage.fn(idx)
         accb = L.Buffer(L.var("acc").name, acc_dtype, 1, "local")
         mine = L.Load(acc_dtype, accb, L.const(0))
         r = L.var("r")
         rr = L.add(L.mul(r, threads), t)
-        rvars = _unravel(rr, red.extents)
+        rvars = unravel(rr, red.extents)
         update = L.Store(accb, L.const(0), L.binary(op, mine, L.cast(red.body(rvars), acc_dtype)))
         guarded = update if steps * threads == length else L.IfThenElse(L.binary("lt", rr, L.const(length)), update)
         loop = L.For(r, L.const(steps), L.LoopKind.SERIAL, guarded) if steps > 1 else L.substitute(guarded, {r: L.const(0)})
@@ -311,7 +312,7 @@ def _register_tiled(stage: Compute, out: Tensor, red: Reduce, axes: tuple[int, i
 
     def body(b, t):
         flat = L.add(L.mul(b, threads), t)
-        tile = _unravel(flat, tuple(tiles))
+        tile = unravel(flat, tuple(tiles))
         acc = L.Buffer(L.var("acc").name, acc_dtype, tm * tn, "local")
         cells = []
         for i in range(tm):

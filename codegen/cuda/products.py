@@ -26,6 +26,7 @@ from ...ir import dtypes
 from ...ir.ops import REGISTRY, get_op
 from .. import loop_ir as L
 from ..extern import ExternPlan
+from ..gpu_schedule import unravel
 from ..lowering import NotLowerable
 from ..lowering.activation import activation_fn
 from ..lowering.nn import window_params
@@ -186,14 +187,6 @@ def lower_gemm(node, consts, target, schedules, tail=None) -> ExternPlan | None:
     return ExternPlan(gemm_kernel(spec, target.multiprocessors), args)
 
 
-def _unravel(flat, shape):
-    out, rest = [], flat
-    for i in range(len(shape) - 1, -1, -1):
-        out.insert(0, L.mod(rest, shape[i]) if i else rest)
-        rest = L.div(rest, shape[i])
-    return out
-
-
 def lower_conv(node, consts, target, schedules, tail=None) -> ExternPlan | None:
     x, w, bias, y = node.inputs[0], node.inputs[1], _input(node, 2), node.outputs[0]
     if not _dtype_ok(x, w, bias, y) or x.type.rank < 3:
@@ -224,12 +217,12 @@ def lower_conv(node, consts, target, schedules, tail=None) -> ExternPlan | None:
 
     def x_at(bt, kk, col):
         image, g = (L.div(bt, groups), L.mod(bt, groups)) if groups > 1 else (bt, L.const(0))
-        ci, *ks = _unravel(kk, [cg, *kernel])
+        ci, *ks = unravel(kk, (cg, *kernel))
         plane = L.add(L.mul(image, channels), L.add(L.mul(g, cg), ci))
         if pointwise:
             return L.add(L.mul(plane, in_size), col), None
         pos, checks = [], []
-        for o, kv, s, d, b, size in zip(_unravel(col, list(out_sp)), ks, strides, dilations, begin, in_sp):
+        for o, kv, s, d, b, size in zip(unravel(col, tuple(out_sp)), ks, strides, dilations, begin, in_sp):
             p = L.add(L.sub(L.mul(o, s), L.const(b)) if b else L.mul(o, s), L.mul(kv, d) if d != 1 else kv)
             pos.append(p)
             checks += [L.binary("ge", p, L.const(0)), L.binary("lt", p, L.const(size))]
