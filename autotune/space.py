@@ -52,11 +52,10 @@ def tile_score(problem: GemmProblem, mr: int, nr: int, lanes: int) -> float:
 
 
 def pack_a_fits(problem: GemmProblem, s: GemmSchedule) -> bool:
-    """pack_a is allowed: one group, and the packed block fits the stack limit."""
+    """pack_a as the problem allows: off only in float32 (bfloat16 converts A as it packs
+    it), and on only when the packed block fits the stack limit."""
     if not s.pack_a:
-        return True
-    if problem.groups > 1:
-        return False
+        return not problem.bf16
     return packed_a_bytes(problem, s.mr, s.kc, s.mc_tiles) <= PACK_A_STACK_BYTES
 
 

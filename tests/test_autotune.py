@@ -159,10 +159,15 @@ def test_register_tiles_fit_the_registers():
     assert (7, 16) not in tiles and (3, 32) not in tiles  # 17 registers
 
 
-def test_pack_a_is_never_proposed_for_grouped_problems(target):
+def test_pack_a_candidates_follow_the_problem(target):
+    """Grouped problems may pack A (each column unit packs its group's channels); bfloat16
+    problems must (the packing converts A), so they are never offered pack_a=0."""
     tp = tuning_problem(PROBLEMS["conv_grouped"])
-    assert not any(s.pack_a for s in space.candidates(tp, target))
+    assert any(s.pack_a for s in space.candidates(tp, target))
+    assert any(not s.pack_a for s in space.candidates(tp, target))
     assert any(s.pack_a for s in space.candidates(tuning_problem(PROBLEMS["conv_7x7_s2"]), target))
+    if target.vector_bits >= 512:
+        assert all(s.pack_a for s in space.candidates(replace(tp, bf16=True), target))
 
 
 def test_a_single_row_gemm_tries_single_row_tiles_first(target):
@@ -224,9 +229,12 @@ def test_entries_whose_schedule_no_longer_validates_are_ignored(target, bad):
 
 
 def test_a_schedule_that_does_not_fit_the_problem_is_ignored(target):
-    """A valid schedule that this problem cannot use (pack_a on a grouped conv) reads as a miss."""
-    problem = tuning_problem(PROBLEMS["conv_grouped"])
-    _cache(target).put(problem_key(problem), replace(default_for(problem, target), pack_a=1), 1.0, 2.0, 3)
+    """A valid schedule that this problem cannot use (A read in place, for a bfloat16
+    problem that converts A as it packs it) reads as a miss."""
+    if target.vector_bits < 512:
+        pytest.skip("bfloat16 kernels need AVX-512")
+    problem = replace(tuning_problem(PROBLEMS["conv_grouped"]), bf16=True)
+    _cache(target).put(problem_key(problem), replace(default_for(problem, target), pack_a=0), 1.0, 2.0, 3)
     assert TunedSchedules(threads=2).for_extern(problem, target) == default_for(problem, target)
 
 

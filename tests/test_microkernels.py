@@ -154,7 +154,7 @@ def test_gemm_strided_operands(lib):
 
 PACKED_A_CASES = {"gemm_100x257x100": (100, 257, 100), "gemm_7x17x33": (7, 17, 33),
                   "conv1_7x7_s2": CONVS["conv1_7x7_s2"], "3x3_s2": CONVS["3x3_s2"],
-                  "1x1_s2_downsample": CONVS["1x1_s2_downsample"]}
+                  "1x1_s2_downsample": CONVS["1x1_s2_downsample"], "grouped_3x3": CONVS["grouped_3x3"]}
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_packed_a_matches_numpy(packed_a_lib, key):
         np.testing.assert_allclose(y, a.astype(np.float64) @ b, rtol=1e-4, atol=1e-4 * np.sqrt(k))
         return
     c = case
-    x, w = rand(rng, c.batch, c.in_h, c.in_w, c.in_c), rand(rng, c.out_c, c.in_c, c.kh, c.kw)
+    x, w = rand(rng, c.batch, c.in_h, c.in_w, c.in_c), rand(rng, c.out_c, c.in_c // c.groups, c.kh, c.kw)
     vecs = {name: rand(rng, c.out_c) for name in ("bias", "scale", "shift")}
     res = rand(rng, c.batch, c.out_h, c.out_w, c.out_c)
     y = np.full(res.shape, np.nan, np.float32)

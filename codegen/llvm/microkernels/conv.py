@@ -46,6 +46,7 @@ class ConvProblem:
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
     epilogue: E.Epilogue = field(default_factory=E.Epilogue)
+    bf16: bool = False  # the implicit GEMM in bfloat16 (`GemmProblem.bf16`); depthwise convs ignore it
 
     def __post_init__(self):
         if self.in_c % self.groups or self.out_c % self.groups:
@@ -75,7 +76,7 @@ class ConvProblem:
     def gemm(self) -> G.GemmProblem:
         a = G.AOperand(self.batch, self.in_h, self.in_w, self.in_c, self.out_h, self.out_w, self.in_c // self.groups,
                        self.kh, self.kw, self.stride, self.pads[:2], self.dilation)
-        return G.GemmProblem(a, self.out_c // self.groups, self.groups, self.out_c, self.epilogue)
+        return G.GemmProblem(a, self.out_c // self.groups, self.groups, self.out_c, self.epilogue, self.bf16)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def pack_conv_weights(w: np.ndarray, conv: ConvProblem, schedule, lanes: int) ->
         return out
     g, cog, cig = conv.groups, conv.out_c // conv.groups, conv.in_c // conv.groups
     b = w.reshape(g, cog, cig, conv.kh, conv.kw).transpose(0, 3, 4, 2, 1).reshape(g, conv.kh * conv.kw * cig, cog)
-    return G.pack_weights(b, schedule)
+    return G.pack_weights(b, schedule, conv.gemm())
 
 
 def emit_conv(module: ir.Module, name: str, conv: ConvProblem, target, schedule=None) -> ConvKernel:

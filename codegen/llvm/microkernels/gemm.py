@@ -24,6 +24,12 @@ Loop nest of one thread (BLIS order; `GemmSchedule` names every block size):
                          C loaded (not first chunk) / epilogue + store (last chunk)
 Edge tiles are their own microkernel variants: fewer rows (compile-time MR') and fewer
 vectors with the last one loaded/stored under a constant lane mask.
+bfloat16 (`GemmProblem.bf16`, AVX512-BF16): the same loop nest, with A always packed (its
+chunk converted to bfloat16 pairs as it is copied) and B packed at compile time as pairs of
+k rows, packed[g, p, kpair, 0:NR] = (B[2j, n], B[2j+1, n]) in one 32-bit slot per column;
+each step of the k loop broadcasts one pair of A and issues `vdpbf16ps`, two multiply-adds
+per lane into float32 accumulators. A K chunk of odd length is padded with a zero k row,
+so pairs never straddle chunks; the epilogue is unchanged (float32).
 Threads: our pool's cm_parallel (`csrc/thread_pool.c`); the row tiles (or column panels, whichever has more
 units) are split into contiguous ranges that differ by at most one tile.
 """
@@ -32,14 +38,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import llvmlite.ir as ir
+import ml_dtypes
 import numpy as np
 
 from ....ir.errors import CompilerError
 from ..parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from ...schedule import Knob
 from . import epilogue as E
-from .irutil import (F32, F32P, I8P, I32, I64, VOID, broadcast, counted_loop, declare, entry_alloca, fma, i64,
-                     imin, load_vec, new_function, store_vec, vec_type)
+from .irutil import (F32, F32P, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16, entry_alloca,
+                     fma, i64, imin, load_vec, new_function, store_vec, to_bf16, vec_type)
 
 # ------------------------------------------------------------------ problem description
 
@@ -94,6 +101,7 @@ class GemmProblem:
     groups: int = 1
     ldc: int | None = None  # floats per output row; default n * groups
     epilogue: E.Epilogue = field(default_factory=E.Epilogue)
+    bf16: bool = False  # operands rounded to bfloat16, products accumulated in float32 (AVX512-BF16)
 
     @property
     def m(self) -> int:
@@ -205,6 +213,8 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     # A packed block is then reused across all column panels (BLIS order, nc_panels=all).
     aliasing_rows = a is not None and a.pointwise and a.pixel_stride % 1024 == 0
     pack_a = int((short_runs or aliasing_rows) and problem.groups == 1)
+    if problem is not None and problem.bf16:
+        pack_a = 1  # the packing step is where A becomes bfloat16 pairs
     mc_tiles = 16
     if pack_a:  # the packed block lives on the stack: shrink kc, then mc_tiles, until it fits
         while kc > _CHOICES["kc"][0] and packed_a_bytes(problem, mr, kc, 2) > PACK_A_STACK_BYTES:
@@ -218,15 +228,27 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
 PACK_A_STACK_BYTES = 1 << 20  # the packed A block of pack_a lives on the worker's stack
 
 
-def packed_row_floats(a: AOperand, kc: int) -> int:
-    """Floats of one packed A row: the longest K chunk."""
-    return max((th - tl) * (ch - cl) for tl, th, cl, ch in k_chunks(a, kc))
+def packed_row_slots(a: AOperand, kc: int, bf16: bool = False) -> int:
+    """32-bit slots of one packed A row: the longest K chunk, in floats or in bfloat16 pairs."""
+    longest = max((th - tl) * (ch - cl) for tl, th, cl, ch in k_chunks(a, kc))
+    return -(-longest // 2) if bf16 else longest
 
 
 def packed_a_bytes(problem: "GemmProblem", mr: int, kc: int, mc_tiles: int) -> int:
     """Bytes of one thread's packed A block: a block of row tiles (no more than the problem
     has) x mr rows x the longest K chunk."""
-    return min(mc_tiles, -(-problem.m // mr)) * mr * packed_row_floats(problem.a, kc) * 4
+    return min(mc_tiles, -(-problem.m // mr)) * mr * packed_row_slots(problem.a, kc, problem.bf16) * 4
+
+
+def chunk_pairs(a: AOperand, kc: int) -> list[tuple[int, int, int]]:
+    """Per K chunk (`k_chunks`), bfloat16 packing: (first k, k count, first pair slot of
+    the packed B panel). A chunk is a contiguous k range; odd ones get a zero pair half."""
+    out, slot = [], 0
+    for tl, th, cl, ch in k_chunks(a, kc):
+        k0, klen = tl * a.cin + cl, (th - tl) * (ch - cl)
+        out.append((k0, klen, slot))
+        slot += -(-klen // 2)
+    return out
 
 
 def kc_budget_bytes(lanes: int) -> int:
@@ -252,8 +274,13 @@ def default_kc(k: int, nr: int, lanes: int) -> int:
 # ------------------------------------------------------------------ weight packing (compile time)
 
 
-def pack_weights(b: np.ndarray, schedule: GemmSchedule) -> np.ndarray:
-    """B [K, N] or [groups, K, N] -> contiguous [groups, panels, K, NR] float32, zero-padded."""
+def pack_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProblem | None = None) -> np.ndarray:
+    """B [K, N] or [groups, K, N] -> contiguous [groups, panels, K, NR] float32, zero-padded.
+
+    For a bfloat16 `problem`: [groups, panels, pairs, NR] 32-bit slots, each holding the
+    bfloat16 bits of B[2j, n] (low half) and B[2j+1, n] (high half), k paired within each
+    K chunk (`chunk_pairs`); returned as a float32 array of those bits, since the kernel's
+    parameters are float pointers (the values are never read as floats)."""
     b = np.asarray(b, np.float32)
     if b.ndim == 2:
         b = b[None]
@@ -261,7 +288,16 @@ def pack_weights(b: np.ndarray, schedule: GemmSchedule) -> np.ndarray:
     panels = -(-n // schedule.nr)
     padded = np.zeros((g, k, panels * schedule.nr), np.float32)
     padded[:, :, :n] = b
-    return np.ascontiguousarray(padded.reshape(g, k, panels, schedule.nr).transpose(0, 2, 1, 3))
+    if problem is None or not problem.bf16:
+        return np.ascontiguousarray(padded.reshape(g, k, panels, schedule.nr).transpose(0, 2, 1, 3))
+    parts = []
+    for k0, klen, _ in chunk_pairs(problem.a, schedule.kc):
+        rows = np.zeros((g, 2 * -(-klen // 2), panels * schedule.nr), np.float32)
+        rows[:, :klen] = padded[:, k0:k0 + klen]
+        # [g, pairs, 2, panels, nr] -> [g, panels, pairs, nr, 2]: a pair's halves adjacent
+        parts.append(rows.reshape(g, -1, 2, panels, schedule.nr).transpose(0, 3, 1, 4, 2))
+    bits = np.concatenate(parts, axis=2).astype(ml_dtypes.bfloat16).view(np.uint16)
+    return np.ascontiguousarray(bits).view(np.float32).reshape(g, panels, -1, schedule.nr)
 
 
 def k_chunks(a: AOperand, kc: int) -> list[tuple[int, int, int, int]]:
@@ -281,7 +317,26 @@ def k_chunks(a: AOperand, kc: int) -> list[tuple[int, int, int, int]]:
 
 PARAMS = ("x", "w", "y", "bias", "scale", "shift", "res")  # the entry point's pointer arguments
 _UK_ARGS = [(n, F32P) for n in PARAMS] + [("apack", F32P)] + [(n, I64) for n in ("m0", "g", "p", "tap_lo", "tap_hi", "c_lo", "c_hi",
-                                                                "first", "last")]
+                                                                "kp0", "first", "last")]
+
+
+def _convert_run(b: ir.IRBuilder, src, dst, n) -> None:
+    """dst[0:n] = bfloat16(src[0:n]) (float* -> i16*, n an i64 value): whole vectors of 16,
+    then one vector under a lane mask for the rest."""
+    v16, f16 = ir.VectorType(I16, 16), ir.VectorType(F32, 16)
+    whole = b.mul(b.udiv(n, i64(16)), i64(16))
+    counted_loop(b, i64(0), whole, lambda c: b.store(
+        to_bf16(b, load_vec(b, b.gep(src, [c]), 16)), b.bitcast(b.gep(dst, [c]), v16.as_pointer()), align=2),
+        step=16, name="cv")
+    rest = b.trunc(b.sub(n, whole), I32)
+    with b.if_then(b.icmp_signed(">", rest, ir.Constant(I32, 0))):
+        lanes = ir.Constant(ir.VectorType(I32, 16), list(range(16)))
+        mask = b.icmp_unsigned("<", lanes, broadcast(b, rest, 16))
+        load = declare(b.module, "llvm.masked.load.v16f32.p0", f16, [f16.as_pointer(), I32, mask.type, f16])
+        store = declare(b.module, "llvm.masked.store.v16i16.p0", VOID, [v16, v16.as_pointer(), I32, mask.type])
+        x = b.call(load, [b.bitcast(b.gep(src, [whole]), f16.as_pointer()), ir.Constant(I32, 4), mask,
+                          ir.Constant(f16, [0.0] * 16)])
+        b.call(store, [to_bf16(b, x), b.bitcast(b.gep(dst, [whole]), v16.as_pointer()), ir.Constant(I32, 2), mask])
 
 
 class _Gen:
@@ -294,10 +349,15 @@ class _Gen:
         self.m_tiles = -(-prob.m // sched.mr)
         self.variants: dict = {}
         self.chunks = k_chunks(prob.a, sched.kc)
-        self.ks = packed_row_floats(prob.a, sched.kc)  # packed row stride
+        self.ks = packed_row_slots(prob.a, sched.kc, prob.bf16)  # packed row stride (32-bit slots)
+        # B slots per column of a panel: k rows, or k pairs (each chunk padded to even)
+        pairs = chunk_pairs(prob.a, sched.kc)
+        self.k_slots = sum(-(-klen // 2) for _, klen, _ in pairs) if prob.bf16 else prob.k
+        self.kp0 = [slot for _, _, slot in pairs]
         self.mc_eff = min(sched.mc_tiles, self.m_tiles)
-        if sched.pack_a and prob.groups > 1:
-            raise CompilerError(f"gemm {name}: pack_a packs one group's rows; grouped problems read A in place")
+        if prob.bf16 and (not sched.pack_a or sched.lanes != 16):
+            raise CompilerError(f"gemm {name}: bfloat16 products need pack_a=1 and 16 lanes (AVX-512), "
+                                f"the schedule has pack_a={sched.pack_a}, lanes={sched.lanes}")
         if sched.pack_a and packed_a_bytes(prob, sched.mr, sched.kc, sched.mc_tiles) > PACK_A_STACK_BYTES:
             raise CompilerError(f"gemm {name}: the packed A block ({self.mc_eff} tiles x {sched.mr} rows x {self.ks} k) "
                                 "exceeds 1 MiB of thread stack; lower mc_tiles or kc")
@@ -321,7 +381,7 @@ class _Gen:
         A = {a.name: a for a in fn.args}
         p, s, a, L = self.p, self.s, self.p.a, self.L
         nr = s.nr
-        panel = b.gep(A["w"], [b.mul(b.add(b.mul(A["g"], i64(self.panels)), A["p"]), i64(p.k * nr))])
+        panel = b.gep(A["w"], [b.mul(b.add(b.mul(A["g"], i64(self.panels)), A["p"]), i64(self.k_slots * nr))])
         n0 = b.add(b.mul(A["g"], i64(p.n)), b.mul(A["p"], i64(nr)))
         cin_off = b.mul(A["g"], i64(a.cin))
         rows = [b.add(A["m0"], i64(i)) for i in range(mr)]
@@ -377,12 +437,16 @@ class _Gen:
 
     def _packed_k_loop(self, b, A, panel, acc, mr, nv):
         """The chunk's k range from the packed tile: row i at apack + i*ks. The row offsets
-        are constants, so all rows share one base register (address displacement)."""
+        are constants, so all rows share one base register (address displacement). In
+        bfloat16 a step is one k pair, the B rows starting at the chunk's pair slot kp0."""
         a, nr = self.p.a, self.s.nr
-        k0 = b.add(b.mul(A["tap_lo"], i64(a.cin)), A["c_lo"])
         klen = b.mul(b.sub(A["tap_hi"], A["tap_lo"]), b.sub(A["c_hi"], A["c_lo"]))
         ptrs = [b.gep(A["apack"], [i64(i * self.ks)]) for i in range(mr)]
-        self._k_loop(b, i64(0), klen, ptrs, b.gep(panel, [b.mul(k0, i64(nr))]), acc, mr, nv)
+        if self.p.bf16:
+            steps, k0 = b.udiv(b.add(klen, i64(1)), i64(2)), A["kp0"]
+        else:
+            steps, k0 = klen, b.add(b.mul(A["tap_lo"], i64(a.cin)), A["c_lo"])
+        self._k_loop(b, i64(0), steps, ptrs, b.gep(panel, [b.mul(k0, i64(nr))]), acc, mr, nv)
 
     def pack_tile(self, mr: int) -> ir.Function:
         """void pack(PARAMS..., apack, m0, g, tap_lo, tap_hi, c_lo, c_hi): the chunk of the
@@ -397,10 +461,14 @@ class _Gen:
         A = {x.name: x for x in fn.args}
         a = self.p.a
         rows = [b.add(A["m0"], i64(i)) for i in range(mr)]
-        row_at, _ = self._row_addressing(b, A, rows, b.mul(A["g"], i64(a.cin)))
+        row_at, geo = self._row_addressing(b, A, rows, b.mul(A["g"], i64(a.cin)))
         clen = b.sub(A["c_hi"], A["c_lo"])
         nbytes = b.mul(clen, i64(4))
         memcpy = declare(self.module, "llvm.memcpy.p0.p0.i64", VOID, [I8P, I8P, I64, ir.IntType(1)])
+        if self.p.bf16:
+            self._pack_bf16(b, A, (row_at, geo), clen, mr)
+            b.ret_void()
+            return fn
 
         def tap(t):
             at = b.mul(b.sub(t, A["tap_lo"]), clen)
@@ -412,6 +480,49 @@ class _Gen:
         counted_loop(b, A["tap_lo"], A["tap_hi"], tap, name="tap")
         b.ret_void()
         return fn
+
+    def _pack_bf16(self, b, A, addressing, clen, mr):
+        """The chunk's rows as bfloat16: row i's k-th value at bits + i*2*ks + k (i16 units),
+        converted 16 at a time (`vcvtneps2bf16`, the last vector under a lane mask); an odd k
+        count ends with a zero, the missing half of the last pair. Where the fp32 path merges
+        kernel rows (`_merge_kernel_rows`), so does this: one run of kw*cin floats per kernel
+        row instead of kw runs of cin (VGG's and ResNet's first convs: 3 channels per tap)."""
+        a = self.p.a
+        row_at, geo = addressing
+        bits = b.bitcast(A["apack"], I16.as_pointer())
+        row_base = [i64(i * 2 * self.ks) for i in range(mr)]
+
+        def per_tap():
+            def tap(t):
+                at = b.mul(b.sub(t, A["tap_lo"]), clen)
+                for i, src in enumerate(row_at(t)):
+                    _convert_run(b, b.gep(src, [A["c_lo"]]), b.gep(bits, [b.add(at, row_base[i])]), clen)
+            counted_loop(b, A["tap_lo"], A["tap_hi"], tap, name="tap")
+
+        if self._merge_kernel_rows:
+            run = a.kw * a.cin
+            zero = b.bitcast(self.zero, F32P)
+            with b.if_else(self._whole_rows(b, A, geo)) as (merged, taps):
+                with merged:
+                    kh_lo = b.udiv(A["tap_lo"], i64(a.kw))
+
+                    def kernel_row(khi):
+                        at = b.mul(b.sub(khi, kh_lo), i64(run))
+                        for i, (pix0, ih0, iw0) in enumerate(geo):
+                            ih = b.add(ih0, b.mul(khi, i64(a.dilation[0])))
+                            pix = b.add(pix0, b.add(b.mul(ih, i64(a.in_w)), iw0))
+                            src = b.select(b.icmp_unsigned("<", ih, i64(a.in_h)),
+                                           b.gep(A["x"], [b.mul(pix, i64(a.pixel_stride))]), zero)
+                            _convert_run(b, src, b.gep(bits, [b.add(at, row_base[i])]), i64(run))
+                    counted_loop(b, kh_lo, b.udiv(A["tap_hi"], i64(a.kw)), kernel_row, name="kh")
+                with taps:
+                    per_tap()
+        else:
+            per_tap()
+        klen = b.mul(b.sub(A["tap_hi"], A["tap_lo"]), clen)
+        with b.if_then(b.icmp_unsigned("!=", b.urem(klen, i64(2)), i64(0))):
+            for i in range(mr):
+                b.store(ir.Constant(I16, 0), b.gep(bits, [b.add(klen, row_base[i])]))
 
     @staticmethod
     def _each(mr: int, nv: int, fn) -> None:
@@ -497,7 +608,9 @@ class _Gen:
             for i in range(mr):
                 av = broadcast(b, b.load(b.gep(ptrs[i], [c])), L)
                 for v in range(nv):
-                    vals[i][v] = fma(b, av, brow[v], vals[i][v])
+                    # bfloat16: c counts k pairs, av and brow[v] hold pairs
+                    vals[i][v] = dot_bf16(b, vals[i][v], av, brow[v]) if self.p.bf16 else \
+                        fma(b, av, brow[v], vals[i][v])
 
         def block(count):
             def body(j):
@@ -559,10 +672,11 @@ class _Gen:
         apack = None
         if s.pack_a:  # one block of packed rows per thread (on its stack)
             apack = b.bitcast(entry_alloca(b, ir.ArrayType(F32, self.mc_eff * s.mr * self.ks), "apack"), F32P)
-        table_ty = ir.ArrayType(I64, 4 * len(chunks))
+        # per chunk: tap_lo, tap_hi, c_lo, c_hi, kp0 (its first B pair slot; bfloat16 only)
+        table_ty = ir.ArrayType(I64, 5 * len(chunks))
         table = ir.GlobalVariable(self.module, table_ty, f"{self.name}.kchunks")
         table.linkage, table.global_constant = "internal", True
-        table.initializer = ir.Constant(table_ty, [x for ch in chunks for x in ch])
+        table.initializer = ir.Constant(table_ty, [x for ch, kp0 in zip(chunks, self.kp0) for x in (*ch, kp0)])
 
         full_m, full_p = p.m // s.mr, p.n // s.nr
         rem_m, rem_n = p.m % s.mr, p.n % s.nr
@@ -606,9 +720,9 @@ class _Gen:
                 with edge:
                     by_cols(rem_m)
 
-        def pack(t, mb, ch_vals):
+        def pack(t, mb, ch_vals, g):
             def rows(mr):
-                b.call(self.pack_tile(mr), ptrs + [tile_pack(t, mb), b.mul(t, i64(s.mr)), i64(0)] + ch_vals)
+                b.call(self.pack_tile(mr), ptrs + [tile_pack(t, mb), b.mul(t, i64(s.mr)), g] + ch_vals[:4])
             if not rem_m:
                 rows(s.mr)
                 return
@@ -622,18 +736,23 @@ class _Gen:
             cb_hi = imin(b, b.add(cb, i64(s.nc_panels)), cu_hi)
 
             def chunk(ch):
-                base = b.mul(ch, i64(4))
-                ch_vals = [b.load(b.gep(table, [i64(0), b.add(base, i64(j))])) for j in range(4)]
+                base = b.mul(ch, i64(5))
+                ch_vals = [b.load(b.gep(table, [i64(0), b.add(base, i64(j))])) for j in range(5)]
                 first = b.zext(b.icmp_signed("==", ch, i64(0)), I64)
                 last = b.zext(b.icmp_signed("==", ch, i64(len(chunks) - 1)), I64)
 
                 def row_block(mb):
                     mb_hi = imin(b, b.add(mb, i64(s.mc_tiles)), mt_hi)
-                    if s.pack_a:
-                        counted_loop(b, mb, mb_hi, lambda t: pack(t, mb, ch_vals), name="pk")
+                    # One group: the block is packed once for all its column panels. Grouped
+                    # problems read other channels per group, so each column unit packs its
+                    # own (about 1/NR of the unit's multiply-adds in copies).
+                    if s.pack_a and p.groups == 1:
+                        counted_loop(b, mb, mb_hi, lambda t: pack(t, mb, ch_vals, i64(0)), name="pk")
 
                     def col_unit(u):
                         g, pan = b.udiv(u, i64(self.panels)), b.urem(u, i64(self.panels))
+                        if s.pack_a and p.groups > 1:
+                            counted_loop(b, mb, mb_hi, lambda t: pack(t, mb, ch_vals, g), name="pk")
                         counted_loop(b, mb, mb_hi, lambda t: call_tile(t, mb, g, pan, ch_vals, first, last),
                                      name="t")
 

@@ -123,3 +123,37 @@ def entry_alloca(b: ir.IRBuilder, ty: ir.Type, name: str = ""):
     eb = ir.IRBuilder(b.function.blocks[0])
     eb.position_at_start(b.function.blocks[0])
     return eb.alloca(ty, name=name)
+
+
+class BFloatType(ir.types.Type):
+    """LLVM's `bfloat` (llvmlite has no class for it): the element type of the AVX512-BF16
+    intrinsics' operands. Values of it are only ever bitcast to and from integer or float
+    vectors of the same width, never computed on."""
+
+    def _to_string(self) -> str:
+        return "bfloat"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, BFloatType)
+
+    def __hash__(self) -> int:
+        return hash("bfloat")
+
+
+BF16 = BFloatType()
+I16 = ir.IntType(16)
+
+
+def dot_bf16(b: ir.IRBuilder, acc, x, y):
+    """`vdpbf16ps`: acc[l] += x[2l]*y[2l] + x[2l+1]*y[2l+1] in float32, for 16 float lanes whose
+    operands x and y each hold 16 pairs of bfloat16 (given as <16 x float> of their bits)."""
+    pairs = ir.VectorType(BF16, 32)
+    fn = declare(b.module, "llvm.x86.avx512bf16.dpbf16ps.512", acc.type, [acc.type, pairs, pairs])
+    return b.call(fn, [acc, b.bitcast(x, pairs), b.bitcast(y, pairs)])
+
+
+def to_bf16(b: ir.IRBuilder, vec):
+    """<16 x float> -> <16 x i16> bfloat16 bits, rounding to nearest even (`vcvtneps2bf16`)."""
+    fn = declare(b.module, "llvm.x86.avx512bf16.cvtneps2bf16.512", ir.VectorType(BF16, 16), [vec.type])
+    return b.bitcast(b.call(fn, [vec]), ir.VectorType(I16, 16))
+
