@@ -143,5 +143,13 @@ def wide(e: L.Expr) -> L.Expr:
     return L.cast(e, F32) if is_narrow_float(e.dtype) else e
 
 
+def compute_operand(compute, acc):
+    """How a product's operand enters its multiply: in the accumulator type `acc`, first
+    rounded to `compute` (a product's `compute` attribute: bfloat16, float16) when given."""
+    if compute is None:
+        return lambda e: L.cast(wide(e), acc)
+    return lambda e: L.cast(L.cast(wide(e), compute), acc)
+
+
 def fconst(value: float, like: L.Expr) -> L.Expr:
     return L.const(value, like.dtype)

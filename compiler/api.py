@@ -28,7 +28,7 @@ def import_model(model, input_shapes: Mapping[str, Sequence] | None = None):
 
 def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence] | None = None,
             num_threads: int | None = None, cache: bool = True, opt_level: int | None = None, tune: bool = False,
-            tune_budget_s: float = 10.0):
+            tune_budget_s: float = 10.0, precision: str = "fp32", exclude: Sequence[str] = ()):
     """Compile an ONNX model (path, bytes or onnx.ModelProto) for `target`.
 
     `input_shapes` overrides declared input shapes: {"x": [1, 3, 224, 224]}.
@@ -39,10 +39,19 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     on-disk compile cache; `tune=True` times extern-kernel schedules this device (CPU and
     thread count) has not tuned yet, `tune_budget_s` seconds each, and caches them
     (`compiler.autotune`); later compiles use the cached schedules either way.
+    `precision` "fp32" (default) or "bf16" (llvm on CPUs with AVX512-BF16): convolutions and
+    matrix products compute with bfloat16 operands and float32 accumulation, what the
+    registry's precision policies keep in fp32 stays there; inputs and outputs keep the
+    model's types. `exclude`: node names or op types ("Conv", "MatMul") kept in fp32. The
+    artifact's manifest holds the per-node report (`compile inspect --precision`).
     """
     tgt = parse_target(target)
     backend = tgt.backend
-    options = BuildOptions(opt_level=opt_level, num_threads=num_threads, tune=tune, tune_budget_s=tune_budget_s)
+    if isinstance(exclude, str):
+        exclude = [exclude]
+    options = BuildOptions(opt_level=opt_level, num_threads=num_threads, tune=tune, tune_budget_s=tune_budget_s,
+                           precision=precision, exclude=tuple(exclude))
+    backend.check_precision(options)  # before the cache: a refused precision never finds an fp32 entry
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
     entry = _cache_path(model, input_shapes, backend, tgt, options) if cache and not tune else None
     if entry is not None and entry.exists():
@@ -50,13 +59,24 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
             return load(entry, num_threads=num_threads)
         except Exception:  # a stale or corrupt cache entry is rebuilt, never trusted
             entry.unlink(missing_ok=True)
-    compiled = backend.compile_model(import_model(model, input_shapes), tgt, options, source)
+    graph = import_model(model, input_shapes)
+    _check_exclusions(graph, options.exclude)
+    compiled = backend.compile_model(graph, tgt, options, source)
     if cache and tune:  # the tuning results (part of the key) changed while building
         entry = _cache_path(model, input_shapes, backend, tgt, options)
     if entry is not None:
         entry.parent.mkdir(parents=True, exist_ok=True)
         compiled.save(entry)
     return compiled
+
+
+def _check_exclusions(graph, exclude) -> None:
+    from .ir.errors import CompilerError
+    from .passes.lower_precision import unknown_exclusions
+
+    unknown = unknown_exclusions(graph, exclude)
+    if unknown:
+        raise CompilerError(f"exclude: {', '.join(map(repr, unknown))} name(s) no node and no op type of the model")
 
 
 def _model_bytes(model) -> bytes | None:

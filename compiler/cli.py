@@ -40,6 +40,13 @@ def _add_target_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="llvm", help="llvm [-mcpu=NAME] (default) | reference | cuda [-arch=sm_XX]")
 
 
+def _add_precision_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="what convolutions and matrix products compute in (bf16: llvm on AVX512-BF16 CPUs)")
+    p.add_argument("--exclude", action="append", default=[], metavar="NAME|OPTYPE",
+                   help="keep this node (by name) or op type in fp32; repeatable")
+
+
 def cmd_build(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="compile", description="Compile an ONNX model into an artifact.",
                                 epilog="subcommands: compile inspect MODEL | compile run ARTIFACT")
@@ -51,12 +58,14 @@ def cmd_build(argv: list[str]) -> int:
                    help="llvm: time microkernel schedules for problems this device has not tuned yet (cached)")
     p.add_argument("--tune-budget", type=float, default=10.0, metavar="SECONDS", help="per problem (default 10)")
     p.add_argument("--threads", type=int, default=None, help="llvm: threads the model runs (and is tuned) with")
+    _add_precision_args(p)
     _add_shape_arg(p)
     args = p.parse_args(argv)
     from .api import compile as compile_model
 
     cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args), opt_level=args.level,
-                       tune=args.tune, tune_budget_s=args.tune_budget, num_threads=args.threads)
+                       tune=args.tune, tune_budget_s=args.tune_budget, num_threads=args.threads,
+                       precision=args.precision, exclude=args.exclude)
     out = args.output or str(Path(args.model).with_suffix(".cmod"))
     cm.save(out)
     print(f"compiled {args.model} for {cm.target} -> {out}")
@@ -74,12 +83,17 @@ def cmd_inspect(argv: list[str]) -> int:
     p.add_argument("--dump-ir", metavar="DIR", help="write the graph after each pass as numbered text files in DIR")
     p.add_argument("--json", action="store_true",
                    help="print node counts, kernels and the memory plan as JSON (nothing else)")
+    _add_precision_args(p)
+    p.add_argument("--inputs", help="with --precision: .npz of inputs the per-layer errors are measured on "
+                   "(default: random inputs, seed 0)")
     _add_shape_arg(p)
     args = p.parse_args(argv)
     from .api import import_model
     from .ir.printer import type_text
 
     graph = import_model(args.model, _shapes(args))
+    if args.precision != "fp32":
+        return _print_precision(graph, args)
     optimized = summary = None
     if args.level is not None or args.dump_ir or args.json:
         from .inspection import inspect_build
@@ -123,6 +137,36 @@ def _print_optimization(summary: dict, args) -> None:
         print(f"IR after each pass written to {args.dump_ir}/")
 
 
+def _print_precision(graph, args) -> int:
+    """`compile inspect --precision P`: the per-node report with errors against fp32."""
+    from .api import _check_exclusions
+    from .precision_report import format_report, precision_report
+    from .runtime.signature import TensorSpec
+
+    _check_exclusions(graph, args.exclude)
+    if args.inputs:
+        feeds = _load_npz(args.inputs)
+    else:
+        rng = np.random.default_rng(0)
+        feeds = {v.name: _random_input(TensorSpec.of(v), rng) for v in graph.inputs}
+    report = precision_report(graph, args.target, args.precision, args.exclude, feeds)
+    if args.json:
+        import json
+
+        print(json.dumps(dict(model=args.model, **report), indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as e:
+        raise CompilerError(f"{path}: cannot read inputs as .npz: {e}") from None
+
+
 def _random_input(spec, rng) -> np.ndarray:
     from .ir import dtypes
 
@@ -148,11 +192,7 @@ def cmd_run(argv: list[str]) -> int:
 
     model = load(args.artifact)
     if args.inputs:
-        try:
-            with np.load(args.inputs, allow_pickle=False) as data:
-                feeds = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as e:
-            raise CompilerError(f"{args.inputs}: cannot read inputs as .npz: {e}") from None
+        feeds = _load_npz(args.inputs)
     else:
         rng = np.random.default_rng(args.seed)
         feeds = {s.name: _random_input(s, rng) for s in model.inputs}

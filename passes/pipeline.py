@@ -54,8 +54,10 @@ LEVELS = (0, 1, 2, 3)
 DEFAULT_LEVEL = 3
 
 
-def pipeline(level: int, layout: Sequence[Pass] = ()) -> list[Pass]:
-    """The passes of -O`level` for a target whose layout passes are `layout`."""
+def pipeline(level: int, layout: Sequence[Pass] = (), precision: Sequence[Pass] = ()) -> list[Pass]:
+    """The passes of -O`level` for a target whose layout passes are `layout`, with the
+    `precision` lowering (`passes.lower_precision`) after layout and before fusion: it
+    marks the ConvNhwc and Linear nodes layout leaves, and fusion sees the final ops."""
     if level not in LEVELS:
         raise ValueError(f"optimization level must be one of {LEVELS}, got {level}")
     passes: list[Pass] = []
@@ -63,6 +65,7 @@ def pipeline(level: int, layout: Sequence[Pass] = ()) -> list[Pass]:
         passes.append(SIMPLIFY)
     if level >= 2:
         passes += [fold_batchnorm, RECOGNIZE, *layout]
+    passes += precision
     if level >= 3:
         passes.append(fuse)
     return passes
@@ -73,6 +76,6 @@ PIPELINES: dict[int, list[Pass]] = {level: pipeline(level) for level in LEVELS}
 
 
 def optimize(graph: Graph, level: int = DEFAULT_LEVEL, ctx: PassContext | None = None,
-             layout: Sequence[Pass] = ()) -> Graph:
-    """Run the -O`level` pipeline (with a target's `layout` passes) on `graph`."""
-    return run_pipeline(graph, pipeline(level, layout), ctx)
+             layout: Sequence[Pass] = (), precision: Sequence[Pass] = ()) -> Graph:
+    """Run the -O`level` pipeline (with a target's `layout` and `precision` passes) on `graph`."""
+    return run_pipeline(graph, pipeline(level, layout, precision), ctx)

@@ -20,6 +20,7 @@ or the autotuner's cached results for this device.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -57,6 +58,12 @@ def _epilogue(attrs: dict, **flags) -> Epilogue:
                     clip_max=float(attrs.get("clip_max", 6.0)), **flags)
 
 
+def _bf16(attrs: dict) -> bool:
+    """The product computes in bfloat16 (its `compute` attribute, set by the precision pass)."""
+    compute = attrs.get("compute")
+    return compute is not None and compute.name == "bfloat16"
+
+
 def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, residual=None) -> ExternPlan | None:
     """Y[rows, N] = act(A[rows, K] @ B + bias + residual), A's rows its leading dims."""
     k, n = b.shape
@@ -67,12 +74,12 @@ def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, r
     if m == 0 or n == 0 or k == 0:
         return None  # empty: the loop-IR rules handle (or skip) empty tensors
     epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None)
-    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue)
+    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, bf16=_bf16(attrs))
     try:
         schedule = schedules.for_extern(problem, target)  # tuned for this device, or the heuristic default
     except CompilerError:  # the target lacks AVX2+FMA
         return None
-    bindings = {"x": ("value", a), "w": ("packed", pack_weights(b, schedule)), "y": ("value", y)}
+    bindings = {"x": ("value", a), "w": ("packed", pack_weights(b, schedule, problem)), "y": ("value", y)}
     if bias is not None:
         bindings["bias"] = bias
     if residual is not None:
@@ -161,6 +168,8 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
         conv = ConvProblem(batch, in_c, in_h, in_w, weights.shape[0], weights.shape[2], weights.shape[3],
                            tuple(attrs["strides"]), tuple(attrs["pads"]), tuple(attrs["dilations"]), attrs["group"],
                            epilogue)
+        if _bf16(attrs) and not conv.depthwise:
+            conv = replace(conv, bf16=True)
         lanes = target_lanes(target)
     except CompilerError:  # an invalid window (inference would have said so) or no AVX2+FMA
         return None

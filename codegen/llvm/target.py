@@ -36,8 +36,14 @@ CPU_LEVELS = {
     "nehalem": "x86-64-v2", "westmere": "x86-64-v2", "sandybridge": "x86-64-v2",
     "haswell": "x86-64-v3", "broadwell": "x86-64-v3", "skylake": "x86-64-v3", "alderlake": "x86-64-v3",
     "znver1": "x86-64-v3", "znver2": "x86-64-v3", "znver3": "x86-64-v3",
-    "skylake-avx512": "x86-64-v4", "cascadelake": "x86-64-v4", "icelake-server": "x86-64-v4",
-    "sapphirerapids": "x86-64-v4", "znver4": "x86-64-v4", "znver5": "x86-64-v4",
+    "skylake-avx512": "x86-64-v4", "cascadelake": "x86-64-v4", "cooperlake": "x86-64-v4",
+    "icelake-server": "x86-64-v4", "sapphirerapids": "x86-64-v4", "znver4": "x86-64-v4", "znver5": "x86-64-v4",
+}
+# Features named CPUs have beyond their level that reduced-precision kernels use.
+CPU_EXTRA_FEATURES = {
+    "cascadelake": ("avx512vnni",), "icelake-server": ("avx512vnni",),
+    "cooperlake": ("avx512vnni", "avx512bf16"), "sapphirerapids": ("avx512vnni", "avx512bf16", "avx512fp16"),
+    "znver4": ("avx512vnni", "avx512bf16"), "znver5": ("avx512vnni", "avx512bf16"),
 }
 
 
@@ -79,6 +85,21 @@ class CPUTarget(CodegenTarget):
         return dict(default_schedule(kernel_class, self.vector_bits).knobs)
 
 
+# The ISA feature each reduced precision's kernels need (fp32 needs none beyond AVX2+FMA).
+PRECISION_FEATURES = {"bf16": ("avx512bf16", "vdpbf16ps")}
+
+
+def check_precision_isa(target: CPUTarget, precision: str) -> None:
+    """Refuse, naming the instruction, a precision whose kernels `target` cannot run."""
+    if precision not in PRECISION_FEATURES:
+        return
+    feature, instruction = PRECISION_FEATURES[precision]
+    if feature not in target.required:
+        raise TargetError(f"precision '{precision}' needs {feature.upper()} ({instruction}); target CPU "
+                          f"{target.cpu} does not have it. Compile for a CPU that has it (-mcpu=cooperlake, "
+                          f"sapphirerapids, znver4, znver5) or with precision='fp32'")
+
+
 def _llvm():
     import llvmlite.binding as llvm
 
@@ -106,7 +127,8 @@ def cpu_target(options: dict[str, str] | None = None) -> CPUTarget:
     if level is None:
         known = ", ".join(sorted(LEVELS) + sorted(CPU_LEVELS))
         raise TargetError(f"llvm target: unknown -mcpu={mcpu}; known: {known}")
-    return CPUTarget(level, "", LEVELS[level], triple)
+    extra = CPU_EXTRA_FEATURES.get(mcpu, ())
+    return CPUTarget(level, ",".join("+" + f for f in extra), LEVELS[level] + extra, triple)
 
 
 def target_machine(t: CPUTarget):

@@ -15,7 +15,7 @@ import numpy as np
 from ...ir import dtypes
 from ...ir.ops._window import resolve_window
 from .. import loop_ir as L
-from ..te import Compute, Reduce, Tensor, is_narrow_float, wide
+from ..te import Compute, Reduce, Tensor, compute_operand, is_narrow_float, wide
 from .activation import activation_fn
 from .context import LowerContext, NotLowerable
 
@@ -136,6 +136,7 @@ def _conv_nhwc(ctx: LowerContext):
     group = int(ctx.attrs.get("group", 1) or 1)
     icg, ocg = w.shape[1], shape[-1] // group
     acc = _acc(x.dtype)
+    operand = compute_operand(ctx.attrs.get("compute"), acc)
     act = activation_fn(ctx.attrs, ctx.node.op)
     after = bool(ctx.attrs.get("residual_after_activation", 0))
     bias = ctx.inputs[2] if ctx.has(2) else None
@@ -153,7 +154,7 @@ def _conv_nhwc(ctx: LowerContext):
             pos, ok = _taps(win, sp, ks, x.shape[1:-1])
             xv = x.load_if([n] + pos + [L.add(L.mul(g, icg), ic)], ok, L.const(0, x.dtype))
             wv = w[ks + [ic, m]] if packed else w[[m, ic] + ks]
-            return L.mul(L.cast(wide(xv), acc), L.cast(wide(wv), acc))
+            return L.mul(operand(xv), operand(wv))
 
         def finalize(s):
             if bias is not None:

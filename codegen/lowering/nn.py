@@ -12,7 +12,7 @@ import numpy as np
 
 from ...ir import dtypes
 from .. import loop_ir as L
-from ..te import Compute, Reduce, Tensor, is_narrow_float, wide
+from ..te import Compute, Reduce, Tensor, compute_operand, is_narrow_float, wide
 from .activation import activation_fn
 from .context import LowerContext, NotLowerable
 from .elementwise import _c
@@ -105,12 +105,13 @@ def _linear(ctx: LowerContext):
     """Linear: act(A @ B + bias) (numpy broadcasting of the bias), accumulating like MatMul."""
     a, b = ctx.input(0), ctx.input(1)
     acc = _acc(a.dtype)
+    operand = compute_operand(ctx.attrs.get("compute"), acc)
     act = activation_fn(ctx.attrs, ctx.node.op)
     bias = ctx.inputs[2] if ctx.has(2) else None
     rank = len(ctx.out_shape())
 
     def product(x, y, m, n):
-        return L.mul(L.cast(wide(x), acc), L.cast(wide(y), acc))
+        return L.mul(operand(x), operand(y))
 
     product_stage = matmul_compute(ctx, a, b, product, None, acc, ctx.out_dtype())
 

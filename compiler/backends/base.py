@@ -26,6 +26,8 @@ class BuildOptions:
     tune: bool = False  # time schedules this device has not tuned yet, and cache them
     tune_budget_s: float = 10.0  # per problem tuned
     profile: bool = False  # timers around every kernel call (`compile bench --profile`)
+    precision: str = "fp32"  # what products compute in (`passes.lower_precision.PRECISIONS`)
+    exclude: tuple[str, ...] = ()  # node names or op types kept in fp32 whatever `precision` says
     check_types: bool = False  # the interpreter checks every value against its type (conformance)
 
 
@@ -70,6 +72,7 @@ class Backend:
     static_shapes: bool = False  # its code needs every shape known at compile time
     profiling: bool = False  # can build with timers around every kernel call
     tuning: bool = False  # has schedules the autotuner can search
+    precisions: tuple[str, ...] = ("fp32",)  # the `precision=` values it builds
 
     def parse_options(self, options: dict[str, str], text: str) -> dict[str, str]:
         """Validate `-name=value` options (`text`: the whole target string, for messages)."""
@@ -82,11 +85,29 @@ class Backend:
     def level(self, options: BuildOptions) -> int:
         return self.default_opt_level if options.opt_level is None else options.opt_level
 
-    def optimize(self, graph: Graph, level: int, ctx=None) -> Graph:
-        """The -O`level` pipeline with this target's layout passes."""
+    def optimize(self, graph: Graph, level: int, ctx=None, options: BuildOptions | None = None) -> Graph:
+        """The -O`level` pipeline with this target's layout passes and the precision
+        lowering `options` ask for."""
         from ..passes.pipeline import optimize
 
-        return optimize(graph, level, ctx, self.layout_passes)
+        return optimize(graph, level, ctx, self.layout_passes, self.precision_passes(options))
+
+    def check_precision(self, options: BuildOptions | None) -> str:
+        """`options.precision`, refused by name when unknown or when this target does not build it."""
+        from ..passes.lower_precision import check_precision
+
+        precision = check_precision(options.precision) if options is not None else "fp32"
+        if precision not in self.precisions:
+            raise TargetError(f"target {self.kind} does not build precision '{precision}'; "
+                              f"it builds {', '.join(self.precisions)}")
+        return precision
+
+    def precision_passes(self, options: BuildOptions | None) -> tuple:
+        """The passes lowering products to `options.precision` (none for fp32)."""
+        from ..passes.lower_precision import lower_precision
+
+        precision = self.check_precision(options)
+        return () if precision == "fp32" else (lower_precision(precision, options.exclude),)
 
     def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
         raise NotImplementedError
@@ -100,14 +121,18 @@ class Backend:
         from ..codegen.model_builder import build_program
         from ..codegen.schedule import HEURISTIC
 
+        from ..passes.core import PassContext
+
         level = self.level(options)
+        ctx = ctx if ctx is not None else PassContext()
         start = time.perf_counter()
-        optimized = self.optimize(graph, level, ctx)
+        optimized = self.optimize(graph, level, ctx, options)
         passes_s = time.perf_counter() - start
         program = build_program(optimized, codegen_target, schedules or HEURISTIC)
         lower_s = time.perf_counter() - start - passes_s
         details = {"nodes_by_path": dict(sorted(Counter(program.paths.values()).items())),
-                   "phase_seconds": {"graph_passes": passes_s, "lower": lower_s}}
+                   "phase_seconds": {"graph_passes": passes_s, "lower": lower_s},
+                   "precision": [r.as_dict() for r in ctx.analyses.get("precision", ())]}
         return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory, details,
                          program)
 

@@ -29,6 +29,7 @@ class LLVMBackend(Backend):
     static_shapes = True
     profiling = True
     tuning = True
+    precisions = ("fp32", "bf16")
 
     @property
     def layout_passes(self) -> tuple:
@@ -53,7 +54,11 @@ class LLVMBackend(Backend):
         return TunedSchedules(threads=options.num_threads, tune=options.tune, budget_s=options.tune_budget_s)
 
     def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
-        return self.plan_program(graph, options, self.cpu(target), self._schedules(options), ctx)
+        from ..codegen.llvm.target import check_precision_isa
+
+        cpu = self.cpu(target)
+        check_precision_isa(cpu, options.precision)
+        return self.plan_program(graph, options, cpu, self._schedules(options), ctx)
 
     def build(self, graph: Graph, target, options: BuildOptions, source: str) -> Artifact:
         from ..codegen.llvm.build import compile_program
@@ -62,6 +67,8 @@ class LLVMBackend(Backend):
         plan = self.plan(graph, target, options)
         build = compile_program(plan.program, self.cpu(target), KernelTimers() if options.profile else None)
         artifact = self.package(plan.graph, build, target, source, plan.level, options.profile)
+        artifact.manifest["precision"] = {"requested": options.precision, "exclude": list(options.exclude),
+                                          "nodes": plan.details["precision"]}
         artifact.timings = {**plan.details["phase_seconds"], **build.timings}
         return artifact
 
@@ -102,7 +109,9 @@ class LLVMBackend(Backend):
 
         if options.profile:
             return None
-        return f"{target} -O{self.level(options)} tuned={fingerprint(self.cpu(target), options.num_threads)}"
+        precision = options.precision + "".join(f" -exclude={x}" for x in sorted(options.exclude))
+        return (f"{target} -O{self.level(options)} precision={precision} "
+                f"tuned={fingerprint(self.cpu(target), options.num_threads)}")
 
     def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False):
         """Tune every extern kernel problem of the model for this device and thread count."""

@@ -34,11 +34,18 @@ PROFILE_SYMBOL = "cm_prof_ns"  # profiling builds: int64[2 * calls], ns before a
 def check_host(manifest: dict, where: str) -> None:
     """Refuse (ArtifactError) native code that needs CPU features this host lacks."""
     missing = missing_features(manifest.get("cpu_features", []))
-    if missing:
+    if not missing:
+        return
+    precision = (manifest.get("precision") or {}).get("requested", "fp32")
+    if precision != "fp32" and "avx512bf16" in missing:
         raise ArtifactError(
-            f"{where}: compiled for CPU '{manifest.get('cpu')}' and needs CPU features {missing} "
-            f"this host lacks; recompile on this machine or for an older CPU "
-            f"(e.g. --target \"llvm -mcpu=x86-64-v2\")")
+            f"{where}: compiled with precision '{precision}': its convolutions and matrix products use "
+            f"AVX512-BF16 (vdpbf16ps), which this CPU lacks (missing features {missing}); recompile on this "
+            f"machine with precision='fp32' (CLI: --precision fp32)")
+    raise ArtifactError(
+        f"{where}: compiled for CPU '{manifest.get('cpu')}' and needs CPU features {missing} "
+        f"this host lacks; recompile on this machine or for an older CPU "
+        f"(e.g. --target \"llvm -mcpu=x86-64-v2\")")
 
 
 def _aligned_empty(nbytes: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from ..registry import PENDING_RULE, Attr, Category, InferContext, OpDef, Precis
 from ..shape_utils import broadcast_shapes
 from ..types import TensorType
 from .activations import ACTIVATION_ATTRS, apply_activation, check_activation
-from .matmul import accumulator, matmul_shape
+from .matmul import COMPUTE_ATTR, accumulator, check_compute, matmul_shape, rounded_operands
 
 
 def _infer_linear(ctx: InferContext):
@@ -20,6 +20,7 @@ def _infer_linear(ctx: InferContext):
     a, b = ctx.input(0), ctx.input(1)
     if a.dtype != b.dtype:
         raise ctx.error(f"operands have element types {a.dtype} and {b.dtype}, expected one type")
+    check_compute(ctx, a.dtype)
     shape = matmul_shape(ctx, a, b)
     if ctx.has(2):
         bias = ctx.input(2)
@@ -36,6 +37,7 @@ def _ref_linear(ctx, a, b, bias=None):
     # Accumulate (and add the bias) in the accumulator type, rounding once at the end, as a
     # matmul kernel with a bias epilogue does.
     acc = accumulator(a.dtype)
+    a, b = rounded_operands(ctx.attrs["compute"], a, b)
     y = np.matmul(a.astype(acc, copy=False), b.astype(acc, copy=False))
     if bias is not None:
         y = y + bias.astype(acc, copy=False)
@@ -62,9 +64,10 @@ def _ref_fused_kernel(ctx, *inputs):
 
 LINEAR = OpDef(
     "Linear", ("A", "B", "bias?"), ("Y",), _infer_linear, _ref_linear,
-    Category.OUT_FUSABLE, Precision.ACCUMULATE_FP32, attrs=dict(ACTIVATION_ATTRS),
+    Category.OUT_FUSABLE, Precision.ACCUMULATE_FP32, attrs={**ACTIVATION_ATTRS, **COMPUTE_ATTR},
     doc="MatMul(A, B) + bias, then an activation (none, relu, clip, gelu_tanh, gelu_erf, silu) in one op "
-        "(numpy matmul and broadcasting); bias and activation are the matmul's epilogue.", flops=flops.matmul)
+        "(numpy matmul and broadcasting); bias and activation are the matmul's epilogue. `compute` "
+        "(bfloat16, float16) rounds A and B to that type first, accumulating in float32.", flops=flops.matmul)
 
 FUSED_KERNEL = OpDef(
     "FusedKernel", ("inputs*",), ("outputs+",), _infer_fused_kernel, _ref_fused_kernel,

@@ -18,7 +18,7 @@ from ..types import TensorType
 from .activations import ACTIVATION_ATTRS, apply_activation, check_activation
 from ._window import resolve_window
 from .conv import _ref_conv
-from .matmul import accumulator
+from .matmul import COMPUTE_ATTR, accumulator, check_compute, rounded_operands
 from .normalization import _lrn_reference
 from .pool import _ref_average_pool, _ref_max_pool
 from .reduction import require_float
@@ -29,7 +29,7 @@ TO_NHWC = (0, 2, 3, 1)
 _WINDOW_ATTRS = {"strides": Attr("ints", [1, 1]), "pads": Attr("ints", [0, 0, 0, 0]),
                  "dilations": Attr("ints", [1, 1])}
 _CONV_ATTRS = {**_WINDOW_ATTRS, "group": Attr("int", 1), **ACTIVATION_ATTRS,
-               "residual_after_activation": Attr("int", 0)}
+               "residual_after_activation": Attr("int", 0), **COMPUTE_ATTR}
 _POOL_ATTRS = {**_WINDOW_ATTRS, "kernel_shape": Attr("ints"), "ceil_mode": Attr("int", 0)}
 
 
@@ -61,6 +61,7 @@ def _infer_conv_nhwc(ctx: InferContext):
         raise ctx.error(f"W is {w.dtype}, expected {x.dtype} like X")
     _check_window_attrs(ctx)
     check_activation(ctx)
+    check_compute(ctx, x.dtype)
     group = ctx.attrs["group"]
     if group < 1:
         raise ctx.error(f"group must be positive, got {group}")
@@ -96,6 +97,7 @@ def _forwarded(ctx: RefContext, attrs: dict) -> RefContext:
 def _ref_conv_nhwc(ctx, x, w, b=None, residual=None):
     acc = accumulator(x.dtype)
     attrs = ctx.attrs
+    x, w = rounded_operands(attrs["compute"], x, w)
     conv_attrs = {"auto_pad": "NOTSET", "kernel_shape": None, "strides": attrs["strides"], "pads": attrs["pads"],
                   "dilations": attrs["dilations"], "group": attrs["group"]}
     # Conv's reference run in the accumulation type, so the whole epilogue rounds once at the end.
@@ -145,7 +147,8 @@ OPS = [
           # One microkernel call with its epilogue already inside: nothing else fuses into it.
           Category.OPAQUE, Precision.ACCUMULATE_FP32, attrs=_CONV_ATTRS,
           doc="2-D grouped convolution on NHWC activations (W stays [M, C/group, kH, kW]) with a fused "
-              "epilogue: + B, + residual (before the activation unless residual_after_activation), activation.",
+              "epilogue: + B, + residual (before the activation unless residual_after_activation), activation. "
+              "`compute` (bfloat16, float16) rounds X and W to that type first, accumulating in float32.",
               kernel_class="conv", flops=flops.conv),
     OpDef("MaxPoolNhwc", ("X",), ("Y",), _infer_pool_nhwc, _channels_first(_ref_max_pool, {"storage_order": 0}),
           Category.REDUCTION, Precision.FOLLOW, attrs=_POOL_ATTRS,

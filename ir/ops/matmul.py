@@ -24,6 +24,31 @@ def accumulator(dtype: np.dtype) -> np.dtype:
     return dtype if dtype == np.float64 or dtype.kind in "iu" else np.dtype(np.float32)
 
 
+# The `compute` attribute of the products the precision pass lowers (ConvNhwc, Linear): the
+# element type their operands are rounded to before multiplying; the accumulator and the
+# result keep the operands' type. None: the operands' own type.
+COMPUTE_ATTR = {"compute": Attr("dtype", None)}
+COMPUTE_TYPES = ("bfloat16", "float16")
+
+
+def check_compute(ctx: InferContext, operand_dtype) -> None:
+    """A `compute` type must be a 16-bit float, lowering float32 operands."""
+    compute = ctx.attrs["compute"]
+    if compute is None:
+        return
+    if compute.name not in COMPUTE_TYPES or operand_dtype.name != "float32":
+        raise ctx.error(f"compute={compute.name} lowers float32 operands to one of {COMPUTE_TYPES}; "
+                        f"the operands are {operand_dtype.name}")
+
+
+def rounded_operands(compute, *arrays):
+    """The operands as the product sees them: rounded to `compute` (a DType or None), back in
+    their own type (None entries stay None)."""
+    if compute is None:
+        return arrays
+    return tuple(None if a is None else a.astype(compute.numpy).astype(a.dtype) for a in arrays)
+
+
 def wrap_int32(exact: np.ndarray) -> np.ndarray:
     """An integer result computed in float64 (exact below 2**53) as int32, wrapping like int32 would."""
     return np.rint(exact).astype(np.int64).astype(np.int32)

@@ -1,0 +1,87 @@
+"""The precision report: for each node the precision it computes in and why, and for each
+lowered product the error it carries against the same graph in fp32.
+
+The errors come from the reference interpreter running the graph the precision pass leaves
+(-O2 plus `passes.lower_precision`, before fusion) twice on the same inputs: once as
+lowered, once with every `compute` attribute removed. A layer's numbers are measured at its
+output, so they include what the layers before it contributed (the error a user sees at
+that point of the network). Cosine similarity and SQNR (signal over error power, in dB).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping
+
+import numpy as np
+
+from .backends import BuildOptions, parse_target
+from .ir.graph import Graph
+from .ir.interpreter import Interpreter
+
+
+def _compare(ref: np.ndarray, got: np.ndarray) -> dict:
+    ref, got = np.asarray(ref, np.float64).ravel(), np.asarray(got, np.float64).ravel()
+    norms = np.linalg.norm(ref) * np.linalg.norm(got)
+    cosine = float(ref @ got / norms) if norms > 0 else float(np.array_equal(ref, got))
+    noise = float(np.sum((ref - got) ** 2))
+    sqnr = float("inf") if noise == 0 else 10 * np.log10(max(float(np.sum(ref ** 2)), 1e-300) / noise)
+    return {"cosine": round(cosine, 6), "sqnr_db": round(sqnr, 2)}
+
+
+def _without_compute(graph: Graph) -> Graph:
+    nodes = [dataclasses.replace(n, attrs={**n.attrs, "compute": None}) if n.attrs.get("compute") is not None else n
+             for n in graph.nodes]
+    return dataclasses.replace(graph, nodes=nodes)
+
+
+def layer_errors(lowered: Graph, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, dict], dict[str, dict]]:
+    """({lowered node name: error at its output}, {graph output name: error}) of `lowered`
+    against its fp32 twin on `feeds`."""
+    products = [n for n in lowered.nodes if n.attrs.get("compute") is not None]
+    extra = [n.outputs[0] for n in products if n.outputs[0] not in lowered.outputs]
+    probe = dataclasses.replace(lowered, outputs=list(lowered.outputs) + extra)
+    got = Interpreter().run(probe, feeds)
+    want = Interpreter().run(_without_compute(probe), feeds)
+    per_node = {n.name: _compare(want[n.outputs[0].name], got[n.outputs[0].name]) for n in products}
+    outputs = {v.name: _compare(want[v.name], got[v.name]) for v in lowered.outputs
+               if np.asarray(want[v.name]).dtype.kind == "f"}
+    return per_node, outputs
+
+
+def precision_report(graph: Graph, target: str, precision: str, exclude=(),
+                     feeds: Mapping[str, np.ndarray] | None = None) -> dict:
+    """{"nodes": [per-node decision, with its error when lowered], "outputs": {name: error}}
+    for `graph` compiled for `target` at `precision`; errors only when `feeds` are given."""
+    from .passes.core import PassContext
+
+    tgt = parse_target(target)
+    options = BuildOptions(precision=precision, exclude=tuple(exclude))
+    ctx = PassContext()
+    lowered = tgt.backend.optimize(graph, 2, ctx, options)
+    rows = [r.as_dict() for r in ctx.analyses.get("precision", ())]
+    outputs: dict = {}
+    if feeds is not None and precision != "fp32":
+        per_node, outputs = layer_errors(lowered, feeds)
+        for row in rows:
+            row.update(per_node.get(row["node"], {}))
+    return {"precision": precision, "nodes": rows, "outputs": outputs}
+
+
+def format_report(report: dict) -> str:
+    """The report as a table: lowered nodes first, then the others grouped by reason."""
+    lines = [f"precision {report['precision']}:"]
+    lowered = [r for r in report["nodes"] if r["precision"] == report["precision"]]
+    kept = [r for r in report["nodes"] if r["precision"] != report["precision"]]
+    lines.append(f"  {len(lowered)} node(s) lowered, {len(kept)} kept")
+    for r in lowered:
+        err = f"  cosine {r['cosine']:.6f}  SQNR {r['sqnr_db']:.1f} dB" if "cosine" in r else ""
+        lines.append(f"  {r['node']:<32} {r['op']:<12} {r['precision']:<6}{err}")
+    by_reason: dict[str, list[str]] = {}
+    for r in kept:
+        by_reason.setdefault(r["reason"], []).append(r["op"])
+    for reason, ops in sorted(by_reason.items(), key=lambda kv: -len(kv[1])):
+        names = sorted(set(ops))
+        lines.append(f"  kept: {len(ops)} node(s) ({', '.join(names[:6])}{', ...' if len(names) > 6 else ''}): {reason}")
+    for name, err in report["outputs"].items():
+        lines.append(f"  output {name}: cosine {err['cosine']:.6f}  SQNR {err['sqnr_db']:.1f} dB against fp32")
+    return "\n".join(lines)

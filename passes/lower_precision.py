@@ -1,0 +1,134 @@
+"""Precision lowering: which products compute in a narrower float type, and why every other
+node keeps its type (the precision report).
+
+`lower_precision("bf16", exclude)` is a pass for the -O pipeline (after the layout passes,
+which leave convolutions and matrix products as ConvNhwc and Linear, before fusion). For
+each product whose op takes a `compute` attribute it sets compute=bfloat16: the product
+rounds its operands to bfloat16 and accumulates in float32 (the CPU's `vdpbf16ps`; on the
+reference interpreter the same rounding, so compiled and reference agree to float32
+rounding). Activations stay float32 in memory: everything else follows the op's precision
+policy on its registry entry (`OpDef.precision`), and the report says which policy kept it.
+
+A product keeps float32 when the user excludes it (by node name or op type), when its
+operands are not float32, when its weights are not compile-time constants (the bfloat16
+kernels pack them in k pairs at compile time), or when it is a depthwise convolution (one
+multiply-add per loaded weight: bound by memory, not by arithmetic).
+
+The decisions are kept in `ctx.analyses["precision"]` as a list of `NodePrecision`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import asdict, dataclass
+from typing import Iterable
+
+from ..ir import dtypes
+from ..ir.errors import CompilerError
+from ..ir.graph import Graph, Node
+from ..ir.ops import get_op
+from ..ir.registry import Precision
+from .core import Pass, PassContext
+from .match import const_of
+
+# The API's precision names; each lowers products to one compute type (fp32: none).
+PRECISIONS = ("fp32", "bf16")
+COMPUTE_TYPES = {"bf16": dtypes.bfloat16}
+
+# The ONNX ops the products with a `compute` attribute are made from, so that excluding
+# "Conv" or "MatMul" (what the user sees in the model) excludes them too.
+_MADE_FROM = {"ConvNhwc": ("Conv",), "Linear": ("MatMul", "Gemm")}
+
+_POLICY_REASONS = {
+    Precision.FP32: "policy: kept in fp32 (range- or rounding-sensitive)",
+    Precision.ACCUMULATE_FP32: "no reduced-precision kernel for this op",
+    Precision.FOLLOW: "policy: follows its inputs (activations stay fp32)",
+    Precision.EXACT: "exact: integer, index or data movement",
+}
+
+
+@dataclass(frozen=True)
+class NodePrecision:
+    """One line of the precision report."""
+
+    node: str
+    op: str
+    precision: str  # "bf16" or the node's own type name ("float32", "int64"...)
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise CompilerError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def _is_depthwise(node: Node) -> bool:
+    w = node.inputs[1].type.shape
+    group = node.attrs.get("group", 1)
+    return node.op == "ConvNhwc" and group > 1 and w is not None and w[0] == group and w[1] == 1
+
+
+def _output_type(node: Node) -> str:
+    out = next((v for v in node.outputs if v is not None), None)
+    dt = getattr(getattr(out, "type", None), "dtype", None)
+    return dt.name if dt is not None else "-"
+
+
+def _named_by(name: str, entry: str) -> bool:
+    """Whether the node `name` is the model's node `entry`: passes that rebuild a node keep
+    its name with numeric suffixes ("conv1" -> "conv1_1_2")."""
+    return re.fullmatch(re.escape(entry) + r"(_\d+)*", name) is not None
+
+
+def _excluded(node: Node, excluded: frozenset) -> bool:
+    ops = {node.op, *_MADE_FROM.get(node.op, ())}
+    return bool(ops & excluded) or any(_named_by(node.name, entry) for entry in excluded)
+
+
+def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, bool]:
+    """(precision, reason, lower?) of one node."""
+    op = get_op(node.op)
+    own = _output_type(node)
+    if "compute" not in op.attrs:
+        return own, _POLICY_REASONS[op.precision], False
+    if _excluded(node, excluded):
+        return own, "excluded by the user", False
+    operands = node.inputs[0].type.dtype, node.inputs[1].type.dtype
+    if any(d is not dtypes.float32 for d in operands):
+        return own, f"operands are {operands[0].name}, not float32", False
+    if const_of(node.inputs[1]) is None:
+        return own, "weights computed at run time (reduced-precision kernels pack them at compile time)", False
+    if _is_depthwise(node):
+        return own, "depthwise convolution: memory-bound, no gain from bf16", False
+    return precision, "product: bf16 operands, fp32 accumulation", True
+
+
+def lower_precision(precision: str, exclude: Iterable[str] = ()) -> Pass:
+    """The pass lowering products to `precision` ("bf16"), skipping `exclude` (node names or
+    op types)."""
+    check_precision(precision)
+    excluded = frozenset(exclude)
+
+    def run(graph: Graph, ctx: PassContext) -> Graph:
+        report, nodes = [], []
+        for node in graph.nodes:
+            chosen, reason, lower = _decide(node, precision, excluded)
+            if lower:
+                node = dataclasses.replace(node, attrs={**node.attrs, "compute": COMPUTE_TYPES[precision]})
+            nodes.append(node)
+            report.append(NodePrecision(node.name, node.op, chosen, reason))
+        ctx.analyses["precision"] = report
+        return dataclasses.replace(graph, nodes=nodes)
+
+    return Pass(f"lower_precision_{precision}", run)
+
+
+def unknown_exclusions(graph: Graph, exclude: Iterable[str]) -> list[str]:
+    """The entries of `exclude` that name neither a node nor an op type of the imported
+    `graph`: most likely typos, which would otherwise silently exclude nothing."""
+    names = {n.name for n in graph.nodes} | {n.op for n in graph.nodes}
+    return sorted(set(exclude) - names)
