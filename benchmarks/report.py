@@ -119,8 +119,8 @@ def geomean(values) -> float | None:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
-def comparison(report: dict, system: str = "ours") -> dict[int, dict]:
-    """Per batch size, `system` against onnxruntime on every model both ran: the rows
+def comparison(report: dict, system: str = "ours", baseline: str = BASELINE) -> dict[int, dict]:
+    """Per batch size, `system` against `baseline` on every model both ran: the rows
     (model, both medians, ratio, GFLOP/s, fraction of peak, items/s), the geometric mean
     of the ratio and the largest ratio with its model. Batches in ascending order."""
     by_key: dict[tuple, dict[str, dict]] = {}
@@ -129,12 +129,13 @@ def comparison(report: dict, system: str = "ours") -> dict[int, dict]:
             by_key.setdefault((r["batch"], r["model"]), {})[r["system"]] = r
     out: dict[int, dict] = {}
     for (batch, model), systems in by_key.items():  # rows() keeps the run's model order
-        ours, base = systems.get(system), systems.get(BASELINE)
+        ours, base = systems.get(system), systems.get(baseline)
         if ours is None or base is None:
             continue
         entry = out.setdefault(batch, {"rows": []})
         entry["rows"].append({"model": model, "label": ours["label"], "ours_ms": ours["median_ms"],
-                              "ort_ms": base["median_ms"], "ratio": ours["ratio"], "gflops": ours["gflops"],
+                              "ort_ms": base["median_ms"], "ratio": ours["median_ms"] / base["median_ms"],
+                              "gflops": ours["gflops"],
                               "peak_fraction": ours["peak_fraction"], "ort_gflops": base["gflops"],
                               "ort_peak_fraction": base["peak_fraction"], "items_per_s": ours["items_per_s"],
                               "ort_items_per_s": base["items_per_s"], "runs": ours["runs"],
@@ -151,21 +152,22 @@ def _pct(fraction: float | None) -> str:
     return _fmt(None if fraction is None else 100 * fraction, ".2f")
 
 
-def comparison_markdown(report: dict, system: str = "ours") -> str:
-    """The issue's tables: per batch size, ours against onnxruntime with ratio, GFLOP/s,
-    % of peak and items/s; the geometric mean and max ratio under each; then, when more
-    than one batch ran, throughput per batch size side by side."""
+def comparison_markdown(report: dict, system: str = "ours", baseline: str = BASELINE) -> str:
+    """The issue's tables: per batch size, `system` against `baseline` (onnxruntime) with
+    ratio, GFLOP/s, % of peak and items/s; the geometric mean and max ratio under each;
+    then, when more than one batch ran, throughput per batch size side by side."""
     peak = (report.get("peak") or {}).get("fma_peak_gflops")
-    per_batch = comparison(report, system)
+    per_batch = comparison(report, system, baseline)
     if not per_batch:
         return ""
-    lines = [f"Ratio = {system} median / onnxruntime median (lower is better); % of peak = GFLOP/s / the "
+    base = baseline
+    lines = [f"Ratio = {system} median / {base} median (lower is better); % of peak = GFLOP/s / the "
              f"measured {report['threads']}-thread FMA peak ({_fmt(peak, '.1f')} GFLOP/s); items/s = batch / "
              f"median (images/s for the CNNs, sequences/s for BERT).", ""]
     for batch, entry in per_batch.items():
         lines += [f"#### Batch {batch}", "",
-                  f"| model | {system} ms | onnxruntime ms | ratio | {system} GFLOP/s | {system} % of peak "
-                  f"| onnxruntime GFLOP/s | onnxruntime % of peak | {system} items/s | onnxruntime items/s | runs |",
+                  f"| model | {system} ms | {base} ms | ratio | {system} GFLOP/s | {system} % of peak "
+                  f"| {base} GFLOP/s | {base} % of peak | {system} items/s | {base} items/s | runs |",
                   "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in entry["rows"]:
             runs = f"{row['runs']}/{row['ort_runs']}{'*' if row['reduced'] else ''}"
@@ -178,11 +180,11 @@ def comparison_markdown(report: dict, system: str = "ours") -> str:
                   f"{len(entry['rows'])} model(s); max ratio {entry['max_ratio']:.2f} ({entry['max_ratio_model']}).",
                   ""]
     if len(per_batch) > 1:
-        lines += throughput_markdown(per_batch, system)
+        lines += throughput_markdown(per_batch, system, base)
     return "\n".join(lines) + "\n"
 
 
-def throughput_markdown(per_batch: dict[int, dict], system: str = "ours") -> list[str]:
+def throughput_markdown(per_batch: dict[int, dict], system: str = "ours", baseline: str = BASELINE) -> list[str]:
     """Items/s of both systems at every batch size, one row per model (a model with a fixed
     batch, the MLP, fills only its own column)."""
     batches = list(per_batch)
@@ -190,7 +192,7 @@ def throughput_markdown(per_batch: dict[int, dict], system: str = "ours") -> lis
     cells = {(b, row["model"]): row for b, e in per_batch.items() for row in e["rows"]}
     lines = ["#### Throughput by batch size (items/s)", "",
              "| model | " + " | ".join(f"{system} b{b}" for b in batches) + " | "
-             + " | ".join(f"onnxruntime b{b}" for b in batches) + " |",
+             + " | ".join(f"{baseline} b{b}" for b in batches) + " |",
              "|---|" + "---:|" * (2 * len(batches))]
     for model in models:
         ours = [_rate(cells[(b, model)]["items_per_s"]) if (b, model) in cells else "" for b in batches]
@@ -217,7 +219,15 @@ def markdown(report: dict) -> str:
     ]
     summary = comparison_markdown(report)
     if summary:
-        lines += ["### Ours against onnxruntime", "", summary.rstrip("\n"), "", "### Every system", ""]
+        lines += ["### Ours against onnxruntime", "", summary.rstrip("\n"), ""]
+    # Reduced precision against the peer that computes in it by default (OpenVINO: bf16
+    # on CPUs with AVX512-BF16), and against our own fp32.
+    for system, baseline, title in (("ours-bf16", "openvino", "Ours in bf16 against OpenVINO's default (bf16)"),
+                                    ("ours-bf16", "ours", "Ours in bf16 against ours in fp32")):
+        extra = comparison_markdown(report, system, baseline)
+        if extra:
+            lines += [f"### {title}", "", extra.rstrip("\n"), ""]
+    lines += ["### Every system", ""]
     lines += [
         "| model | batch | GFLOP | system | median ms | p90 ms | min ms | runs | × onnxruntime | GFLOP/s "
         "| % of peak | items/s | max abs diff vs ORT |",

@@ -113,6 +113,15 @@ def parse_batches(text: str) -> list[int]:
     return list(dict.fromkeys(batches))
 
 
+def expand_precisions(systems: list[str], precisions: str) -> list[str]:
+    """`ours` once per precision asked for: fp32 is `ours`, bf16 `ours-bf16`."""
+    ours = ["ours" if p.strip() == "fp32" else f"ours-{p.strip()}" for p in precisions.split(",") if p.strip()]
+    out: list[str] = []
+    for s in systems:
+        out += ours if s == "ours" else [s]
+    return list(dict.fromkeys(out))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(models.MODELS), help="comma-separated (default: the whole zoo)")
@@ -125,9 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=120.0, help="seconds of timed runs per system and model")
     ap.add_argument("--tvm-runs", type=int, default=TVM_RUNS)
     ap.add_argument("--out", default=str(DEFAULT_OUT))
+    ap.add_argument("--precision", default="fp32",
+                    help="comma-separated precisions `ours` runs at, each as its own system "
+                         "(fp32: ours, bf16: ours-bf16); default fp32")
     args = ap.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
-    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    systems = expand_precisions([s.strip() for s in args.systems.split(",") if s.strip()], args.precision)
     bad = [n for n in names if n not in models.MODELS] + [s for s in systems if s not in SYSTEMS]
     if bad:
         ap.error(f"unknown model(s)/system(s) {bad}; models: {', '.join(models.MODELS)}; systems: {', '.join(SYSTEMS)}")

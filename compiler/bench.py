@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -88,6 +88,7 @@ class ModelSpec:
     torch_model: str | None = None
     seed: int = 0
     target: str = "llvm"  # what "ours" compiles for
+    precision: str = "fp32"  # what "ours" computes products in (`compiler.compile(precision=...)`)
 
 
 @dataclass
@@ -113,7 +114,7 @@ def _setup_ours(spec: ModelSpec, threads: int) -> Runner:
     note = ""
     try:
         cm = compile_model(spec.model, target=spec.target, input_shapes=spec.input_shapes or None,
-                           num_threads=threads)
+                           num_threads=threads, precision=spec.precision)
     except TargetError as e:
         # The llvm target is not in this build: the interpreter stands in, under a label that says so.
         cm = compile_model(spec.model, target="reference", input_shapes=spec.input_shapes or None)
@@ -121,7 +122,7 @@ def _setup_ours(spec: ModelSpec, threads: int) -> Runner:
     from .backends import backend_for
 
     interpreted = backend_for(cm.target).capabilities is None  # no code generator: the IR runs as is
-    label = "ours (reference interpreter, not compiled)" if interpreted else f"ours ({cm.target})"
+    label = "ours (reference interpreter, not compiled)" if interpreted else f"ours ({cm.target}, {spec.precision})"
     names = [s.name for s in cm.outputs]
     return Runner(label, lambda: cm.run(feeds), lambda out: [np.asarray(out[n]) for n in names], note)
 
@@ -208,6 +209,7 @@ def _setup_torch(spec: ModelSpec, threads: int, compiled: bool = False) -> Runne
 
 SYSTEMS: dict[str, Callable[[ModelSpec, int], Runner]] = {
     "ours": _setup_ours,
+    "ours-bf16": lambda spec, threads: _setup_ours(replace(spec, precision="bf16"), threads),
     "onnxruntime": _setup_onnxruntime,
     "openvino": _setup_openvino,
     "openvino-f32": lambda spec, threads: _setup_openvino(spec, threads, precision="f32"),
