@@ -473,7 +473,7 @@ def format_top_table(rows: list[dict], total_ns: float | None = None) -> str:
 
 
 def profile_native(model, input_shapes: dict | None, feeds: dict, runs: int = 10, threads: int = 0,
-                   target: str = "llvm", opt_level: int | None = None) -> list[KernelEvent]:
+                   target: str = "llvm", opt_level: int | None = None, precision: str = "fp32") -> list[KernelEvent]:
     """Compile `model` for `target` as `compiler.compile` does at `opt_level`, with a timer
     around every kernel call compiled into the entry (a profiling build: the target's
     backend must support one), run it `runs` times on `feeds`, and return every call of
@@ -485,7 +485,7 @@ def profile_native(model, input_shapes: dict | None, feeds: dict, runs: int = 10
     if not tgt.backend.profiling:
         raise TargetError(f"--profile needs a target whose kernels run natively with compiled-in timers; "
                           f"{tgt.kind!r} has none")
-    options = BuildOptions(opt_level=opt_level, num_threads=threads, profile=True)
+    options = BuildOptions(opt_level=opt_level, num_threads=threads, profile=True, precision=precision)
     compiled = tgt.backend.compile_model(import_model(model, input_shapes), tgt, options, "profiling build")
     compiled.run(feeds)  # warm-up: first-touch of the arena and the weights
     sites = call_sites(compiled.calls)
@@ -589,6 +589,9 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--torch-model", choices=("bert", "mlp"),
                    help="the zoo's torch definition of MODEL, for --vs torch / torch.compile")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="what our convolutions and matrix products compute in (compare with --vs openvino: bf16 "
+                        "is its default on CPUs with AVX512-BF16)")
     return p.parse_args(argv)
 
 
@@ -601,7 +604,7 @@ def _bench(args, feeds: dict, used: dict) -> dict:
     np.savez(Path(work) / "inputs.npz", **feeds)
     model = with_static_shapes(str(Path(args.model).resolve()), used, work)
     spec = ModelSpec(model, str(Path(work) / "inputs.npz"), used,
-                     torch_model=args.torch_model, seed=args.seed, target=args.target)
+                     torch_model=args.torch_model, seed=args.seed, target=args.target, precision=args.precision)
     plan = Plan(runs=args.runs, warmup=args.warmup, rounds=min(10, args.runs), budget_s=args.budget)
     procs = [SystemProcess(s, spec, args.threads, work) for s in systems]
     try:
@@ -657,7 +660,7 @@ def cmd_bench(argv: list[str]) -> int:
     report = _bench(args, feeds, used)
     if args.profile:
         events = profile_native(args.model, report["input_shapes"], feeds, runs=max(1, min(args.runs, 20)),
-                                threads=args.threads, target=args.target)
+                                threads=args.threads, target=args.target, precision=args.precision)
         write_chrome_trace(events, args.profile, {"model": args.model, "threads": args.threads})
         runs = max(e.run for e in events) + 1
         rows = top_kernels(events, n=10**9)
