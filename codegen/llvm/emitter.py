@@ -23,7 +23,7 @@ from ...ir.dtypes import DType
 from .. import loop_ir as L
 from ..renderer import CodegenError, Renderer
 from .parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
-from .vector_math import vector_f32_math
+from .vector_math import pow_fast, vector_f32_math
 
 I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
 VOID = ir.VoidType()
@@ -487,6 +487,8 @@ class FunctionEmitter(Renderer):
                 return simple[op](a, b)
             if op in ("min", "max"):
                 return self.call_intrinsic("llvm.minimum" if op == "min" else "llvm.maximum", [a, b])
+            if op == "pow" and _f32_vector(a.type):
+                return self._vector_pow(a, b)
             if op in ("pow", "atan2"):
                 return self.intrinsic(op, [a, b], dt)
         else:
@@ -500,6 +502,21 @@ class FunctionEmitter(Renderer):
                 cmp = B.icmp_signed if signed else B.icmp_unsigned
                 return B.select(cmp("<" if op == "min" else ">", a, b), a, b)
         self.fail(f"operator {op} on {dt}")
+
+    def _vector_pow(self, x, y):
+        """pow on float32 vectors: inline exp(y log x) when every lane allows it, else libm per lane."""
+        B = self.b
+        fast, all_ok = pow_fast(B, x, y, x.type.count)
+        with B.if_else(all_ok) as (inline, per_lane):
+            with inline:
+                inline_block = B.block
+            with per_lane:
+                slow = self.libm("pow", [x, y])
+                slow_block = B.block
+        out = B.phi(x.type)
+        out.add_incoming(fast, inline_block)
+        out.add_incoming(slow, slow_block)
+        return out
 
     def call_intrinsic(self, name: str, args: list):
         ty = args[0].type
@@ -581,3 +598,7 @@ def _coefficient(e: L.Expr, v: L.Var) -> int | None:
             return 0
         return None
     return 0 if all(n is not v for n in L.walk(e)) else None
+
+
+def _f32_vector(ty: ir.Type) -> bool:
+    return isinstance(ty, ir.VectorType) and isinstance(ty.element, ir.FloatType)

@@ -1,4 +1,4 @@
-"""exp, tanh and erf on float32 vectors as inline polynomials, for the loop-IR backend.
+"""exp, log, tanh, erf and pow on float32 vectors as inline polynomials, for the loop-IR backend.
 
 LLVM has no vector math library here: `llvm.exp.v8f32` becomes eight `expf` calls, and
 tanh/erf were per-lane libm calls. These build on the microkernel epilogue's polynomials
@@ -8,7 +8,13 @@ what a standalone op needs beyond an activation:
         range (88, 88.72] stays finite, below -87.3 flushes to 0 (error < 1.2e-38);
   tanh  small |x| (< 0.625) by an odd polynomial, because 1 - 2/(exp(2x) + 1) cancels there;
   erf   small |x| (< 0.75) by x * Q(x^2), because A-S's absolute error 1.5e-7 is a large
-        relative error near 0.
+        relative error near 0;
+  log   x = m 2^e with m in [sqrt(1/2), sqrt(2)), log m = 2 atanh(f), f = (m-1)/(m+1), by
+        its odd series to f^9 (|f| < 0.172: the next term is below 2e-9 relative);
+        subnormals scaled first; log(0) = -inf, log(x<0) = NaN, log(inf) = inf;
+  pow   exp(y log x) where every lane has a positive finite x and |y log x| < 4 (there the
+        product's rounding costs at most a few ulp, as LRN's x^-0.75 needs); any other
+        vector takes libm's powf per lane (`pow_fast` says which).
 The small-argument polynomials are least-squares fits (made for this file) with relative
 error below 2e-7 on their intervals; NaN inputs propagate.
 """
@@ -65,7 +71,52 @@ def verf(b, x, lanes: int):
     return _keep_nan(b, x, b.select(use_small, small, _verf(b, x, lanes)))
 
 
-VECTOR_F32 = {"exp": vexp, "tanh": vtanh, "erf": verf}
+_LN2_HI, _LN2_LO = 0.693359375, -2.12194440e-4  # ln 2 = hi + lo, hi with few bits (Cody-Waite)
+
+
+def vlog(b, x, lanes: int):
+    i32 = ir.VectorType(ir.IntType(32), lanes)
+
+    def iconst(v):
+        return ir.Constant(i32, [v] * lanes)
+
+    subnormal = b.fcmp_ordered("<", x, fconst(1.1754943508222875e-38, lanes))
+    xs = b.select(subnormal, b.fmul(x, fconst(8388608.0, lanes)), x)  # 2^23: into the normal range
+    bits = b.bitcast(xs, i32)
+    e = b.sub(b.and_(b.lshr(bits, iconst(23)), iconst(0xFF)), iconst(127))
+    e = b.select(subnormal, b.sub(e, iconst(23)), e)
+    m = b.bitcast(b.or_(b.and_(bits, iconst(0x7FFFFF)), iconst(0x3F800000)), x.type)  # [1, 2)
+    high = b.fcmp_ordered(">", m, fconst(math.sqrt(2.0), lanes))
+    m = b.select(high, b.fmul(m, fconst(0.5, lanes)), m)
+    ef = b.sitofp(b.select(high, b.add(e, iconst(1)), e), x.type)
+    f = b.fdiv(b.fsub(m, fconst(1.0, lanes)), b.fadd(m, fconst(1.0, lanes)))
+    s = b.fmul(f, f)
+    series = _horner(b, (1.0, 1 / 3, 1 / 5, 1 / 7, 1 / 9), s, lanes)
+    log_m = b.fmul(b.fmul(f, fconst(2.0, lanes)), series)
+    y = b.fadd(b.fmul(ef, fconst(_LN2_HI, lanes)), b.fadd(log_m, b.fmul(ef, fconst(_LN2_LO, lanes))))
+    y = b.select(b.fcmp_ordered("==", x, fconst(math.inf, lanes)), fconst(math.inf, lanes), y)
+    y = b.select(b.fcmp_ordered("==", x, fconst(0.0, lanes)), fconst(-math.inf, lanes), y)
+    y = b.select(b.fcmp_ordered("<", x, fconst(0.0, lanes)), fconst(math.nan, lanes), y)
+    return _keep_nan(b, x, y)
+
+
+def pow_fast(b, x, y, lanes: int):
+    """(exp(y log x), whether every lane may use it: x positive and finite, |y log x| < 4)."""
+    t = b.fmul(y, vlog(b, x, lanes))
+    ok = b.and_(b.fcmp_ordered(">", x, fconst(0.0, lanes)), b.fcmp_ordered("<", x, fconst(math.inf, lanes)))
+    ok = b.and_(ok, b.fcmp_ordered("<", intrinsic(b, "fabs", [t]), fconst(4.0, lanes)))
+    all_ok = b.call(_declare_reduce_and(b, lanes), [ok])
+    return vexp(b, t, lanes), all_ok
+
+
+def _declare_reduce_and(b, lanes: int):
+    from .microkernels.irutil import declare
+
+    mask = ir.VectorType(ir.IntType(1), lanes)
+    return declare(b.module, f"llvm.vector.reduce.and.v{lanes}i1", ir.IntType(1), [mask])
+
+
+VECTOR_F32 = {"exp": vexp, "log": vlog, "tanh": vtanh, "erf": verf}
 
 
 def vector_f32_math(b, name: str, args: list):
