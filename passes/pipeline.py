@@ -33,6 +33,7 @@ from .fuse import fuse
 from .recognize_patterns import recognize_patterns
 from .simplify_algebra import simplify_algebra
 from .to_channels_last import to_channels_last
+from .widen_products import widen_products
 
 SIMPLIFY = fixed_point("simplify", [
     fold_shapes,
@@ -47,8 +48,9 @@ SIMPLIFY = fixed_point("simplify", [
 # and only then do the head split and merge fold into packed Attention).
 RECOGNIZE = fixed_point("recognize", [recognize_patterns, SIMPLIFY])
 
-# The layout passes of CPU targets whose convolutions and pools run channels-last.
-CHANNELS_LAST = (to_channels_last, SIMPLIFY)
+# The layout passes of CPU targets whose convolutions and pools run channels-last, on
+# float32 product kernels (16-bit float products widened around them).
+CHANNELS_LAST = (to_channels_last, widen_products, SIMPLIFY)
 
 LEVELS = (0, 1, 2, 3)
 DEFAULT_LEVEL = 3

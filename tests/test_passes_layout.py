@@ -9,7 +9,7 @@ import pytest
 from compiler.api import import_model
 from compiler.ir import GraphBuilder, run_graph, tensor
 from compiler.passes import PassContext, run_pipeline
-from compiler.passes.pipeline import CHANNELS_LAST, PIPELINES, SIMPLIFY
+from compiler.passes.pipeline import CHANNELS_LAST, PIPELINES, SIMPLIFY, pipeline
 from compiler.passes.to_channels_last import to_channels_last
 from compiler.zoo.tolerances import assert_close
 
@@ -456,3 +456,48 @@ def test_operand_already_transposed_for_another_reader_is_shared():
     assert len(_ops(out, "Transpose")) == 2  # x to NHWC once, the result back to NCHW
     conv, = _ops(out, "ConvNhwc")
     assert conv.inputs[3] is conv.inputs[0]
+
+
+# ---------------------------------------------------------------- 16-bit products on float32 kernels
+
+
+@pytest.mark.parametrize("dt,np_dt", [("f16", np.float16), ("bf16", None)])
+def test_16_bit_convs_and_dense_layers_are_widened_around_float32_kernels(dt, np_dt):
+    """A float16/bfloat16 conv chain and dense layer: the products compute on float32
+    operands between Casts (weights converted once), the output stays 16-bit, and the
+    compiled model, whose products now run on the microkernels, matches the reference."""
+    import ml_dtypes
+
+    from compiler.backends import BuildOptions, parse_target
+    from compiler.codegen.llvm.target import cpu_target
+
+    np_dt = np_dt or ml_dtypes.bfloat16
+    b = GraphBuilder()
+    x = b.input("x", tensor([1, 8, 10, 10], dt))
+
+    def conv(v, cin, cout, seed):
+        return b.op("Conv", v, b.const(_w((cout, cin, 3, 3), seed).astype(np_dt)),
+                    b.const(_w(cout, seed + 100).astype(np_dt)), pads=[1, 1, 1, 1])
+
+    h = b.op("Relu", conv(b.op("Relu", conv(x, 8, 16, 1)), 16, 16, 2))
+    flat = b.op("Flatten", b.op("GlobalAveragePool", h))
+    b.output(b.op("Add", b.op("MatMul", flat, b.const(_w((16, 5), 3).astype(np_dt))),
+                  b.const(_w(5, 4).astype(np_dt))))
+    graph = b.build()
+    out = run_pipeline(graph, pipeline(2, CHANNELS_LAST), PassContext(verify=True))
+    feeds = {"x": _rng(3).standard_normal((1, 8, 10, 10)).astype(np_dt)}
+    want = run_graph(graph, feeds)
+    for k, v in run_graph(out, feeds, check_types=True).items():
+        assert_close(np.asarray(v, np.float32), np.asarray(want[k], np.float32), dtype=np.dtype(np_dt), what=k)
+    products = [n for n in out.nodes if n.op in ("ConvNhwc", "Linear")]
+    assert len(products) == 3 and all(n.inputs[0].type.dtype.name == "float32" for n in products)
+    assert all(n.inputs[1].const is not None and n.inputs[1].const.dtype == np.float32 for n in products)
+    assert out.outputs[0].type.dtype.name == {"f16": "float16", "bf16": "bfloat16"}[dt]
+    if "fma" not in cpu_target().required:
+        return
+    backend = parse_target("llvm").backend
+    plan = backend.plan(graph, parse_target("llvm"), BuildOptions())
+    assert plan.details["nodes_by_path"].get("extern", 0) >= 3, plan.details["nodes_by_path"]
+    got = backend.compile_model(graph, parse_target("llvm"), BuildOptions(), "test").run(feeds)
+    for k in want:
+        assert_close(np.asarray(got[k], np.float32), np.asarray(want[k], np.float32), dtype=np.dtype(np_dt), what=k)
