@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 
 from . import __version__
 from .backends import BuildOptions, parse_target
+from .calibration import check_samples, digest, read_samples
 from .model import load
 
 
@@ -28,7 +29,7 @@ def import_model(model, input_shapes: Mapping[str, Sequence] | None = None):
 
 def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence] | None = None,
             num_threads: int | None = None, cache: bool = True, opt_level: int | None = None, tune: bool = False,
-            tune_budget_s: float = 10.0, precision: str = "fp32", exclude: Sequence[str] = ()):
+            tune_budget_s: float = 10.0, precision: str = "fp32", exclude: Sequence[str] = (), calibration=None):
     """Compile an ONNX model (path, bytes or onnx.ModelProto) for `target`.
 
     `input_shapes` overrides declared input shapes: {"x": [1, 3, 224, 224]}.
@@ -44,6 +45,10 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     registry's precision policies keep in fp32 stays there; inputs and outputs keep the
     model's types. `exclude`: node names or op types ("Conv", "MatMul") kept in fp32. The
     artifact's manifest holds the per-node report (`compile inspect --precision`).
+    `calibration`: sample inputs (an .npz of arrays with a leading sample axis, a dict of
+    such arrays, or an iterable of feed dicts; `compiler.calibration`), checked against the
+    model's inputs; with a reduced precision, the manifest's report then holds each lowered
+    layer's and each output's worst cosine and SQNR against fp32 over those samples.
     """
     tgt = parse_target(target)
     backend = tgt.backend
@@ -52,8 +57,12 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     options = BuildOptions(opt_level=opt_level, num_threads=num_threads, tune=tune, tune_budget_s=tune_budget_s,
                            precision=precision, exclude=tuple(exclude))
     backend.check_precision(options)  # before the cache: a refused precision never finds an fp32 entry
+    samples = where = None
+    if calibration is not None:
+        samples, where = read_samples(calibration)  # drained once: hashed for the cache, checked after import
+    extra = {"calibration": digest(samples)} if samples is not None else {}
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
-    entry = _cache_path(model, input_shapes, backend, tgt, options) if cache and not tune else None
+    entry = _cache_path(model, input_shapes, backend, tgt, options, extra) if cache and not tune else None
     if entry is not None and entry.exists():
         try:
             return load(entry, num_threads=num_threads)
@@ -61,13 +70,32 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
             entry.unlink(missing_ok=True)
     graph = import_model(model, input_shapes)
     _check_exclusions(graph, options.exclude)
+    if samples is not None:
+        samples = check_samples(samples, graph, where)
     compiled = backend.compile_model(graph, tgt, options, source)
+    if samples is not None and options.precision != "fp32":
+        _record_errors(compiled, graph, target, options, samples)
     if cache and tune:  # the tuning results (part of the key) changed while building
-        entry = _cache_path(model, input_shapes, backend, tgt, options)
+        entry = _cache_path(model, input_shapes, backend, tgt, options, extra)
     if entry is not None:
         entry.parent.mkdir(parents=True, exist_ok=True)
         compiled.save(entry)
     return compiled
+
+
+def _record_errors(compiled, graph, target: str, options: BuildOptions, samples: list) -> None:
+    """The per-layer and output errors against fp32 over the calibration samples, into the
+    manifest's precision report (saved with the artifact)."""
+    from .precision_report import precision_report
+
+    report = precision_report(graph, target, options.precision, options.exclude, samples)
+    errors = {r["node"]: r for r in report["nodes"] if "cosine" in r}
+    entry = compiled.manifest.setdefault("precision", {})
+    for row in entry.get("nodes", []):
+        if row["node"] in errors:
+            row.update(cosine=errors[row["node"]]["cosine"], sqnr_db=errors[row["node"]]["sqnr_db"])
+    entry["outputs"] = report["outputs"]
+    entry["calibration_samples"] = len(samples)
 
 
 def _check_exclusions(graph, exclude) -> None:
@@ -106,7 +134,7 @@ def _compiler_code_hash() -> str:
     return h.hexdigest()
 
 
-def _cache_path(model, input_shapes, backend, target, options: BuildOptions) -> Path | None:
+def _cache_path(model, input_shapes, backend, target, options: BuildOptions, extra: dict | None = None) -> Path | None:
     key = backend.cache_key(target, options)
     data = _model_bytes(model) if key is not None else None
     if data is None:
@@ -114,7 +142,8 @@ def _cache_path(model, input_shapes, backend, target, options: BuildOptions) -> 
     root = Path(os.environ.get("COMPILER_CACHE_DIR") or Path.home() / ".cache" / "compiler")
     h = hashlib.sha256(data)
     h.update(json.dumps({"shapes": {k: list(v) for k, v in (input_shapes or {}).items()}, "target": key,
-                         "version": __version__, "code": _compiler_code_hash()}, sort_keys=True).encode())
+                         "version": __version__, "code": _compiler_code_hash(), **(extra or {})},
+                        sort_keys=True).encode())
     return root / backend.kind / f"{h.hexdigest()}.cmod"
 
 

@@ -45,6 +45,9 @@ def _add_precision_args(p: argparse.ArgumentParser) -> None:
                    help="what convolutions and matrix products compute in (bf16: llvm on AVX512-BF16 CPUs)")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME|OPTYPE",
                    help="keep this node (by name) or op type in fp32; repeatable")
+    p.add_argument("--calibrate", metavar="SAMPLES.npz",
+                   help="sample inputs (one array per input, leading sample axis): with --precision, the "
+                        "artifact's report holds each lowered layer's error against fp32 on them")
 
 
 def cmd_build(argv: list[str]) -> int:
@@ -65,7 +68,7 @@ def cmd_build(argv: list[str]) -> int:
 
     cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args), opt_level=args.level,
                        tune=args.tune, tune_budget_s=args.tune_budget, num_threads=args.threads,
-                       precision=args.precision, exclude=args.exclude)
+                       precision=args.precision, exclude=args.exclude, calibration=args.calibrate)
     out = args.output or str(Path(args.model).with_suffix(".cmod"))
     cm.save(out)
     print(f"compiled {args.model} for {cm.target} -> {out}")
@@ -143,13 +146,17 @@ def _print_precision(graph, args) -> int:
     from .precision_report import format_report, precision_report
     from .runtime.signature import TensorSpec
 
+    from .calibration import load_samples
+
     _check_exclusions(graph, args.exclude)
-    if args.inputs:
-        feeds = _load_npz(args.inputs)
+    if args.calibrate:
+        samples = load_samples(args.calibrate, graph)
+    elif args.inputs:
+        samples = [_load_npz(args.inputs)]
     else:
         rng = np.random.default_rng(0)
-        feeds = {v.name: _random_input(TensorSpec.of(v), rng) for v in graph.inputs}
-    report = precision_report(graph, args.target, args.precision, args.exclude, feeds)
+        samples = [{v.name: _random_input(TensorSpec.of(v), rng) for v in graph.inputs}]
+    report = precision_report(graph, args.target, args.precision, args.exclude, samples)
     if args.json:
         import json
 

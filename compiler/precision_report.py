@@ -5,12 +5,14 @@ The errors come from the reference interpreter running the graph the precision p
 (-O2 plus `passes.lower_precision`, before fusion) twice on the same inputs: once as
 lowered, once with every `compute` attribute removed. A layer's numbers are measured at its
 output, so they include what the layers before it contributed (the error a user sees at
-that point of the network). Cosine similarity and SQNR (signal over error power, in dB).
+that point of the network). Cosine similarity and SQNR (signal over error power, in dB),
+the worst over the samples given (`compile inspect --inputs`, or the calibration data of
+`compiler.compile(..., calibration=...)`, which keeps the result in the manifest).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -34,24 +36,34 @@ def _without_compute(graph: Graph) -> Graph:
     return dataclasses.replace(graph, nodes=nodes)
 
 
-def layer_errors(lowered: Graph, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, dict], dict[str, dict]]:
+def _worst(errors: list[dict]) -> dict:
+    return {"cosine": min(e["cosine"] for e in errors), "sqnr_db": min(e["sqnr_db"] for e in errors)}
+
+
+def layer_errors(lowered: Graph, samples: Sequence[Mapping[str, np.ndarray]]) -> tuple[dict[str, dict], dict[str, dict]]:
     """({lowered node name: error at its output}, {graph output name: error}) of `lowered`
-    against its fp32 twin on `feeds`."""
+    against its fp32 twin, the worst over `samples` (feed dicts)."""
     products = [n for n in lowered.nodes if n.attrs.get("compute") is not None]
     extra = [n.outputs[0] for n in products if n.outputs[0] not in lowered.outputs]
     probe = dataclasses.replace(lowered, outputs=list(lowered.outputs) + extra)
-    got = Interpreter().run(probe, feeds)
-    want = Interpreter().run(_without_compute(probe), feeds)
-    per_node = {n.name: _compare(want[n.outputs[0].name], got[n.outputs[0].name]) for n in products}
-    outputs = {v.name: _compare(want[v.name], got[v.name]) for v in lowered.outputs
-               if np.asarray(want[v.name]).dtype.kind == "f"}
-    return per_node, outputs
+    twin = _without_compute(probe)
+    per_node: dict[str, list] = {n.name: [] for n in products}
+    outputs: dict[str, list] = {}
+    for feeds in samples:
+        got, want = Interpreter().run(probe, feeds), Interpreter().run(twin, feeds)
+        for n in products:
+            per_node[n.name].append(_compare(want[n.outputs[0].name], got[n.outputs[0].name]))
+        for v in lowered.outputs:
+            if np.asarray(want[v.name]).dtype.kind == "f":
+                outputs.setdefault(v.name, []).append(_compare(want[v.name], got[v.name]))
+    return ({k: _worst(e) for k, e in per_node.items() if e}, {k: _worst(e) for k, e in outputs.items()})
 
 
 def precision_report(graph: Graph, target: str, precision: str, exclude=(),
-                     feeds: Mapping[str, np.ndarray] | None = None) -> dict:
+                     samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> dict:
     """{"nodes": [per-node decision, with its error when lowered], "outputs": {name: error}}
-    for `graph` compiled for `target` at `precision`; errors only when `feeds` are given."""
+    for `graph` compiled for `target` at `precision`; errors (the worst over the samples)
+    only when `samples` (feed dicts) are given."""
     from .passes.core import PassContext
 
     tgt = parse_target(target)
@@ -60,8 +72,8 @@ def precision_report(graph: Graph, target: str, precision: str, exclude=(),
     lowered = tgt.backend.optimize(graph, 2, ctx, options)
     rows = [r.as_dict() for r in ctx.analyses.get("precision", ())]
     outputs: dict = {}
-    if feeds is not None and precision != "fp32":
-        per_node, outputs = layer_errors(lowered, feeds)
+    if samples and precision != "fp32":
+        per_node, outputs = layer_errors(lowered, samples)
         for row in rows:
             row.update(per_node.get(row["node"], {}))
     return {"precision": precision, "nodes": rows, "outputs": outputs}

@@ -229,7 +229,7 @@ def test_cache_keeps_precisions_apart():
 def test_report_measures_each_lowered_layer():
     from compiler.precision_report import format_report, precision_report
 
-    report = precision_report(import_model(small_net()), "llvm", "bf16", (), _feeds())
+    report = precision_report(import_model(small_net()), "llvm", "bf16", (), [_feeds()])
     lowered = [r for r in report["nodes"] if r["precision"] == "bf16"]
     assert len(lowered) == 3 and all(0.999 < r["cosine"] <= 1.0 and r["sqnr_db"] > 30 for r in lowered)
     assert 0.999 < report["outputs"]["probs"]["cosine"] <= 1.0
@@ -256,6 +256,13 @@ def test_cli_compile_and_inspect_precision(tmp_path):
     assert sum(r["precision"] == "bf16" for r in report["nodes"]) == 3 and "probs" in report["outputs"]
     bad = _cli("net.onnx", "--precision", "bf16", "--exclude", "nosuchnode", cwd=tmp_path)
     assert bad.returncode != 0 and "nosuchnode" in bad.stderr and "Traceback" not in bad.stderr
+    np.savez(tmp_path / "cal.npz", x=_samples(2))
+    done = _cli("net.onnx", "--precision", "bf16", "--calibrate", "cal.npz", "-o", "cal.cmod", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert read_artifact(tmp_path / "cal.cmod")[0]["precision"]["calibration_samples"] == 2
+    np.savez(tmp_path / "bad.npz", image=_samples(2))
+    bad = _cli("net.onnx", "--precision", "bf16", "--calibrate", "bad.npz", cwd=tmp_path)
+    assert bad.returncode != 0 and "missing input(s) ['x']" in bad.stderr and "Traceback" not in bad.stderr
 
 
 # ---------------------------------------------------------------- real images
@@ -297,3 +304,67 @@ def test_digits_classifier_keeps_its_accuracy_in_bf16():
     assert acc32 > 0.9  # it did learn
     assert abs(acc16 - acc32) <= 0.005, (acc32, acc16)
     assert _cosine(fp32, bf16) > 0.999
+
+
+# ---------------------------------------------------------------- calibration data
+
+
+def _samples(n=3, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 2, 3, 12, 12)).astype(np.float32)
+
+
+@pytest.mark.parametrize("form", ["npz", "dict", "iterable"])
+def test_calibration_errors_go_into_the_manifest(tmp_path, form):
+    _needs_bf16()
+    xs = _samples()
+    if form == "npz":
+        np.savez(tmp_path / "cal.npz", x=xs)
+        calibration = tmp_path / "cal.npz"
+    elif form == "dict":
+        calibration = {"x": xs}
+    else:
+        calibration = ({"x": x} for x in xs)  # a generator: drained once
+    cm = compiler.compile(small_net(), precision="bf16", calibration=calibration)
+    report = cm.manifest["precision"]
+    assert report["calibration_samples"] == 3
+    lowered = [r for r in report["nodes"] if r["precision"] == "bf16"]
+    assert len(lowered) == 3 and all(0.999 < r["cosine"] <= 1 and r["sqnr_db"] > 30 for r in lowered)
+    assert set(report["outputs"]) == {"probs", "logits"}
+    path = tmp_path / "net.cmod"
+    cm.save(path)
+    assert compiler.load(path).manifest["precision"]["outputs"]["probs"]["cosine"] > 0.999
+
+
+def test_calibration_data_is_part_of_the_cache_key():
+    _needs_bf16()
+    a = compiler.compile(small_net(), precision="bf16", calibration={"x": _samples(2)})
+    b = compiler.compile(small_net(), precision="bf16", calibration={"x": _samples(3)})
+    assert a.manifest["precision"]["calibration_samples"] == 2
+    assert b.manifest["precision"]["calibration_samples"] == 3
+
+
+def _bad_calibration(tmp_path, case):
+    x = _samples(2)
+    if case == "not an npz":
+        (tmp_path / "cal.npz").write_text("hello")
+        return tmp_path / "cal.npz"
+    if case == "npy":
+        np.save(tmp_path / "cal.npy", x)
+        return tmp_path / "cal.npy"
+    return {"missing": {"y": x}, "extra": {"x": x, "mask": x}, "shape": {"x": x[:, :, :, :6]},
+            "dtype": {"x": x.astype(np.float64)}, "nan": {"x": np.where(x > 2, np.nan, x)},
+            "empty": {"x": x[:0]}, "counts": [{"x": x[0]}, {"x": x[1], "y": x[1]}], "not feeds": [x[0]],
+            "scalar": {"x": np.float32(1)}}[case]
+
+
+@pytest.mark.parametrize("case,message", [
+    ("not an npz", "cannot read it as an .npz"), ("npy", "single .npy array"),
+    ("missing", r"missing input\(s\) \['x'\]"), ("extra", r"unknown name\(s\) \['mask'\]"),
+    ("shape", r"input 'x': shape \[2, 3, 6, 12\], expected \[2, 3, 12, 12\]"),
+    ("dtype", "input 'x': element type float64, expected float32"), ("nan", "input 'x': holds NaN or Inf"),
+    ("empty", "no samples"), ("counts", r"sample 1: unknown name\(s\) \['y'\]"), ("not feeds", "sample 0 is a ndarray"),
+    ("scalar", "'x' is a scalar"),
+])
+def test_bad_calibration_data_is_refused_by_name(tmp_path, case, message):
+    with pytest.raises(CompilerError, match=message):
+        compiler.compile(small_net(), precision="bf16", calibration=_bad_calibration(tmp_path, case), cache=False)
