@@ -69,7 +69,7 @@ class Workload:
     def packed(self, schedule, target) -> np.ndarray:
         if isinstance(self.problem, ConvProblem):
             return pack_conv_weights(self.raw_w, self.problem, schedule, target_lanes(target))
-        return pack_weights(self.raw_w, schedule)
+        return pack_weights(self.raw_w, schedule, self.problem)
 
     def arrays(self, schedule, target) -> dict:
         """Kernel arguments (PARAMS name -> array) with a fresh NaN-filled output, so a

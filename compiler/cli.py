@@ -230,6 +230,8 @@ def cmd_tune(argv: list[str]) -> int:
     p.add_argument("--budget", type=float, default=300.0, help="total seconds of tuning (default 300)")
     _add_target_arg(p)
     p.add_argument("--retune", action="store_true", help="tune problems the cache already has too")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                   help="tune the kernels a build at this precision runs (bf16 products are their own problems)")
     args = p.parse_args(argv)
     from .api import import_model
     from .autotune.model import format_table
@@ -240,7 +242,7 @@ def cmd_tune(argv: list[str]) -> int:
     target = parse_target(args.target)
     try:
         reports = target.backend.tune(import_model(args.model, _shapes(args)), target, args.threads, args.budget,
-                                      retune=args.retune)
+                                      retune=args.retune, precision=args.precision)
     except OSError as exc:  # an unreadable model file
         raise CompilerError(f"{args.model}: {exc.strerror or exc}") from None
     print(f"{args.model}: {target}, {args.threads} thread(s)")

@@ -368,3 +368,29 @@ def test_command_line_reports_bad_input(tmp_path, capsys):
 
     assert main(["tune", str(tmp_path / "missing.onnx")]) == 1
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_command_line_tunes_the_bf16_kernels_apart(target, tmp_path, capsys):
+    """`compile tune --precision bf16` tunes the problems a bf16 build runs: the same
+    convolutions as bf16 problems, cached apart from the fp32 ones (none of which it re-uses)."""
+    import onnx
+
+    from compiler.cli import main
+
+    if "avx512bf16" not in target.required:
+        pytest.skip("host has no AVX512-BF16")
+    path = tmp_path / "tiny.onnx"
+    onnx.save(build_tiny_cnn(), path)
+    args = ["tune", str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3"]
+    assert main(args) == 0
+    capsys.readouterr()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(args + ["--precision", "bf16"]) == 0
+    assert not [w for w in caught if "different result" in str(w.message)]  # every candidate agrees
+    out = capsys.readouterr()
+    assert "(cached)" not in out.out and "[3/3]" in out.err  # its problems are new to the cache
+    assert main(args + ["--precision", "bf16"]) == 0
+    assert capsys.readouterr().out.count("(cached)") == 3

@@ -156,7 +156,8 @@ class Backend:
         """The target's part of a compile-cache key; None: builds are not cached."""
         return None
 
-    def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False):
+    def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False,
+             precision: str = "fp32"):
         raise TargetError(f"target {self.kind!r} has no schedules to tune")
 
     def describe(self) -> dict:

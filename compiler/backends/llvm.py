@@ -113,9 +113,14 @@ class LLVMBackend(Backend):
         return (f"{target} -O{self.level(options)} precision={precision} "
                 f"tuned={fingerprint(self.cpu(target), options.num_threads)}")
 
-    def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False):
-        """Tune every extern kernel problem of the model for this device and thread count."""
+    def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False,
+             precision: str = "fp32"):
+        """Tune every extern kernel problem of the model, built at `precision`, for this
+        device and thread count (bf16 products are problems of their own)."""
         from ..autotune.model import tune_graph
+        from ..codegen.llvm.target import check_precision_isa
 
-        optimized = self.optimize(graph, self.default_opt_level)
-        return tune_graph(optimized, self.cpu(target), threads, budget_s, retune=retune)
+        cpu = self.cpu(target)
+        check_precision_isa(cpu, precision)
+        optimized = self.optimize(graph, self.default_opt_level, options=BuildOptions(precision=precision))
+        return tune_graph(optimized, cpu, threads, budget_s, retune=retune)
