@@ -501,18 +501,13 @@ class _Gen:
 
         if self._merge_kernel_rows:
             run = a.kw * a.cin
-            zero = b.bitcast(self.zero, F32P)
             with b.if_else(self._whole_rows(b, A, geo)) as (merged, taps):
                 with merged:
                     kh_lo = b.udiv(A["tap_lo"], i64(a.kw))
 
                     def kernel_row(khi):
                         at = b.mul(b.sub(khi, kh_lo), i64(run))
-                        for i, (pix0, ih0, iw0) in enumerate(geo):
-                            ih = b.add(ih0, b.mul(khi, i64(a.dilation[0])))
-                            pix = b.add(pix0, b.add(b.mul(ih, i64(a.in_w)), iw0))
-                            src = b.select(b.icmp_unsigned("<", ih, i64(a.in_h)),
-                                           b.gep(A["x"], [b.mul(pix, i64(a.pixel_stride))]), zero)
+                        for i, src in enumerate(self._kernel_row_ptrs(b, A, geo, khi)):
                             _convert_run(b, src, b.gep(bits, [b.add(at, row_base[i])]), i64(run))
                     counted_loop(b, kh_lo, b.udiv(A["tap_hi"], i64(a.kw)), kernel_row, name="kh")
                 with taps:
@@ -583,19 +578,25 @@ class _Gen:
             ok = b.and_(ok, b.icmp_unsigned("<", b.add(iw0, i64(a.kw - 1)), i64(a.in_w)))
         return ok
 
+    def _kernel_row_ptrs(self, b, A, geo, khi) -> list:
+        """Per row, where kernel row `khi` of its window starts (kw*cin contiguous floats),
+        or the zero buffer when that input row is padding."""
+        a = self.p.a
+        zero = b.bitcast(self.zero, F32P)
+        ptrs = []
+        for pix0, ih0, iw0 in geo:
+            ih = b.add(ih0, b.mul(khi, i64(a.dilation[0])))
+            ptr = b.gep(A["x"], [b.mul(b.add(pix0, b.add(b.mul(ih, i64(a.in_w)), iw0)), i64(a.pixel_stride))])
+            ptrs.append(b.select(b.icmp_unsigned("<", ih, i64(a.in_h)), ptr, zero))
+        return ptrs
+
     def _kernel_row_loop(self, b, A, geo, panel, acc, mr, nv):
         a, nr = self.p.a, self.s.nr
-        zero = b.bitcast(self.zero, F32P)
         run = a.kw * a.cin
 
         def kernel_row(khi):
-            ptrs = []
-            for pix0, ih0, iw0 in geo:
-                ih = b.add(ih0, b.mul(khi, i64(a.dilation[0])))
-                ptr = b.gep(A["x"], [b.mul(b.add(pix0, b.add(b.mul(ih, i64(a.in_w)), iw0)), i64(a.pixel_stride))])
-                ptrs.append(b.select(b.icmp_unsigned("<", ih, i64(a.in_h)), ptr, zero))
             bt = b.gep(panel, [b.mul(khi, i64(run * nr))])
-            self._k_loop(b, i64(0), i64(run), ptrs, bt, acc, mr, nv)
+            self._k_loop(b, i64(0), i64(run), self._kernel_row_ptrs(b, A, geo, khi), bt, acc, mr, nv)
 
         counted_loop(b, b.udiv(A["tap_lo"], i64(a.kw)), b.udiv(A["tap_hi"], i64(a.kw)), kernel_row, name="kh")
 
