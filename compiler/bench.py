@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 
 from .ir.errors import CompilerError, TargetError
+from .ir.registry import PRECISIONS
 
 # --- statistics ---------------------------------------------------------------------------
 
@@ -589,7 +590,7 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--torch-model", choices=("bert", "mlp"),
                    help="the zoo's torch definition of MODEL, for --vs torch / torch.compile")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="what our convolutions and matrix products compute in (compare with --vs openvino: bf16 "
                         "is its default on CPUs with AVX512-BF16)")
     return p.parse_args(argv)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .ir.errors import CompilerError
+from .ir.registry import PRECISIONS
 from .shape_args import shape_override
 
 SUBCOMMANDS = ("inspect", "run", "bench", "tune")
@@ -41,7 +42,7 @@ def _add_target_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _add_precision_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="what convolutions and matrix products compute in (bf16: llvm on AVX512-BF16 CPUs)")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME|OPTYPE",
                    help="keep this node (by name) or op type in fp32; repeatable")
@@ -143,10 +144,9 @@ def _print_optimization(summary: dict, args) -> None:
 def _print_precision(graph, args) -> int:
     """`compile inspect --precision P`: the per-node report with errors against fp32."""
     from .api import _check_exclusions
+    from .calibration import load_samples
     from .precision_report import format_report, precision_report
     from .runtime.signature import TensorSpec
-
-    from .calibration import load_samples
 
     _check_exclusions(graph, args.exclude)
     if args.calibrate:
@@ -230,7 +230,7 @@ def cmd_tune(argv: list[str]) -> int:
     p.add_argument("--budget", type=float, default=300.0, help="total seconds of tuning (default 300)")
     _add_target_arg(p)
     p.add_argument("--retune", action="store_true", help="tune problems the cache already has too")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="tune the kernels a build at this precision runs (bf16 products are their own problems)")
     args = p.parse_args(argv)
     from .api import import_model

@@ -48,6 +48,11 @@ class Precision(enum.Enum):
     EXACT = "exact"  # integer, bool, index or pure data movement: not a precision question
 
 
+# What a build may lower products to (`compiler.compile(precision=...)`, carried out by
+# `passes.lower_precision` under the policies above); "fp32" lowers nothing.
+PRECISIONS = ("fp32", "bf16")
+
+
 # The schedule spaces a kernel can fall in (`codegen.schedule.SPACES` declares each one's
 # knobs); an op without a declared class takes its category's.
 KERNEL_CLASSES = ("elementwise", "injective", "reduction", "matmul", "conv", "pool")

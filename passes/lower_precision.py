@@ -27,13 +27,12 @@ from ..ir import dtypes
 from ..ir.errors import CompilerError
 from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
-from ..ir.registry import Precision
+from ..ir.registry import PRECISIONS, Precision
 from .core import Pass, PassContext
 from .match import const_of
 
-# The API's precision names; each lowers products to one compute type (fp32: none).
-PRECISIONS = ("fp32", "bf16")
-COMPUTE_TYPES = {"bf16": dtypes.bfloat16}
+# The compute type each reduced precision (`ir.registry.PRECISIONS`) gives products.
+COMPUTE_TYPE_OF = {"bf16": dtypes.bfloat16}
 
 # The ONNX ops the products with a `compute` attribute are made from, so that excluding
 # "Conv" or "MatMul" (what the user sees in the model) excludes them too.
@@ -118,7 +117,7 @@ def lower_precision(precision: str, exclude: Iterable[str] = ()) -> Pass:
         for node in graph.nodes:
             chosen, reason, lower = _decide(node, precision, excluded)
             if lower:
-                node = dataclasses.replace(node, attrs={**node.attrs, "compute": COMPUTE_TYPES[precision]})
+                node = dataclasses.replace(node, attrs={**node.attrs, "compute": COMPUTE_TYPE_OF[precision]})
             nodes.append(node)
             report.append(NodePrecision(node.name, node.op, chosen, reason))
         ctx.analyses["precision"] = report

@@ -26,7 +26,7 @@ class BuildOptions:
     tune: bool = False  # time schedules this device has not tuned yet, and cache them
     tune_budget_s: float = 10.0  # per problem tuned
     profile: bool = False  # timers around every kernel call (`compile bench --profile`)
-    precision: str = "fp32"  # what products compute in (`passes.lower_precision.PRECISIONS`)
+    precision: str = "fp32"  # what products compute in (`ir.registry.PRECISIONS`)
     exclude: tuple[str, ...] = ()  # node names or op types kept in fp32 whatever `precision` says
     check_types: bool = False  # the interpreter checks every value against its type (conformance)
 
