@@ -52,10 +52,10 @@ def tile_score(problem: GemmProblem, mr: int, nr: int, lanes: int) -> float:
 
 
 def pack_a_fits(problem: GemmProblem, s: GemmSchedule) -> bool:
-    """pack_a as the problem allows: off only in float32 (bfloat16 converts A as it packs
-    it), and on only when the packed block fits the stack limit."""
+    """pack_a as the problem allows: off only in float32 (bfloat16 and int8 convert A as
+    they pack it), and on only when the packed block fits the stack limit."""
     if not s.pack_a:
-        return not problem.bf16
+        return problem.k_per_slot == 1
     return packed_a_bytes(problem, s.mr, s.kc, s.mc_tiles) <= PACK_A_STACK_BYTES
 
 

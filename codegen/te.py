@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+import numpy as np
+
 from ..ir import dtypes
 from ..ir.dtypes import DType
 from . import loop_ir as L
@@ -144,11 +146,38 @@ def wide(e: L.Expr) -> L.Expr:
 
 
 def compute_operand(compute, acc):
-    """How a product's operand enters its multiply: in the accumulator type `acc`, first
-    rounded to `compute` (a product's `compute` attribute: bfloat16, float16) when given."""
-    if compute is None:
+    """How a product's weight operand enters its multiply: in the accumulator type `acc`,
+    first rounded to `compute` (a product's `compute` attribute: bfloat16, float16) when
+    given. int8 weights arrive already on their grid (the rules quantize the constant
+    with `ir.int8.fake_quantize_weights` before packing it), so they pass as they are."""
+    if compute is None or compute.name == "int8":
         return lambda e: L.cast(wide(e), acc)
     return lambda e: L.cast(L.cast(wide(e), compute), acc)
+
+
+def is_int8(attrs: dict) -> bool:
+    """The product computes in int8 (its `compute` attribute, set by the precision pass)."""
+    compute = attrs.get("compute")
+    return compute is not None and compute.name == "int8"
+
+
+def activation_operand(attrs: dict, acc):
+    """How a product's activation operand enters its multiply: as `compute_operand`, and
+    for compute=int8 through uint8 and back with the node's act_scale / act_zero_point,
+    in the same float32 steps as `ir.int8.quantize_activation`."""
+    if not is_int8(attrs):
+        return compute_operand(attrs.get("compute"), acc)
+    from ..ir import int8
+
+    f32 = dtypes.float32
+    inv = L.const(float(int8.inverse_scale(attrs["act_scale"])), f32)
+    zp, scale = float(attrs["act_zero_point"]), float(np.float32(attrs["act_scale"]))
+
+    def operand(e):
+        q = L.add(L.call("round", L.mul(L.cast(wide(e), f32), inv)), L.const(zp, f32))
+        q = L.binary("min", L.binary("max", q, L.const(float(int8.ACT_QMIN), f32)), L.const(float(int8.ACT_QMAX), f32))
+        return L.cast(L.mul(L.sub(q, L.const(zp, f32)), L.const(scale, f32)), acc)
+    return operand
 
 
 def fconst(value: float, like: L.Expr) -> L.Expr:

@@ -27,6 +27,7 @@ import numpy as np
 from ...ir.errors import CompilerError
 from ...ir.ops import REGISTRY, get_op
 from ..extern import ExternPlan
+from ..te import is_int8
 from ..lowering.attention import mask_strides
 from .extern import extern_plan
 from .microkernels import AOperand, ConvProblem, Epilogue, GemmProblem, pack_weights
@@ -64,6 +65,13 @@ def _bf16(attrs: dict) -> bool:
     return compute is not None and compute.name == "bfloat16"
 
 
+def _quant(attrs: dict) -> tuple[float, int] | None:
+    """The activation's uint8 (scale, zero point) of an int8 product (`ir.int8`), else None."""
+    if not is_int8(attrs):
+        return None
+    return float(attrs["act_scale"]), int(attrs["act_zero_point"])
+
+
 def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, residual=None) -> ExternPlan | None:
     """Y[rows, N] = act(A[rows, K] @ B + bias + residual), A's rows its leading dims."""
     k, n = b.shape
@@ -74,7 +82,7 @@ def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, r
     if m == 0 or n == 0 or k == 0:
         return None  # empty: the loop-IR rules handle (or skip) empty tensors
     epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None)
-    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, bf16=_bf16(attrs))
+    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, bf16=_bf16(attrs), quant=_quant(attrs))
     try:
         schedule = schedules.for_extern(problem, target)  # tuned for this device, or the heuristic default
     except CompilerError:  # the target lacks AVX2+FMA
@@ -168,8 +176,10 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
         conv = ConvProblem(batch, in_c, in_h, in_w, weights.shape[0], weights.shape[2], weights.shape[3],
                            tuple(attrs["strides"]), tuple(attrs["pads"]), tuple(attrs["dilations"]), attrs["group"],
                            epilogue)
-        if _bf16(attrs) and not conv.depthwise:
-            conv = replace(conv, bf16=True)
+        if not conv.depthwise:
+            conv = replace(conv, bf16=_bf16(attrs), quant=_quant(attrs))
+        elif _quant(attrs) is not None:
+            return None  # depthwise int8: the loop-IR rule (the precision pass keeps these fp32)
         lanes = target_lanes(target)
     except CompilerError:  # an invalid window (inference would have said so) or no AVX2+FMA
         return None

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir import dtypes
+from ...ir import dtypes, int8
 from ...ir.ops._window import resolve_window
 from .. import loop_ir as L
-from ..te import Compute, Reduce, Tensor, compute_operand, is_narrow_float, wide
+from ..te import Compute, Reduce, Tensor, activation_operand, compute_operand, is_int8, is_narrow_float, wide
 from .activation import activation_fn
 from .context import LowerContext, NotLowerable
 
@@ -136,14 +136,18 @@ def _conv_nhwc(ctx: LowerContext):
     group = int(ctx.attrs.get("group", 1) or 1)
     icg, ocg = w.shape[1], shape[-1] // group
     acc = _acc(x.dtype)
-    operand = compute_operand(ctx.attrs.get("compute"), acc)
+    operand, x_operand = compute_operand(ctx.attrs.get("compute"), acc), activation_operand(ctx.attrs, acc)
     act = activation_fn(ctx.attrs, ctx.node.op)
     after = bool(ctx.attrs.get("residual_after_activation", 0))
     bias = ctx.inputs[2] if ctx.has(2) else None
     residual = ctx.inputs[3] if ctx.has(3) else None
     packed = ctx.const(1) is not None
+    if is_int8(ctx.attrs):  # the weights on their int8 grid, once, at compile time
+        weights = int8.fake_quantize_weights(ctx.require_const(1, "int8 weights"), 0).astype(w.dtype.numpy)
+    else:
+        weights = ctx.const(1)
     if packed:
-        w = ctx.pack(np.transpose(np.asarray(ctx.const(1)), tuple(range(2, 2 + nsp)) + (1, 0)))
+        w = ctx.pack(np.transpose(np.asarray(weights), tuple(range(2, 2 + nsp)) + (1, 0)))
 
     def element(idx):
         n, sp, m = idx[0], idx[1:-1], idx[-1]
@@ -154,7 +158,7 @@ def _conv_nhwc(ctx: LowerContext):
             pos, ok = _taps(win, sp, ks, x.shape[1:-1])
             xv = x.load_if([n] + pos + [L.add(L.mul(g, icg), ic)], ok, L.const(0, x.dtype))
             wv = w[ks + [ic, m]] if packed else w[[m, ic] + ks]
-            return L.mul(operand(xv), operand(wv))
+            return L.mul(x_operand(xv), operand(wv))
 
         def finalize(s):
             if bias is not None:

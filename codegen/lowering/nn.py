@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...ir import dtypes
+from ...ir import dtypes, int8
 from .. import loop_ir as L
-from ..te import Compute, Reduce, Tensor, compute_operand, is_narrow_float, wide
+from ..te import Compute, Reduce, Tensor, activation_operand, compute_operand, is_int8, is_narrow_float, wide
 from .activation import activation_fn
 from .context import LowerContext, NotLowerable
 from .elementwise import _c
@@ -105,13 +105,15 @@ def _linear(ctx: LowerContext):
     """Linear: act(A @ B + bias) (numpy broadcasting of the bias), accumulating like MatMul."""
     a, b = ctx.input(0), ctx.input(1)
     acc = _acc(a.dtype)
-    operand = compute_operand(ctx.attrs.get("compute"), acc)
+    operand, a_operand = compute_operand(ctx.attrs.get("compute"), acc), activation_operand(ctx.attrs, acc)
+    if is_int8(ctx.attrs):  # the weights on their int8 grid, once, at compile time
+        b = ctx.pack(int8.fake_quantize_weights(ctx.require_const(1, "int8 weights"), -1).astype(b.dtype.numpy))
     act = activation_fn(ctx.attrs, ctx.node.op)
     bias = ctx.inputs[2] if ctx.has(2) else None
     rank = len(ctx.out_shape())
 
     def product(x, y, m, n):
-        return L.mul(operand(x), operand(y))
+        return L.mul(a_operand(x), operand(y))
 
     product_stage = matmul_compute(ctx, a, b, product, None, acc, ctx.out_dtype())
 

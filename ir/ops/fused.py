@@ -12,7 +12,7 @@ from ..registry import PENDING_RULE, Attr, Category, InferContext, OpDef, Precis
 from ..shape_utils import broadcast_shapes
 from ..types import TensorType
 from .activations import ACTIVATION_ATTRS, apply_activation, check_activation
-from .matmul import COMPUTE_ATTR, accumulator, check_compute, matmul_shape, rounded_operands
+from .matmul import COMPUTE_ATTR, accumulator, check_compute, matmul_shape, product_operands
 
 
 def _infer_linear(ctx: InferContext):
@@ -37,7 +37,7 @@ def _ref_linear(ctx, a, b, bias=None):
     # Accumulate (and add the bias) in the accumulator type, rounding once at the end, as a
     # matmul kernel with a bias epilogue does.
     acc = accumulator(a.dtype)
-    a, b = rounded_operands(ctx.attrs["compute"], a, b)
+    a, b = product_operands(ctx.attrs, a, b, channel_axis=-1)
     y = np.matmul(a.astype(acc, copy=False), b.astype(acc, copy=False))
     if bias is not None:
         y = y + bias.astype(acc, copy=False)

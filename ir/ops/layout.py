@@ -18,7 +18,7 @@ from ..types import TensorType
 from .activations import ACTIVATION_ATTRS, apply_activation, check_activation
 from ._window import resolve_window
 from .conv import _ref_conv
-from .matmul import COMPUTE_ATTR, accumulator, check_compute, rounded_operands
+from .matmul import COMPUTE_ATTR, accumulator, check_compute, product_operands
 from .normalization import _lrn_reference
 from .pool import _ref_average_pool, _ref_max_pool
 from .reduction import require_float
@@ -97,7 +97,7 @@ def _forwarded(ctx: RefContext, attrs: dict) -> RefContext:
 def _ref_conv_nhwc(ctx, x, w, b=None, residual=None):
     acc = accumulator(x.dtype)
     attrs = ctx.attrs
-    x, w = rounded_operands(attrs["compute"], x, w)
+    x, w = product_operands(attrs, x, w, channel_axis=0)
     conv_attrs = {"auto_pad": "NOTSET", "kernel_shape": None, "strides": attrs["strides"], "pads": attrs["pads"],
                   "dilations": attrs["dilations"], "group": attrs["group"]}
     # Conv's reference run in the accumulation type, so the whole epilogue rounds once at the end.

@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import dtypes
 from .. import flops
+from .. import int8
 from ..registry import Attr, Category, InferContext, OpDef, Precision
 from ..shape_utils import broadcast_shapes
 from ..types import TensorType, fresh_dim
@@ -26,27 +27,40 @@ def accumulator(dtype: np.dtype) -> np.dtype:
 
 # The `compute` attribute of the products the precision pass lowers (ConvNhwc, Linear): the
 # element type their operands are rounded to before multiplying; the accumulator and the
-# result keep the operands' type. None: the operands' own type.
-COMPUTE_ATTR = {"compute": Attr("dtype", None)}
-COMPUTE_TYPES = ("bfloat16", "float16")
+# result keep the operands' type. None: the operands' own type. int8 follows `ir.int8`:
+# the activation operand goes through uint8 with `act_scale` / `act_zero_point` (set by the
+# calibration), the weights through per-channel symmetric int8.
+COMPUTE_ATTR = {"compute": Attr("dtype", None), "act_scale": Attr("float", 0.0), "act_zero_point": Attr("int", 0)}
+COMPUTE_TYPES = ("bfloat16", "float16", "int8")
 
 
 def check_compute(ctx: InferContext, operand_dtype) -> None:
-    """A `compute` type must be a 16-bit float, lowering float32 operands."""
+    """A `compute` type must be a 16-bit float or int8, lowering float32 operands; int8
+    needs the activation's quantization (a positive scale, a zero point in 0..255)."""
     compute = ctx.attrs["compute"]
     if compute is None:
         return
     if compute.name not in COMPUTE_TYPES or operand_dtype.name != "float32":
         raise ctx.error(f"compute={compute.name} lowers float32 operands to one of {COMPUTE_TYPES}; "
                         f"the operands are {operand_dtype.name}")
+    if compute.name == "int8":
+        scale, zp = ctx.attrs["act_scale"], ctx.attrs["act_zero_point"]
+        if not (scale > 0 and np.isfinite(scale)) or not 0 <= zp <= 255:
+            raise ctx.error(f"compute=int8 needs act_scale > 0 and act_zero_point in 0..255 (the activation's "
+                            f"uint8 quantization), got act_scale={scale}, act_zero_point={zp}")
 
 
-def rounded_operands(compute, *arrays):
-    """The operands as the product sees them: rounded to `compute` (a DType or None), back in
-    their own type (None entries stay None)."""
+def product_operands(attrs: dict, x: np.ndarray, w: np.ndarray, channel_axis: int):
+    """(x, w) as a product with `attrs["compute"]` multiplies them, back in their own type:
+    rounded to a 16-bit float, or for int8 x through uint8 and w through per-channel int8
+    along `channel_axis` (`ir.int8`)."""
+    compute = attrs.get("compute")
     if compute is None:
-        return arrays
-    return tuple(None if a is None else a.astype(compute.numpy).astype(a.dtype) for a in arrays)
+        return x, w
+    if compute.name == "int8":
+        return (int8.fake_quantize_activation(x, attrs["act_scale"], attrs["act_zero_point"]),
+                int8.fake_quantize_weights(w, channel_axis).astype(w.dtype, copy=False))
+    return tuple(a.astype(compute.numpy).astype(a.dtype) for a in (x, w))
 
 
 def wrap_int32(exact: np.ndarray) -> np.ndarray:

@@ -47,6 +47,7 @@ class ConvProblem:
     groups: int = 1
     epilogue: E.Epilogue = field(default_factory=E.Epilogue)
     bf16: bool = False  # the implicit GEMM in bfloat16 (`GemmProblem.bf16`); depthwise convs ignore it
+    quant: tuple[float, int] | None = None  # the implicit GEMM in int8 (`GemmProblem.quant`); not depthwise
 
     def __post_init__(self):
         if self.in_c % self.groups or self.out_c % self.groups:
@@ -76,7 +77,7 @@ class ConvProblem:
     def gemm(self) -> G.GemmProblem:
         a = G.AOperand(self.batch, self.in_h, self.in_w, self.in_c, self.out_h, self.out_w, self.in_c // self.groups,
                        self.kh, self.kw, self.stride, self.pads[:2], self.dilation)
-        return G.GemmProblem(a, self.out_c // self.groups, self.groups, self.out_c, self.epilogue, self.bf16)
+        return G.GemmProblem(a, self.out_c // self.groups, self.groups, self.out_c, self.epilogue, self.bf16, self.quant)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,15 @@ k rows, packed[g, p, kpair, 0:NR] = (B[2j, n], B[2j+1, n]) in one 32-bit slot pe
 each step of the k loop broadcasts one pair of A and issues `vdpbf16ps`, two multiply-adds
 per lane into float32 accumulators. A K chunk of odd length is padded with a zero k row,
 so pairs never straddle chunks; the epilogue is unchanged (float32).
+int8 (`GemmProblem.quant`, AVX512-VNNI, the scheme of `ir.int8`): the same again in groups
+of four k: A is quantized to uint8 as it is packed (with the activation's scale and zero
+point, compile-time constants), B is quantized per column to int8 at compile time and
+packed as quads of k rows in one 32-bit slot per column, and each step issues `vpdpbusd`
+(four u8 x s8 products per lane into int32 accumulators, partial sums kept in C as int32
+bits). After the packed panels the weight buffer holds, per output column, the zero-point
+compensation -zero_point * sum_k B_q[k, n] (int32) and the dequantization scale
+scale_a * scale_w[n] (float32); the epilogue adds the one, converts, multiplies by the
+other, and then runs the float32 epilogue as usual.
 Threads: our pool's cm_parallel (`csrc/thread_pool.c`); the row tiles (or column panels, whichever has more
 units) are split into contiguous ranges that differ by at most one tile.
 """
@@ -41,12 +50,13 @@ import llvmlite.ir as ir
 import ml_dtypes
 import numpy as np
 
+from ....ir import int8
 from ....ir.errors import CompilerError
 from ..parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from ...schedule import Knob
 from . import epilogue as E
-from .irutil import (F32, F32P, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16, entry_alloca,
-                     fma, i64, imin, load_vec, new_function, store_vec, to_bf16, vec_type)
+from .irutil import (F32, F32P, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16, dot_u8s8,
+                     entry_alloca, fma, i64, imin, load_vec, new_function, store_vec, to_bf16, to_u8, vec_type)
 
 # ------------------------------------------------------------------ problem description
 
@@ -102,6 +112,12 @@ class GemmProblem:
     ldc: int | None = None  # floats per output row; default n * groups
     epilogue: E.Epilogue = field(default_factory=E.Epilogue)
     bf16: bool = False  # operands rounded to bfloat16, products accumulated in float32 (AVX512-BF16)
+    quant: tuple[float, int] | None = None  # int8 products (AVX512-VNNI): A's uint8 (scale, zero point)
+
+    @property
+    def k_per_slot(self) -> int:
+        """k values in one 32-bit slot of a packed row: 1 (float32), 2 (bfloat16), 4 (int8)."""
+        return 4 if self.quant is not None else 2 if self.bf16 else 1
 
     @property
     def m(self) -> int:
@@ -213,8 +229,8 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     # A packed block is then reused across all column panels (BLIS order, nc_panels=all).
     aliasing_rows = a is not None and a.pointwise and a.pixel_stride % 1024 == 0
     pack_a = int((short_runs or aliasing_rows) and problem.groups == 1)
-    if problem is not None and problem.bf16:
-        pack_a = 1  # the packing step is where A becomes bfloat16 pairs
+    if problem is not None and problem.k_per_slot > 1:
+        pack_a = 1  # the packing step is where A becomes bfloat16 pairs or uint8 quads
     mc_tiles = 16
     if pack_a:  # the packed block lives on the stack: shrink kc, then mc_tiles, until it fits
         while kc > _CHOICES["kc"][0] and packed_a_bytes(problem, mr, kc, 2) > PACK_A_STACK_BYTES:
@@ -228,26 +244,29 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
 PACK_A_STACK_BYTES = 1 << 20  # the packed A block of pack_a lives on the worker's stack
 
 
-def packed_row_slots(a: AOperand, kc: int, bf16: bool = False) -> int:
-    """32-bit slots of one packed A row: the longest K chunk, in floats or in bfloat16 pairs."""
+def packed_row_slots(a: AOperand, kc: int, per_slot: int = 1) -> int:
+    """32-bit slots of one packed A row: the longest K chunk, in floats, bfloat16 pairs
+    (per_slot 2) or uint8 quads (4)."""
     longest = max((th - tl) * (ch - cl) for tl, th, cl, ch in k_chunks(a, kc))
-    return -(-longest // 2) if bf16 else longest
+    return -(-longest // per_slot)
 
 
 def packed_a_bytes(problem: "GemmProblem", mr: int, kc: int, mc_tiles: int) -> int:
     """Bytes of one thread's packed A block: a block of row tiles (no more than the problem
     has) x mr rows x the longest K chunk."""
-    return min(mc_tiles, -(-problem.m // mr)) * mr * packed_row_slots(problem.a, kc, problem.bf16) * 4
+    return min(mc_tiles, -(-problem.m // mr)) * mr * packed_row_slots(problem.a, kc, problem.k_per_slot) * 4
 
 
-def chunk_pairs(a: AOperand, kc: int) -> list[tuple[int, int, int]]:
-    """Per K chunk (`k_chunks`), bfloat16 packing: (first k, k count, first pair slot of
-    the packed B panel). A chunk is a contiguous k range; odd ones get a zero pair half."""
+def chunk_slots(a: AOperand, kc: int, per_slot: int) -> list[tuple[int, int, int]]:
+    """Per K chunk (`k_chunks`): (first k, k count, first slot of the packed B panel), with
+    `per_slot` k in a slot (2: bfloat16 pairs, 4: int8 quads; 1: float32). A chunk is a
+    contiguous k range; its last slot is padded with zero k rows, so slots never straddle
+    chunks."""
     out, slot = [], 0
     for tl, th, cl, ch in k_chunks(a, kc):
         k0, klen = tl * a.cin + cl, (th - tl) * (ch - cl)
         out.append((k0, klen, slot))
-        slot += -(-klen // 2)
+        slot += -(-klen // per_slot)
     return out
 
 
@@ -280,24 +299,67 @@ def pack_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProblem | N
     For a bfloat16 `problem`: [groups, panels, pairs, NR] 32-bit slots, each holding the
     bfloat16 bits of B[2j, n] (low half) and B[2j+1, n] (high half), k paired within each
     K chunk (`chunk_pairs`); returned as a float32 array of those bits, since the kernel's
-    parameters are float pointers (the values are never read as floats)."""
+    parameters are float pointers (the values are never read as floats).
+
+    For an int8 `problem`: a flat float32 array of bits: [groups, panels, quads, NR] slots of
+    four int8 B[4j..4j+3, n] (per-column scales, `ir.int8.quantize_weights`), then the
+    int32 zero-point compensation per output column (groups x N), then the float32
+    dequantization scale per output column."""
     b = np.asarray(b, np.float32)
     if b.ndim == 2:
         b = b[None]
     g, k, n = b.shape
+    if problem is not None and problem.quant is not None:
+        return _pack_int8_weights(b, schedule, problem)
     panels = -(-n // schedule.nr)
     padded = np.zeros((g, k, panels * schedule.nr), np.float32)
     padded[:, :, :n] = b
     if problem is None or not problem.bf16:
         return np.ascontiguousarray(padded.reshape(g, k, panels, schedule.nr).transpose(0, 2, 1, 3))
     parts = []
-    for k0, klen, _ in chunk_pairs(problem.a, schedule.kc):
+    for k0, klen, _ in chunk_slots(problem.a, schedule.kc, 2):
         rows = np.zeros((g, 2 * -(-klen // 2), panels * schedule.nr), np.float32)
         rows[:, :klen] = padded[:, k0:k0 + klen]
         # [g, pairs, 2, panels, nr] -> [g, panels, pairs, nr, 2]: a pair's halves adjacent
         parts.append(rows.reshape(g, -1, 2, panels, schedule.nr).transpose(0, 3, 1, 4, 2))
     bits = np.concatenate(parts, axis=2).astype(ml_dtypes.bfloat16).view(np.uint16)
     return np.ascontiguousarray(bits).view(np.float32).reshape(g, panels, -1, schedule.nr)
+
+
+def _pack_int8_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProblem) -> np.ndarray:
+    g, k, n = b.shape
+    nr = schedule.nr
+    panels = -(-n // nr)
+    q, scales = int8.quantize_weights(b, axis=2) if g == 1 else _per_group_columns(b)
+    padded = np.zeros((g, k, panels * nr), np.int8)
+    padded[:, :, :n] = q
+    parts = []
+    for k0, klen, _ in chunk_slots(problem.a, schedule.kc, 4):
+        rows = np.zeros((g, 4 * -(-klen // 4), panels * nr), np.int8)
+        rows[:, :klen] = padded[:, k0:k0 + klen]
+        # [g, quads, 4, panels, nr] -> [g, panels, quads, nr, 4]: a quad's bytes adjacent
+        parts.append(rows.reshape(g, -1, 4, panels, nr).transpose(0, 3, 1, 4, 2))
+    panels_bits = np.ascontiguousarray(np.concatenate(parts, axis=2)).view(np.float32).ravel()
+    scale_a, zero_point = problem.quant
+    compensation = (-zero_point * q.astype(np.int64).sum(axis=1)).astype(np.int32).ravel()  # [g*n]
+    dequant = (np.float32(scale_a) * scales.reshape(g, n)).astype(np.float32).ravel()
+    return np.concatenate([panels_bits, compensation.view(np.float32), dequant])
+
+
+def _per_group_columns(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int8 codes and scales of a grouped B [g, K, N]: a channel is one (group, column)."""
+    g, k, n = b.shape
+    q, scales = int8.quantize_weights(b.transpose(1, 0, 2).reshape(k, g * n), axis=1)
+    return q.reshape(k, g, n).transpose(1, 0, 2), scales
+
+
+def int8_tail_offsets(problem: GemmProblem, schedule: GemmSchedule) -> tuple[int, int]:
+    """Where the compensation and dequantization vectors start in an int8 packed B (in
+    32-bit slots): after the panels, then after groups x N compensation entries."""
+    panels = -(-problem.n // schedule.nr)
+    slots = sum(-(-klen // 4) for _, klen, _ in chunk_slots(problem.a, schedule.kc, 4))
+    comp = problem.groups * panels * slots * schedule.nr
+    return comp, comp + problem.groups * problem.n
 
 
 def k_chunks(a: AOperand, kc: int) -> list[tuple[int, int, int, int]]:
@@ -320,7 +382,7 @@ _UK_ARGS = [(n, F32P) for n in PARAMS] + [("apack", F32P)] + [(n, I64) for n in 
                                                                 "kp0", "first", "last")]
 
 
-def _convert_run(b: ir.IRBuilder, src, dst, n) -> None:
+def _bf16_run(b: ir.IRBuilder, src, dst, n) -> None:
     """dst[0:n] = bfloat16(src[0:n]) (float* -> i16*, n an i64 value): whole vectors of 16,
     then one vector under a lane mask for the rest."""
     v16, f16 = ir.VectorType(I16, 16), ir.VectorType(F32, 16)
@@ -339,6 +401,26 @@ def _convert_run(b: ir.IRBuilder, src, dst, n) -> None:
         b.call(store, [to_bf16(b, x), b.bitcast(b.gep(dst, [whole]), v16.as_pointer()), ir.Constant(I32, 2), mask])
 
 
+def _quantize_run(b: ir.IRBuilder, src, dst, n, inverse_scale: float, zero_point: int) -> None:
+    """dst[0:n] = uint8 codes of src[0:n] (float* -> i8*, n an i64 value; `irutil.to_u8`):
+    whole vectors of 16, then one vector under a lane mask for the rest."""
+    v8, f16 = ir.VectorType(I8, 16), ir.VectorType(F32, 16)
+    whole = b.mul(b.udiv(n, i64(16)), i64(16))
+    counted_loop(b, i64(0), whole, lambda c: b.store(
+        to_u8(b, load_vec(b, b.gep(src, [c]), 16), inverse_scale, zero_point),
+        b.bitcast(b.gep(dst, [c]), v8.as_pointer()), align=1), step=16, name="q")
+    rest = b.trunc(b.sub(n, whole), I32)
+    with b.if_then(b.icmp_signed(">", rest, ir.Constant(I32, 0))):
+        lanes = ir.Constant(ir.VectorType(I32, 16), list(range(16)))
+        mask = b.icmp_unsigned("<", lanes, broadcast(b, rest, 16))
+        load = declare(b.module, "llvm.masked.load.v16f32.p0", f16, [f16.as_pointer(), I32, mask.type, f16])
+        store = declare(b.module, "llvm.masked.store.v16i8.p0", VOID, [v8, v8.as_pointer(), I32, mask.type])
+        x = b.call(load, [b.bitcast(b.gep(src, [whole]), f16.as_pointer()), ir.Constant(I32, 4), mask,
+                          ir.Constant(f16, [0.0] * 16)])
+        b.call(store, [to_u8(b, x, inverse_scale, zero_point), b.bitcast(b.gep(dst, [whole]), v8.as_pointer()),
+                       ir.Constant(I32, 1), mask])
+
+
 class _Gen:
     """Emits one GEMM (entry point, worker, microkernel variants) into a module."""
 
@@ -349,14 +431,16 @@ class _Gen:
         self.m_tiles = -(-prob.m // sched.mr)
         self.variants: dict = {}
         self.chunks = k_chunks(prob.a, sched.kc)
-        self.ks = packed_row_slots(prob.a, sched.kc, prob.bf16)  # packed row stride (32-bit slots)
-        # B slots per column of a panel: k rows, or k pairs (each chunk padded to even)
-        pairs = chunk_pairs(prob.a, sched.kc)
-        self.k_slots = sum(-(-klen // 2) for _, klen, _ in pairs) if prob.bf16 else prob.k
-        self.kp0 = [slot for _, _, slot in pairs]
+        per = prob.k_per_slot
+        self.ks = packed_row_slots(prob.a, sched.kc, per)  # packed row stride (32-bit slots)
+        # B slots per column of a panel: k rows, pairs or quads (each chunk padded to whole slots)
+        slots = chunk_slots(prob.a, sched.kc, per)
+        self.k_slots = sum(-(-klen // per) for _, klen, _ in slots)
+        self.kp0 = [slot for _, _, slot in slots]
         self.mc_eff = min(sched.mc_tiles, self.m_tiles)
-        if prob.bf16 and (not sched.pack_a or sched.lanes != 16):
-            raise CompilerError(f"gemm {name}: bfloat16 products need pack_a=1 and 16 lanes (AVX-512), "
+        if per > 1 and (not sched.pack_a or sched.lanes != 16):
+            kind = "int8" if prob.quant is not None else "bfloat16"
+            raise CompilerError(f"gemm {name}: {kind} products need pack_a=1 and 16 lanes (AVX-512), "
                                 f"the schedule has pack_a={sched.pack_a}, lanes={sched.lanes}")
         if sched.pack_a and packed_a_bytes(prob, sched.mr, sched.kc, sched.mc_tiles) > PACK_A_STACK_BYTES:
             raise CompilerError(f"gemm {name}: the packed A block ({self.mc_eff} tiles x {sched.mr} rows x {self.ks} k) "
@@ -442,8 +526,9 @@ class _Gen:
         a, nr = self.p.a, self.s.nr
         klen = b.mul(b.sub(A["tap_hi"], A["tap_lo"]), b.sub(A["c_hi"], A["c_lo"]))
         ptrs = [b.gep(A["apack"], [i64(i * self.ks)]) for i in range(mr)]
-        if self.p.bf16:
-            steps, k0 = b.udiv(b.add(klen, i64(1)), i64(2)), A["kp0"]
+        per = self.p.k_per_slot
+        if per > 1:
+            steps, k0 = b.udiv(b.add(klen, i64(per - 1)), i64(per)), A["kp0"]
         else:
             steps, k0 = klen, b.add(b.mul(A["tap_lo"], i64(a.cin)), A["c_lo"])
         self._k_loop(b, i64(0), steps, ptrs, b.gep(panel, [b.mul(k0, i64(nr))]), acc, mr, nv)
@@ -465,8 +550,8 @@ class _Gen:
         clen = b.sub(A["c_hi"], A["c_lo"])
         nbytes = b.mul(clen, i64(4))
         memcpy = declare(self.module, "llvm.memcpy.p0.p0.i64", VOID, [I8P, I8P, I64, ir.IntType(1)])
-        if self.p.bf16:
-            self._pack_bf16(b, A, (row_at, geo), clen, mr)
+        if self.p.k_per_slot > 1:
+            self._pack_narrow(b, A, (row_at, geo), clen, mr)
             b.ret_void()
             return fn
 
@@ -481,16 +566,26 @@ class _Gen:
         b.ret_void()
         return fn
 
-    def _pack_bf16(self, b, A, addressing, clen, mr):
-        """The chunk's rows as bfloat16: row i's k-th value at bits + i*2*ks + k (i16 units),
-        converted 16 at a time (`vcvtneps2bf16`, the last vector under a lane mask); an odd k
-        count ends with a zero, the missing half of the last pair. Where the fp32 path merges
-        kernel rows (`_merge_kernel_rows`), so does this: one run of kw*cin floats per kernel
-        row instead of kw runs of cin (VGG's and ResNet's first convs: 3 channels per tap)."""
-        a = self.p.a
+    def _pack_narrow(self, b, A, addressing, clen, mr):
+        """The chunk's rows as bfloat16 (or uint8 codes for int8): row i's k-th value at
+        bits + i*per*ks + k (in units of the narrow type), converted 16 at a time (the last
+        vector under a lane mask); a k count that is not a whole number of slots ends with
+        zeros. Where the fp32 path merges kernel rows (`_merge_kernel_rows`), so does this:
+        one run of kw*cin floats per kernel row instead of kw runs of cin (VGG's and
+        ResNet's first convs: 3 channels per tap)."""
+        a, per = self.p.a, self.p.k_per_slot
         row_at, geo = addressing
-        bits = b.bitcast(A["apack"], I16.as_pointer())
-        row_base = [i64(i * 2 * self.ks) for i in range(mr)]
+        narrow = I8 if self.p.quant is not None else I16
+        bits = b.bitcast(A["apack"], narrow.as_pointer())
+        row_base = [i64(i * per * self.ks) for i in range(mr)]
+        if self.p.quant is not None:
+            scale, zero_point = self.p.quant
+            inv = float(int8.inverse_scale(scale))
+
+            def _convert_run(b, src, dst, n):
+                _quantize_run(b, src, dst, n, inv, zero_point)
+        else:
+            _convert_run = _bf16_run
 
         def per_tap():
             def tap(t):
@@ -515,9 +610,12 @@ class _Gen:
         else:
             per_tap()
         klen = b.mul(b.sub(A["tap_hi"], A["tap_lo"]), clen)
-        with b.if_then(b.icmp_unsigned("!=", b.urem(klen, i64(2)), i64(0))):
-            for i in range(mr):
-                b.store(ir.Constant(I16, 0), b.gep(bits, [b.add(klen, row_base[i])]))
+        end = b.mul(b.udiv(b.add(klen, i64(per - 1)), i64(per)), i64(per))
+        for pad in range(per - 1):  # zeros up to the end of the last slot
+            at = b.add(klen, i64(pad))
+            with b.if_then(b.icmp_unsigned("<", at, end)):
+                for i in range(mr):
+                    b.store(ir.Constant(narrow, 0), b.gep(bits, [b.add(at, row_base[i])]))
 
     @staticmethod
     def _each(mr: int, nv: int, fn) -> None:
@@ -609,9 +707,13 @@ class _Gen:
             for i in range(mr):
                 av = broadcast(b, b.load(b.gep(ptrs[i], [c])), L)
                 for v in range(nv):
-                    # bfloat16: c counts k pairs, av and brow[v] hold pairs
-                    vals[i][v] = dot_bf16(b, vals[i][v], av, brow[v]) if self.p.bf16 else \
-                        fma(b, av, brow[v], vals[i][v])
+                    # bfloat16 / int8: c counts k pairs / quads, av and brow[v] hold them
+                    if self.p.quant is not None:
+                        vals[i][v] = dot_u8s8(b, vals[i][v], av, brow[v])
+                    elif self.p.bf16:
+                        vals[i][v] = dot_bf16(b, vals[i][v], av, brow[v])
+                    else:
+                        vals[i][v] = fma(b, av, brow[v], vals[i][v])
 
         def block(count):
             def body(j):
@@ -632,16 +734,27 @@ class _Gen:
     def _epilogue_store(self, b, A, rows, acc, mr, nv, lanes_of, n0, c_ptr):
         ep, L = self.p.epilogue, self.L
         cols = []
+        quant = self.p.quant is not None
+        if quant:
+            comp_at, dq_at = int8_tail_offsets(self.p, self.s)
         for v in range(nv):
             col = {}
             for nm, on in (("bias", ep.bias), ("scale", ep.scale_shift), ("shift", ep.scale_shift)):
                 if on:
                     col[nm] = load_vec(b, b.gep(A[nm], [b.add(n0, i64(v * L))]), L, lanes_of[v])
+            if quant:
+                for nm, at in (("comp", comp_at), ("dq", dq_at)):
+                    col[nm] = load_vec(b, b.gep(A["w"], [b.add(n0, i64(at + v * L))]), L, lanes_of[v])
             cols.append(col)
+        v32 = ir.VectorType(I32, L)
         for i in range(mr):
             for v in range(nv):
                 res = load_vec(b, c_ptr(A["res"], rows[i], v), L, lanes_of[v]) if ep.residual else None
-                y = E.apply(b, ep, b.load(acc[i][v]), L, cols[v], res)
+                value = b.load(acc[i][v])
+                if quant:  # int32 sums -> float32: (acc + compensation) * scale_a * scale_w[n]
+                    exact = b.add(b.bitcast(value, v32), b.bitcast(cols[v]["comp"], v32))
+                    value = b.fmul(b.sitofp(exact, vec_type(L)), cols[v]["dq"])
+                y = E.apply(b, ep, value, L, cols[v], res)
                 store_vec(b, y, c_ptr(A["y"], rows[i], v), L, lanes_of[v])
 
     # ---------------------------------------------------------------- worker and entry

@@ -157,3 +157,28 @@ def to_bf16(b: ir.IRBuilder, vec):
     fn = declare(b.module, "llvm.x86.avx512bf16.cvtneps2bf16.512", ir.VectorType(BF16, 16), [vec.type])
     return b.bitcast(b.call(fn, [vec]), ir.VectorType(I16, 16))
 
+
+
+I8 = ir.IntType(8)
+
+
+def dot_u8s8(b: ir.IRBuilder, acc, x, y):
+    """`vpdpbusd`: acc[l] += sum_j x[4l+j] * y[4l+j] in int32, x's bytes unsigned, y's
+    signed, for 16 lanes; all three given as <16 x float> of their bits (the microkernel's
+    accumulators and packed operands are float-typed), returned the same way."""
+    v32, v8 = ir.VectorType(I32, 16), ir.VectorType(I8, 64)
+    fn = declare(b.module, "llvm.x86.avx512.vpdpbusd.512", v32, [v32, v8, v8])
+    out = b.call(fn, [b.bitcast(acc, v32), b.bitcast(x, v8), b.bitcast(y, v8)])
+    return b.bitcast(out, acc.type)
+
+
+def to_u8(b: ir.IRBuilder, vec, inverse_scale: float, zero_point: int):
+    """<16 x float> -> <16 x i8> uint8 codes: clamp(rint(x * inverse_scale) + zero_point,
+    0, 255), the float32 steps of `ir.int8.quantize_activation`."""
+    lanes = vec.type.count
+    rint = declare(b.module, f"llvm.rint.v{lanes}f32", vec.type, [vec.type])
+    q = b.call(rint, [b.fmul(vec, fconst(inverse_scale, lanes))])
+    q = b.fadd(q, fconst(float(zero_point), lanes))
+    q = intrinsic(b, "maxnum", [q, fconst(0.0, lanes)])
+    q = intrinsic(b, "minnum", [q, fconst(255.0, lanes)])
+    return b.trunc(b.fptosi(q, ir.VectorType(I32, lanes)), ir.VectorType(I8, lanes))
