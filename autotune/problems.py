@@ -5,14 +5,29 @@ A tuning problem is what decides the emitted code apart from the schedule:
     GemmProblem   plain GEMMs (Linear/MatMul/Gemm) and every non-depthwise conv (as the
                   implicit GEMM `ConvProblem.gemm()` describes it: same kernel, same code)
     ConvProblem   depthwise convs (their own kernel and schedule space)
-The key is the dataclass repr: every field (shape, strides, groups, epilogue) in a fixed
-order, readable in the cache file. A field added to a problem class changes the keys, so
+The key is the dataclass repr (of `tuning_problem`): every field (shape, strides, groups,
+epilogue, precision) in a fixed order, readable in the cache file. A field added to a problem class changes the keys, so
 old entries simply stop matching (never a wrong hit).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from ..codegen.llvm.microkernels import ConvProblem
-from ..codegen.llvm.microkernels.conv import canonical_problem as tuning_problem
+from ..codegen.llvm.microkernels.conv import canonical_problem
+
+# The stand-in activation quantization of int8 problems: the scale and zero point are
+# constants in the code that do not change its speed, so one tuning serves every calibration.
+TUNING_QUANT = (1.0, 0)
+
+
+def tuning_problem(problem):
+    """The problem as tuned and keyed: `canonical_problem`, with an int8 problem's
+    quantization replaced by TUNING_QUANT."""
+    p = canonical_problem(problem)
+    if getattr(p, "quant", None) is not None:
+        p = dataclasses.replace(p, quant=TUNING_QUANT)
+    return p
 
 
 def problem_key(problem) -> str:
@@ -26,11 +41,12 @@ def describe(problem) -> str:
         return f"dwconv {p.kh}x{p.kw}/{p.stride[0]} {p.batch}x{p.in_h}x{p.in_w}x{p.in_c}"
     a = p.a
     groups = f" g{p.groups}" if p.groups > 1 else ""
-    if a.pointwise and a.batch == 1 and a.in_w == 1:
-        return f"gemm {a.rows}x{a.k}->{p.n}{groups}" + (f" +{p.epilogue.key}" if p.epilogue.key != "none" else "")
-    cin, cout = a.cin * p.groups, p.n * p.groups
     epilogue = f" +{p.epilogue.key}" if p.epilogue.key != "none" else ""
-    return f"conv {a.kh}x{a.kw}/{a.stride[0]} {a.batch}x{a.in_h}x{a.in_w}x{cin}->{cout}{groups}{epilogue}"
+    precision = " int8" if p.quant is not None else " bf16" if p.bf16 else ""
+    if a.pointwise and a.batch == 1 and a.in_w == 1:
+        return f"gemm {a.rows}x{a.k}->{p.n}{groups}{epilogue}{precision}"
+    cin, cout = a.cin * p.groups, p.n * p.groups
+    return f"conv {a.kh}x{a.kw}/{a.stride[0]} {a.batch}x{a.in_h}x{a.in_w}x{cin}->{cout}{groups}{epilogue}{precision}"
 
 
 def flops(problem) -> int:

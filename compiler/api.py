@@ -8,6 +8,7 @@ model with the same options only loads the artifact.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -16,7 +17,8 @@ from typing import Mapping, Sequence
 
 from . import __version__
 from .backends import BuildOptions, parse_target
-from .calibration import check_samples, digest, read_samples
+from .calibration import check_samples, digest, is_scales_file, read_samples, scales_digest
+from .ir.errors import CompilerError
 from .model import load
 
 
@@ -29,7 +31,8 @@ def import_model(model, input_shapes: Mapping[str, Sequence] | None = None):
 
 def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence] | None = None,
             num_threads: int | None = None, cache: bool = True, opt_level: int | None = None, tune: bool = False,
-            tune_budget_s: float = 10.0, precision: str = "fp32", exclude: Sequence[str] = (), calibration=None):
+            tune_budget_s: float = 10.0, precision: str = "fp32", exclude: Sequence[str] = (), calibration=None,
+            calibration_method: str = "minmax"):
     """Compile an ONNX model (path, bytes or onnx.ModelProto) for `target`.
 
     `input_shapes` overrides declared input shapes: {"x": [1, 3, 224, 224]}.
@@ -49,7 +52,14 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     such arrays, or an iterable of feed dicts; `compiler.calibration`), checked against the
     model's inputs; with a reduced precision, the manifest's report then holds each lowered
     layer's and each output's worst cosine and SQNR against fp32 over those samples.
+    `precision="int8"` (llvm on CPUs with AVX512-VNNI) needs `calibration`: the products'
+    activation ranges are observed on the samples by `calibration_method` ("minmax",
+    "percentile" or "entropy"; `passes.int8_ranges`), activations are quantized to uint8
+    and weights to int8 per output channel; or `calibration` is the JSON scales file an
+    earlier int8 compile wrote (`compiler.calibration.save_scales`), reused without samples.
     """
+    from .passes.int8_ranges import Calibration, check_method, read_scales
+
     tgt = parse_target(target)
     backend = tgt.backend
     if isinstance(exclude, str):
@@ -57,10 +67,27 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     options = BuildOptions(opt_level=opt_level, num_threads=num_threads, tune=tune, tune_budget_s=tune_budget_s,
                            precision=precision, exclude=tuple(exclude))
     backend.check_precision(options)  # before the cache: a refused precision never finds an fp32 entry
-    samples = where = None
-    if calibration is not None:
+    samples = where = scales = None
+    if options.precision == "int8":
+        check_method(calibration_method)
+        if calibration is None:
+            raise CompilerError("precision 'int8' needs calibration data (calibration= / --calibrate): an .npz of "
+                                "sample inputs (a leading sample "
+                                "axis per input), an iterable of feed dicts, or a scales file (.json) written by "
+                                "an earlier int8 compile")
+    if is_scales_file(calibration):
+        if options.precision != "int8":
+            raise CompilerError(f"calibration {os.fspath(calibration)}: a scales file is for precision 'int8', "
+                                f"not '{options.precision}'")
+        scales = read_scales(calibration)
+        extra = {"calibration": scales_digest(scales)}
+    elif calibration is not None:
         samples, where = read_samples(calibration)  # drained once: hashed for the cache, checked after import
-    extra = {"calibration": digest(samples)} if samples is not None else {}
+        extra = {"calibration": digest(samples)}
+    else:
+        extra = {}
+    if options.precision == "int8":
+        extra["calibration_method"] = calibration_method if scales is None else "file"
     source = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
     entry = _cache_path(model, input_shapes, backend, tgt, options, extra) if cache and not tune else None
     if entry is not None and entry.exists():
@@ -72,6 +99,9 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     _check_exclusions(graph, options.exclude)
     if samples is not None:
         samples = check_samples(samples, graph, where)
+    if options.precision == "int8":
+        options = dataclasses.replace(options, calibration=Calibration(
+            tuple(samples or ()), calibration_method, scales, where or f"calibration {calibration}"))
     compiled = backend.compile_model(graph, tgt, options, source)
     if samples is not None and options.precision != "fp32":
         _record_errors(compiled, graph, target, options, samples)
@@ -86,11 +116,15 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
 def _record_errors(compiled, graph, target: str, options: BuildOptions, samples: list) -> None:
     """The per-layer and output errors against fp32 over the calibration samples, into the
     manifest's precision report (saved with the artifact)."""
+    from .passes.int8_ranges import Calibration, ranges_from_dict
     from .precision_report import precision_report
 
-    report = precision_report(graph, target, options.precision, options.exclude, samples)
-    errors = {r["node"]: r for r in report["nodes"] if "cosine" in r}
     entry = compiled.manifest.setdefault("precision", {})
+    calibration = None
+    if "int8" in entry:  # the ranges the build chose, not observed again
+        calibration = Calibration(ranges=ranges_from_dict(entry["int8"], "manifest"))
+    report = precision_report(graph, target, options.precision, options.exclude, samples, calibration)
+    errors = {r["node"]: r for r in report["nodes"] if "cosine" in r}
     for row in entry.get("nodes", []):
         if row["node"] in errors:
             row.update(cosine=errors[row["node"]]["cosine"], sqnr_db=errors[row["node"]]["sqnr_db"])
@@ -99,7 +133,6 @@ def _record_errors(compiled, graph, target: str, options: BuildOptions, samples:
 
 
 def _check_exclusions(graph, exclude) -> None:
-    from .ir.errors import CompilerError
     from .passes.lower_precision import unknown_exclusions
 
     unknown = unknown_exclusions(graph, exclude)

@@ -5,7 +5,9 @@ Accepted forms:
   - a path to an .npz file whose arrays are named like the model's inputs, each with a
     leading sample axis (`x` of shape [samples, *x's shape]);
   - a mapping of the same (input name -> array with a leading sample axis);
-  - an iterable of feed dicts (input name -> one sample), e.g. a generator over a dataset.
+  - an iterable of feed dicts (input name -> one sample), e.g. a generator over a dataset;
+  - for precision int8, a JSON scales file an earlier int8 build wrote (`save_scales`):
+    the activation ranges themselves, reused without samples.
 
 Every problem is refused with a message that names the input, the sample and what was
 expected: an unreadable or foreign file, no samples, missing or unknown input names, sample
@@ -121,3 +123,29 @@ def digest(samples: list[dict[str, np.ndarray]]) -> str:
             h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
             h.update(a.tobytes())
     return h.hexdigest()[:16]
+
+
+def is_scales_file(calibration) -> bool:
+    """A path to a JSON scales file (`passes.int8_ranges`), rather than sample inputs."""
+    return isinstance(calibration, (str, os.PathLike)) and os.fspath(calibration).lower().endswith(".json")
+
+
+def scales_digest(ranges) -> str:
+    """A content hash of an `ActivationRanges` (the compile-cache key of a build that reuses them)."""
+    import json
+
+    return hashlib.sha256(json.dumps(ranges.as_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def save_scales(compiled, path) -> None:
+    """Write the activation ranges of an int8 build (its manifest's) as a JSON scales file,
+    which a later `compiler.compile(..., precision="int8", calibration=path)` reuses."""
+    import json
+
+    entry = (compiled.manifest.get("precision") or {}).get("int8")
+    if entry is None:
+        raise CompilerError(f"save_scales: the model was compiled with precision "
+                            f"'{(compiled.manifest.get('precision') or {}).get('requested', 'fp32')}'; only an "
+                            "int8 build has activation scales")
+    with open(path, "w") as f:
+        json.dump(entry, f, indent=1)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .ir.errors import CompilerError
+from .ir.int8 import CALIBRATION_METHODS as METHODS
 from .ir.registry import PRECISIONS
 from .shape_args import shape_override
 
@@ -43,12 +44,16 @@ def _add_target_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_precision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="what convolutions and matrix products compute in (bf16: llvm on AVX512-BF16 CPUs)")
+                   help="what convolutions and matrix products compute in (bf16: llvm on AVX512-BF16 CPUs; "
+                        "int8: llvm on AVX512-VNNI CPUs, needs --calibrate)")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME|OPTYPE",
                    help="keep this node (by name) or op type in fp32; repeatable")
-    p.add_argument("--calibrate", metavar="SAMPLES.npz",
-                   help="sample inputs (one array per input, leading sample axis): with --precision, the "
-                        "artifact's report holds each lowered layer's error against fp32 on them")
+    p.add_argument("--calibrate", metavar="SAMPLES.npz|SCALES.json",
+                   help="sample inputs (one array per input, leading sample axis): int8 takes its activation "
+                        "ranges from them, and the artifact's report holds each lowered layer's error against "
+                        "fp32 on them; or, for int8, a scales file written by --save-scales")
+    p.add_argument("--calibration-method", default="minmax", choices=METHODS,
+                   help="int8: how a range is chosen from the samples (default minmax)")
 
 
 def cmd_build(argv: list[str]) -> int:
@@ -63,16 +68,23 @@ def cmd_build(argv: list[str]) -> int:
     p.add_argument("--tune-budget", type=float, default=10.0, metavar="SECONDS", help="per problem (default 10)")
     p.add_argument("--threads", type=int, default=None, help="llvm: threads the model runs (and is tuned) with")
     _add_precision_args(p)
+    p.add_argument("--save-scales", metavar="FILE.json",
+                   help="int8: write the activation ranges the build chose, for a later --calibrate FILE.json")
     _add_shape_arg(p)
     args = p.parse_args(argv)
     from .api import compile as compile_model
+    from .calibration import save_scales
 
     cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args), opt_level=args.level,
                        tune=args.tune, tune_budget_s=args.tune_budget, num_threads=args.threads,
-                       precision=args.precision, exclude=args.exclude, calibration=args.calibrate)
+                       precision=args.precision, exclude=args.exclude, calibration=args.calibrate,
+                       calibration_method=args.calibration_method)
     out = args.output or str(Path(args.model).with_suffix(".cmod"))
     cm.save(out)
     print(f"compiled {args.model} for {cm.target} -> {out}")
+    if args.save_scales:
+        save_scales(cm, args.save_scales)
+        print(f"activation scales -> {args.save_scales}")
     return 0
 
 
@@ -144,19 +156,30 @@ def _print_optimization(summary: dict, args) -> None:
 def _print_precision(graph, args) -> int:
     """`compile inspect --precision P`: the per-node report with errors against fp32."""
     from .api import _check_exclusions
-    from .calibration import load_samples
+    from .calibration import is_scales_file, load_samples
+    from .passes.int8_ranges import Calibration, read_scales
     from .precision_report import format_report, precision_report
     from .runtime.signature import TensorSpec
 
     _check_exclusions(graph, args.exclude)
-    if args.calibrate:
+    calibration = None
+    if is_scales_file(args.calibrate):  # int8 ranges from the file; errors measured on --inputs or random
+        if args.precision != "int8":
+            raise CompilerError(f"--calibrate {args.calibrate}: a scales file is for --precision int8")
+        calibration = Calibration(ranges=read_scales(args.calibrate), where=f"calibration {args.calibrate}")
+    if args.calibrate and calibration is None:
         samples = load_samples(args.calibrate, graph)
+        if args.precision == "int8":
+            calibration = Calibration(tuple(samples), args.calibration_method)
     elif args.inputs:
         samples = [_load_npz(args.inputs)]
     else:
         rng = np.random.default_rng(0)
         samples = [{v.name: _random_input(TensorSpec.of(v), rng) for v in graph.inputs}]
-    report = precision_report(graph, args.target, args.precision, args.exclude, samples)
+    if args.precision == "int8" and calibration is None:
+        raise CompilerError("inspect --precision int8 needs --calibrate SAMPLES.npz or SCALES.json (the "
+                            "activation ranges)")
+    report = precision_report(graph, args.target, args.precision, args.exclude, samples, calibration)
     if args.json:
         import json
 
@@ -231,7 +254,8 @@ def cmd_tune(argv: list[str]) -> int:
     _add_target_arg(p)
     p.add_argument("--retune", action="store_true", help="tune problems the cache already has too")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="tune the kernels a build at this precision runs (bf16 products are their own problems)")
+                   help="tune the kernels a build at this precision runs (bf16 and int8 products are problems "
+                        "of their own; int8 needs no calibration to tune)")
     args = p.parse_args(argv)
     from .api import import_model
     from .autotune.model import format_table

@@ -27,7 +27,7 @@ def _compare(ref: np.ndarray, got: np.ndarray) -> dict:
     cosine = float(ref @ got / norms) if norms > 0 else float(np.array_equal(ref, got))
     noise = float(np.sum((ref - got) ** 2))
     sqnr = float("inf") if noise == 0 else 10 * np.log10(max(float(np.sum(ref ** 2)), 1e-300) / noise)
-    return {"cosine": round(cosine, 6), "sqnr_db": round(sqnr, 2)}
+    return {"cosine": round(cosine, 6), "sqnr_db": round(float(sqnr), 2)}
 
 
 def _without_compute(graph: Graph) -> Graph:
@@ -60,14 +60,18 @@ def layer_errors(lowered: Graph, samples: Sequence[Mapping[str, np.ndarray]]) ->
 
 
 def precision_report(graph: Graph, target: str, precision: str, exclude=(),
-                     samples: Sequence[Mapping[str, np.ndarray]] | None = None) -> dict:
+                     samples: Sequence[Mapping[str, np.ndarray]] | None = None, calibration=None) -> dict:
     """{"nodes": [per-node decision, with its error when lowered], "outputs": {name: error}}
     for `graph` compiled for `target` at `precision`; errors (the worst over the samples)
-    only when `samples` (feed dicts) are given."""
+    only when `samples` (feed dicts) are given. int8 needs `calibration`
+    (`passes.int8_ranges.Calibration`): by default the samples with the minmax method."""
     from .passes.core import PassContext
+    from .passes.int8_ranges import Calibration
 
     tgt = parse_target(target)
-    options = BuildOptions(precision=precision, exclude=tuple(exclude))
+    if precision == "int8" and calibration is None and samples:
+        calibration = Calibration(tuple(samples))
+    options = BuildOptions(precision=precision, exclude=tuple(exclude), calibration=calibration)
     ctx = PassContext()
     lowered = tgt.backend.optimize(graph, 2, ctx, options)
     rows = [r.as_dict() for r in ctx.analyses.get("precision", ())]

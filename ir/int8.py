@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
+# How activation ranges may be chosen from calibration samples (`passes.int8_ranges`).
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 WEIGHT_QMAX = 127
 ACT_QMIN, ACT_QMAX = 0, 255
 

@@ -14,6 +14,12 @@ operands are not float32, when its weights are not compile-time constants (the b
 kernels pack them in k pairs at compile time), or when it is a depthwise convolution (one
 multiply-add per loaded weight: bound by memory, not by arithmetic).
 
+int8 (`lower_precision("int8", exclude, calibration)`): the same products get compute=int8
+with their activation operand's uint8 scale and zero point (`ir.int8`), from ranges observed
+on the calibration samples at this point of the pipeline, or read from a scales file
+(`passes.int8_ranges`). Weights are quantized per output channel when the kernel packs them.
+The ranges are kept in `ctx.analyses["int8_ranges"]` (the manifest saves them).
+
 The decisions are kept in `ctx.analyses["precision"]` as a list of `NodePrecision`.
 """
 from __future__ import annotations
@@ -29,10 +35,13 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.registry import PRECISIONS, Precision
 from .core import Pass, PassContext
+from .int8_ranges import Calibration
 from .match import const_of
 
 # The compute type each reduced precision (`ir.registry.PRECISIONS`) gives products.
-COMPUTE_TYPE_OF = {"bf16": dtypes.bfloat16}
+COMPUTE_TYPE_OF = {"bf16": dtypes.bfloat16, "int8": dtypes.int8}
+_LOWERED_REASON = {"bf16": "product: bf16 operands, fp32 accumulation",
+                   "int8": "product: uint8 activations x per-channel int8 weights, int32 accumulation"}
 
 # The ONNX ops the products with a `compute` attribute are made from, so that excluding
 # "Conv" or "MatMul" (what the user sees in the model) excludes them too.
@@ -102,22 +111,34 @@ def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, 
     if const_of(node.inputs[1]) is None:
         return own, "weights computed at run time (reduced-precision kernels pack them at compile time)", False
     if _is_depthwise(node):
-        return own, "depthwise convolution: memory-bound, no gain from bf16", False
-    return precision, "product: bf16 operands, fp32 accumulation", True
+        return own, f"depthwise convolution: memory-bound, no gain from {precision}", False
+    return precision, _LOWERED_REASON[precision], True
 
 
-def lower_precision(precision: str, exclude: Iterable[str] = ()) -> Pass:
-    """The pass lowering products to `precision` ("bf16"), skipping `exclude` (node names or
-    op types)."""
+def lower_precision(precision: str, exclude: Iterable[str] = (), calibration: Calibration | None = None) -> Pass:
+    """The pass lowering products to `precision` ("bf16", "int8"), skipping `exclude` (node
+    names or op types); int8 needs `calibration` (samples or a scales file)."""
     check_precision(precision)
     excluded = frozenset(exclude)
+    if precision == "int8" and calibration is None:
+        raise CompilerError("precision 'int8' needs calibration data: calibration= an .npz of sample inputs, "
+                            "an iterable of feed dicts, or a scales file from an earlier int8 compile")
 
     def run(graph: Graph, ctx: PassContext) -> Graph:
+        decisions = [_decide(node, precision, excluded) for node in graph.nodes]
+        params = {}
+        if precision == "int8":
+            values = list(dict.fromkeys(n.inputs[0] for n, d in zip(graph.nodes, decisions) if d[2]))
+            ranges = calibration.ranges_for(graph, values)
+            ctx.analyses["int8_ranges"] = ranges
+            params = {v.name: ranges.ranges[v.name].params() for v in values}
         report, nodes = [], []
-        for node in graph.nodes:
-            chosen, reason, lower = _decide(node, precision, excluded)
+        for node, (chosen, reason, lower) in zip(graph.nodes, decisions):
             if lower:
-                node = dataclasses.replace(node, attrs={**node.attrs, "compute": COMPUTE_TYPE_OF[precision]})
+                attrs = {**node.attrs, "compute": COMPUTE_TYPE_OF[precision]}
+                if precision == "int8":
+                    attrs["act_scale"], attrs["act_zero_point"] = params[node.inputs[0].name]
+                node = dataclasses.replace(node, attrs=attrs)
             nodes.append(node)
             report.append(NodePrecision(node.name, node.op, chosen, reason))
         ctx.analyses["precision"] = report

@@ -200,7 +200,7 @@ def test_bf16_artifact_refused_on_a_host_without_avx512_bf16(tmp_path, monkeypat
     cm.save(path)
     monkeypatch.setenv("COMPILER_HOST_CPU_FEATURES", "sse,sse2,sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,fma,f16c,"
                        "bmi,bmi2,lzcnt,movbe,avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx512vnni")
-    with pytest.raises(ArtifactError, match="precision 'bf16'.*AVX512-BF16.*precision='fp32'"):
+    with pytest.raises(ArtifactError, match=r"precision 'bf16'.*AVX512BF16 \(vdpbf16ps\).*precision='fp32'"):
         compiler.load(path)
 
 

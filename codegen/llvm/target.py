@@ -86,7 +86,7 @@ class CPUTarget(CodegenTarget):
 
 
 # The ISA feature each reduced precision's kernels need (fp32 needs none beyond AVX2+FMA).
-PRECISION_FEATURES = {"bf16": ("avx512bf16", "vdpbf16ps")}
+PRECISION_FEATURES = {"bf16": ("avx512bf16", "vdpbf16ps"), "int8": ("avx512vnni", "vpdpbusd")}
 
 
 def check_precision_isa(target: CPUTarget, precision: str) -> None:

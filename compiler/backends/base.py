@@ -28,6 +28,7 @@ class BuildOptions:
     profile: bool = False  # timers around every kernel call (`compile bench --profile`)
     precision: str = "fp32"  # what products compute in (`ir.registry.PRECISIONS`)
     exclude: tuple[str, ...] = ()  # node names or op types kept in fp32 whatever `precision` says
+    calibration: Any = field(default=None, compare=False)  # passes.int8_ranges.Calibration (int8 only)
     check_types: bool = False  # the interpreter checks every value against its type (conformance)
 
 
@@ -107,7 +108,9 @@ class Backend:
         from ..passes.lower_precision import lower_precision
 
         precision = self.check_precision(options)
-        return () if precision == "fp32" else (lower_precision(precision, options.exclude),)
+        if precision == "fp32":
+            return ()
+        return (lower_precision(precision, options.exclude, options.calibration),)
 
     def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
         raise NotImplementedError
@@ -133,6 +136,8 @@ class Backend:
         details = {"nodes_by_path": dict(sorted(Counter(program.paths.values()).items())),
                    "phase_seconds": {"graph_passes": passes_s, "lower": lower_s},
                    "precision": [r.as_dict() for r in ctx.analyses.get("precision", ())]}
+        if "int8_ranges" in ctx.analyses:
+            details["int8_ranges"] = ctx.analyses["int8_ranges"].as_dict()
         return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory, details,
                          program)
 

@@ -29,7 +29,7 @@ class LLVMBackend(Backend):
     static_shapes = True
     profiling = True
     tuning = True
-    precisions = ("fp32", "bf16")
+    precisions = ("fp32", "bf16", "int8")
 
     @property
     def layout_passes(self) -> tuple:
@@ -69,6 +69,12 @@ class LLVMBackend(Backend):
         artifact = self.package(plan.graph, build, target, source, plan.level, options.profile)
         artifact.manifest["precision"] = {"requested": options.precision, "exclude": list(options.exclude),
                                           "nodes": plan.details["precision"]}
+        from ..codegen.llvm.target import PRECISION_FEATURES
+
+        if options.precision in PRECISION_FEATURES:  # named in the refusal of a host without it
+            artifact.manifest["precision"]["isa"] = list(PRECISION_FEATURES[options.precision])
+        if plan.details.get("int8_ranges") is not None:
+            artifact.manifest["precision"]["int8"] = plan.details["int8_ranges"]
         artifact.timings = {**plan.details["phase_seconds"], **build.timings}
         return artifact
 
@@ -116,11 +122,18 @@ class LLVMBackend(Backend):
     def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False,
              precision: str = "fp32"):
         """Tune every extern kernel problem of the model, built at `precision`, for this
-        device and thread count (bf16 products are problems of their own)."""
+        device and thread count (bf16 and int8 products are problems of their own; int8
+        needs no calibration here, its tuning key leaves the activation ranges out)."""
         from ..autotune.model import tune_graph
         from ..codegen.llvm.target import check_precision_isa
 
         cpu = self.cpu(target)
         check_precision_isa(cpu, precision)
-        optimized = self.optimize(graph, self.default_opt_level, options=BuildOptions(precision=precision))
+        calibration = None
+        if precision == "int8":  # ranges do not change a kernel's speed (`autotune.problems.TUNING_QUANT`)
+            from ..passes.int8_ranges import Calibration
+
+            calibration = Calibration(placeholder=True)
+        optimized = self.optimize(graph, self.default_opt_level,
+                                  options=BuildOptions(precision=precision, calibration=calibration))
         return tune_graph(optimized, cpu, threads, budget_s, retune=retune)

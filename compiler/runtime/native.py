@@ -36,12 +36,14 @@ def check_host(manifest: dict, where: str) -> None:
     missing = missing_features(manifest.get("cpu_features", []))
     if not missing:
         return
-    precision = (manifest.get("precision") or {}).get("requested", "fp32")
-    if precision != "fp32" and "avx512bf16" in missing:
+    entry = manifest.get("precision") or {}
+    precision = entry.get("requested", "fp32")
+    feature, instruction = entry.get("isa") or (None, None)  # what its reduced-precision kernels need
+    if feature in missing:
         raise ArtifactError(
             f"{where}: compiled with precision '{precision}': its convolutions and matrix products use "
-            f"AVX512-BF16 (vdpbf16ps), which this CPU lacks (missing features {missing}); recompile on this "
-            f"machine with precision='fp32' (CLI: --precision fp32)")
+            f"{feature.upper()} ({instruction}), which this CPU lacks (missing features {missing}); recompile "
+            f"on this machine with precision='fp32' (CLI: --precision fp32)")
     raise ArtifactError(
         f"{where}: compiled for CPU '{manifest.get('cpu')}' and needs CPU features {missing} "
         f"this host lacks; recompile on this machine or for an older CPU "
