@@ -171,7 +171,9 @@ def _entropy_threshold(hist: np.ndarray, peak: float, signed: bool) -> float:
     """TensorRT's KL-divergence calibration on the |x| histogram: for each candidate
     threshold bin i, the reference distribution is hist[:i] with the clipped tail added to
     its last bin, the candidate is hist[:i] merged into `levels` quantization bins and
-    spread back over the nonzero bins it came from; the i of least KL(reference || candidate)."""
+    spread back over the nonzero bins it came from; the i of least KL(reference || candidate),
+    both smoothed so that an empty bin (the clipped tail lands in one the candidate leaves
+    empty) costs a large but finite divergence instead of ruling the threshold out."""
     levels = 128 if signed else 256
     hist = hist.astype(np.float64)
     if np.count_nonzero(hist) <= 1:
@@ -188,11 +190,11 @@ def _entropy_threshold(hist: np.ndarray, peak: float, signed: bool) -> float:
         counts = np.add.reduceat(nonzero.astype(np.float64), edges[:-1])
         per = np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0)
         cand = np.repeat(per, np.diff(edges)) * nonzero
-        p, q = ref / ref.sum(), cand / max(cand.sum(), 1e-300)
-        mask = p > 0
-        if np.any(q[mask] == 0):
+        p, q = _smoothed(ref), _smoothed(cand)
+        if p is None or q is None:
             continue
-        kl = float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+        p, q = p / p.sum(), q / q.sum()
+        kl = float(np.sum(p * np.log(p / q)))
         if kl < best_kl:
             best_i, best_kl = i, kl
     return peak * best_i / BINS
@@ -216,3 +218,13 @@ class Calibration:
             self.ranges.require([v.name for v in values], self.where)
             return self.ranges
         return observe(graph, values, self.samples, self.method)
+
+
+def _smoothed(counts: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
+    """Histogram counts with every empty bin given `eps`, taken evenly from the others
+    (which keeps the total); None when all bins are empty."""
+    empty = counts == 0
+    filled = counts.size - int(empty.sum())
+    if filled == 0:
+        return None
+    return counts + eps * empty - (eps * (counts.size - filled) / filled) * ~empty
