@@ -221,9 +221,14 @@ def markdown(report: dict) -> str:
     if summary:
         lines += ["### Ours against onnxruntime", "", summary.rstrip("\n"), ""]
     # Reduced precision against the peer that computes in it by default (OpenVINO: bf16
-    # on CPUs with AVX512-BF16), and against our own fp32.
+    # on CPUs with AVX512-BF16) or that a user quantizes with (onnxruntime's int8 tool),
+    # and against our own fp32.
     for system, baseline, title in (("ours-bf16", "openvino", "Ours in bf16 against OpenVINO's default (bf16)"),
-                                    ("ours-bf16", "ours", "Ours in bf16 against ours in fp32")):
+                                    ("ours-bf16", "ours", "Ours in bf16 against ours in fp32"),
+                                    ("ours-int8", "onnxruntime-int8", "Ours in int8 against onnxruntime int8 "
+                                     "(quantize_static QDQ)"),
+                                    ("ours-int8", "openvino", "Ours in int8 against OpenVINO's default (bf16)"),
+                                    ("ours-int8", "ours", "Ours in int8 against ours in fp32")):
         extra = comparison_markdown(report, system, baseline)
         if extra:
             lines += [f"### {title}", "", extra.rstrip("\n"), ""]

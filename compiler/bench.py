@@ -108,14 +108,38 @@ def _load_feeds(spec: ModelSpec) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data.files}
 
 
+CALIBRATION_SAMPLES = 8
+
+
+def calibration_feeds(spec: ModelSpec, n: int = CALIBRATION_SAMPLES) -> list[dict[str, np.ndarray]]:
+    """The samples every int8 system calibrates on (the same for ours and onnxruntime): the
+    benchmark's inputs, then n-1 seeded variations of them (float inputs plus noise of a
+    tenth of their spread; integer inputs, token ids, drawn from their observed range)."""
+    feeds = _load_feeds(spec)
+    rng = np.random.default_rng(spec.seed + 1)
+    out = [feeds]
+    for _ in range(n - 1):
+        sample = {}
+        for name, a in feeds.items():
+            if a.dtype.kind == "f":
+                sample[name] = (a + 0.1 * (a.std() or 1.0) * rng.standard_normal(a.shape)).astype(a.dtype)
+            elif a.dtype.kind in "iu" and a.size:
+                sample[name] = rng.integers(a.min(), a.max() + 1, a.shape).astype(a.dtype)
+            else:
+                sample[name] = a
+        out.append(sample)
+    return out
+
+
 def _setup_ours(spec: ModelSpec, threads: int) -> Runner:
     from .api import compile as compile_model
 
     feeds = _load_feeds(spec)
     note = ""
+    calibration = calibration_feeds(spec) if spec.precision == "int8" else None
     try:
         cm = compile_model(spec.model, target=spec.target, input_shapes=spec.input_shapes or None,
-                           num_threads=threads, precision=spec.precision)
+                           num_threads=threads, precision=spec.precision, calibration=calibration)
     except TargetError as e:
         # The llvm target is not in this build: the interpreter stands in, under a label that says so.
         cm = compile_model(spec.model, target="reference", input_shapes=spec.input_shapes or None)
@@ -139,6 +163,42 @@ def _setup_onnxruntime(spec: ModelSpec, threads: int) -> Runner:
     sess = ort.InferenceSession(spec.model, opts, providers=["CPUExecutionProvider"])
     feeds = _load_feeds(spec)
     return Runner(f"onnxruntime {ort.__version__} (CPU)", lambda: sess.run(None, feeds), lambda out: list(out))
+
+
+def _setup_onnxruntime_int8(spec: ModelSpec, threads: int) -> Runner:
+    """onnxruntime on the model its own tool quantized (`quantize_static`: QDQ format,
+    per-channel int8 weights, uint8 activations, MinMax on `calibration_feeds`), as a user
+    of onnxruntime would quantize it. The quantized file is cached beside the model."""
+    import hashlib
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    feeds = calibration_feeds(spec)
+    recipe = f"qdq per-channel u8s8 opset>=13 minmax {CALIBRATION_SAMPLES} seed {spec.seed}"  # in the key: a changed recipe requantizes
+    key = hashlib.sha256(Path(spec.model).read_bytes() + recipe.encode()).hexdigest()[:12]
+    quantized = Path(spec.model).with_name(f"{Path(spec.model).stem}.ort-int8-{key}.onnx")
+    if not quantized.exists():
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self.items = iter(feeds)
+
+            def get_next(self):
+                return next(self.items, None)
+
+        import onnx
+        from onnx import version_converter
+
+        tmp = quantized.with_suffix(".partial.onnx")
+        source = onnx.load(spec.model)
+        opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 0)
+        if opset < 13:  # per-channel DequantizeLinear (its `axis`) needs opset 13, as onnxruntime's docs say
+            source = version_converter.convert_version(source, 13)
+        onnx.save(source, str(tmp))
+        quantize_static(str(tmp), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        tmp.replace(quantized)  # complete files only: an interrupted run leaves no half-written model
+    runner = _setup_onnxruntime(replace(spec, model=str(quantized)), threads)
+    return replace(runner, label=runner.label.replace("(CPU)", "(CPU, int8 QDQ from quantize_static)"))
 
 
 def _setup_tvm(spec: ModelSpec, threads: int) -> Runner:
@@ -211,7 +271,9 @@ def _setup_torch(spec: ModelSpec, threads: int, compiled: bool = False) -> Runne
 SYSTEMS: dict[str, Callable[[ModelSpec, int], Runner]] = {
     "ours": _setup_ours,
     "ours-bf16": lambda spec, threads: _setup_ours(replace(spec, precision="bf16"), threads),
+    "ours-int8": lambda spec, threads: _setup_ours(replace(spec, precision="int8"), threads),
     "onnxruntime": _setup_onnxruntime,
+    "onnxruntime-int8": _setup_onnxruntime_int8,
     "openvino": _setup_openvino,
     "openvino-f32": lambda spec, threads: _setup_openvino(spec, threads, precision="f32"),
     "tvm": _setup_tvm,
