@@ -48,12 +48,19 @@ def _rank(v: Value) -> int | None:
     return getattr(v.type, "rank", None)
 
 
+def _per_tensor_quant(node: Node) -> bool:
+    """A QuantizeLinear/DequantizeLinear with one scale (and zero point) for the whole tensor:
+    elementwise, whatever its `axis` says."""
+    return (node.op in ("QuantizeLinear", "DequantizeLinear")
+            and all(v is None or (const_of(v) is not None and const_of(v).size == 1) for v in node.inputs[1:]))
+
+
 def is_layout_free(node: Node) -> bool:
     """An elementwise/broadcast op with one 4-D output whose result does not depend on axis order."""
     op = REGISTRY.get(node.op)
-    return (op is not None and op.category in (Category.ELEMENTWISE, Category.BROADCAST)
-            and node.op not in _LAYOUT_BOUND and "axis" not in node.attrs and len(node.outputs) == 1
-            and _rank(node.outputs[0]) == 4)
+    elementwise = (node.op not in _LAYOUT_BOUND and "axis" not in node.attrs) or _per_tensor_quant(node)
+    return (op is not None and op.category in (Category.ELEMENTWISE, Category.BROADCAST) and elementwise
+            and len(node.outputs) == 1 and _rank(node.outputs[0]) == 4)
 
 
 def _is_channel_concat(node: Node) -> bool:

@@ -74,7 +74,8 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def _is_depthwise(node: Node) -> bool:
+def is_depthwise(node: Node) -> bool:
+    """A ConvNhwc with one input and one output channel per group (its own fp32 kernel)."""
     w = node.inputs[1].type.shape
     group = node.attrs.get("group", 1)
     return node.op == "ConvNhwc" and group > 1 and w is not None and w[0] == group and w[1] == 1
@@ -103,6 +104,8 @@ def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, 
     own = _output_type(node)
     if "compute" not in op.attrs:
         return own, _POLICY_REASONS[op.precision], False
+    if node.attrs.get("compute") is not None:  # `fold_qdq`: the model itself quantized it
+        return node.attrs["compute"].name, "quantized in the model (QuantizeLinear/DequantizeLinear)", False
     if _excluded(node, excluded):
         return own, "excluded by the user", False
     operands = node.inputs[0].type.dtype, node.inputs[1].type.dtype
@@ -110,7 +113,7 @@ def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, 
         return own, f"operands are {operands[0].name}, not float32", False
     if const_of(node.inputs[1]) is None:
         return own, "weights computed at run time (reduced-precision kernels pack them at compile time)", False
-    if _is_depthwise(node):
+    if is_depthwise(node):
         return own, f"depthwise convolution: memory-bound, no gain from {precision}", False
     return precision, _LOWERED_REASON[precision], True
 

@@ -268,3 +268,88 @@ def test_digits_classifier_keeps_its_accuracy_in_int8():
         q = cm.run(feeds)["logits"]
         acc8 = float((q.argmax(1) == y[test]).mean())
         assert abs(acc8 - acc32) <= 0.01, (method, acc32, acc8)
+
+
+# ---------------------------------------------------------------- models that arrive quantized
+
+
+def _ort_quantized(model: onnx.ModelProto, tmp_path, samples, reduce_range: bool = False) -> str:
+    """`model` quantized by onnxruntime's own tool (QDQ, per-channel int8 weights, uint8
+    activations), as its users produce such files."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(samples)
+
+        def get_next(self):
+            return next(self.items, None)
+
+    src, dst = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
+    onnx.save(model, src)
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
+    return str(dst)
+
+
+def _optimized(path):
+    return parse_target("llvm").backend.optimize(import_model(path), 2, PassContext(verify=True), BuildOptions())
+
+
+def test_qdq_model_runs_its_products_on_the_int8_kernels(tmp_path):
+    """onnxruntime's QDQ file: the convs with a Q -> DQ activation become compute=int8 (the
+    pairs disappear), and the result agrees with onnxruntime running the same file
+    and with our reference interpreter on the imported graph (one uint8 code at most: the
+    division vs inverse-multiply tie, `passes.fold_qdq`)."""
+    import onnxruntime as ort
+
+    _needs_vnni()
+    path = _ort_quantized(small_net(), tmp_path, _calibration()[0])
+    graph = _optimized(path)
+    computes = {n.name: n.attrs.get("compute") for n in graph.nodes if n.op == "ConvNhwc"}
+    # both convs (the first through the input's layout Transpose), not the depthwise one
+    assert [name.split("_")[0] for name, c in computes.items() if c is dtypes.int8] == ["conv1", "conv2"], computes
+    assert not [n for n in graph.nodes if n.op == "QuantizeLinear" and n.inputs[0].name == "x"]
+    feeds = _feeds()
+    got = compiler.compile(path).run(feeds)
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+    ref = run_graph(import_model(path), feeds)["logits"]
+    step = float(np.abs(ref).max()) / 64  # a generous bound on one code of the output's quantization
+    np.testing.assert_allclose(got["logits"], ref, rtol=0, atol=step)
+    np.testing.assert_allclose(got["logits"], want, rtol=0, atol=step)
+    assert _cosine(got["logits"], want) > 0.999
+
+
+def test_qdq_weights_off_the_kernel_grid_stay_float(tmp_path):
+    """reduce_range weights use 7 bits (max code 63 or 64): requantizing them to the
+    kernel's 127-code grid would change them, so those products keep float32 on the
+    dequantized weights, and the result is the reference's."""
+    path = _ort_quantized(small_net(), tmp_path, _calibration()[0], reduce_range=True)
+    graph = _optimized(path)
+    assert not [n for n in graph.nodes if n.attrs.get("compute") is not None]
+    feeds = _feeds()
+    np.testing.assert_allclose(compiler.compile(path).run(feeds)["logits"], run_graph(import_model(path), feeds)["logits"],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_max_pool_moves_in_front_of_its_quantization():
+    """MaxPool(DQ(Q(x))) == DQ(Q(MaxPool(x))): quantizing is monotone."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["c", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("MaxPool", ["d"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])]
+    inits = [numpy_helper.from_array(np.array(0.02, np.float32), "s"), numpy_helper.from_array(np.array(120, np.uint8), "z"),
+             numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) / 8).astype(np.float32), "w")]
+    graph = helper.make_graph(nodes, "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 9, 9])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 5, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    optimized = _optimized(model)
+    order = [n.op for n in optimized.nodes if n.op in ("MaxPoolNhwc", "QuantizeLinear", "DequantizeLinear")]
+    assert order == ["MaxPoolNhwc", "QuantizeLinear", "DequantizeLinear"]
+    feeds = {"x": rng.standard_normal((1, 8, 9, 9)).astype(np.float32)}
+    got, want = compiler.compile(model).run(feeds)["y"], run_graph(import_model(model), feeds)["y"]
+    np.testing.assert_allclose(got, want, rtol=0, atol=0.02 + 1e-6)  # at most one code (float32 sums' order)
+    assert np.mean(got == want) > 0.98
