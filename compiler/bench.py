@@ -544,15 +544,18 @@ def profile_native(model, input_shapes: dict | None, feeds: dict, runs: int = 10
     """Compile `model` for `target` as `compiler.compile` does at `opt_level`, with a timer
     around every kernel call compiled into the entry (a profiling build: the target's
     backend must support one), run it `runs` times on `feeds`, and return every call of
-    every run as a KernelEvent."""
+    every run as a KernelEvent. int8 calibrates on `feeds` (minmax)."""
     from .api import import_model
     from .backends import BuildOptions, parse_target
+    from .passes.int8_ranges import Calibration
 
     tgt = parse_target(target)
     if not tgt.backend.profiling:
         raise TargetError(f"--profile needs a target whose kernels run natively with compiled-in timers; "
                           f"{tgt.kind!r} has none")
-    options = BuildOptions(opt_level=opt_level, num_threads=threads, profile=True, precision=precision)
+    calibration = Calibration((feeds,)) if precision == "int8" else None
+    options = BuildOptions(opt_level=opt_level, num_threads=threads, profile=True, precision=precision,
+                           calibration=calibration)
     compiled = tgt.backend.compile_model(import_model(model, input_shapes), tgt, options, "profiling build")
     compiled.run(feeds)  # warm-up: first-touch of the arena and the weights
     sites = call_sites(compiled.calls)

@@ -28,6 +28,7 @@ from .eliminate_common_subexpressions import eliminate_common_subexpressions
 from .eliminate_dead_code import eliminate_dead_code
 from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
+from .decompose_qlinear import decompose_qlinear
 from .fold_qdq import fold_qdq
 from .fold_shapes import fold_shapes
 from .fuse import fuse
@@ -51,7 +52,7 @@ RECOGNIZE = fixed_point("recognize", [recognize_patterns, SIMPLIFY])
 
 # The layout passes of CPU targets whose convolutions and pools run channels-last, on
 # float32 product kernels (16-bit float products widened around them).
-CHANNELS_LAST = (to_channels_last, fold_qdq, widen_products, SIMPLIFY)
+CHANNELS_LAST = (decompose_qlinear, to_channels_last, fold_qdq, widen_products, SIMPLIFY)
 
 LEVELS = (0, 1, 2, 3)
 DEFAULT_LEVEL = 3

@@ -53,18 +53,24 @@ def bf16(x: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def lib():
-    target = _host()
+    return build_library(_host(), GEMM_SHAPES, CHUNKED, CONVS, lambda i: {"bf16": True})
+
+
+def build_library(target, gemm_shapes, chunked, convs, precision):
+    """(the compiled library, {key: (problem, schedule) or ConvKernel}) of every GEMM shape
+    (named g_M_N_K), every chunked GEMM (bias epilogue, the given kc) and every conv, each
+    with the precision fields `precision(index)` returns ({"bf16": True}, {"quant": ...})."""
     mod, kernels = new_module(), {}
-    for m, n, k in GEMM_SHAPES:
-        prob = GemmProblem(AOperand.matrix(m, k), n, bf16=True)
+    for i, (m, n, k) in enumerate(gemm_shapes):
+        prob = GemmProblem(AOperand.matrix(m, k), n, **precision(i))
         kernels[(m, n, k)] = (prob, default_schedule(target, prob))
         emit_gemm(mod, f"g_{m}_{n}_{k}", prob, kernels[(m, n, k)][1])
-    for key, ((m, n, k), kc) in CHUNKED.items():
-        prob = GemmProblem(AOperand.matrix(m, k), n, epilogue=Epilogue(bias=True), bf16=True)
+    for i, (key, ((m, n, k), kc)) in enumerate(chunked.items()):
+        prob = GemmProblem(AOperand.matrix(m, k), n, epilogue=Epilogue(bias=True), **precision(i))
         kernels[key] = (prob, dataclasses.replace(default_schedule(target, prob), kc=kc))
         emit_gemm(mod, key, prob, kernels[key][1])
-    for key, conv in CONVS.items():
-        kernels[key] = emit_conv(mod, key, dataclasses.replace(conv, bf16=True), target)
+    for i, (key, conv) in enumerate(convs.items()):
+        kernels[key] = emit_conv(mod, key, dataclasses.replace(conv, **precision(i)), target)
     return compile_module(mod, target), kernels
 
 
@@ -72,9 +78,8 @@ def rand(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("threads", [1, 2])
-def test_bf16_gemm_matches_rounded_reference(lib, shape, threads):
+def run_gemm(lib, shape, threads):
+    """Run GEMM `shape` of the library on seeded data: (its problem, A, B, the output)."""
     library, kernels = lib
     m, n, k = shape
     prob, sched = kernels[shape]
@@ -82,6 +87,14 @@ def test_bf16_gemm_matches_rounded_reference(lib, shape, threads):
     a, b = rand(rng, m, k), rand(rng, k, n)
     y = np.full((m, n), np.nan, np.float32)
     library.call(f"g_{m}_{n}_{k}", dict(x=a, w=pack_weights(b, sched, prob), y=y), threads)
+    return prob, a, b, y
+
+
+@pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bf16_gemm_matches_rounded_reference(lib, shape, threads):
+    prob, a, b, y = run_gemm(lib, shape, threads)
+    m, n, k = shape
     np.testing.assert_allclose(y, bf16(a) @ bf16(b), rtol=1e-5, atol=1e-5 * np.sqrt(k))
     if k >= 16:  # the rounding is really bfloat16's: unrounded operands differ far beyond that
         assert np.abs(y - a.astype(np.float64) @ b).max() > 1e-3
@@ -101,9 +114,11 @@ def test_bf16_gemm_over_k_chunks(lib, key):
 
 
 @pytest.mark.parametrize("key", sorted(CONVS))
-def test_bf16_conv_matches_rounded_reference(lib, key):
+def run_conv(lib, key):
+    """Run conv `key` of the library on seeded data (2 threads): (its problem, x, w, the
+    epilogue vectors, the residual, the output)."""
     library, kernels = lib
-    c = CONVS[key]
+    c = kernels[key].problem
     rng = np.random.default_rng(len(key))
     x = rand(rng, c.batch, c.in_h, c.in_w, c.in_c)
     w = rand(rng, c.out_c, c.in_c // c.groups, c.kh, c.kw)
@@ -111,6 +126,11 @@ def test_bf16_conv_matches_rounded_reference(lib, key):
     res = rand(rng, c.batch, c.out_h, c.out_w, c.out_c)
     y = np.full(res.shape, np.nan, np.float32)
     library.call(key, dict(x=x, w=kernels[key].pack(w), y=y, res=res, **vecs), 2)
+    return c, x, w, vecs, res, y
+
+
+def test_bf16_conv_matches_rounded_reference(lib, key):
+    c, x, w, vecs, res, y = run_conv(lib, key)
     want = E.reference(c.epilogue, conv_reference(bf16(x), bf16(w), c), residual=res, **vecs)
     k = c.in_c // c.groups * c.kh * c.kw
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
@@ -132,19 +152,25 @@ def test_bf16_weights_pack_as_pairs():
     assert not halves[0, 0, 1, :, 1].any() and not halves[0, 0, :, 16:].any()
 
 
-def test_bf16_code_uses_vdpbf16ps():
-    """Checked on the emitted code, so on any host: the hot loop is 512-bit vdpbf16ps fed
-    by 32-bit broadcasts of A pairs, with no spills; A is converted by vcvtneps2bf16."""
+def hot_loop_of(size: int, instruction: str, **precision) -> tuple[str, str]:
+    """(the Zen 4 assembly of a size^3 GEMM with `precision` fields, its block issuing the
+    most `instruction`s), having checked that block issues one per accumulator and
+    unrolled k step."""
     target = cpu_target({"mcpu": "znver4"})
-    assert "avx512bf16" in target.required
-    prob = GemmProblem(AOperand.matrix(512, 512), 512, bf16=True)
+    prob = GemmProblem(AOperand.matrix(size, size), size, **precision)
     sched = default_schedule(target, prob)
     mod = new_module()
     emit_gemm(mod, "g", prob, sched)
     text = assembly(mod, target)
-    blocks = text.split("\n.LBB")
-    hot = max(blocks, key=lambda blk: blk.count("vdpbf16ps"))
-    FileCheck().check_count("vdpbf16ps", sched.mr * sched.nv * sched.unroll).run(hot)
+    hot = max(text.split("\n.LBB"), key=lambda blk: blk.count(instruction))
+    FileCheck().check_count(instruction, sched.mr * sched.nv * sched.unroll).run(hot)
+    return text, hot
+
+
+def test_bf16_code_uses_vdpbf16ps():
+    """Checked on the emitted code, so on any host: the hot loop is 512-bit vdpbf16ps fed
+    by 32-bit broadcasts of A pairs, with no spills; A is converted by vcvtneps2bf16."""
+    text, hot = hot_loop_of(512, "vdpbf16ps", bf16=True)
     FileCheck().check("%zmm").run(hot)
     assert "vfmadd" not in hot
     FileCheck().check("vcvtneps2bf16").run(text)

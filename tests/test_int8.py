@@ -20,12 +20,12 @@ from compiler.api import import_model
 from compiler.backends import BuildOptions, parse_target
 from compiler.calibration import save_scales
 from compiler.ir import dtypes, int8
-from compiler.ir.errors import ArtifactError, CompilerError, TargetError
+from compiler.ir.errors import CompilerError, TargetError
 from compiler.ir.interpreter import run_graph
 from compiler.passes.core import PassContext
 from compiler.passes.int8_ranges import BINS, Calibration, _entropy_threshold, _percentile_threshold
 
-from test_precision import _cosine, _feeds, _samples, small_net
+from test_precision import _cosine, _feeds, _samples, needs_cpu_feature, refused_on_a_host_without, small_net
 
 
 @pytest.fixture(autouse=True)
@@ -34,10 +34,7 @@ def _private_cache(tmp_path, monkeypatch):
 
 
 def _needs_vnni():
-    from compiler.codegen.llvm.target import cpu_target
-
-    if "avx512vnni" not in cpu_target().required:
-        pytest.skip("host has no AVX512-VNNI")
+    needs_cpu_feature("avx512vnni")
 
 
 def _calibration(n=4, method="minmax"):
@@ -201,14 +198,9 @@ def test_int8_refused_for_a_cpu_without_vnni():
 
 
 def test_int8_artifact_refused_on_a_host_without_vnni(tmp_path, monkeypatch):
-    cm = compiler.compile(small_net(), target="llvm -mcpu=znver4", precision="int8", calibration=_calibration()[0],
-                          cache=False)
-    path = tmp_path / "net.cmod"
-    cm.save(path)
-    monkeypatch.setenv("COMPILER_HOST_CPU_FEATURES", "sse,sse2,sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,fma,f16c,"
-                       "bmi,bmi2,lzcnt,movbe,avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx512bf16")
-    with pytest.raises(ArtifactError, match=r"precision 'int8'.*AVX512VNNI \(vpdpbusd\).*precision='fp32'"):
-        compiler.load(path)
+    refused_on_a_host_without("avx512vnni", tmp_path, monkeypatch,
+                              r"precision 'int8'.*AVX512VNNI \(vpdpbusd\).*precision='fp32'", precision="int8",
+                              calibration=_calibration()[0])
 
 
 def test_cache_keys_calibration_and_method():
@@ -273,9 +265,9 @@ def test_digits_classifier_keeps_its_accuracy_in_int8():
 # ---------------------------------------------------------------- models that arrive quantized
 
 
-def _ort_quantized(model: onnx.ModelProto, tmp_path, samples, reduce_range: bool = False) -> str:
-    """`model` quantized by onnxruntime's own tool (QDQ, per-channel int8 weights, uint8
-    activations), as its users produce such files."""
+def _ort_quantized(model: onnx.ModelProto, tmp_path, samples, reduce_range: bool = False, qoperator: bool = False) -> str:
+    """`model` quantized by onnxruntime's own tool (QDQ, or QLinearConv/QLinearMatMul with
+    `qoperator`; per-channel int8 weights, uint8 activations), as its users produce such files."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -287,7 +279,8 @@ def _ort_quantized(model: onnx.ModelProto, tmp_path, samples, reduce_range: bool
 
     src, dst = tmp_path / "fp32.onnx", tmp_path / "qdq.onnx"
     onnx.save(model, src)
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+    quant_format = QuantFormat.QOperator if qoperator else QuantFormat.QDQ
+    quantize_static(str(src), str(dst), Reader(), quant_format=quant_format, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range)
     return str(dst)
 
@@ -353,3 +346,46 @@ def test_max_pool_moves_in_front_of_its_quantization():
     got, want = compiler.compile(model).run(feeds)["y"], run_graph(import_model(model), feeds)["y"]
     np.testing.assert_allclose(got, want, rtol=0, atol=0.02 + 1e-6)  # at most one code (float32 sums' order)
     assert np.mean(got == want) > 0.98
+
+
+def _conv_mlp() -> onnx.ModelProto:
+    """Conv -> Relu -> Conv/2 -> Relu -> Flatten -> MatMul: what onnxruntime's QOperator format
+    writes with standard ops only (QLinearConv, QLinearMatMul)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], strides=[2, 2]), helper.make_node("Relu", ["c2"], ["r2"]),
+             helper.make_node("Flatten", ["r2"], ["f"]), helper.make_node("MatMul", ["f", "fc"], ["logits"])]
+    graph = helper.make_graph(nodes, "conv_mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 12, 12])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [2, 10])],
+                              [w("w1", 16, 3, 3, 3), w("b1", 16), w("w2", 24, 16, 2, 2), w("b2", 24), w("fc", 24 * 36, 10)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_qlinear_model_runs_on_the_int8_kernels(tmp_path):
+    """onnxruntime's QOperator file (QLinearConv, QLinearMatMul): decomposed into DQ ->
+    product -> Q, every product on the int8 kernels, and the result equals onnxruntime's and
+    our reference's (the op's exact integer rule) here."""
+    import onnxruntime as ort
+
+    _needs_vnni()
+    path = _ort_quantized(_conv_mlp(), tmp_path, _calibration()[0], qoperator=True)
+    assert {n.op_type for n in onnx.load(path).graph.node} >= {"QLinearConv", "QLinearMatMul"}
+    graph = _optimized(path)
+    assert [n.attrs.get("compute") for n in graph.nodes if n.op in ("ConvNhwc", "Linear")] == [dtypes.int8] * 3
+    assert not [n for n in graph.nodes if n.op.startswith("QLinear")]
+    feeds = _feeds()
+    got = compiler.compile(path).run(feeds)["logits"]
+    want = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(["logits"], feeds)[0]
+    ref = run_graph(import_model(path), feeds)["logits"]
+    step = float(np.abs(ref).max()) / 100  # one output code at most (the requantization's rounding)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=step)
+    np.testing.assert_allclose(got, want, rtol=0, atol=step)
+    assert np.mean(got == ref) > 0.95

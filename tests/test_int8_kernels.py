@@ -11,31 +11,21 @@ that cancel to near zero).
 """
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from compiler.codegen.llvm.microkernels import AOperand, Epilogue, GemmProblem, default_schedule, emit_gemm, \
-    pack_weights
+from compiler.codegen.llvm.microkernels import AOperand, GemmProblem, default_schedule, pack_weights
 from compiler.codegen.llvm.microkernels import epilogue as E
-from compiler.codegen.llvm.microkernels.build import assembly, compile_module, new_module
-from compiler.codegen.llvm.microkernels.conv import ConvProblem, emit_conv
 from compiler.codegen.llvm.target import cpu_target
 from compiler.ir import int8
 
 from filecheck import FileCheck
-from test_microkernels import CONVS as FP32_CONVS
+from test_bf16_kernels import CHUNKED, CONVS, build_library, hot_loop_of, run_conv, run_gemm
 from test_microkernels import conv_reference
 
 # (M, N, K): edge rows and columns, K of every remainder mod 4, K below one quad
 GEMM_SHAPES = [(1, 7, 17), (7, 17, 33), (33, 100, 258), (100, 257, 99), (64, 64, 64), (13, 48, 1), (5, 129, 2)]
-CHUNKED = {"k_chunks_odd": ((37, 70, 301), 64), "k_chunks_even": ((20, 64, 512), 128)}
-CONVS = {key: conv for key, conv in FP32_CONVS.items() if not conv.depthwise}
-CONVS.update({
-    "3x3_s2_odd_channels": ConvProblem(1, 37, 15, 15, 50, 3, 3, (2, 2), (1, 1, 1, 1)),
-    "grouped_odd": ConvProblem(1, 30, 9, 9, 42, 3, 3, (1, 1), (1, 1, 1, 1), groups=2),
-})
+# K chunks and convolutions: the bf16 file's (the fp32 convs but depthwise, plus odd channels)
 # activation quantization: a signed range (zero point inside) and a ReLU-like one (zero point 0)
 SIGNED = int8.activation_params(-2.5, 3.0)
 UNSIGNED = int8.activation_params(0.0, 4.0)
@@ -56,20 +46,8 @@ def quantized_product(a: np.ndarray, quant) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def lib():
-    target = _host()
-    mod, kernels = new_module(), {}
-    for i, (m, n, k) in enumerate(GEMM_SHAPES):
-        quant = (SIGNED, UNSIGNED)[i % 2]
-        prob = GemmProblem(AOperand.matrix(m, k), n, quant=quant)
-        kernels[(m, n, k)] = (prob, default_schedule(target, prob))
-        emit_gemm(mod, f"g_{m}_{n}_{k}", prob, kernels[(m, n, k)][1])
-    for key, ((m, n, k), kc) in CHUNKED.items():
-        prob = GemmProblem(AOperand.matrix(m, k), n, epilogue=Epilogue(bias=True), quant=SIGNED)
-        kernels[key] = (prob, dataclasses.replace(default_schedule(target, prob), kc=kc))
-        emit_gemm(mod, key, prob, kernels[key][1])
-    for key, conv in CONVS.items():
-        kernels[key] = emit_conv(mod, key, dataclasses.replace(conv, quant=SIGNED), target)
-    return compile_module(mod, target), kernels
+    # each kind of kernel alternates a signed and a ReLU-like activation range
+    return build_library(_host(), GEMM_SHAPES, CHUNKED, CONVS, lambda i: {"quant": (SIGNED, UNSIGNED)[i % 2]})
 
 
 def rand(rng, *shape):
@@ -84,13 +62,7 @@ def gemm_reference(a, b, quant):
 @pytest.mark.parametrize("shape", GEMM_SHAPES, ids=lambda s: "x".join(map(str, s)))
 @pytest.mark.parametrize("threads", [1, 2])
 def test_int8_gemm_matches_integer_reference(lib, shape, threads):
-    library, kernels = lib
-    m, n, k = shape
-    prob, sched = kernels[shape]
-    rng = np.random.default_rng(m * 1000 + n + k)
-    a, b = rand(rng, m, k), rand(rng, k, n)
-    y = np.full((m, n), np.nan, np.float32)
-    library.call(f"g_{m}_{n}_{k}", dict(x=a, w=pack_weights(b, sched, prob), y=y), threads)
+    prob, a, b, y = run_gemm(lib, shape, threads)
     want = gemm_reference(a, b, prob.quant)
     np.testing.assert_allclose(y, want, rtol=2e-6, atol=1e-6 * np.abs(want).max())
     if prob.quant == SIGNED:  # a range covering the data: the int8 error is there, and small
@@ -115,18 +87,11 @@ def test_int8_gemm_over_k_chunks(lib, key):
 
 @pytest.mark.parametrize("key", sorted(CONVS))
 def test_int8_conv_matches_integer_reference(lib, key):
-    """Padding taps read float zeros, which quantize to the zero point: they add nothing."""
-    library, kernels = lib
-    c = dataclasses.replace(CONVS[key], quant=SIGNED)
-    rng = np.random.default_rng(len(key))
-    x = rand(rng, c.batch, c.in_h, c.in_w, c.in_c)
-    w = rand(rng, c.out_c, c.in_c // c.groups, c.kh, c.kw)
-    vecs = {name: rand(rng, c.out_c) for name in ("bias", "scale", "shift")}
-    res = rand(rng, c.batch, c.out_h, c.out_w, c.out_c)
-    y = np.full(res.shape, np.nan, np.float32)
-    library.call(key, dict(x=x, w=kernels[key].pack(w), y=y, res=res, **vecs), 2)
+    """Padding taps read float zeros, which quantize to the zero point: they add nothing
+    (with a ReLU-like range, the negative inputs clip to zero, on both sides alike)."""
+    c, x, w, vecs, res, y = run_conv(lib, key)
     qw, sw = int8.quantize_weights(w, axis=0)
-    acc = conv_reference(quantized_product(x, SIGNED), qw.astype(np.float64), c) * (np.float32(SIGNED[0]) * sw)
+    acc = conv_reference(quantized_product(x, c.quant), qw.astype(np.float64), c) * (np.float32(c.quant[0]) * sw)
     want = E.reference(c.epilogue, acc, residual=res, **vecs)
     np.testing.assert_allclose(y, want, rtol=2e-6, atol=1e-5 * np.abs(want).max())
 
@@ -154,14 +119,6 @@ def test_int8_weights_pack_as_quads_with_compensation():
 def test_int8_code_uses_vpdpbusd():
     """Checked on the emitted code, so on any host: the hot loop is 512-bit vpdpbusd fed by
     32-bit broadcasts of A quads, and A's codes come from vector converts (no scalar loop)."""
-    target = cpu_target({"mcpu": "znver4"})
-    prob = GemmProblem(AOperand.matrix(512, 512), 512, quant=SIGNED)
-    sched = default_schedule(target, prob)
-    mod = new_module()
-    emit_gemm(mod, "g", prob, sched)
-    text = assembly(mod, target)
-    blocks = text.split("\n.LBB")
-    hot = max(blocks, key=lambda blk: blk.count("vpdpbusd"))
-    FileCheck().check_count("vpdpbusd", sched.mr * sched.nv * sched.unroll).run(hot)
+    text, hot = hot_loop_of(512, "vpdpbusd", quant=SIGNED)
     assert "(%rsp)" not in hot, "the hot loop spills"
     FileCheck().check("vrndscaleps").check("vcvttps2dq").check("vpmovdb").run(text)

@@ -29,11 +29,16 @@ def _private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _needs_bf16():
+def needs_cpu_feature(feature: str) -> None:
+    """Skip unless this host's CPU has `feature` (an llvm feature name, "avx512bf16")."""
     from compiler.codegen.llvm.target import cpu_target
 
-    if "avx512bf16" not in cpu_target().required:
-        pytest.skip("host has no AVX512-BF16")
+    if feature not in cpu_target().required:
+        pytest.skip(f"host has no {feature.upper()}")
+
+
+def _needs_bf16():
+    needs_cpu_feature("avx512bf16")
 
 
 def small_net(seed: int = 0) -> onnx.ModelProto:
@@ -194,14 +199,22 @@ def test_bf16_cross_compiles_for_a_named_cpu_that_has_it(tmp_path):
     assert "avx512bf16" in manifest["cpu_features"] and manifest["precision"]["requested"] == "bf16"
 
 
-def test_bf16_artifact_refused_on_a_host_without_avx512_bf16(tmp_path, monkeypatch):
-    cm = compiler.compile(small_net(), target="llvm -mcpu=znver4", precision="bf16", cache=False)
+def refused_on_a_host_without(feature: str, tmp_path, monkeypatch, message: str, **options) -> None:
+    """Compile small_net for Zen 4 with `options`, then load it on a host (as the runtime
+    is told it is) with AVX-512 but not `feature`: refused with `message`."""
+    cm = compiler.compile(small_net(), target="llvm -mcpu=znver4", cache=False, **options)
     path = tmp_path / "net.cmod"
     cm.save(path)
-    monkeypatch.setenv("COMPILER_HOST_CPU_FEATURES", "sse,sse2,sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,fma,f16c,"
-                       "bmi,bmi2,lzcnt,movbe,avx512f,avx512bw,avx512cd,avx512dq,avx512vl,avx512vnni")
-    with pytest.raises(ArtifactError, match=r"precision 'bf16'.*AVX512BF16 \(vdpbf16ps\).*precision='fp32'"):
+    host = ["sse", "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi", "bmi2",
+            "lzcnt", "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx512vnni", "avx512bf16"]
+    monkeypatch.setenv("COMPILER_HOST_CPU_FEATURES", ",".join(f for f in host if f != feature))
+    with pytest.raises(ArtifactError, match=message):
         compiler.load(path)
+
+
+def test_bf16_artifact_refused_on_a_host_without_avx512_bf16(tmp_path, monkeypatch):
+    refused_on_a_host_without("avx512bf16", tmp_path, monkeypatch,
+                              r"precision 'bf16'.*AVX512BF16 \(vdpbf16ps\).*precision='fp32'", precision="bf16")
 
 
 @pytest.mark.parametrize("kwargs,message", [

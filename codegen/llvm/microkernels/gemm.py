@@ -382,43 +382,26 @@ _UK_ARGS = [(n, F32P) for n in PARAMS] + [("apack", F32P)] + [(n, I64) for n in 
                                                                 "kp0", "first", "last")]
 
 
-def _bf16_run(b: ir.IRBuilder, src, dst, n) -> None:
-    """dst[0:n] = bfloat16(src[0:n]) (float* -> i16*, n an i64 value): whole vectors of 16,
-    then one vector under a lane mask for the rest."""
-    v16, f16 = ir.VectorType(I16, 16), ir.VectorType(F32, 16)
+def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert) -> None:
+    """dst[0:n] = convert(src[0:n]) (float* -> narrow*, n an i64 value; `convert` maps a
+    <16 x float> to <16 x narrow>: bfloat16 bits, uint8 codes): whole vectors of 16, then
+    one vector under a lane mask for the rest."""
+    vn, f16 = ir.VectorType(narrow, 16), ir.VectorType(F32, 16)
+    size = narrow.width // 8
     whole = b.mul(b.udiv(n, i64(16)), i64(16))
     counted_loop(b, i64(0), whole, lambda c: b.store(
-        to_bf16(b, load_vec(b, b.gep(src, [c]), 16)), b.bitcast(b.gep(dst, [c]), v16.as_pointer()), align=2),
+        convert(load_vec(b, b.gep(src, [c]), 16)), b.bitcast(b.gep(dst, [c]), vn.as_pointer()), align=size),
         step=16, name="cv")
     rest = b.trunc(b.sub(n, whole), I32)
     with b.if_then(b.icmp_signed(">", rest, ir.Constant(I32, 0))):
         lanes = ir.Constant(ir.VectorType(I32, 16), list(range(16)))
         mask = b.icmp_unsigned("<", lanes, broadcast(b, rest, 16))
         load = declare(b.module, "llvm.masked.load.v16f32.p0", f16, [f16.as_pointer(), I32, mask.type, f16])
-        store = declare(b.module, "llvm.masked.store.v16i16.p0", VOID, [v16, v16.as_pointer(), I32, mask.type])
+        store = declare(b.module, f"llvm.masked.store.v16i{narrow.width}.p0", VOID,
+                        [vn, vn.as_pointer(), I32, mask.type])
         x = b.call(load, [b.bitcast(b.gep(src, [whole]), f16.as_pointer()), ir.Constant(I32, 4), mask,
                           ir.Constant(f16, [0.0] * 16)])
-        b.call(store, [to_bf16(b, x), b.bitcast(b.gep(dst, [whole]), v16.as_pointer()), ir.Constant(I32, 2), mask])
-
-
-def _quantize_run(b: ir.IRBuilder, src, dst, n, inverse_scale: float, zero_point: int) -> None:
-    """dst[0:n] = uint8 codes of src[0:n] (float* -> i8*, n an i64 value; `irutil.to_u8`):
-    whole vectors of 16, then one vector under a lane mask for the rest."""
-    v8, f16 = ir.VectorType(I8, 16), ir.VectorType(F32, 16)
-    whole = b.mul(b.udiv(n, i64(16)), i64(16))
-    counted_loop(b, i64(0), whole, lambda c: b.store(
-        to_u8(b, load_vec(b, b.gep(src, [c]), 16), inverse_scale, zero_point),
-        b.bitcast(b.gep(dst, [c]), v8.as_pointer()), align=1), step=16, name="q")
-    rest = b.trunc(b.sub(n, whole), I32)
-    with b.if_then(b.icmp_signed(">", rest, ir.Constant(I32, 0))):
-        lanes = ir.Constant(ir.VectorType(I32, 16), list(range(16)))
-        mask = b.icmp_unsigned("<", lanes, broadcast(b, rest, 16))
-        load = declare(b.module, "llvm.masked.load.v16f32.p0", f16, [f16.as_pointer(), I32, mask.type, f16])
-        store = declare(b.module, "llvm.masked.store.v16i8.p0", VOID, [v8, v8.as_pointer(), I32, mask.type])
-        x = b.call(load, [b.bitcast(b.gep(src, [whole]), f16.as_pointer()), ir.Constant(I32, 4), mask,
-                          ir.Constant(f16, [0.0] * 16)])
-        b.call(store, [to_u8(b, x, inverse_scale, zero_point), b.bitcast(b.gep(dst, [whole]), v8.as_pointer()),
-                       ir.Constant(I32, 1), mask])
+        b.call(store, [convert(x), b.bitcast(b.gep(dst, [whole]), vn.as_pointer()), ir.Constant(I32, size), mask])
 
 
 class _Gen:
@@ -582,16 +565,18 @@ class _Gen:
             scale, zero_point = self.p.quant
             inv = float(int8.inverse_scale(scale))
 
-            def _convert_run(b, src, dst, n):
-                _quantize_run(b, src, dst, n, inv, zero_point)
+            def convert(vec):
+                return to_u8(b, vec, inv, zero_point)
         else:
-            _convert_run = _bf16_run
+            def convert(vec):
+                return to_bf16(b, vec)
 
         def per_tap():
             def tap(t):
                 at = b.mul(b.sub(t, A["tap_lo"]), clen)
                 for i, src in enumerate(row_at(t)):
-                    _convert_run(b, b.gep(src, [A["c_lo"]]), b.gep(bits, [b.add(at, row_base[i])]), clen)
+                    _convert_run(b, b.gep(src, [A["c_lo"]]), b.gep(bits, [b.add(at, row_base[i])]), clen, narrow,
+                                 convert)
             counted_loop(b, A["tap_lo"], A["tap_hi"], tap, name="tap")
 
         if self._merge_kernel_rows:
@@ -603,7 +588,7 @@ class _Gen:
                     def kernel_row(khi):
                         at = b.mul(b.sub(khi, kh_lo), i64(run))
                         for i, src in enumerate(self._kernel_row_ptrs(b, A, geo, khi)):
-                            _convert_run(b, src, b.gep(bits, [b.add(at, row_base[i])]), i64(run))
+                            _convert_run(b, src, b.gep(bits, [b.add(at, row_base[i])]), i64(run), narrow, convert)
                     counted_loop(b, kh_lo, b.udiv(A["tap_hi"], i64(a.kw)), kernel_row, name="kh")
                 with taps:
                     per_tap()
