@@ -99,7 +99,7 @@ def tile_stage(problem: GemmProblem, target) -> list[GemmSchedule]:
             break
         # wide-row tiles need packed rows (GPR pressure); the default's choice otherwise
         pack_a = 1 if mr > MAX_DIRECT_ROWS else default.pack_a
-        s = _schedule(mr=mr, nr=nr, kc=default_kc(problem.k, nr, lanes), mc_tiles=default.mc_tiles,
+        s = _schedule(mr=mr, nr=nr, kc=default_kc(problem.k, nr, lanes, problem.k_per_slot), mc_tiles=default.mc_tiles,
                       nc_panels=default.nc_panels, unroll=default.unroll, lanes=lanes, pack_a=pack_a)
         if s is not None and _valid(problem, s, seen):
             out.append(s)

@@ -165,8 +165,8 @@ def _setup_onnxruntime(spec: ModelSpec, threads: int) -> Runner:
     return Runner(f"onnxruntime {ort.__version__} (CPU)", lambda: sess.run(None, feeds), lambda out: list(out))
 
 
-def _setup_onnxruntime_int8(spec: ModelSpec, threads: int) -> Runner:
-    """onnxruntime on the model its own tool quantized (`quantize_static`: QDQ format,
+def ort_quantized_model(spec: ModelSpec) -> str:
+    """The path of `spec.model` quantized by onnxruntime's own tool (`quantize_static`: QDQ format,
     per-channel int8 weights, uint8 activations, MinMax on `calibration_feeds`, after
     `quant_pre_process`), as onnxruntime's documentation tells its users to quantize. The quantized file is cached beside the model."""
     import hashlib
@@ -201,7 +201,12 @@ def _setup_onnxruntime_int8(spec: ModelSpec, threads: int) -> Runner:
         quantize_static(str(tmp), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         tmp.replace(quantized)  # complete files only: an interrupted run leaves no half-written model
-    runner = _setup_onnxruntime(replace(spec, model=str(quantized)), threads)
+    return str(quantized)
+
+
+def _setup_onnxruntime_int8(spec: ModelSpec, threads: int) -> Runner:
+    """onnxruntime on the model its own tool quantized (`ort_quantized_model`)."""
+    runner = _setup_onnxruntime(replace(spec, model=ort_quantized_model(spec)), threads)
     return replace(runner, label=runner.label.replace("(CPU)", "(CPU, int8 QDQ from quantize_static)"))
 
 

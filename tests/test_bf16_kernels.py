@@ -113,7 +113,6 @@ def test_bf16_gemm_over_k_chunks(lib, key):
     np.testing.assert_allclose(y, bf16(a) @ bf16(b) + bias, rtol=1e-5, atol=1e-5 * np.sqrt(k))
 
 
-@pytest.mark.parametrize("key", sorted(CONVS))
 def run_conv(lib, key):
     """Run conv `key` of the library on seeded data (2 threads): (its problem, x, w, the
     epilogue vectors, the residual, the output)."""
@@ -129,6 +128,7 @@ def run_conv(lib, key):
     return c, x, w, vecs, res, y
 
 
+@pytest.mark.parametrize("key", sorted(CONVS))
 def test_bf16_conv_matches_rounded_reference(lib, key):
     c, x, w, vecs, res, y = run_conv(lib, key)
     want = E.reference(c.epilogue, conv_reference(bf16(x), bf16(w), c), residual=res, **vecs)
