@@ -27,6 +27,8 @@ def tuning_problem(problem):
     p = canonical_problem(problem)
     if getattr(p, "quant", None) is not None:
         p = dataclasses.replace(p, quant=TUNING_QUANT)
+    if getattr(p, "out_quant", None) is not None:
+        p = dataclasses.replace(p, out_quant=TUNING_QUANT)
     return p
 
 

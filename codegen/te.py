@@ -167,17 +167,37 @@ def activation_operand(attrs: dict, acc):
     in the same float32 steps as `ir.int8.quantize_activation`."""
     if not is_int8(attrs):
         return compute_operand(attrs.get("compute"), acc)
+
+    f32 = dtypes.float32
+    zp, scale = float(attrs["act_zero_point"]), float(np.float32(attrs["act_scale"]))
+    codes_of = uint8_codes(attrs["act_scale"], attrs["act_zero_point"])
+
+    def operand(e):
+        q = L.cast(e, f32) if e.dtype.name == "uint8" else codes_of(e)  # uint8 X: the codes themselves
+        return L.cast(L.mul(L.sub(q, L.const(zp, f32)), L.const(scale, f32)), acc)
+    return operand
+
+
+def uint8_codes(scale: float, zero_point: int):
+    """e -> its uint8 code as a float32 expression: clamp(rint(e * inverse_scale) + zero_point,
+    0, 255), the float32 steps of `ir.int8.quantize_activation`."""
     from ..ir import int8
 
     f32 = dtypes.float32
-    inv = L.const(float(int8.inverse_scale(attrs["act_scale"])), f32)
-    zp, scale = float(attrs["act_zero_point"]), float(np.float32(attrs["act_scale"]))
+    inv = L.const(float(int8.inverse_scale(scale)), f32)
 
-    def operand(e):
-        q = L.add(L.call("round", L.mul(L.cast(wide(e), f32), inv)), L.const(zp, f32))
-        q = L.binary("min", L.binary("max", q, L.const(float(int8.ACT_QMIN), f32)), L.const(float(int8.ACT_QMAX), f32))
-        return L.cast(L.mul(L.sub(q, L.const(zp, f32)), L.const(scale, f32)), acc)
-    return operand
+    def codes(e):
+        q = L.add(L.call("round", L.mul(L.cast(wide(e), f32), inv)), L.const(float(zero_point), f32))
+        return L.binary("min", L.binary("max", q, L.const(float(int8.ACT_QMIN), f32)), L.const(float(int8.ACT_QMAX), f32))
+    return codes
+
+
+def product_output(attrs: dict):
+    """How a product's float result becomes its output value: uint8 codes with `out_scale`
+    (an int8 chain), else unchanged (the store converts it to the output type)."""
+    if not attrs.get("out_scale"):
+        return lambda e: e
+    return uint8_codes(attrs["out_scale"], attrs["out_zero_point"])
 
 
 def fconst(value: float, like: L.Expr) -> L.Expr:

@@ -31,9 +31,17 @@ def _compare(ref: np.ndarray, got: np.ndarray) -> dict:
 
 
 def _without_compute(graph: Graph) -> Graph:
-    nodes = [dataclasses.replace(n, attrs={**n.attrs, "compute": None}) if n.attrs.get("compute") is not None else n
-             for n in graph.nodes]
+    """The fp32 twin: no `compute`, and no uint8 outputs (int8 chains)."""
+    nodes = [dataclasses.replace(n, attrs={**n.attrs, "compute": None, "out_scale": 0.0})
+             if n.attrs.get("compute") is not None else n for n in graph.nodes]
     return dataclasses.replace(graph, nodes=nodes)
+
+
+def _as_float(node, value: np.ndarray) -> np.ndarray:
+    """A lowered node's output as the float it stands for (uint8 codes of an int8 chain dequantized)."""
+    if node.attrs.get("out_scale"):
+        return (value.astype(np.float32) - np.float32(node.attrs["out_zero_point"])) * np.float32(node.attrs["out_scale"])
+    return value
 
 
 def _worst(errors: list[dict]) -> dict:
@@ -52,7 +60,7 @@ def layer_errors(lowered: Graph, samples: Sequence[Mapping[str, np.ndarray]]) ->
     for feeds in samples:
         got, want = Interpreter().run(probe, feeds), Interpreter().run(twin, feeds)
         for n in products:
-            per_node[n.name].append(_compare(want[n.outputs[0].name], got[n.outputs[0].name]))
+            per_node[n.name].append(_compare(want[n.outputs[0].name], _as_float(n, got[n.outputs[0].name])))
         for v in lowered.outputs:
             if np.asarray(want[v.name]).dtype.kind == "f":
                 outputs.setdefault(v.name, []).append(_compare(want[v.name], got[v.name]))

@@ -98,8 +98,19 @@ def _excluded(node: Node, excluded: frozenset) -> bool:
     return bool(ops & excluded) or any(_named_by(node.name, entry) for entry in excluded)
 
 
+def _as_product(node: Node) -> Node:
+    """A MatMul by a constant matrix is a Linear without bias (the op that has `compute`);
+    any other node as it is."""
+    b = node.inputs[1] if node.op == "MatMul" and len(node.inputs) == 2 else None
+    const = const_of(b)
+    if const is None or const.ndim != 2 or node.inputs[0].type.rank is None or node.inputs[0].type.rank < 2:
+        return node
+    return dataclasses.replace(node, op="Linear")
+
+
 def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, bool]:
-    """(precision, reason, lower?) of one node."""
+    """(precision, reason, lower?) of one node (a MatMul by a constant as `_as_product`)."""
+    node = _as_product(node)
     op = get_op(node.op)
     own = _output_type(node)
     if "compute" not in op.attrs:
@@ -138,6 +149,7 @@ def lower_precision(precision: str, exclude: Iterable[str] = (), calibration: Ca
         report, nodes = [], []
         for node, (chosen, reason, lower) in zip(graph.nodes, decisions):
             if lower:
+                node = _as_product(node)
                 attrs = {**node.attrs, "compute": COMPUTE_TYPE_OF[precision]}
                 if precision == "int8":
                     attrs["act_scale"], attrs["act_zero_point"] = params[node.inputs[0].name]

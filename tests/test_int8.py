@@ -389,3 +389,30 @@ def test_qlinear_model_runs_on_the_int8_kernels(tmp_path):
     np.testing.assert_allclose(got, ref, rtol=0, atol=step)
     np.testing.assert_allclose(got, want, rtol=0, atol=step)
     assert np.mean(got == ref) > 0.95
+
+
+def test_int8_chain_passes_uint8_codes_between_products():
+    """conv1 is read only by conv2 (an int8 product): conv1's epilogue writes uint8 codes and
+    conv2 copies them as they are; the result is the unchained graph's to float32 rounding
+    (the same integers), and the reference of the chained graph agrees with the kernels."""
+    _needs_vnni()
+    samples, _ = _calibration()
+    options = BuildOptions(precision="int8", calibration=Calibration(tuple(samples)))
+    graph = parse_target("llvm").backend.optimize(import_model(_conv_mlp()), 2, PassContext(verify=True), options)
+    convs = [n for n in graph.nodes if n.op == "ConvNhwc"]
+    assert convs[0].attrs["out_scale"] > 0 and convs[0].outputs[0].type.dtype is dtypes.uint8
+    assert convs[1].inputs[0] is convs[0].outputs[0] and not convs[1].attrs.get("out_scale")
+    assert convs[0].attrs["out_scale"] == convs[1].attrs["act_scale"]
+    feeds = _feeds()
+    cm = compiler.compile(_conv_mlp(), precision="int8", calibration=samples)
+    got = cm.run(feeds)["logits"]
+    np.testing.assert_allclose(got, run_graph(graph, feeds)["logits"], rtol=1e-4, atol=1e-4)
+    fp32 = compiler.compile(_conv_mlp()).run(feeds)["logits"]
+    assert _cosine(got, fp32) > 0.995
+    assert cm.manifest["precision"]["uint8_values"] == [convs[0].outputs[0].name]
+    # the report reads the codes as the floats they stand for
+    from compiler.precision_report import precision_report
+
+    report = precision_report(import_model(_conv_mlp()), "llvm", "int8", (), [feeds], Calibration(tuple(samples)))
+    lowered = [r for r in report["nodes"] if r["precision"] == "int8"]
+    assert len(lowered) == 3 and all(r["cosine"] > 0.99 for r in lowered), lowered

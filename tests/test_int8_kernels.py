@@ -122,3 +122,79 @@ def test_int8_code_uses_vpdpbusd():
     text, hot = hot_loop_of(512, "vpdpbusd", quant=SIGNED)
     assert "(%rsp)" not in hot, "the hot loop spills"
     FileCheck().check("vrndscaleps").check("vcvttps2dq").check("vpmovdb").run(text)
+
+
+# int8 chains: A given as uint8 codes, C written as uint8 codes (`GemmProblem.a_codes`, `out_quant`)
+OUT = int8.activation_params(-1.0, 6.0)
+CHAIN_CONVS = {key: CONVS[key] for key in ("3x3_s1", "3x3_s2_odd_channels", "grouped_odd", "1x1_s2_downsample",
+                                           "conv1_7x7_s2")}
+
+
+@pytest.fixture(scope="module")
+def chain_lib():
+    return build_library(_host(), [(33, 100, 258), (5, 129, 2)], {}, CHAIN_CONVS,
+                         lambda i: {"quant": SIGNED, "a_codes": True, "out_quant": OUT})
+
+
+def _codes_close(got: np.ndarray, want_float: np.ndarray) -> None:
+    """uint8 output codes against the reference's float result quantized the same way: equal
+    but where float32 summation order moves a value across a rounding boundary (one code)."""
+    want = int8.quantize_activation(want_float.astype(np.float32), *OUT)
+    diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
+    assert diff.max() <= 1 and np.mean(diff == 0) > 0.99, (diff.max(), np.mean(diff == 0))
+
+
+@pytest.mark.parametrize("shape", [(33, 100, 258), (5, 129, 2)], ids=lambda s: "x".join(map(str, s)))
+def test_int8_chain_gemm_reads_and_writes_codes(chain_lib, shape):
+    library, kernels = chain_lib
+    m, n, k = shape
+    prob, sched = kernels[shape]
+    rng = np.random.default_rng(k)
+    a = rng.integers(0, 256, (m, k), dtype=np.uint8)
+    b = rand(rng, k, n)
+    y = np.full((m, n), 7, np.uint8)
+    pad = np.full(m * n, 0xEE, np.uint8)  # bytes past the output: a masked edge store leaves them
+    out = np.concatenate([y.ravel(), pad])
+    fn = library.function(f"g_{m}_{n}_{k}")  # byte buffers: past the float32-only `Library.call`
+    packed = pack_weights(b, sched, prob)  # held: ctypes takes only its address
+    fn(a.ctypes.data, packed.ctypes.data, out.ctypes.data, None, None, None, None, 2)
+    qb, sb = int8.quantize_weights(b, axis=1)
+    want = ((a.astype(np.float64) - SIGNED[1]) @ qb.astype(np.float64)) * (np.float32(SIGNED[0]) * sb)
+    _codes_close(out[:m * n].reshape(m, n), want)
+    assert (out[m * n:] == 0xEE).all()
+
+
+@pytest.mark.parametrize("key", sorted(CHAIN_CONVS))
+def test_int8_chain_conv_reads_and_writes_codes(chain_lib, key):
+    """Padding taps read the zero point's code (the code of 0.0), so they add nothing."""
+    library, kernels = chain_lib
+    c = kernels[key].problem
+    rng = np.random.default_rng(len(key))
+    x = rng.integers(0, 256, (c.batch, c.in_h, c.in_w, c.in_c), dtype=np.uint8)
+    w = rand(rng, c.out_c, c.in_c // c.groups, c.kh, c.kw)
+    vecs = {name: rand(rng, c.out_c) for name in ("bias", "scale", "shift")}
+    res = rand(rng, c.batch, c.out_h, c.out_w, c.out_c)
+    y = np.zeros(res.shape, np.uint8)
+    ptr = {name: vecs[name].ctypes.data if name in vecs else None for name in ("bias", "scale", "shift")}
+    packed = kernels[key].pack(w)  # held: ctypes takes only its address
+    library.function(key)(x.ctypes.data, packed.ctypes.data, y.ctypes.data, ptr["bias"], ptr["scale"], ptr["shift"],
+                          res.ctypes.data, 2)
+    qw, sw = int8.quantize_weights(w, axis=0)
+    acc = conv_reference(x.astype(np.float64) - SIGNED[1], qw.astype(np.float64), c) * (np.float32(SIGNED[0]) * sw)
+    _codes_close(y, E.reference(c.epilogue, acc, residual=res, **vecs))
+
+
+def test_int8_chain_refuses_k_in_chunks():
+    """A uint8 C has no room for int32 partial sums: a schedule splitting K is refused."""
+    import dataclasses
+
+    from compiler.codegen.llvm.microkernels import emit_gemm
+    from compiler.codegen.llvm.microkernels.build import new_module
+    from compiler.ir.errors import CompilerError
+
+    target = cpu_target({"mcpu": "znver4"})
+    prob = GemmProblem(AOperand.matrix(20, 512), 64, quant=SIGNED, a_codes=True, out_quant=OUT)
+    sched = default_schedule(target, prob)
+    assert sched.kc >= 512  # the default keeps K whole
+    with pytest.raises(CompilerError, match="uint8 output needs K in one chunk"):
+        emit_gemm(new_module(), "g", prob, dataclasses.replace(sched, kc=128))

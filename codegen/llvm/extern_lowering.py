@@ -72,6 +72,24 @@ def _quant(attrs: dict) -> tuple[float, int] | None:
     return float(attrs["act_scale"]), int(attrs["act_zero_point"])
 
 
+def _int8_fields(attrs: dict, x, y) -> dict:
+    """The int8 fields of a product's problem: quant, and in an int8 chain a_codes (X is
+    uint8 codes) and out_quant (Y is)."""
+    quant = _quant(attrs)
+    if quant is None:
+        return {}
+    out = (float(attrs["out_scale"]), int(attrs["out_zero_point"])) if attrs.get("out_scale") else None
+    return {"quant": quant, "a_codes": x.type.dtype.name == "uint8", "out_quant": out}
+
+
+def _product_types_ok(attrs: dict, x, y, *floats) -> bool:
+    """float32 operands and result, but an int8 chain's uint8 X or Y; all static."""
+    codes = [v for v in (x, y) if v.type.dtype.name == "uint8" and v.type.is_static]
+    if codes and not is_int8(attrs):
+        return False
+    return _f32(*[v for v in (x, y) if v not in codes], *floats)
+
+
 def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, residual=None) -> ExternPlan | None:
     """Y[rows, N] = act(A[rows, K] @ B + bias + residual), A's rows its leading dims."""
     k, n = b.shape
@@ -82,7 +100,7 @@ def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, r
     if m == 0 or n == 0 or k == 0:
         return None  # empty: the loop-IR rules handle (or skip) empty tensors
     epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None)
-    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, bf16=_bf16(attrs), quant=_quant(attrs))
+    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, bf16=_bf16(attrs), **_int8_fields(attrs, a, y))
     try:
         schedule = schedules.for_extern(problem, target)  # tuned for this device, or the heuristic default
     except CompilerError:  # the target lacks AVX2+FMA
@@ -125,9 +143,9 @@ def lower_matmul(node, consts, target, schedules) -> ExternPlan | None:
     a, b, y = node.inputs[0], node.inputs[1], node.outputs[0]
     bias = _input(node, 2)  # Linear's
     wb = consts.get(b)
-    if wb is None or wb.ndim != 2 or not _f32(a, b, y, bias) or a.type.rank < 1:
-        return None
     attrs = _attrs(node)
+    if wb is None or wb.ndim != 2 or not _product_types_ok(attrs, a, y, b, bias) or a.type.rank < 1:
+        return None
     bias_binding = residual = None
     if bias is not None:
         m = math.prod(_shape(a)[:-1])
@@ -164,9 +182,9 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
     x, w, y = node.inputs[0], node.inputs[1], node.outputs[0]
     bias, residual = _input(node, 2), _input(node, 3)
     weights = consts.get(w)
-    if weights is None or not _f32(x, w, y, bias, residual) or x.type.rank != 4 or weights.ndim != 4:
-        return None
     attrs = _attrs(node)
+    if weights is None or not _product_types_ok(attrs, x, y, w, bias, residual) or x.type.rank != 4 or weights.ndim != 4:
+        return None
     batch, in_h, in_w, in_c = _shape(x)
     if 0 in _shape(x) or 0 in weights.shape or 0 in _shape(y):
         return None
@@ -177,7 +195,7 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
                            tuple(attrs["strides"]), tuple(attrs["pads"]), tuple(attrs["dilations"]), attrs["group"],
                            epilogue)
         if not conv.depthwise:
-            conv = replace(conv, bf16=_bf16(attrs), quant=_quant(attrs))
+            conv = replace(conv, bf16=_bf16(attrs), **_int8_fields(attrs, x, y))
         elif _quant(attrs) is not None:
             return None  # depthwise int8: the loop-IR rule (the precision pass keeps these fp32)
         lanes = target_lanes(target)

@@ -15,7 +15,7 @@ import numpy as np
 from ...ir import dtypes, int8
 from ...ir.ops._window import resolve_window
 from .. import loop_ir as L
-from ..te import Compute, Reduce, Tensor, activation_operand, compute_operand, is_int8, is_narrow_float, wide
+from ..te import Compute, Reduce, Tensor, activation_operand, compute_operand, is_int8, is_narrow_float, product_output, wide
 from .activation import activation_fn
 from .context import LowerContext, NotLowerable
 
@@ -135,9 +135,11 @@ def _conv_nhwc(ctx: LowerContext):
     shape = ctx.out_shape()
     group = int(ctx.attrs.get("group", 1) or 1)
     icg, ocg = w.shape[1], shape[-1] // group
-    acc = _acc(x.dtype)
+    acc = _acc(w.dtype)
+    # padding reads a zero: for uint8 codes (an int8 chain) that is the zero point's code
+    pad = int(ctx.attrs.get("act_zero_point", 0)) if x.dtype.name == "uint8" else 0
     operand, x_operand = compute_operand(ctx.attrs.get("compute"), acc), activation_operand(ctx.attrs, acc)
-    act = activation_fn(ctx.attrs, ctx.node.op)
+    act, out = activation_fn(ctx.attrs, ctx.node.op), product_output(ctx.attrs)
     after = bool(ctx.attrs.get("residual_after_activation", 0))
     bias = ctx.inputs[2] if ctx.has(2) else None
     residual = ctx.inputs[3] if ctx.has(3) else None
@@ -156,7 +158,7 @@ def _conv_nhwc(ctx: LowerContext):
         def value(rv):
             ic, ks = rv[0], list(rv[1:])
             pos, ok = _taps(win, sp, ks, x.shape[1:-1])
-            xv = x.load_if([n] + pos + [L.add(L.mul(g, icg), ic)], ok, L.const(0, x.dtype))
+            xv = x.load_if([n] + pos + [L.add(L.mul(g, icg), ic)], ok, L.const(pad, x.dtype))
             wv = w[ks + [ic, m]] if packed else w[[m, ic] + ks]
             return L.mul(x_operand(xv), operand(wv))
 
@@ -167,7 +169,7 @@ def _conv_nhwc(ctx: LowerContext):
             if res is not None and not after:
                 s = L.add(s, res)
             s = act(s)
-            return L.add(s, res) if res is not None and after else s
+            return out(L.add(s, res) if res is not None and after else s)
 
         return Reduce("sum", (icg, *kernel), value, finalize, acc)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ...ir import dtypes, int8
 from .. import loop_ir as L
-from ..te import Compute, Reduce, Tensor, activation_operand, compute_operand, is_int8, is_narrow_float, wide
+from ..te import Compute, Reduce, Tensor, activation_operand, compute_operand, is_int8, is_narrow_float, product_output, wide
 from .activation import activation_fn
 from .context import LowerContext, NotLowerable
 from .elementwise import _c
@@ -104,11 +104,11 @@ def _qlinear_matmul(ctx: LowerContext):
 def _linear(ctx: LowerContext):
     """Linear: act(A @ B + bias) (numpy broadcasting of the bias), accumulating like MatMul."""
     a, b = ctx.input(0), ctx.input(1)
-    acc = _acc(a.dtype)
+    acc = _acc(b.dtype)
     operand, a_operand = compute_operand(ctx.attrs.get("compute"), acc), activation_operand(ctx.attrs, acc)
     if is_int8(ctx.attrs):  # the weights on their int8 grid, once, at compile time
         b = ctx.pack(int8.fake_quantize_weights(ctx.require_const(1, "int8 weights"), -1).astype(b.dtype.numpy))
-    act = activation_fn(ctx.attrs, ctx.node.op)
+    act, out = activation_fn(ctx.attrs, ctx.node.op), product_output(ctx.attrs)
     bias = ctx.inputs[2] if ctx.has(2) else None
     rank = len(ctx.out_shape())
 
@@ -120,9 +120,9 @@ def _linear(ctx: LowerContext):
     def element(idx):
         red = product_stage.fn(idx)
         if bias is not None:
-            red.finalize = lambda s: act(L.add(s, L.cast(wide(bias.bcast(idx, rank)), acc)))
+            red.finalize = lambda s: out(act(L.add(s, L.cast(wide(bias.bcast(idx, rank)), acc))))
         else:
-            red.finalize = act
+            red.finalize = lambda s: out(act(s))
         return red
 
     return [Compute(product_stage.shape, ctx.out_dtype(), element)]

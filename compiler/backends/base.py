@@ -110,7 +110,12 @@ class Backend:
         precision = self.check_precision(options)
         if precision == "fp32":
             return ()
-        return (lower_precision(precision, options.exclude, options.calibration),)
+        lowered = lower_precision(precision, options.exclude, options.calibration)
+        if precision == "int8":
+            from ..passes.chain_int8 import chain_int8
+
+            return (lowered, chain_int8)  # products read by int8 products only hand them uint8 codes
+        return (lowered,)
 
     def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
         raise NotImplementedError
@@ -138,6 +143,7 @@ class Backend:
                    "precision": [r.as_dict() for r in ctx.analyses.get("precision", ())]}
         if "int8_ranges" in ctx.analyses:
             details["int8_ranges"] = ctx.analyses["int8_ranges"].as_dict()
+            details["int8_chains"] = ctx.analyses.get("int8_chains", [])
         return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory, details,
                          program)
 

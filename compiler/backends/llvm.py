@@ -75,6 +75,8 @@ class LLVMBackend(Backend):
             artifact.manifest["precision"]["isa"] = list(PRECISION_FEATURES[options.precision])
         if plan.details.get("int8_ranges") is not None:
             artifact.manifest["precision"]["int8"] = plan.details["int8_ranges"]
+            # values that cross memory as uint8 codes (`passes.chain_int8`)
+            artifact.manifest["precision"]["uint8_values"] = plan.details["int8_chains"]
         artifact.timings = {**plan.details["phase_seconds"], **build.timings}
         return artifact
 

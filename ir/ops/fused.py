@@ -12,36 +12,34 @@ from ..registry import PENDING_RULE, Attr, Category, InferContext, OpDef, Precis
 from ..shape_utils import broadcast_shapes
 from ..types import TensorType
 from .activations import ACTIVATION_ATTRS, apply_activation, check_activation
-from .matmul import COMPUTE_ATTR, accumulator, check_compute, matmul_shape, product_operands
+from .matmul import COMPUTE_ATTR, accumulator, matmul_shape, product_operands, product_result, product_types
 
 
 def _infer_linear(ctx: InferContext):
     check_activation(ctx)
     a, b = ctx.input(0), ctx.input(1)
-    if a.dtype != b.dtype:
-        raise ctx.error(f"operands have element types {a.dtype} and {b.dtype}, expected one type")
-    check_compute(ctx, a.dtype)
+    dtype, out_dtype = product_types(ctx, a.dtype, b.dtype)
     shape = matmul_shape(ctx, a, b)
     if ctx.has(2):
         bias = ctx.input(2)
-        if bias.dtype != a.dtype:
-            raise ctx.error(f"bias has element type {bias.dtype}, expected {a.dtype} like the operands")
+        if bias.dtype != dtype:
+            raise ctx.error(f"bias has element type {bias.dtype}, expected {dtype} like the weights")
         try:
             shape = broadcast_shapes(shape, bias.shape)
         except ValueError as e:
             raise ctx.error(f"bias {bias} does not broadcast onto the product: {e}") from None
-    return [TensorType(shape, a.dtype)]
+    return [TensorType(shape, out_dtype)]
 
 
 def _ref_linear(ctx, a, b, bias=None):
     # Accumulate (and add the bias) in the accumulator type, rounding once at the end, as a
     # matmul kernel with a bias epilogue does.
-    acc = accumulator(a.dtype)
+    acc = accumulator(b.dtype)
     a, b = product_operands(ctx.attrs, a, b, channel_axis=-1)
     y = np.matmul(a.astype(acc, copy=False), b.astype(acc, copy=False))
     if bias is not None:
         y = y + bias.astype(acc, copy=False)
-    return apply_activation(y, ctx.attrs).astype(a.dtype, copy=False)
+    return product_result(ctx.attrs, apply_activation(y, ctx.attrs), b.dtype)
 
 
 def _infer_fused_kernel(ctx: InferContext):

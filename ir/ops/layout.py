@@ -18,7 +18,7 @@ from ..types import TensorType
 from .activations import ACTIVATION_ATTRS, apply_activation, check_activation
 from ._window import resolve_window
 from .conv import _ref_conv
-from .matmul import COMPUTE_ATTR, accumulator, check_compute, product_operands
+from .matmul import COMPUTE_ATTR, accumulator, product_operands, product_result, product_types
 from .normalization import _lrn_reference
 from .pool import _ref_average_pool, _ref_max_pool
 from .reduction import require_float
@@ -55,13 +55,13 @@ def _same_shape(a, b) -> bool:
 # ---------------------------------------------------------------- ConvNhwc
 
 def _infer_conv_nhwc(ctx: InferContext):
-    x = _nhwc_input(ctx)
+    x = ctx.input(0) if ctx.input(0).dtype.name == "uint8" else _nhwc_input(ctx)  # uint8: int8 codes
+    if x.shape is not None and len(x.shape) != 4:
+        raise ctx.error(f"X must be NHWC [N, H, W, C], got {x}")
     w = ctx.input(1)
-    if w.dtype != x.dtype:
-        raise ctx.error(f"W is {w.dtype}, expected {x.dtype} like X")
     _check_window_attrs(ctx)
     check_activation(ctx)
-    check_compute(ctx, x.dtype)
+    dtype, out_dtype = product_types(ctx, x.dtype, w.dtype)
     group = ctx.attrs["group"]
     if group < 1:
         raise ctx.error(f"group must be positive, got {group}")
@@ -71,22 +71,22 @@ def _infer_conv_nhwc(ctx: InferContext):
     if m % group:
         raise ctx.error(f"W's {m} output channels do not divide into {group} groups")
     if x.shape is None:
-        return [TensorType(None, x.dtype)]
+        return [TensorType(None, out_dtype)]
     n, h, wd, c = x.shape
     if isinstance(c, int) and c != c_per_group * group:
         raise ctx.error(f"X has {c} channels (last axis), W's {c_per_group} channels per group x {group} "
                         f"groups needs {c_per_group * group}")
     if ctx.has(2):
         b = ctx.input(2)
-        if b.dtype != x.dtype or (b.shape is not None and not _same_shape(b.shape, (m,))):
-            raise ctx.error(f"B must be a {x.dtype} vector of the {m} output channels, got {b}")
+        if b.dtype != dtype or (b.shape is not None and not _same_shape(b.shape, (m,))):
+            raise ctx.error(f"B must be a {dtype} vector of the {m} output channels, got {b}")
     out = resolve_window(ctx.attrs, (h, wd), w.shape[2:], ctx.error).out
     shape = (n, out[0], out[1], m)
     if ctx.has(3):
         r = ctx.input(3)
-        if r.dtype != x.dtype or (r.shape is not None and not _same_shape(r.shape, shape)):
-            raise ctx.error(f"residual must be {x.dtype} of exactly the output's shape {list(shape)}, got {r}")
-    return [TensorType(shape, x.dtype)]
+        if r.dtype != dtype or (r.shape is not None and not _same_shape(r.shape, shape)):
+            raise ctx.error(f"residual must be {dtype} of exactly the output's shape {list(shape)}, got {r}")
+    return [TensorType(shape, out_dtype)]
 
 
 def _forwarded(ctx: RefContext, attrs: dict) -> RefContext:
@@ -95,7 +95,7 @@ def _forwarded(ctx: RefContext, attrs: dict) -> RefContext:
 
 
 def _ref_conv_nhwc(ctx, x, w, b=None, residual=None):
-    acc = accumulator(x.dtype)
+    acc = accumulator(w.dtype)
     attrs = ctx.attrs
     x, w = product_operands(attrs, x, w, channel_axis=0)
     conv_attrs = {"auto_pad": "NOTSET", "kernel_shape": None, "strides": attrs["strides"], "pads": attrs["pads"],
@@ -109,7 +109,7 @@ def _ref_conv_nhwc(ctx, x, w, b=None, residual=None):
     y = apply_activation(y, attrs)
     if residual is not None and after:
         y = y + residual.astype(acc)
-    return np.ascontiguousarray(y).astype(x.dtype, copy=False)
+    return product_result(attrs, np.ascontiguousarray(y), w.dtype)
 
 
 # ---------------------------------------------------------------- pools, LRN

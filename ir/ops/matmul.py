@@ -29,25 +29,46 @@ def accumulator(dtype: np.dtype) -> np.dtype:
 # element type their operands are rounded to before multiplying; the accumulator and the
 # result keep the operands' type. None: the operands' own type. int8 follows `ir.int8`:
 # the activation operand goes through uint8 with `act_scale` / `act_zero_point` (set by the
-# calibration), the weights through per-channel symmetric int8.
-COMPUTE_ATTR = {"compute": Attr("dtype", None), "act_scale": Attr("float", 0.0), "act_zero_point": Attr("int", 0)}
+# calibration), the weights through per-channel symmetric int8. An int8 product may also
+# take its activation as those uint8 codes (X of type uint8), and with `out_scale` > 0 give
+# its result as uint8 codes of (out_scale, out_zero_point): chains of int8 products then pass
+# uint8 tensors, the producer's epilogue quantizing what the consumer reads.
+COMPUTE_ATTR = {"compute": Attr("dtype", None), "act_scale": Attr("float", 0.0), "act_zero_point": Attr("int", 0),
+                "out_scale": Attr("float", 0.0), "out_zero_point": Attr("int", 0)}
 COMPUTE_TYPES = ("bfloat16", "float16", "int8")
 
 
-def check_compute(ctx: InferContext, operand_dtype) -> None:
-    """A `compute` type must be a 16-bit float or int8, lowering float32 operands; int8
-    needs the activation's quantization (a positive scale, a zero point in 0..255)."""
+def _check_uint8_params(ctx: InferContext, scale_attr: str, zp_attr: str, what: str) -> None:
+    scale, zp = ctx.attrs[scale_attr], ctx.attrs[zp_attr]
+    if not (scale > 0 and np.isfinite(scale)) or not 0 <= zp <= 255:
+        raise ctx.error(f"compute=int8 needs {scale_attr} > 0 and {zp_attr} in 0..255 ({what}), "
+                        f"got {scale_attr}={scale}, {zp_attr}={zp}")
+
+
+def product_types(ctx: InferContext, x_dtype, w_dtype):
+    """(the product's float type, its output type) for activation and weight types, checking
+    the `compute` attributes: a 16-bit float or int8 compute lowers float32 operands; int8
+    needs the activation's quantization and may take X as uint8 codes and give uint8 codes
+    (`out_scale`). Without `compute` both operands share one type."""
     compute = ctx.attrs["compute"]
-    if compute is None:
-        return
-    if compute.name not in COMPUTE_TYPES or operand_dtype.name != "float32":
-        raise ctx.error(f"compute={compute.name} lowers float32 operands to one of {COMPUTE_TYPES}; "
-                        f"the operands are {operand_dtype.name}")
-    if compute.name == "int8":
-        scale, zp = ctx.attrs["act_scale"], ctx.attrs["act_zero_point"]
-        if not (scale > 0 and np.isfinite(scale)) or not 0 <= zp <= 255:
-            raise ctx.error(f"compute=int8 needs act_scale > 0 and act_zero_point in 0..255 (the activation's "
-                            f"uint8 quantization), got act_scale={scale}, act_zero_point={zp}")
+    out_scale = ctx.attrs["out_scale"]
+    if compute is None or compute.name != "int8":
+        if out_scale:
+            raise ctx.error("out_scale (uint8 output codes) needs compute=int8")
+        if x_dtype != w_dtype:
+            raise ctx.error(f"operands have element types {x_dtype} and {w_dtype}, expected one type")
+        if compute is not None and (compute.name not in COMPUTE_TYPES or x_dtype.name != "float32"):
+            raise ctx.error(f"compute={compute.name} lowers float32 operands to one of {COMPUTE_TYPES}; "
+                            f"the operands are {x_dtype.name}")
+        return w_dtype, w_dtype
+    if w_dtype.name != "float32" or x_dtype.name not in ("float32", "uint8"):
+        raise ctx.error(f"compute=int8 takes float32 weights and a float32 or uint8 (codes) activation; "
+                        f"got {x_dtype.name} and {w_dtype.name}")
+    _check_uint8_params(ctx, "act_scale", "act_zero_point", "the activation's uint8 quantization")
+    if out_scale:
+        _check_uint8_params(ctx, "out_scale", "out_zero_point", "the output's uint8 quantization")
+        return w_dtype, dtypes.uint8
+    return w_dtype, w_dtype
 
 
 def product_operands(attrs: dict, x: np.ndarray, w: np.ndarray, channel_axis: int):
@@ -58,9 +79,20 @@ def product_operands(attrs: dict, x: np.ndarray, w: np.ndarray, channel_axis: in
     if compute is None:
         return x, w
     if compute.name == "int8":
-        return (int8.fake_quantize_activation(x, attrs["act_scale"], attrs["act_zero_point"]),
+        scale, zp = attrs["act_scale"], attrs["act_zero_point"]
+        if x.dtype == np.uint8:  # already codes
+            x = (x.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+        return (int8.fake_quantize_activation(x, scale, zp),
                 int8.fake_quantize_weights(w, channel_axis).astype(w.dtype, copy=False))
     return tuple(a.astype(compute.numpy).astype(a.dtype) for a in (x, w))
+
+
+def product_result(attrs: dict, y: np.ndarray, float_dtype) -> np.ndarray:
+    """The product's float result as its output: uint8 codes with `out_scale` (int8 chains),
+    else in `float_dtype`."""
+    if attrs.get("out_scale"):
+        return int8.quantize_activation(y, attrs["out_scale"], attrs["out_zero_point"])
+    return y.astype(float_dtype, copy=False)
 
 
 def wrap_int32(exact: np.ndarray) -> np.ndarray:

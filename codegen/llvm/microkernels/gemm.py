@@ -38,7 +38,10 @@ packed as quads of k rows in one 32-bit slot per column, and each step issues `v
 bits). After the packed panels the weight buffer holds, per output column, the zero-point
 compensation -zero_point * sum_k B_q[k, n] (int32) and the dequantization scale
 scale_a * scale_w[n] (float32); the epilogue adds the one, converts, multiplies by the
-other, and then runs the float32 epilogue as usual.
+other, and then runs the float32 epilogue as usual. In an int8 chain (`a_codes`,
+`out_quant`) A is already uint8 codes, so packing copies bytes (padding taps read the zero
+point's code), and the epilogue quantizes its float32 result to uint8 codes and stores
+bytes; such a problem keeps K in one chunk (partial sums have no int32 home in a uint8 C).
 Threads: our pool's cm_parallel (`csrc/thread_pool.c`); the row tiles (or column panels, whichever has more
 units) are split into contiguous ranges that differ by at most one tile.
 """
@@ -56,7 +59,7 @@ from ..parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from ...schedule import Knob
 from . import epilogue as E
 from .irutil import (F32, F32P, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16, dot_u8s8,
-                     entry_alloca, fma, i64, imin, load_vec, new_function, store_vec, to_bf16, to_u8, vec_type)
+                     entry_alloca, fma, i64, imin, load_vec, new_function, store_bytes, store_vec, to_bf16, to_u8, vec_type)
 
 # ------------------------------------------------------------------ problem description
 
@@ -113,6 +116,8 @@ class GemmProblem:
     epilogue: E.Epilogue = field(default_factory=E.Epilogue)
     bf16: bool = False  # operands rounded to bfloat16, products accumulated in float32 (AVX512-BF16)
     quant: tuple[float, int] | None = None  # int8 products (AVX512-VNNI): A's uint8 (scale, zero point)
+    a_codes: bool = False  # int8: A arrives as its uint8 codes (an int8 chain), not float32
+    out_quant: tuple[float, int] | None = None  # int8: C leaves as uint8 codes of (scale, zero point)
 
     @property
     def k_per_slot(self) -> int:
@@ -235,8 +240,11 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     if problem is not None and problem.k_per_slot > 1:
         pack_a = 1  # the packing step is where A becomes bfloat16 pairs or uint8 quads
     mc_tiles = 16
+    one_chunk = problem is not None and problem.out_quant is not None  # uint8 C: no partial sums
+    if one_chunk:
+        kc = _CHOICES["kc"][-1]
     if pack_a:  # the packed block lives on the stack: shrink kc, then mc_tiles, until it fits
-        while kc > _CHOICES["kc"][0] and packed_a_bytes(problem, mr, kc, 2) > PACK_A_STACK_BYTES:
+        while not one_chunk and kc > _CHOICES["kc"][0] and packed_a_bytes(problem, mr, kc, 2) > PACK_A_STACK_BYTES:
             kc = max(c for c in _CHOICES["kc"] if c < min(kc, a.k))
         while mc_tiles > 2 and packed_a_bytes(problem, mr, kc, mc_tiles) > PACK_A_STACK_BYTES:
             mc_tiles //= 2
@@ -426,6 +434,26 @@ def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert) -> N
         b.call(store, [convert(x), b.bitcast(b.gep(dst, [whole]), vn.as_pointer()), ir.Constant(I32, size), mask])
 
 
+def _copy_bytes(b: ir.IRBuilder, src, dst, n) -> None:
+    """dst[0:n] = src[0:n] (i8*, n an i64 value): 64 bytes a step, the rest under a lane
+    mask. Inline: a memcpy call per kernel-row run of a few hundred bytes costs more than
+    the copy."""
+    v64 = ir.VectorType(I8, 64)
+    whole = b.mul(b.udiv(n, i64(64)), i64(64))
+    counted_loop(b, i64(0), whole, lambda c: b.store(
+        b.load(b.bitcast(b.gep(src, [c]), v64.as_pointer()), align=1), b.bitcast(b.gep(dst, [c]), v64.as_pointer()),
+        align=1), step=64, name="cp")
+    rest = b.trunc(b.sub(n, whole), I32)
+    with b.if_then(b.icmp_signed(">", rest, ir.Constant(I32, 0))):
+        lanes = ir.Constant(ir.VectorType(I32, 64), list(range(64)))
+        mask = b.icmp_unsigned("<", lanes, broadcast(b, rest, 64))
+        load = declare(b.module, "llvm.masked.load.v64i8.p0", v64, [v64.as_pointer(), I32, mask.type, v64])
+        store = declare(b.module, "llvm.masked.store.v64i8.p0", VOID, [v64, v64.as_pointer(), I32, mask.type])
+        x = b.call(load, [b.bitcast(b.gep(src, [whole]), v64.as_pointer()), ir.Constant(I32, 1), mask,
+                          ir.Constant(v64, [0] * 64)])
+        b.call(store, [x, b.bitcast(b.gep(dst, [whole]), v64.as_pointer()), ir.Constant(I32, 1), mask])
+
+
 class _Gen:
     """Emits one GEMM (entry point, worker, microkernel variants) into a module."""
 
@@ -450,11 +478,20 @@ class _Gen:
         if sched.pack_a and packed_a_bytes(prob, sched.mr, sched.kc, sched.mc_tiles) > PACK_A_STACK_BYTES:
             raise CompilerError(f"gemm {name}: the packed A block ({self.mc_eff} tiles x {sched.mr} rows x {self.ks} k) "
                                 "exceeds 1 MiB of thread stack; lower mc_tiles or kc")
+        if (prob.a_codes or prob.out_quant is not None) and prob.quant is None:
+            raise CompilerError(f"gemm {name}: uint8 codes in or out belong to int8 problems (quant is unset)")
+        if prob.out_quant is not None and len(self.chunks) > 1:
+            raise CompilerError(f"gemm {name}: a uint8 output needs K in one chunk; the schedule's kc={sched.kc} "
+                                f"splits K={prob.k} into {len(self.chunks)}")
         zero_len = max(prob.a.cin * prob.a.kw, 1)
-        self.zero = ir.GlobalVariable(module, ir.ArrayType(F32, zero_len), f"{name}.zero")
+        # what a padding tap reads: float zeros, or (A as codes) the code of zero, the zero point
+        elem = I8 if prob.a_codes else F32
+        self.x_type = elem.as_pointer()
+        self.zero = ir.GlobalVariable(module, ir.ArrayType(elem, zero_len), f"{name}.zero")
         self.zero.linkage = "internal"
         self.zero.global_constant = True
-        self.zero.initializer = ir.Constant(ir.ArrayType(F32, zero_len), None)
+        fill = [ir.Constant(I8, prob.quant[1])] * zero_len if prob.a_codes else None
+        self.zero.initializer = ir.Constant(ir.ArrayType(elem, zero_len), fill)
 
     # ---------------------------------------------------------------- microkernel
     def microkernel(self, mr: int, nv: int, active: int) -> ir.Function:
@@ -481,24 +518,33 @@ class _Gen:
 
         # accumulators live in allocas that SROA turns into registers (phis) at O3
         acc = [[entry_alloca(b, vec_type(L), f"acc{i}_{v}") for v in range(nv)] for i in range(mr)]
-        with b.if_else(b.icmp_signed("!=", A["first"], i64(0))) as (zero, load):
-            with zero:  # first K chunk: start from 0
-                self._each(mr, nv, lambda i, v: b.store(ir.Constant(vec_type(L), [0.0] * L), acc[i][v]))
-            with load:  # later chunks: continue from the partial sums in C
-                self._each(mr, nv, lambda i, v: b.store(load_vec(b, c_ptr(A["y"], rows[i], v), L, lanes_of[v]),
-                                                        acc[i][v]))
+        def start_from_zero():
+            self._each(mr, nv, lambda i, v: b.store(ir.Constant(vec_type(L), [0.0] * L), acc[i][v]))
+
+        if len(self.chunks) == 1:  # one K chunk: always the first and the last
+            start_from_zero()
+        else:
+            with b.if_else(b.icmp_signed("!=", A["first"], i64(0))) as (zero, load):
+                with zero:  # first K chunk: start from 0
+                    start_from_zero()
+                with load:  # later chunks: continue from the partial sums in C
+                    self._each(mr, nv, lambda i, v: b.store(load_vec(b, c_ptr(A["y"], rows[i], v), L, lanes_of[v]),
+                                                            acc[i][v]))
 
         if s.pack_a:
             self._packed_k_loop(b, A, panel, acc, mr, nv)
         else:
             self._direct_k_loops(b, A, rows, cin_off, panel, acc, mr, nv)
 
-        with b.if_else(b.icmp_signed("!=", A["last"], i64(0))) as (fused, plain):
-            with fused:
-                self._epilogue_store(b, A, rows, acc, mr, nv, lanes_of, n0, c_ptr)
-            with plain:  # partial sums: the next chunk adds to them
-                self._each(mr, nv, lambda i, v: store_vec(b, b.load(acc[i][v]), c_ptr(A["y"], rows[i], v), L,
-                                                          lanes_of[v]))
+        if len(self.chunks) == 1:
+            self._epilogue_store(b, A, rows, acc, mr, nv, lanes_of, n0, c_ptr)
+        else:
+            with b.if_else(b.icmp_signed("!=", A["last"], i64(0))) as (fused, plain):
+                with fused:
+                    self._epilogue_store(b, A, rows, acc, mr, nv, lanes_of, n0, c_ptr)
+                with plain:  # partial sums: the next chunk adds to them
+                    self._each(mr, nv, lambda i, v: store_vec(b, b.load(acc[i][v]), c_ptr(A["y"], rows[i], v), L,
+                                                              lanes_of[v]))
         b.ret_void()
         return fn
 
@@ -583,34 +629,40 @@ class _Gen:
         narrow = I8 if self.p.quant is not None else I16
         bits = b.bitcast(A["apack"], narrow.as_pointer())
         row_base = [i64(i * per * self.ks) for i in range(mr)]
-        if self.p.quant is not None:
-            scale, zero_point = self.p.quant
-            inv = float(int8.inverse_scale(scale))
-
-            def convert(vec):
-                return to_u8(b, vec, inv, zero_point)
+        if self.p.a_codes:  # already uint8 codes: a byte copy, inline (runs are short: cin bytes)
+            def run(src, dst, n):
+                _copy_bytes(b, src, dst, n)
         else:
-            def convert(vec):
-                return to_bf16(b, vec)
+            if self.p.quant is not None:
+                scale, zero_point = self.p.quant
+                inv = float(int8.inverse_scale(scale))
+
+                def convert(vec):
+                    return to_u8(b, vec, inv, zero_point)
+            else:
+                def convert(vec):
+                    return to_bf16(b, vec)
+
+            def run(src, dst, n):
+                _convert_run(b, src, dst, n, narrow, convert)
 
         def per_tap():
             def tap(t):
                 at = b.mul(b.sub(t, A["tap_lo"]), clen)
                 for i, src in enumerate(row_at(t)):
-                    _convert_run(b, b.gep(src, [A["c_lo"]]), b.gep(bits, [b.add(at, row_base[i])]), clen, narrow,
-                                 convert)
+                    run(b.gep(src, [A["c_lo"]]), b.gep(bits, [b.add(at, row_base[i])]), clen)
             counted_loop(b, A["tap_lo"], A["tap_hi"], tap, name="tap")
 
         if self._merge_kernel_rows:
-            run = a.kw * a.cin
+            row = a.kw * a.cin
             with b.if_else(self._whole_rows(b, A, geo)) as (merged, taps):
                 with merged:
                     kh_lo = b.udiv(A["tap_lo"], i64(a.kw))
 
                     def kernel_row(khi):
-                        at = b.mul(b.sub(khi, kh_lo), i64(run))
+                        at = b.mul(b.sub(khi, kh_lo), i64(row))
                         for i, src in enumerate(self._kernel_row_ptrs(b, A, geo, khi)):
-                            _convert_run(b, src, b.gep(bits, [b.add(at, row_base[i])]), i64(run), narrow, convert)
+                            run(src, b.gep(bits, [b.add(at, row_base[i])]), i64(row))
                     counted_loop(b, kh_lo, b.udiv(A["tap_hi"], i64(a.kw)), kernel_row, name="kh")
                 with taps:
                     per_tap()
@@ -624,6 +676,10 @@ class _Gen:
                 for i in range(mr):
                     b.store(ir.Constant(narrow, 0), b.gep(bits, [b.add(at, row_base[i])]))
 
+    def _x(self, b, A):
+        """A's base pointer in its element type (float, or uint8 codes)."""
+        return A["x"] if self.x_type == F32P else b.bitcast(A["x"], self.x_type)
+
     @staticmethod
     def _each(mr: int, nv: int, fn) -> None:
         for i in range(mr):
@@ -634,7 +690,7 @@ class _Gen:
         """Returns tap -> list of per-row float* (the input pixel of that tap, or the zero buffer)."""
         a = self.p.a
         if a.pointwise:
-            ptrs = [b.gep(A["x"], [b.add(b.mul(m, i64(a.pixel_stride)), cin_off)]) for m in rows]
+            ptrs = [b.gep(self._x(b, A), [b.add(b.mul(m, i64(a.pixel_stride)), cin_off)]) for m in rows]
             return (lambda tap: ptrs), None
         ohw = a.out_h * a.out_w
         geo = []
@@ -644,7 +700,7 @@ class _Gen:
             ih0 = b.sub(b.mul(oh, i64(a.stride[0])), i64(a.pad[0]))
             iw0 = b.sub(b.mul(ow, i64(a.stride[1])), i64(a.pad[1]))
             geo.append((b.mul(img, i64(a.in_h * a.in_w)), ih0, iw0))
-        zero = b.bitcast(self.zero, F32P)
+        zero = b.bitcast(self.zero, self.x_type)
 
         def at(tap):
             khi = b.udiv(tap, i64(a.kw))
@@ -656,7 +712,7 @@ class _Gen:
                 # unsigned compare: negative coordinates wrap to huge values, one test per bound
                 ok = b.and_(b.icmp_unsigned("<", ih, i64(a.in_h)), b.icmp_unsigned("<", iw, i64(a.in_w)))
                 pix = b.add(pix0, b.add(b.mul(ih, i64(a.in_w)), iw))
-                ptr = b.gep(A["x"], [b.add(b.mul(pix, i64(a.pixel_stride)), cin_off)])
+                ptr = b.gep(self._x(b, A), [b.add(b.mul(pix, i64(a.pixel_stride)), cin_off)])
                 out.append(b.select(ok, ptr, zero))
             return out
         return at, geo
@@ -687,11 +743,11 @@ class _Gen:
         """Per row, where kernel row `khi` of its window starts (kw*cin contiguous floats),
         or the zero buffer when that input row is padding."""
         a = self.p.a
-        zero = b.bitcast(self.zero, F32P)
+        zero = b.bitcast(self.zero, self.x_type)
         ptrs = []
         for pix0, ih0, iw0 in geo:
             ih = b.add(ih0, b.mul(khi, i64(a.dilation[0])))
-            ptr = b.gep(A["x"], [b.mul(b.add(pix0, b.add(b.mul(ih, i64(a.in_w)), iw0)), i64(a.pixel_stride))])
+            ptr = b.gep(self._x(b, A), [b.mul(b.add(pix0, b.add(b.mul(ih, i64(a.in_w)), iw0)), i64(a.pixel_stride))])
             ptrs.append(b.select(b.icmp_unsigned("<", ih, i64(a.in_h)), ptr, zero))
         return ptrs
 
@@ -762,7 +818,13 @@ class _Gen:
                     exact = b.add(b.bitcast(value, v32), b.bitcast(cols[v]["comp"], v32))
                     value = b.fmul(b.sitofp(exact, vec_type(L)), cols[v]["dq"])
                 y = E.apply(b, ep, value, L, cols[v], res)
-                store_vec(b, y, c_ptr(A["y"], rows[i], v), L, lanes_of[v])
+                if self.p.out_quant is not None:  # an int8 chain: the consumer reads uint8 codes
+                    at = b.add(b.mul(rows[i], i64(self.p.out_stride)), b.add(n0, i64(v * L)))
+                    out_scale, out_zp = self.p.out_quant
+                    store_bytes(b, to_u8(b, y, float(int8.inverse_scale(out_scale)), out_zp),
+                                b.gep(b.bitcast(A["y"], I8P), [at]), lanes_of[v])
+                else:
+                    store_vec(b, y, c_ptr(A["y"], rows[i], v), L, lanes_of[v])
 
     # ---------------------------------------------------------------- worker and entry
     def worker(self) -> ir.Function:

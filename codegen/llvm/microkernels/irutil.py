@@ -182,3 +182,16 @@ def to_u8(b: ir.IRBuilder, vec, inverse_scale: float, zero_point: int):
     q = intrinsic(b, "maxnum", [q, fconst(0.0, lanes)])
     q = intrinsic(b, "minnum", [q, fconst(255.0, lanes)])
     return b.trunc(b.fptosi(q, ir.VectorType(I32, lanes)), ir.VectorType(I8, lanes))
+
+
+def store_bytes(b: ir.IRBuilder, value, ptr, active: int | None = None) -> None:
+    """Store a <N x i8> vector at `ptr` (an i8*); only the first `active` lanes when given,
+    one byte at a time. (Not llvm.masked.store: LLVM 22 lowers a one-lane masked store of a
+    truncated <16 x i8> to a 4-byte store of the untruncated lane, clobbering the next three
+    bytes; edge vectors are rare enough for scalar stores.)"""
+    vty = value.type
+    if active is None or active >= vty.count:
+        b.store(value, b.bitcast(ptr, vty.as_pointer()), align=1)
+        return
+    for lane in range(active):
+        b.store(b.extract_element(value, ir.Constant(I32, lane)), b.gep(ptr, [ir.Constant(I64, lane)]), align=1)
