@@ -37,6 +37,8 @@ CONVS = {key: conv for key, conv in FP32_CONVS.items() if not conv.depthwise}
 CONVS.update({
     "3x3_s2_odd_channels": ConvProblem(1, 37, 15, 15, 50, 3, 3, (2, 2), (1, 1, 1, 1)),
     "grouped_odd": ConvProblem(1, 30, 9, 9, 42, 3, 3, (1, 1), (1, 1, 1, 1), groups=2),
+    # AlexNet's conv1: merged kernel rows of 33 values, so each ends with a one-value tail
+    "11x11_s4_3ch": ConvProblem(1, 3, 23, 23, 96, 11, 11, (4, 4), (0, 0, 0, 0)),
 })
 
 

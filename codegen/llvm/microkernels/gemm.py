@@ -59,7 +59,7 @@ from ..parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from ...schedule import Knob
 from . import epilogue as E
 from .irutil import (F32, F32P, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16, dot_u8s8,
-                     entry_alloca, fma, i64, imin, load_vec, new_function, store_bytes, store_vec, to_bf16, to_u8, vec_type)
+                     entry_alloca, fma, i64, imin, load_vec, new_function, store_codes, store_vec, to_bf16, u8_codes, vec_type)
 
 # ------------------------------------------------------------------ problem description
 
@@ -412,10 +412,11 @@ _UK_ARGS = [(n, F32P) for n in PARAMS] + [("apack", F32P)] + [(n, I64) for n in 
                                                                 "kp0", "first", "last")]
 
 
-def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert) -> None:
+def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert, codes=None) -> None:
     """dst[0:n] = convert(src[0:n]) (float* -> narrow*, n an i64 value; `convert` maps a
     <16 x float> to <16 x narrow>: bfloat16 bits, uint8 codes): whole vectors of 16, then
-    one vector under a lane mask for the rest."""
+    one vector under a lane mask for the rest (for uint8, `codes` gives the <16 x i32>
+    codes and the tail goes through `store_codes`)."""
     vn, f16 = ir.VectorType(narrow, 16), ir.VectorType(F32, 16)
     size = narrow.width // 8
     whole = b.mul(b.udiv(n, i64(16)), i64(16))
@@ -431,7 +432,10 @@ def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert) -> N
                         [vn, vn.as_pointer(), I32, mask.type])
         x = b.call(load, [b.bitcast(b.gep(src, [whole]), f16.as_pointer()), ir.Constant(I32, 4), mask,
                           ir.Constant(f16, [0.0] * 16)])
-        b.call(store, [convert(x), b.bitcast(b.gep(dst, [whole]), vn.as_pointer()), ir.Constant(I32, size), mask])
+        if codes is not None:
+            store_codes(b, codes(x), b.gep(dst, [whole]), rest)
+        else:
+            b.call(store, [convert(x), b.bitcast(b.gep(dst, [whole]), vn.as_pointer()), ir.Constant(I32, size), mask])
 
 
 def _copy_bytes(b: ir.IRBuilder, src, dst, n) -> None:
@@ -637,14 +641,19 @@ class _Gen:
                 scale, zero_point = self.p.quant
                 inv = float(int8.inverse_scale(scale))
 
+                def codes(vec):
+                    return u8_codes(b, vec, inv, zero_point)
+
                 def convert(vec):
-                    return to_u8(b, vec, inv, zero_point)
+                    return b.trunc(codes(vec), ir.VectorType(I8, 16))
             else:
+                codes = None
+
                 def convert(vec):
                     return to_bf16(b, vec)
 
             def run(src, dst, n):
-                _convert_run(b, src, dst, n, narrow, convert)
+                _convert_run(b, src, dst, n, narrow, convert, codes)
 
         def per_tap():
             def tap(t):
@@ -821,8 +830,8 @@ class _Gen:
                 if self.p.out_quant is not None:  # an int8 chain: the consumer reads uint8 codes
                     at = b.add(b.mul(rows[i], i64(self.p.out_stride)), b.add(n0, i64(v * L)))
                     out_scale, out_zp = self.p.out_quant
-                    store_bytes(b, to_u8(b, y, float(int8.inverse_scale(out_scale)), out_zp),
-                                b.gep(b.bitcast(A["y"], I8P), [at]), lanes_of[v])
+                    codes = u8_codes(b, y, float(int8.inverse_scale(out_scale)), out_zp)
+                    store_codes(b, codes, b.gep(b.bitcast(A["y"], I8P), [at]), lanes_of[v])
                 else:
                     store_vec(b, y, c_ptr(A["y"], rows[i], v), L, lanes_of[v])
 

@@ -172,8 +172,8 @@ def dot_u8s8(b: ir.IRBuilder, acc, x, y):
     return b.bitcast(out, acc.type)
 
 
-def to_u8(b: ir.IRBuilder, vec, inverse_scale: float, zero_point: int):
-    """<16 x float> -> <16 x i8> uint8 codes: clamp(rint(x * inverse_scale) + zero_point,
+def u8_codes(b: ir.IRBuilder, vec, inverse_scale: float, zero_point: int):
+    """<16 x float> -> <16 x i32> uint8 codes: clamp(rint(x * inverse_scale) + zero_point,
     0, 255), the float32 steps of `ir.int8.quantize_activation`."""
     lanes = vec.type.count
     rint = declare(b.module, f"llvm.rint.v{lanes}f32", vec.type, [vec.type])
@@ -181,17 +181,18 @@ def to_u8(b: ir.IRBuilder, vec, inverse_scale: float, zero_point: int):
     q = b.fadd(q, fconst(float(zero_point), lanes))
     q = intrinsic(b, "maxnum", [q, fconst(0.0, lanes)])
     q = intrinsic(b, "minnum", [q, fconst(255.0, lanes)])
-    return b.trunc(b.fptosi(q, ir.VectorType(I32, lanes)), ir.VectorType(I8, lanes))
+    return b.fptosi(q, ir.VectorType(I32, lanes))
 
 
-def store_bytes(b: ir.IRBuilder, value, ptr, active: int | None = None) -> None:
-    """Store a <N x i8> vector at `ptr` (an i8*); only the first `active` lanes when given,
-    one byte at a time. (Not llvm.masked.store: LLVM 22 lowers a one-lane masked store of a
-    truncated <16 x i8> to a 4-byte store of the untruncated lane, clobbering the next three
-    bytes; edge vectors are rare enough for scalar stores.)"""
-    vty = value.type
-    if active is None or active >= vty.count:
-        b.store(value, b.bitcast(ptr, vty.as_pointer()), align=1)
-        return
-    for lane in range(active):
-        b.store(b.extract_element(value, ir.Constant(I32, lane)), b.gep(ptr, [ir.Constant(I64, lane)]), align=1)
+def store_codes(b: ir.IRBuilder, codes, ptr, count) -> None:
+    """Store the first `count` lanes (an i32 value, or a constant int) of <16 x i32> codes
+    as bytes at `ptr` (i8*), with AVX-512's truncating masked store (`vpmovdb` to memory).
+    Not llvm.masked.store of the truncated vector: LLVM 22 lowers a one-lane mask of that
+    to a 4-byte store of the untruncated lane, clobbering the next three bytes."""
+    i16 = ir.IntType(16)
+    fn = declare(b.module, "llvm.x86.avx512.mask.pmov.db.mem.512", VOID, [I8P, codes.type, i16])
+    if isinstance(count, int):
+        mask = ir.Constant(i16, (1 << count) - 1)
+    else:
+        mask = b.trunc(b.sub(b.shl(ir.Constant(I32, 1), count), ir.Constant(I32, 1)), i16)
+    b.call(fn, [ptr, codes, mask])
