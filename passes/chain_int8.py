@@ -10,8 +10,10 @@ copy bytes instead of converting floats, and padding reads the zero point's code
 arithmetic is unchanged: the readers' reference dequantizes the codes and quantizes them
 again, which gives the same codes back. What moves through memory is a quarter of the bytes.
 
-A value that is a graph output, or that any other op reads (a residual Add, a pool, a
-concat), stays float32.
+A max pool between products (VGG's stage ends) runs on the codes: quantizing is monotone,
+so max commutes with it, and the producer quantizes with the parameters of the pool's
+readers. A value that is a graph output, or that any other op reads (a residual Add, an
+average pool, a concat), stays float32.
 """
 from __future__ import annotations
 
@@ -30,19 +32,26 @@ def _int8_product(node: Node) -> bool:
     return node.op in _PRODUCTS and compute is not None and compute.name == "int8"
 
 
-def _chainable(node: Node, readers: list[Node], outputs: set) -> tuple[float, int] | None:
-    """The (scale, zero point) the readers of `node`'s output quantize it with, when it can
-    leave `node` as uint8 codes."""
-    y = node.outputs[0]
-    if not _int8_product(node) or node.attrs.get("out_scale") or y in outputs or not readers:
-        return None
-    if not isinstance(y.type, TensorType) or y.type.dtype is not dtypes.float32:
+def _reader_params(v: Value, users: dict, outputs: set, through: list) -> tuple[float, int] | None:
+    """The one (scale, zero point) every reader of float32 `v` quantizes it with, when all of
+    them are int8 products reading it as their activation, or max pools whose outputs are
+    read that way (collected in `through`: quantizing commutes with max, so the pool can run
+    on the codes); None otherwise."""
+    readers = users.get(v, [])
+    if v in outputs or not readers or not isinstance(v.type, TensorType) or v.type.dtype is not dtypes.float32:
         return None
     params = set()
     for reader in readers:
-        if not _int8_product(reader) or any(v is y for v in reader.inputs[1:]):
+        if reader.op == "MaxPoolNhwc" and len(reader.outputs) == 1:
+            inner = _reader_params(reader.outputs[0], users, outputs, through)
+            if inner is None:
+                return None
+            through.append(reader)
+            params.add(inner)
+        elif _int8_product(reader) and not any(u is v for u in reader.inputs[1:]):
+            params.add((reader.attrs["act_scale"], reader.attrs["act_zero_point"]))
+        else:
             return None
-        params.add((reader.attrs["act_scale"], reader.attrs["act_zero_point"]))
     return params.pop() if len(params) == 1 else None
 
 
@@ -50,20 +59,32 @@ def _chainable(node: Node, readers: list[Node], outputs: set) -> tuple[float, in
 def chain_int8(graph: Graph, ctx: PassContext) -> Graph:
     users = graph.users()
     outputs = set(graph.outputs)
-    codes: dict[Value, Value] = {}
+    codes: dict[Value, Value] = {}  # float32 value -> the uint8 value that replaces it
+    chained: dict[int, tuple[float, int]] = {}  # id(product) -> its out_scale, out_zero_point
+    pools: set[int] = set()  # id(max pool) running on codes
+    for node in graph.nodes:
+        if _int8_product(node) and not node.attrs.get("out_scale"):
+            through: list[Node] = []
+            params = _reader_params(node.outputs[0], users, outputs, through)
+            if params is not None:
+                chained[id(node)] = params
+                pools.update(id(p) for p in through)
+    if not chained:
+        return graph
     nodes = []
     for node in graph.nodes:
         inputs = [codes.get(v, v) for v in node.inputs]
-        params = _chainable(node, users.get(node.outputs[0], []), outputs)
-        if params is None:
-            nodes.append(dataclasses.replace(node, inputs=inputs) if inputs != node.inputs else node)
-            continue
-        y = node.outputs[0]
-        out = Value(y.name, TensorType(y.type.shape, dtypes.uint8))
-        codes[y] = out
-        attrs = {**node.attrs, "out_scale": params[0], "out_zero_point": params[1]}
-        nodes.append(dataclasses.replace(node, inputs=inputs, outputs=[out], attrs=attrs))
-    if not codes:
-        return graph
+        if id(node) in chained or id(node) in pools:
+            y = node.outputs[0]
+            out = Value(y.name, TensorType(y.type.shape, dtypes.uint8))
+            codes[y] = out
+            attrs = node.attrs
+            if id(node) in chained:
+                scale, zero_point = chained[id(node)]
+                attrs = {**attrs, "out_scale": scale, "out_zero_point": zero_point}
+            node = dataclasses.replace(node, inputs=inputs, outputs=[out], attrs=attrs)
+        elif inputs != node.inputs:
+            node = dataclasses.replace(node, inputs=inputs)
+        nodes.append(node)
     ctx.analyses["int8_chains"] = sorted(v.name for v in codes)
     return dataclasses.replace(graph, nodes=nodes)

@@ -416,3 +416,32 @@ def test_int8_chain_passes_uint8_codes_between_products():
     report = precision_report(import_model(_conv_mlp()), "llvm", "int8", (), [feeds], Calibration(tuple(samples)))
     lowered = [r for r in report["nodes"] if r["precision"] == "int8"]
     assert len(lowered) == 3 and all(r["cosine"] > 0.99 for r in lowered), lowered
+
+
+def test_int8_chain_runs_max_pools_on_codes():
+    """conv -> relu -> max pool -> conv: the pool runs on uint8 codes (quantizing commutes
+    with max), the first conv quantizing with the second's parameters."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32), n)
+             for n, s in (("w1", (16, 3, 3, 3)), ("w2", (8, 16, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["p1", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "pooled", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 12, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8, 6, 6])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    samples, _ = _calibration()
+    options = BuildOptions(precision="int8", calibration=Calibration(tuple(samples)))
+    lowered = parse_target("llvm").backend.optimize(import_model(model), 2, PassContext(verify=True), options)
+    pool = next(n for n in lowered.nodes if n.op == "MaxPoolNhwc")
+    convs = [n for n in lowered.nodes if n.op == "ConvNhwc"]
+    assert pool.inputs[0].type.dtype is dtypes.uint8 and pool.outputs[0].type.dtype is dtypes.uint8
+    assert (convs[0].attrs["out_scale"], convs[0].attrs["out_zero_point"]) == \
+        (convs[1].attrs["act_scale"], convs[1].attrs["act_zero_point"])
+    feeds = _feeds()
+    _needs_vnni()  # the graph checks above hold anywhere; the kernels need VNNI
+    got = compiler.compile(model, precision="int8", calibration=samples).run(feeds)["y"]
+    np.testing.assert_allclose(got, run_graph(lowered, feeds)["y"], rtol=1e-4, atol=1e-4)
+    assert _cosine(got, compiler.compile(model).run(feeds)["y"]) > 0.995

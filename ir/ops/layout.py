@@ -116,6 +116,20 @@ def _ref_conv_nhwc(ctx, x, w, b=None, residual=None):
 
 def _infer_pool_nhwc(ctx: InferContext):
     x = _nhwc_input(ctx)
+    return _pool_output(ctx, x)
+
+
+def _infer_max_pool_nhwc(ctx: InferContext):
+    """Max pool also takes uint8 (the codes of an int8 chain: max commutes with quantizing)."""
+    x = ctx.input(0)
+    if x.dtype.name != "uint8":
+        x = _nhwc_input(ctx)
+    elif x.shape is not None and len(x.shape) != 4:
+        raise ctx.error(f"X must be NHWC [N, H, W, C], got {x}")
+    return _pool_output(ctx, x)
+
+
+def _pool_output(ctx: InferContext, x: TensorType):
     _check_window_attrs(ctx, ("kernel_shape",))
     if x.shape is None:
         return [TensorType(None, x.dtype)]
@@ -150,9 +164,10 @@ OPS = [
               "epilogue: + B, + residual (before the activation unless residual_after_activation), activation. "
               "`compute` (bfloat16, float16) rounds X and W to that type first, accumulating in float32.",
               kernel_class="conv", flops=flops.conv),
-    OpDef("MaxPoolNhwc", ("X",), ("Y",), _infer_pool_nhwc, _channels_first(_ref_max_pool, {"storage_order": 0}),
+    OpDef("MaxPoolNhwc", ("X",), ("Y",), _infer_max_pool_nhwc, _channels_first(_ref_max_pool, {"storage_order": 0}),
           Category.REDUCTION, Precision.FOLLOW, attrs=_POOL_ATTRS,
-          doc="2-D max pool over the H and W axes of an NHWC tensor (ONNX MaxPool semantics, no Indices).",
+          doc="2-D max pool over the H and W axes of an NHWC tensor (ONNX MaxPool semantics, no Indices); "
+              "float, or uint8 codes in an int8 chain.",
           kernel_class="pool", flops=flops.pool),
     OpDef("AveragePoolNhwc", ("X",), ("Y",), _infer_pool_nhwc, _channels_first(_ref_average_pool),
           Category.REDUCTION, Precision.ACCUMULATE_FP32, attrs={**_POOL_ATTRS, "count_include_pad": Attr("int", 0)},
