@@ -245,7 +245,7 @@ def test_cli_int8_compile_save_scales_reuse_and_inspect(tmp_path):
 def test_digits_classifier_keeps_its_accuracy_in_int8():
     """A small CNN trained here on scikit-learn's bundled 8x8 handwritten digits (real
     scans, no download), calibrated on one batch of training images: int8 top-1 within
-    one point of fp32 on the held-out third, for every method."""
+    half a point of fp32 on the held-out third, for every method."""
     _needs_vnni()
     from test_precision import _digits_model
 
@@ -259,7 +259,7 @@ def test_digits_classifier_keeps_its_accuracy_in_int8():
         cm = compiler.compile(model, precision="int8", calibration=calibration, calibration_method=method)
         q = cm.run(feeds)["logits"]
         acc8 = float((q.argmax(1) == y[test]).mean())
-        assert abs(acc8 - acc32) <= 0.01, (method, acc32, acc8)
+        assert abs(acc8 - acc32) <= 0.005, (method, acc32, acc8)
 
 
 # ---------------------------------------------------------------- models that arrive quantized
