@@ -19,19 +19,7 @@ import sys
 import numpy as np
 
 from benchmarks import models
-
-
-def _compare(ref: np.ndarray, got: np.ndarray) -> dict:
-    ref, got = np.asarray(ref, np.float64).ravel(), np.asarray(got, np.float64).ravel()
-    norms = np.linalg.norm(ref) * np.linalg.norm(got)
-    cosine = float(ref @ got / norms) if norms > 0 else float(np.array_equal(ref, got))
-    noise = float(np.sum((ref - got) ** 2))
-    sqnr = float("inf") if noise == 0 else 10 * np.log10(max(float(np.sum(ref ** 2)), 1e-300) / noise)
-    return {"cosine": cosine, "sqnr_db": sqnr}
-
-
-def _worst(errors: list[dict]) -> dict:
-    return {"cosine": min(e["cosine"] for e in errors), "sqnr_db": min(e["sqnr_db"] for e in errors)}
+from compiler.precision_report import output_error, worst
 
 
 def measure(name: str, precisions: list[str], threads: int) -> dict:
@@ -49,7 +37,7 @@ def measure(name: str, precisions: list[str], threads: int) -> dict:
         cm = compiler.compile(model.onnx_path, input_shapes=shapes, num_threads=threads, precision=precision,
                               calibration=calibration)
         out = cm.run(held_out)
-        row[f"ours-{precision}"] = _worst([_compare(fp32[k], out[k]) for k in fp32 if np.asarray(fp32[k]).dtype.kind == "f"])
+        row[f"ours-{precision}"] = worst([output_error(fp32[k], out[k]) for k in fp32 if np.asarray(fp32[k]).dtype.kind == "f"])
     if "int8" in precisions:
         import onnxruntime as ort
 
@@ -57,7 +45,7 @@ def measure(name: str, precisions: list[str], threads: int) -> dict:
                           for path in (spec.model, ort_quantized_model(spec)))
         names = [o.name for o in ref.get_outputs()]
         want, got = (dict(zip(names, sess.run(None, held_out))) for sess in (ref, quantized))
-        row["onnxruntime-int8"] = _worst([_compare(want[k], got[k]) for k in names if want[k].dtype.kind == "f"])
+        row["onnxruntime-int8"] = worst([output_error(want[k], got[k]) for k in names if want[k].dtype.kind == "f"])
     return row
 
 

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..ir import dtypes
+from ..ir import dtypes, int8
 from ..ir.dtypes import DType
 from . import loop_ir as L
 
@@ -181,8 +181,6 @@ def activation_operand(attrs: dict, acc):
 def uint8_codes(scale: float, zero_point: int):
     """e -> its uint8 code as a float32 expression: clamp(rint(e * inverse_scale) + zero_point,
     0, 255), the float32 steps of `ir.int8.quantize_activation`."""
-    from ..ir import int8
-
     f32 = dtypes.float32
     inv = L.const(float(int8.inverse_scale(scale)), f32)
 

@@ -72,9 +72,8 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
         check_method(calibration_method)
         if calibration is None:
             raise CompilerError("precision 'int8' needs calibration data (calibration= / --calibrate): an .npz of "
-                                "sample inputs (a leading sample "
-                                "axis per input), an iterable of feed dicts, or a scales file (.json) written by "
-                                "an earlier int8 compile")
+                                "sample inputs (a leading sample axis per input), an iterable of feed dicts, or a "
+                                "scales file (.json) written by an earlier int8 compile")
     if is_scales_file(calibration):
         if options.precision != "int8":
             raise CompilerError(f"calibration {os.fspath(calibration)}: a scales file is for precision 'int8', "

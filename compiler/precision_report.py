@@ -21,7 +21,8 @@ from .ir.graph import Graph
 from .ir.interpreter import Interpreter
 
 
-def _compare(ref: np.ndarray, got: np.ndarray) -> dict:
+def output_error(ref: np.ndarray, got: np.ndarray) -> dict:
+    """Cosine similarity and SQNR (dB) of `got` against `ref`, rounded for reports."""
     ref, got = np.asarray(ref, np.float64).ravel(), np.asarray(got, np.float64).ravel()
     norms = np.linalg.norm(ref) * np.linalg.norm(got)
     cosine = float(ref @ got / norms) if norms > 0 else float(np.array_equal(ref, got))
@@ -44,7 +45,8 @@ def _as_float(node, value: np.ndarray) -> np.ndarray:
     return value
 
 
-def _worst(errors: list[dict]) -> dict:
+def worst(errors: list[dict]) -> dict:
+    """The lowest cosine and SQNR of a list of `output_error`s."""
     return {"cosine": min(e["cosine"] for e in errors), "sqnr_db": min(e["sqnr_db"] for e in errors)}
 
 
@@ -60,11 +62,11 @@ def layer_errors(lowered: Graph, samples: Sequence[Mapping[str, np.ndarray]]) ->
     for feeds in samples:
         got, want = Interpreter().run(probe, feeds), Interpreter().run(twin, feeds)
         for n in products:
-            per_node[n.name].append(_compare(want[n.outputs[0].name], _as_float(n, got[n.outputs[0].name])))
+            per_node[n.name].append(output_error(want[n.outputs[0].name], _as_float(n, got[n.outputs[0].name])))
         for v in lowered.outputs:
             if np.asarray(want[v.name]).dtype.kind == "f":
-                outputs.setdefault(v.name, []).append(_compare(want[v.name], got[v.name]))
-    return ({k: _worst(e) for k, e in per_node.items() if e}, {k: _worst(e) for k, e in outputs.items()})
+                outputs.setdefault(v.name, []).append(output_error(want[v.name], got[v.name]))
+    return ({k: worst(e) for k, e in per_node.items() if e}, {k: worst(e) for k, e in outputs.items()})
 
 
 def precision_report(graph: Graph, target: str, precision: str, exclude=(),
