@@ -58,7 +58,7 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     and weights to int8 per output channel; or `calibration` is the JSON scales file an
     earlier int8 compile wrote (`compiler.calibration.save_scales`), reused without samples.
     """
-    from .passes.int8_ranges import Calibration, check_method, read_scales
+    from .passes.int8_ranges import INT8_NEEDS_CALIBRATION, Calibration, check_method, read_scales
 
     tgt = parse_target(target)
     backend = tgt.backend
@@ -71,9 +71,7 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     if options.precision == "int8":
         check_method(calibration_method)
         if calibration is None:
-            raise CompilerError("precision 'int8' needs calibration data (calibration= / --calibrate): an .npz of "
-                                "sample inputs (a leading sample axis per input), an iterable of feed dicts, or a "
-                                "scales file (.json) written by an earlier int8 compile")
+            raise CompilerError(INT8_NEEDS_CALIBRATION)
     if is_scales_file(calibration):
         if options.precision != "int8":
             raise CompilerError(f"calibration {os.fspath(calibration)}: a scales file is for precision 'int8', "

@@ -70,6 +70,14 @@ def fake_quantize_weights(w: np.ndarray, axis: int) -> np.ndarray:
     return q.astype(np.float32) * scales.reshape(shape)
 
 
+def on_weight_grid(w: np.ndarray, axis: int) -> bool:
+    """Whether float weights are already int8 codes times per-channel scales of this scheme
+    (`fake_quantize_weights` leaves them unchanged, to float32 rounding): what a quantized
+    model's dequantized weights must be to run on the int8 kernels exactly."""
+    w = np.asarray(w, np.float32)
+    return w.size > 0 and bool(np.allclose(fake_quantize_weights(w, axis), w, rtol=1e-6, atol=0))
+
+
 def activation_params(lo: float, hi: float) -> tuple[float, int]:
     """(scale, zero_point) of a uint8 range covering [lo, hi] (widened to include 0, so a
     zero, ReLU's output and the padding of a convolution, is exact)."""

@@ -47,7 +47,7 @@ def _dequantized_weights(w, scale, zero_point, axis: int) -> np.ndarray | None:
         shape[axis] = -1
         s = s.reshape(shape)
     weights = (codes.astype(np.float32) * s).astype(np.float32)
-    if not np.allclose(int8.fake_quantize_weights(weights, axis), weights, rtol=1e-6, atol=0):
+    if not int8.on_weight_grid(weights, axis):
         return None
     return weights
 

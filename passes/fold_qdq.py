@@ -81,16 +81,11 @@ def _activation(rw: Rewriter, x: Value) -> tuple[Value, tuple[float, int]] | Non
     return None
 
 
-def _on_int8_grid(w: np.ndarray, axis: int) -> bool:
-    w = np.asarray(w, np.float32)
-    return w.size > 0 and bool(np.allclose(int8.fake_quantize_weights(w, axis), w, rtol=1e-6, atol=0))
-
-
 def _quantized_product(node: Node, rw: Rewriter):
     if node.attrs.get("compute") is not None or is_depthwise(node):  # depthwise: no int8 kernel
         return None
     weights = const_of(node.inputs[1])
-    if weights is None or not _on_int8_grid(weights, _CHANNEL_AXIS[node.op]):
+    if weights is None or not int8.on_weight_grid(weights, _CHANNEL_AXIS[node.op]):
         return None
     found = _activation(rw, node.inputs[0])
     if found is None:

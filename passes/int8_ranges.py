@@ -38,6 +38,9 @@ BINS = 2048
 PERCENTILE = 99.999
 SCALES_FORMAT = "compiler-int8-scales"
 SCALES_VERSION = 1
+INT8_NEEDS_CALIBRATION = ("precision 'int8' needs calibration data (calibration= / --calibrate): an .npz of sample "
+                          "inputs (a leading sample axis per input), an iterable of feed dicts, or a scales file "
+                          "(.json) written by an earlier int8 compile")
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from ..ir.graph import Graph, Node
 from ..ir.ops import get_op
 from ..ir.registry import PRECISIONS, Precision
 from .core import Pass, PassContext
-from .int8_ranges import Calibration
+from .int8_ranges import INT8_NEEDS_CALIBRATION, Calibration
 from .match import const_of
 
 # The compute type each reduced precision (`ir.registry.PRECISIONS`) gives products.
@@ -109,8 +109,7 @@ def _as_product(node: Node) -> Node:
 
 
 def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, bool]:
-    """(precision, reason, lower?) of one node (a MatMul by a constant as `_as_product`)."""
-    node = _as_product(node)
+    """(precision, reason, lower?) of one node (a MatMul by a constant already `_as_product`)."""
     op = get_op(node.op)
     own = _output_type(node)
     if "compute" not in op.attrs:
@@ -135,21 +134,21 @@ def lower_precision(precision: str, exclude: Iterable[str] = (), calibration: Ca
     check_precision(precision)
     excluded = frozenset(exclude)
     if precision == "int8" and calibration is None:
-        raise CompilerError("precision 'int8' needs calibration data: calibration= an .npz of sample inputs, "
-                            "an iterable of feed dicts, or a scales file from an earlier int8 compile")
+        raise CompilerError(INT8_NEEDS_CALIBRATION)
 
     def run(graph: Graph, ctx: PassContext) -> Graph:
-        decisions = [_decide(node, precision, excluded) for node in graph.nodes]
+        products = [_as_product(node) for node in graph.nodes]
+        decisions = [_decide(node, precision, excluded) for node in products]
         params = {}
         if precision == "int8":
-            values = list(dict.fromkeys(n.inputs[0] for n, d in zip(graph.nodes, decisions) if d[2]))
+            values = list(dict.fromkeys(n.inputs[0] for n, d in zip(products, decisions) if d[2]))
             ranges = calibration.ranges_for(graph, values)
             ctx.analyses["int8_ranges"] = ranges
             params = {v.name: ranges.ranges[v.name].params() for v in values}
         report, nodes = [], []
-        for node, (chosen, reason, lower) in zip(graph.nodes, decisions):
+        for node, product, (chosen, reason, lower) in zip(graph.nodes, products, decisions):
             if lower:
-                node = _as_product(node)
+                node = product
                 attrs = {**node.attrs, "compute": COMPUTE_TYPE_OF[precision]}
                 if precision == "int8":
                     attrs["act_scale"], attrs["act_zero_point"] = params[node.inputs[0].name]

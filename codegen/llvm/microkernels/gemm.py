@@ -328,7 +328,7 @@ def pack_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProblem | N
 
     For a bfloat16 `problem`: [groups, panels, pairs, NR] 32-bit slots, each holding the
     bfloat16 bits of B[2j, n] (low half) and B[2j+1, n] (high half), k paired within each
-    K chunk (`chunk_pairs`); returned as a float32 array of those bits, since the kernel's
+    K chunk (`chunk_slots`); returned as a float32 array of those bits, since the kernel's
     parameters are float pointers (the values are never read as floats).
 
     For an int8 `problem`: a flat float32 array of bits: [groups, panels, quads, NR] slots of
@@ -412,12 +412,15 @@ _UK_ARGS = [(n, F32P) for n in PARAMS] + [("apack", F32P)] + [(n, I64) for n in 
                                                                 "kp0", "first", "last")]
 
 
-def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert, codes=None) -> None:
-    """dst[0:n] = convert(src[0:n]) (float* -> narrow*, n an i64 value; `convert` maps a
-    <16 x float> to <16 x narrow>: bfloat16 bits, uint8 codes): whole vectors of 16, then
-    one vector under a lane mask for the rest (for uint8, `codes` gives the <16 x i32>
-    codes and the tail goes through `store_codes`)."""
+def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert=None, codes=None) -> None:
+    """dst[0:n] = src[0:n] converted (float* -> narrow*, n an i64 value): whole vectors of 16,
+    then one vector under a lane mask for the rest. One of `convert` (<16 x float> -> <16 x
+    narrow>: bfloat16 bits) or `codes` (<16 x float> -> <16 x i32> uint8 codes, narrowed
+    here; the tail goes through `store_codes`)."""
     vn, f16 = ir.VectorType(narrow, 16), ir.VectorType(F32, 16)
+    if codes is not None:
+        def convert(vec):
+            return b.trunc(codes(vec), vn)
     size = narrow.width // 8
     whole = b.mul(b.udiv(n, i64(16)), i64(16))
     counted_loop(b, i64(0), whole, lambda c: b.store(
@@ -636,24 +639,15 @@ class _Gen:
         if self.p.a_codes:  # already uint8 codes: a byte copy, inline (runs are short: cin bytes)
             def run(src, dst, n):
                 _copy_bytes(b, src, dst, n)
-        else:
-            if self.p.quant is not None:
-                scale, zero_point = self.p.quant
-                inv = float(int8.inverse_scale(scale))
-
-                def codes(vec):
-                    return u8_codes(b, vec, inv, zero_point)
-
-                def convert(vec):
-                    return b.trunc(codes(vec), ir.VectorType(I8, 16))
-            else:
-                codes = None
-
-                def convert(vec):
-                    return to_bf16(b, vec)
+        elif self.p.quant is not None:
+            scale, zero_point = self.p.quant
+            inv = float(int8.inverse_scale(scale))
 
             def run(src, dst, n):
-                _convert_run(b, src, dst, n, narrow, convert, codes)
+                _convert_run(b, src, dst, n, narrow, codes=lambda vec: u8_codes(b, vec, inv, zero_point))
+        else:
+            def run(src, dst, n):
+                _convert_run(b, src, dst, n, narrow, convert=lambda vec: to_bf16(b, vec))
 
         def per_tap():
             def tap(t):
