@@ -44,7 +44,7 @@ def describe(problem) -> str:
     a = p.a
     groups = f" g{p.groups}" if p.groups > 1 else ""
     epilogue = f" +{p.epilogue.key}" if p.epilogue.key != "none" else ""
-    precision = " int8" if p.quant is not None else " bf16" if p.bf16 else ""
+    precision = " int8" if p.quant is not None else " bf16" if p.bf16 else " fp16" if p.fp16 else ""
     if a.pointwise and a.batch == 1 and a.in_w == 1:
         return f"gemm {a.rows}x{a.k}->{p.n}{groups}{epilogue}{precision}"
     cin, cout = a.cin * p.groups, p.n * p.groups

@@ -7,7 +7,8 @@ tries the likely winners:
      cost model (FMAs per loaded value, times the work wasted on edge tiles), each with
      the default's cache blocking (kc re-derived for the tile's B slice).
   2. `blocking_stage`: around the stage-1 winner, one knob at a time (kc, mc_tiles,
-     nc_panels, unroll, pack_a), then pack_a with the best-guess blocking.
+     nc_panels, unroll, pack_a, and for float16 problems half_b), then pack_a with the
+     best-guess blocking.
 Points that emit the same code (a kc past K, mc_tiles past the row tiles, ...) are
 deduplicated through `behaviour_key`, so no time goes to timing the same kernel twice.
 """
@@ -52,10 +53,13 @@ def tile_score(problem: GemmProblem, mr: int, nr: int, lanes: int) -> float:
 
 
 def pack_a_fits(problem: GemmProblem, s: GemmSchedule) -> bool:
-    """pack_a as the problem allows: off only in float32 (bfloat16 and int8 convert A as
-    they pack it), and on only when the packed block fits the stack limit."""
+    """pack_a as the problem allows: off only in float32 (bfloat16, float16 and int8 convert
+    A as they pack it), and on only when the packed block fits the stack limit; half_b only
+    in float16."""
+    if s.half_b and not problem.fp16:
+        return False  # float16 B belongs to float16 problems
     if not s.pack_a:
-        return problem.k_per_slot == 1
+        return problem.k_per_slot == 1 and not problem.fp16
     return packed_a_bytes(problem, s.mr, s.kc, s.mc_tiles) <= PACK_A_STACK_BYTES
 
 
@@ -64,7 +68,8 @@ def behaviour_key(problem: GemmProblem, s: GemmSchedule) -> tuple:
     m_tiles = -(-problem.m // s.mr)
     col_units = problem.groups * -(-problem.n // s.nr)
     chunks = tuple(k_chunks(problem.a, s.kc))
-    return (s.mr, s.nr, chunks, min(s.mc_tiles, m_tiles), min(s.nc_panels, col_units), s.unroll, s.pack_a)
+    return (s.mr, s.nr, chunks, min(s.mc_tiles, m_tiles), min(s.nc_panels, col_units), s.unroll, s.pack_a,
+            s.half_b)
 
 
 def _valid(problem: GemmProblem, s: GemmSchedule, seen: set) -> bool:
@@ -101,8 +106,9 @@ def tile_stage(problem: GemmProblem, target) -> list[GemmSchedule]:
             break
         # wide-row tiles need packed rows (GPR pressure); the default's choice otherwise
         pack_a = 1 if mr > MAX_DIRECT_ROWS else default.pack_a
-        s = _schedule(mr=mr, nr=nr, kc=default_kc(problem.k, nr, lanes, problem.k_per_slot), mc_tiles=default.mc_tiles,
-                      nc_panels=default.nc_panels, unroll=default.unroll, lanes=lanes, pack_a=pack_a)
+        s = _schedule(mr=mr, nr=nr, kc=default_kc(problem.k, nr, lanes, problem.b_bytes), mc_tiles=default.mc_tiles,
+                      nc_panels=default.nc_panels, unroll=default.unroll, lanes=lanes, pack_a=pack_a,
+                      half_b=default.half_b)
         if s is not None and _valid(problem, s, seen):
             out.append(s)
     return out
@@ -120,6 +126,7 @@ def blocking_stage(problem: GemmProblem, base: GemmSchedule, tried: list[GemmSch
         + [("nc_panels", v) for v in (1, 16, 1 << 30) if v != base.nc_panels]
         + [("unroll", v) for v in (2, 4, 8) if v != base.unroll]
         + [("pack_a", 1 - base.pack_a)]
+        + ([("half_b", 1 - base.half_b)] if problem.fp16 else [])
     )
     out = []
     for knob, value in variations:

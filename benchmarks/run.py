@@ -114,7 +114,8 @@ def parse_batches(text: str) -> list[int]:
 
 
 def expand_precisions(systems: list[str], precisions: str) -> list[str]:
-    """`ours` once per precision asked for: fp32 is `ours`, bf16 `ours-bf16`, int8 `ours-int8`."""
+    """`ours` once per precision asked for: fp32 is `ours`, bf16 `ours-bf16`, fp16 `ours-fp16`,
+    int8 `ours-int8`."""
     ours = ["ours" if p.strip() == "fp32" else f"ours-{p.strip()}" for p in precisions.split(",") if p.strip()]
     out: list[str] = []
     for s in systems:
@@ -136,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--precision", default="fp32",
                     help="comma-separated precisions `ours` runs at, each as its own system "
-                         "(fp32: ours, bf16: ours-bf16, int8: ours-int8, calibrated on the benchmark's "
+                         "(fp32: ours, bf16: ours-bf16, fp16: ours-fp16, int8: ours-int8, calibrated on the benchmark's "
                          "inputs and seeded variations, like onnxruntime-int8); default fp32")
     args = ap.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -280,6 +280,7 @@ def _setup_torch(spec: ModelSpec, threads: int, compiled: bool = False) -> Runne
 SYSTEMS: dict[str, Callable[[ModelSpec, int], Runner]] = {
     "ours": _setup_ours,
     "ours-bf16": lambda spec, threads: _setup_ours(replace(spec, precision="bf16"), threads),
+    "ours-fp16": lambda spec, threads: _setup_ours(replace(spec, precision="fp16"), threads),
     "ours-int8": lambda spec, threads: _setup_ours(replace(spec, precision="int8"), threads),
     "onnxruntime": _setup_onnxruntime,
     "onnxruntime-int8": _setup_onnxruntime_int8,

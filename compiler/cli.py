@@ -45,6 +45,7 @@ def _add_target_arg(p: argparse.ArgumentParser) -> None:
 def _add_precision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="what convolutions and matrix products compute in (bf16: llvm on AVX512-BF16 CPUs; "
+                        "fp16: float16 weights and operands, float32 arithmetic, llvm on F16C CPUs; "
                         "int8: llvm on AVX512-VNNI CPUs, needs --calibrate)")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME|OPTYPE",
                    help="keep this node (by name) or op type in fp32; repeatable")
@@ -254,7 +255,7 @@ def cmd_tune(argv: list[str]) -> int:
     _add_target_arg(p)
     p.add_argument("--retune", action="store_true", help="tune problems the cache already has too")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
-                   help="tune the kernels a build at this precision runs (bf16 and int8 products are problems "
+                   help="tune the kernels a build at this precision runs (bf16, fp16 and int8 products are problems "
                         "of their own; int8 needs no calibration to tune)")
     args = p.parse_args(argv)
     from .api import import_model

@@ -50,7 +50,7 @@ class Precision(enum.Enum):
 
 # What a build may lower products to (`compiler.compile(precision=...)`, carried out by
 # `passes.lower_precision` under the policies above); "fp32" lowers nothing.
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
 
 # The schedule spaces a kernel can fall in (`codegen.schedule.SPACES` declares each one's

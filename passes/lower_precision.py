@@ -14,6 +14,11 @@ operands are not float32, when its weights are not compile-time constants (the b
 kernels pack them in k pairs at compile time), or when it is a depthwise convolution (one
 multiply-add per loaded weight: bound by memory, not by arithmetic).
 
+fp16 (`lower_precision("fp16", exclude)`): the same products get compute=float16, which on
+the CPU is a storage type: the kernels keep the weights in float16 (half the bytes to stream
+and to ship in the artifact) and round the activations to float16 as they pack them, and
+multiply and add in float32 (`vcvtph2ps`; `codegen/llvm/microkernels/gemm.py`).
+
 int8 (`lower_precision("int8", exclude, calibration)`): the same products get compute=int8
 with their activation operand's uint8 scale and zero point (`ir.int8`), from ranges observed
 on the calibration samples at this point of the pipeline, or read from a scales file
@@ -39,9 +44,14 @@ from .int8_ranges import INT8_NEEDS_CALIBRATION, Calibration
 from .match import const_of
 
 # The compute type each reduced precision (`ir.registry.PRECISIONS`) gives products.
-COMPUTE_TYPE_OF = {"bf16": dtypes.bfloat16, "int8": dtypes.int8}
+COMPUTE_TYPE_OF = {"bf16": dtypes.bfloat16, "fp16": dtypes.float16, "int8": dtypes.int8}
 _LOWERED_REASON = {"bf16": "product: bf16 operands, fp32 accumulation",
+                   "fp16": "product: fp16 weights (stored) and activations, fp32 arithmetic",
                    "int8": "product: uint8 activations x per-channel int8 weights, int32 accumulation"}
+# Why a product arrived with its `compute` already set: the model itself chose it.
+_MODEL_CHOSE = {"int8": "quantized in the model (QuantizeLinear/DequantizeLinear)",
+                "float16": "a float16 model: fp16 weights (stored) and activations, fp32 arithmetic",
+                "bfloat16": "a bfloat16 model: bf16 operands, fp32 arithmetic"}
 
 # The ONNX ops the products with a `compute` attribute are made from, so that excluding
 # "Conv" or "MatMul" (what the user sees in the model) excludes them too.
@@ -114,8 +124,9 @@ def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, 
     own = _output_type(node)
     if "compute" not in op.attrs:
         return own, _POLICY_REASONS[op.precision], False
-    if node.attrs.get("compute") is not None:  # `fold_qdq`: the model itself quantized it
-        return node.attrs["compute"].name, "quantized in the model (QuantizeLinear/DequantizeLinear)", False
+    if node.attrs.get("compute") is not None:  # `fold_qdq` or `widen_products`: the model chose it
+        compute = node.attrs["compute"].name
+        return compute, _MODEL_CHOSE.get(compute, f"compute={compute} in the model"), False
     if _excluded(node, excluded):
         return own, "excluded by the user", False
     operands = node.inputs[0].type.dtype, node.inputs[1].type.dtype

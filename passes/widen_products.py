@@ -9,6 +9,9 @@ op's reference already computes in float32 and rounds once at the end, so the re
 same as before up to the order of the float32 sums. What changes is the speed: a 16-bit
 model's convolutions run on the microkernels instead of the generic loop-IR rule (a 4x
 difference on SqueezeNet in fp16). Activations stay 16-bit in memory everywhere else.
+A float16 product also gets compute=float16: both operands are float16 values already, so
+the attribute changes no result, and it lets the kernels keep the weights in float16
+(`GemmProblem.fp16`: half the bytes to read).
 """
 from __future__ import annotations
 
@@ -38,7 +41,10 @@ def _widened(node: Node, rw: Rewriter):
             inputs.append(rw.constant(np.asarray(const).astype(np.float32), f"{v.name}_f32"))
         else:
             inputs.append(rw.op("Cast", v, to=dtypes.float32, name=f"{node.name}_widen"))
-    wide = rw.emit(node.op, inputs, node.attrs, name=node.name)[0]
+    attrs = node.attrs
+    if narrow is dtypes.float16:  # the kernels keep float16 weights as such (half the bytes to stream)
+        attrs = {**attrs, "compute": dtypes.float16}
+    wide = rw.emit(node.op, inputs, attrs, name=node.name)[0]
     return [rw.op("Cast", wide, to=narrow, name=f"{node.name}_round")]
 
 

@@ -464,7 +464,8 @@ def test_operand_already_transposed_for_another_reader_is_shared():
 @pytest.mark.parametrize("dt,np_dt", [("f16", np.float16), ("bf16", None)])
 def test_16_bit_convs_and_dense_layers_are_widened_around_float32_kernels(dt, np_dt):
     """A float16/bfloat16 conv chain and dense layer: the products compute on float32
-    operands between Casts (weights converted once), the output stays 16-bit, and the
+    operands between Casts (weights converted once; float16 ones marked compute=float16,
+    which the kernels store as float16), the output stays 16-bit, and the
     compiled model, whose products now run on the microkernels, matches the reference."""
     import ml_dtypes
 
@@ -493,6 +494,9 @@ def test_16_bit_convs_and_dense_layers_are_widened_around_float32_kernels(dt, np
     assert len(products) == 3 and all(n.inputs[0].type.dtype.name == "float32" for n in products)
     assert all(n.inputs[1].const is not None and n.inputs[1].const.dtype == np.float32 for n in products)
     assert out.outputs[0].type.dtype.name == {"f16": "float16", "bf16": "bfloat16"}[dt]
+    # float16 products say so, so that the kernels keep the weights in float16 (half the bytes)
+    computes = {n.attrs.get("compute").name if n.attrs.get("compute") is not None else None for n in products}
+    assert computes == ({"float16"} if dt == "f16" else {None})
     if "fma" not in cpu_target().required:
         return
     backend = parse_target("llvm").backend

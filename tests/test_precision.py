@@ -142,20 +142,48 @@ def test_lowered_reference_rounds_operands():
 # ---------------------------------------------------------------- compiled
 
 
-def test_compiled_bf16_matches_lowered_reference_and_fp32():
-    _needs_bf16()
-    cm = compiler.compile(small_net(), precision="bf16")
+# each reduced float precision and the CPU feature its kernels need
+FLOAT_PRECISIONS = [("bf16", "avx512bf16"), ("fp16", "f16c")]
+
+
+@pytest.mark.parametrize("precision,feature", FLOAT_PRECISIONS)
+def test_compiled_matches_lowered_reference_and_fp32(precision, feature):
+    needs_cpu_feature(feature)
+    cm = compiler.compile(small_net(), precision=precision)
     out = cm.run(_feeds())
-    graph16, _ = _lowered(small_net())
+    graph16, _ = _lowered(small_net(), precision)
     want = run_graph(graph16, _feeds())
-    # same bfloat16 operands on both sides: float32 accumulation order only
+    # same 16-bit operands on both sides: float32 accumulation order only
     np.testing.assert_allclose(out["logits"], want["logits"], rtol=1e-5, atol=1e-5)
     fp32 = compiler.compile(small_net()).run(_feeds())
+    assert not np.array_equal(out["logits"], fp32["logits"])  # the operands really were rounded
     assert _cosine(out["probs"], fp32["probs"]) > 0.999
     assert out["probs"].dtype == np.float32  # inputs and outputs keep the model's types
     manifest = cm.manifest["precision"]
-    assert manifest["requested"] == "bf16"
-    assert sum(r["precision"] == "bf16" for r in manifest["nodes"]) == 3
+    assert manifest["requested"] == precision
+    assert sum(r["precision"] == precision for r in manifest["nodes"]) == 3
+
+
+def test_fp16_halves_the_weights_in_the_artifact(tmp_path):
+    """fp16 is a storage type on the CPU: the packed weights of the products take half the
+    bytes (what the artifact ships and the kernels stream)."""
+    needs_cpu_feature("f16c")
+    sizes = {}
+    for precision in ("fp32", "fp16"):
+        path = tmp_path / f"{precision}.cmod"
+        compiler.compile(_wide_net(), precision=precision, cache=False).save(path)
+        sizes[precision] = path.stat().st_size
+    weights = 512 * 1024 * 4
+    assert sizes["fp32"] - sizes["fp16"] > 0.45 * weights, sizes
+
+
+def _wide_net() -> onnx.ModelProto:
+    """One 512 -> 1024 dense layer (2 MB of float32 weights) after a ReLU."""
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((512, 1024)).astype(np.float32), "w")
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("MatMul", ["r", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "wide", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 512])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 1024])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def test_loop_ir_fallback_rounds_like_the_kernels():
@@ -189,6 +217,20 @@ def test_bf16_refused_for_a_cpu_without_avx512_bf16():
         compiler.compile(small_net(), target="llvm -mcpu=x86-64-v4", precision="bf16", cache=False)
 
 
+def test_fp16_refused_for_a_cpu_without_f16c():
+    with pytest.raises(TargetError, match="F16C.*vcvtph2ps.*-mcpu=haswell.*precision='fp32'"):
+        compiler.compile(small_net(), target="llvm -mcpu=x86-64-v2", precision="fp16", cache=False)
+
+
+def test_fp16_runs_on_avx2():
+    """F16C came with AVX2 (x86-64-v3): fp16 builds for an AVX2-only CPU run the same
+    rounding on 8-lane kernels."""
+    needs_cpu_feature("f16c")
+    out = compiler.compile(small_net(), target="llvm -mcpu=haswell", precision="fp16", cache=False).run(_feeds())
+    want = run_graph(_lowered(small_net(), "fp16")[0], _feeds())
+    np.testing.assert_allclose(out["logits"], want["logits"], rtol=1e-5, atol=1e-5)
+
+
 def test_bf16_cross_compiles_for_a_named_cpu_that_has_it(tmp_path):
     cm = compiler.compile(small_net(), target="llvm -mcpu=znver4", precision="bf16", cache=False)
     path = tmp_path / "net.cmod"
@@ -215,6 +257,11 @@ def refused_on_a_host_without(feature: str, tmp_path, monkeypatch, message: str,
 def test_bf16_artifact_refused_on_a_host_without_avx512_bf16(tmp_path, monkeypatch):
     refused_on_a_host_without("avx512bf16", tmp_path, monkeypatch,
                               r"precision 'bf16'.*AVX512BF16 \(vdpbf16ps\).*precision='fp32'", precision="bf16")
+
+
+def test_fp16_artifact_refused_on_a_host_without_f16c(tmp_path, monkeypatch):
+    refused_on_a_host_without("f16c", tmp_path, monkeypatch, r"precision 'fp16'.*F16C \(vcvtph2ps\)",
+                              precision="fp16")
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -311,19 +358,20 @@ def _digits_model():
     return buf.getvalue(), x, y, train, test
 
 
-def test_digits_classifier_keeps_its_accuracy_in_bf16():
-    """The digits CNN (`_digits_model`): bf16 top-1 within 0.5 points of fp32 on the
+@pytest.mark.parametrize("precision,feature", FLOAT_PRECISIONS)
+def test_digits_classifier_keeps_its_accuracy(precision, feature):
+    """The digits CNN (`_digits_model`): bf16 / fp16 top-1 within 0.5 points of fp32 on the
     held-out third."""
-    _needs_bf16()
+    needs_cpu_feature(feature)
     model, x, y, train, test = _digits_model()
     feeds = {"x": x[test]}
     fp32 = compiler.compile(model).run(feeds)["logits"]
-    bf16 = compiler.compile(model, precision="bf16").run(feeds)["logits"]
+    low = compiler.compile(model, precision=precision).run(feeds)["logits"]
     acc32 = float((fp32.argmax(1) == y[test]).mean())
-    acc16 = float((bf16.argmax(1) == y[test]).mean())
+    acc16 = float((low.argmax(1) == y[test]).mean())
     assert acc32 > 0.9  # it did learn
     assert abs(acc16 - acc32) <= 0.005, (acc32, acc16)
-    assert _cosine(fp32, bf16) > 0.999
+    assert _cosine(fp32, low) > 0.999
 
 
 # ---------------------------------------------------------------- calibration data

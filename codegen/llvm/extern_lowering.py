@@ -59,10 +59,12 @@ def _epilogue(attrs: dict, **flags) -> Epilogue:
                     clip_max=float(attrs.get("clip_max", 6.0)), **flags)
 
 
-def _bf16(attrs: dict) -> bool:
-    """The product computes in bfloat16 (its `compute` attribute, set by the precision pass)."""
+def _narrow_float(attrs: dict) -> dict:
+    """The GemmProblem fields of a product whose `compute` attribute (the precision pass's,
+    or `widen_products`' for a float16 model) is a 16-bit float."""
     compute = attrs.get("compute")
-    return compute is not None and compute.name == "bfloat16"
+    name = compute.name if compute is not None else None
+    return {"bf16": name == "bfloat16", "fp16": name == "float16"}
 
 
 def _quant(attrs: dict) -> tuple[float, int] | None:
@@ -100,7 +102,10 @@ def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, r
     if m == 0 or n == 0 or k == 0:
         return None  # empty: the loop-IR rules handle (or skip) empty tensors
     epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None)
-    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, bf16=_bf16(attrs), **_int8_fields(attrs, a, y))
+    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, **_narrow_float(attrs),
+                          **_int8_fields(attrs, a, y))
+    if problem.fp16 and "f16c" not in target.required:
+        return None  # no vcvtph2ps: the loop-IR rule rounds the operands instead
     try:
         schedule = schedules.for_extern(problem, target)  # tuned for this device, or the heuristic default
     except CompilerError:  # the target lacks AVX2+FMA
@@ -195,7 +200,7 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
                            tuple(attrs["strides"]), tuple(attrs["pads"]), tuple(attrs["dilations"]), attrs["group"],
                            epilogue)
         if not conv.depthwise:
-            conv = replace(conv, bf16=_bf16(attrs), **_int8_fields(attrs, x, y))
+            conv = replace(conv, **_narrow_float(attrs), **_int8_fields(attrs, x, y))
         elif _quant(attrs) is not None:
             return None  # depthwise int8: the loop-IR rule (the precision pass keeps these fp32)
         lanes = target_lanes(target)
@@ -203,6 +208,8 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
         return None
     if (batch, conv.out_h, conv.out_w, conv.out_c) != _shape(y) or (residual is not None and _shape(residual) != _shape(y)):
         return None
+    if conv.fp16 and "f16c" not in target.required:
+        return None  # no vcvtph2ps: the loop-IR rule rounds the operands instead
     schedule = schedules.for_extern(conv, target)  # tuned for this device, or the heuristic default
     bindings = {"x": ("value", x), "w": ("packed", pack_conv_weights(weights, conv, schedule, lanes)),
                 "y": ("value", y)}

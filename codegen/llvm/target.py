@@ -86,7 +86,8 @@ class CPUTarget(CodegenTarget):
 
 
 # The ISA feature each reduced precision's kernels need (fp32 needs none beyond AVX2+FMA).
-PRECISION_FEATURES = {"bf16": ("avx512bf16", "vdpbf16ps"), "int8": ("avx512vnni", "vpdpbusd")}
+PRECISION_FEATURES = {"bf16": ("avx512bf16", "vdpbf16ps"), "fp16": ("f16c", "vcvtph2ps"),
+                      "int8": ("avx512vnni", "vpdpbusd")}
 
 
 def check_precision_isa(target: CPUTarget, precision: str) -> None:
@@ -95,9 +96,10 @@ def check_precision_isa(target: CPUTarget, precision: str) -> None:
         return
     feature, instruction = PRECISION_FEATURES[precision]
     if feature not in target.required:
+        having = [cpu for cpu, level in CPU_LEVELS.items() if feature in LEVELS[level] + CPU_EXTRA_FEATURES.get(cpu, ())]
         raise TargetError(f"precision '{precision}' needs {feature.upper()} ({instruction}); target CPU "
-                          f"{target.cpu} does not have it. Compile for a CPU that has it (-mcpu=cooperlake, "
-                          f"sapphirerapids, znver4, znver5) or with precision='fp32'")
+                          f"{target.cpu} does not have it. Compile for a CPU that has it (-mcpu="
+                          f"{', '.join(dict.fromkeys(having[:2] + having[-2:]))}) or with precision='fp32'")
 
 
 def _llvm():

@@ -29,7 +29,7 @@ class LLVMBackend(Backend):
     static_shapes = True
     profiling = True
     tuning = True
-    precisions = ("fp32", "bf16", "int8")
+    precisions = ("fp32", "bf16", "fp16", "int8")
 
     @property
     def layout_passes(self) -> tuple:

@@ -30,6 +30,13 @@ k rows, packed[g, p, kpair, 0:NR] = (B[2j, n], B[2j+1, n]) in one 32-bit slot pe
 each step of the k loop broadcasts one pair of A and issues `vdpbf16ps`, two multiply-adds
 per lane into float32 accumulators. A K chunk of odd length is padded with a zero k row,
 so pairs never straddle chunks; the epilogue is unchanged (float32).
+float16 (`GemmProblem.fp16`, F16C, AVX2 or AVX-512): the fp32 loop nest on operands rounded
+to float16. A is always packed, rounded as it is copied; B is rounded at compile time and,
+where the weights stream from memory (few rows: matrix-vector products, dense layers at
+small batch; schedule knob `half_b`), packed as float16 in the fp32 layout, half the bytes,
+widened in the k loop (`vcvtph2ps`, one per B vector, shared by the tile's rows); else
+packed as float32. Either way both operands are the float16 values the reference
+multiplies (`ir.ops.matmul.product_operands`), summed in float32.
 int8 (`GemmProblem.quant`, AVX512-VNNI, the scheme of `ir.int8`): the same again in groups
 of four k: A is quantized to uint8 as it is packed (with the activation's scale and zero
 point, compile-time constants), B is quantized per column to int8 at compile time and
@@ -58,8 +65,9 @@ from ....ir.errors import CompilerError
 from ..parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from ...schedule import Knob
 from . import epilogue as E
-from .irutil import (F32, F32P, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16, dot_u8s8,
-                     entry_alloca, fma, i64, imin, load_vec, new_function, store_codes, store_vec, to_bf16, u8_codes, vec_type)
+from .irutil import (F32, F32P, HALF, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16,
+                     dot_u8s8, entry_alloca, fma, i64, imin, load_half_vec, load_vec, new_function, round_to_half,
+                     store_codes, store_vec, to_bf16, u8_codes, vec_type)
 
 # ------------------------------------------------------------------ problem description
 
@@ -118,11 +126,17 @@ class GemmProblem:
     quant: tuple[float, int] | None = None  # int8 products (AVX512-VNNI): A's uint8 (scale, zero point)
     a_codes: bool = False  # int8: A arrives as its uint8 codes (an int8 chain), not float32
     out_quant: tuple[float, int] | None = None  # int8: C leaves as uint8 codes of (scale, zero point)
+    fp16: bool = False  # B stored as float16, operands rounded to float16, products in float32 (F16C)
 
     @property
     def k_per_slot(self) -> int:
         """k values in one 32-bit slot of a packed row: 1 (float32), 2 (bfloat16), 4 (int8)."""
         return 4 if self.quant is not None else 2 if self.bf16 else 1
+
+    @property
+    def b_bytes(self) -> int:
+        """Bytes of one packed B value: 4 (float32), 2 (bfloat16, float16), 1 (int8)."""
+        return 1 if self.quant is not None else 2 if self.bf16 or self.fp16 else 4
 
     @property
     def m(self) -> int:
@@ -151,6 +165,8 @@ GEMM_SPACE: tuple[Knob, ...] = (
     Knob("nc_panels", (1, 2, 4, 8, 16, 1 << 30), "column panels per block: the B block kept in L2"),
     Knob("unroll", (1, 2, 4, 8), "unroll of the k loop"),
     Knob("pack_a", (0, 1), "copy each row tile's chunk of A into a contiguous buffer first"),
+    Knob("half_b", (0, 1), "float16 problems: keep B in float16 (half the bytes to stream, a vcvtph2ps per B "
+                           "vector) or in float32 (the float16 values widened at compile time)"),
 )
 _CHOICES = {k.name: k.choices for k in GEMM_SPACE}
 
@@ -164,7 +180,8 @@ class GemmSchedule:
     nc_panels: int
     unroll: int
     lanes: int
-    pack_a: int = 0  # fixed by the target: 8 (AVX2) or 16 (AVX-512)
+    pack_a: int = 0
+    half_b: int = 0  # float16 problems only: B packed as float16 (`GemmProblem.fp16`)
 
     def __post_init__(self):
         for name, choices in _CHOICES.items():
@@ -187,7 +204,7 @@ class GemmSchedule:
     @property
     def key(self) -> str:
         return (f"{self.mr}x{self.nr}_kc{self.kc}_mc{self.mc_tiles}_nc{self.nc_panels}_u{self.unroll}"
-                + ("_pa" if self.pack_a else ""))
+                + ("_pa" if self.pack_a else "") + ("_hb" if self.half_b else ""))
 
 
 def target_lanes(target) -> int:
@@ -226,7 +243,7 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     if lanes == 16 and problem is not None and problem.quant is not None:
         mr, nr = _int8_tile(problem, short_runs, mr, nr)
     kc = default_kc(problem.k if problem is not None else 1 << 30, nr, lanes,
-                    problem.k_per_slot if problem is not None else 1)
+                    problem.b_bytes if problem is not None else 4)
     # Convs whose contiguous k runs are short (VGG's first layer: 3x3 over 3 channels, a
     # 9-float kernel row) spend the direct path's time on row addressing, which it redoes
     # for every column panel; packing does it once per row block (measured: 24 -> 40 GFLOP/s).
@@ -237,8 +254,8 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     # A packed block is then reused across all column panels (BLIS order, nc_panels=all).
     aliasing_rows = a is not None and a.pointwise and a.pixel_stride % 1024 == 0
     pack_a = int((short_runs or aliasing_rows) and problem.groups == 1)
-    if problem is not None and problem.k_per_slot > 1:
-        pack_a = 1  # the packing step is where A becomes bfloat16 pairs or uint8 quads
+    if problem is not None and (problem.k_per_slot > 1 or problem.fp16):
+        pack_a = 1  # the packing step is where A becomes bfloat16 pairs or uint8 quads, or float16 values
     mc_tiles = 16
     one_chunk = problem is not None and problem.out_quant is not None  # uint8 C: no partial sums
     if one_chunk:
@@ -248,8 +265,20 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
             kc = max(c for c in _CHOICES["kc"] if c < min(kc, a.k))
         while mc_tiles > 2 and packed_a_bytes(problem, mr, kc, mc_tiles) > PACK_A_STACK_BYTES:
             mc_tiles //= 2
+    # float16 B where the weights stream (few rows reuse each B value); widened to float32
+    # where arithmetic bounds the product (the k loop's conversions cost more than the bytes)
+    half_b = int(problem is not None and problem.fp16 and problem.m <= HALF_B_MAX_ROWS)
     return GemmSchedule(mr=mr, nr=nr, kc=kc, mc_tiles=mc_tiles, nc_panels=1 << 30 if pack_a else 4, unroll=4,
-                        lanes=lanes, pack_a=pack_a)
+                        lanes=lanes, pack_a=pack_a, half_b=half_b)
+
+
+# The most rows (M) for which a float16 problem keeps B in float16 by default. Measured on
+# Zen 3, 2 threads: four 4096x4096 dense layers at 1 row 10.9 -> 5.4 ms (memory-bound:
+# half the bytes), 64 rows 64.9 -> 54.4; ResNet-50 / DenseNet-121 convolutions (49 to 12544
+# rows) all in float16 B 10% slower than float32 (one vcvtph2ps per B vector on the FMA
+# ports), so convolutions with many output pixels keep float32 B. The autotuner decides
+# per device (`half_b` knob).
+HALF_B_MAX_ROWS = 64
 
 
 def _int8_tile(problem: GemmProblem, short_runs: bool, mr: int, nr: int) -> tuple[int, int]:
@@ -311,10 +340,10 @@ def kc_budget_bytes(lanes: int) -> int:
     return (16 << 10) if lanes == 8 else (1 << 20)
 
 
-def default_kc(k: int, nr: int, lanes: int, k_per_slot: int = 1) -> int:
+def default_kc(k: int, nr: int, lanes: int, b_bytes: int = 4) -> int:
     """The whole K when its B slice fits `kc_budget_bytes`, else the largest kc choice that
-    does; a k row of B takes 4 / k_per_slot bytes a column (float32, bfloat16, int8)."""
-    budget, per_k = kc_budget_bytes(lanes), 4 // k_per_slot
+    does; a k row of B takes `b_bytes` a column (`GemmProblem.b_bytes`)."""
+    budget, per_k = kc_budget_bytes(lanes), b_bytes
     if k * nr * per_k <= budget:
         return _CHOICES["kc"][-1]
     return max(c for c in _CHOICES["kc"] if c * nr * per_k <= budget or c == _CHOICES["kc"][0])
@@ -334,7 +363,11 @@ def pack_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProblem | N
     For an int8 `problem`: a flat float32 array of bits: [groups, panels, quads, NR] slots of
     four int8 B[4j..4j+3, n] (per-column scales, `ir.int8.quantize_weights`), then the
     int32 zero-point compensation per output column (groups x N), then the float32
-    dequantization scale per output column."""
+    dequantization scale per output column.
+
+    For a float16 `problem`: the float32 layout [groups, panels, K, NR] of B rounded to
+    float16, stored as float16 when the schedule says `half_b` (returned as float32 bits,
+    two values a slot; NR is even), else as float32."""
     b = np.asarray(b, np.float32)
     if b.ndim == 2:
         b = b[None]
@@ -345,7 +378,11 @@ def pack_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProblem | N
     padded = np.zeros((g, k, panels * schedule.nr), np.float32)
     padded[:, :, :n] = b
     if problem is None or not problem.bf16:
-        return np.ascontiguousarray(padded.reshape(g, k, panels, schedule.nr).transpose(0, 2, 1, 3))
+        panel_rows = padded.reshape(g, k, panels, schedule.nr).transpose(0, 2, 1, 3)
+        if problem is not None and problem.fp16:
+            halves = np.ascontiguousarray(panel_rows.astype(np.float16))
+            return halves.view(np.float32) if schedule.half_b else halves.astype(np.float32)
+        return np.ascontiguousarray(panel_rows)
     parts = []
     for k0, klen, _ in chunk_slots(problem.a, schedule.kc, 2):
         rows = np.zeros((g, 2 * -(-klen // 2), panels * schedule.nr), np.float32)
@@ -412,16 +449,17 @@ _UK_ARGS = [(n, F32P) for n in PARAMS] + [("apack", F32P)] + [(n, I64) for n in 
                                                                 "kp0", "first", "last")]
 
 
-def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert=None, codes=None) -> None:
+def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.Type, convert=None, codes=None) -> None:
     """dst[0:n] = src[0:n] converted (float* -> narrow*, n an i64 value): whole vectors of 16,
     then one vector under a lane mask for the rest. One of `convert` (<16 x float> -> <16 x
-    narrow>: bfloat16 bits) or `codes` (<16 x float> -> <16 x i32> uint8 codes, narrowed
-    here; the tail goes through `store_codes`)."""
+    narrow>: bfloat16 bits, or floats rounded to float16) or `codes` (<16 x float> -> <16 x
+    i32> uint8 codes, narrowed here; the tail goes through `store_codes`)."""
     vn, f16 = ir.VectorType(narrow, 16), ir.VectorType(F32, 16)
     if codes is not None:
         def convert(vec):
             return b.trunc(codes(vec), vn)
-    size = narrow.width // 8
+    size = 4 if narrow == F32 else narrow.width // 8
+    suffix = "f32" if narrow == F32 else f"i{narrow.width}"
     whole = b.mul(b.udiv(n, i64(16)), i64(16))
     counted_loop(b, i64(0), whole, lambda c: b.store(
         convert(load_vec(b, b.gep(src, [c]), 16)), b.bitcast(b.gep(dst, [c]), vn.as_pointer()), align=size),
@@ -431,7 +469,7 @@ def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert=None,
         lanes = ir.Constant(ir.VectorType(I32, 16), list(range(16)))
         mask = b.icmp_unsigned("<", lanes, broadcast(b, rest, 16))
         load = declare(b.module, "llvm.masked.load.v16f32.p0", f16, [f16.as_pointer(), I32, mask.type, f16])
-        store = declare(b.module, f"llvm.masked.store.v16i{narrow.width}.p0", VOID,
+        store = declare(b.module, f"llvm.masked.store.v16{suffix}.p0", VOID,
                         [vn, vn.as_pointer(), I32, mask.type])
         x = b.call(load, [b.bitcast(b.gep(src, [whole]), f16.as_pointer()), ir.Constant(I32, 4), mask,
                           ir.Constant(f16, [0.0] * 16)])
@@ -485,6 +523,12 @@ class _Gen:
         if sched.pack_a and packed_a_bytes(prob, sched.mr, sched.kc, sched.mc_tiles) > PACK_A_STACK_BYTES:
             raise CompilerError(f"gemm {name}: the packed A block ({self.mc_eff} tiles x {sched.mr} rows x {self.ks} k) "
                                 "exceeds 1 MiB of thread stack; lower mc_tiles or kc")
+        if sched.half_b and not prob.fp16:
+            raise CompilerError(f"gemm {name}: half_b=1 (float16 B) belongs to float16 problems")
+        if prob.fp16 and (per > 1 or not sched.pack_a):
+            raise CompilerError(f"gemm {name}: float16 weights need pack_a=1 (A is rounded as it is packed) "
+                                f"and float32 otherwise; the schedule has pack_a={sched.pack_a}, the problem "
+                                f"bf16={prob.bf16}, quant={prob.quant}")
         if (prob.a_codes or prob.out_quant is not None) and prob.quant is None:
             raise CompilerError(f"gemm {name}: uint8 codes in or out belong to int8 problems (quant is unset)")
         if prob.out_quant is not None and len(self.chunks) > 1:
@@ -514,7 +558,8 @@ class _Gen:
         A = {a.name: a for a in fn.args}
         p, s, a, L = self.p, self.s, self.p.a, self.L
         nr = s.nr
-        panel = b.gep(A["w"], [b.mul(b.add(b.mul(A["g"], i64(self.panels)), A["p"]), i64(self.k_slots * nr))])
+        w = b.bitcast(A["w"], HALF.as_pointer()) if s.half_b else A["w"]  # float16 B: offsets count halves
+        panel = b.gep(w, [b.mul(b.add(b.mul(A["g"], i64(self.panels)), A["p"]), i64(self.k_slots * nr))])
         n0 = b.add(b.mul(A["g"], i64(p.n)), b.mul(A["p"], i64(nr)))
         cin_off = b.mul(A["g"], i64(a.cin))
         rows = [b.add(A["m0"], i64(i)) for i in range(mr)]
@@ -608,7 +653,7 @@ class _Gen:
         clen = b.sub(A["c_hi"], A["c_lo"])
         nbytes = b.mul(clen, i64(4))
         memcpy = declare(self.module, "llvm.memcpy.p0.p0.i64", VOID, [I8P, I8P, I64, ir.IntType(1)])
-        if self.p.k_per_slot > 1:
+        if self.p.k_per_slot > 1 or self.p.fp16:
             self._pack_narrow(b, A, (row_at, geo), clen, mr)
             b.ret_void()
             return fn
@@ -625,7 +670,8 @@ class _Gen:
         return fn
 
     def _pack_narrow(self, b, A, addressing, clen, mr):
-        """The chunk's rows as bfloat16 (or uint8 codes for int8): row i's k-th value at
+        """The chunk's rows as bfloat16 (uint8 codes for int8, float32 rounded to float16 for
+        fp16): row i's k-th value at
         bits + i*per*ks + k (in units of the narrow type), converted 16 at a time (the last
         vector under a lane mask); a k count that is not a whole number of slots ends with
         zeros. Where the fp32 path merges kernel rows (`_merge_kernel_rows`), so does this:
@@ -633,7 +679,7 @@ class _Gen:
         ResNet's first convs: 3 channels per tap)."""
         a, per = self.p.a, self.p.k_per_slot
         row_at, geo = addressing
-        narrow = I8 if self.p.quant is not None else I16
+        narrow = I8 if self.p.quant is not None else F32 if self.p.fp16 else I16
         bits = b.bitcast(A["apack"], narrow.as_pointer())
         row_base = [i64(i * per * self.ks) for i in range(mr)]
         if self.p.a_codes:  # already uint8 codes: a byte copy, inline (runs are short: cin bytes)
@@ -645,6 +691,9 @@ class _Gen:
 
             def run(src, dst, n):
                 _convert_run(b, src, dst, n, narrow, codes=lambda vec: u8_codes(b, vec, inv, zero_point))
+        elif self.p.fp16:
+            def run(src, dst, n):
+                _convert_run(b, src, dst, n, narrow, convert=lambda vec: round_to_half(b, vec))
         else:
             def run(src, dst, n):
                 _convert_run(b, src, dst, n, narrow, convert=lambda vec: to_bf16(b, vec))
@@ -769,7 +818,8 @@ class _Gen:
         L, nr, u = self.L, self.s.nr, self.s.unroll
 
         def step(c, vals):
-            brow = [load_vec(b, b.gep(bt, [b.add(b.mul(c, i64(nr)), i64(v * L))]), L) for v in range(nv)]
+            load = load_half_vec if self.s.half_b else load_vec
+            brow = [load(b, b.gep(bt, [b.add(b.mul(c, i64(nr)), i64(v * L))]), L) for v in range(nv)]
             for i in range(mr):
                 av = broadcast(b, b.load(b.gep(ptrs[i], [c])), L)
                 for v in range(nv):
