@@ -50,6 +50,8 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     multiply float16-rounded operands in float32; weights that stream from memory (few rows:
     dense layers at small batch) are kept in float16, half the bytes, the rest widened at
     compile time (`codegen/llvm/microkernels/gemm.py`, knob `half_b`).
+    On cuda, "fp16" and "bf16" run convolutions, matrix products and attention on 16-bit
+    operands (tensor cores, fp32 accumulation; `passes.autocast`).
     `exclude`: node names or op types ("Conv", "MatMul") kept in fp32. The
     artifact's manifest holds the per-node report (`compile inspect --precision`).
     `calibration`: sample inputs (an .npz of arrays with a leading sample axis, a dict of

@@ -3,7 +3,8 @@ lowered product the error it carries against the same graph in fp32.
 
 The errors come from the reference interpreter running the graph the precision pass leaves
 (-O2 plus `passes.lower_precision`, before fusion) twice on the same inputs: once as
-lowered, once with every `compute` attribute removed. A layer's numbers are measured at its
+lowered, once with every `compute` attribute removed (for `passes.autocast`, which casts
+around products instead, the graph it received). A layer's numbers are measured at its
 output, so they include what the layers before it contributed (the error a user sees at
 that point of the network). Cosine similarity and SQNR (signal over error power, in dB),
 the worst over the samples given (`compile inspect --inputs`, or the calibration data of
@@ -50,19 +51,37 @@ def worst(errors: list[dict]) -> dict:
     return {"cosine": min(e["cosine"] for e in errors), "sqnr_db": min(e["sqnr_db"] for e in errors)}
 
 
-def layer_errors(lowered: Graph, samples: Sequence[Mapping[str, np.ndarray]]) -> tuple[dict[str, dict], dict[str, dict]]:
+def _probe(graph: Graph, names) -> Graph:
+    """`graph` with the values `names` as extra outputs, so the interpreter returns them."""
+    wanted = set(names) - {v.name for v in graph.outputs}
+    extra = [v for n in graph.nodes for v in n.outputs if v is not None and v.name in wanted]
+    return dataclasses.replace(graph, outputs=list(graph.outputs) + extra)
+
+
+def layer_errors(lowered: Graph, samples: Sequence[Mapping[str, np.ndarray]],
+                 twin: tuple[Graph, dict] | None = None) -> tuple[dict[str, dict], dict[str, dict]]:
     """({lowered node name: error at its output}, {graph output name: error}) of `lowered`
-    against its fp32 twin, the worst over `samples` (feed dicts)."""
-    products = [n for n in lowered.nodes if n.attrs.get("compute") is not None]
-    extra = [n.outputs[0] for n in products if n.outputs[0] not in lowered.outputs]
-    probe = dataclasses.replace(lowered, outputs=list(lowered.outputs) + extra)
-    twin = _without_compute(probe)
-    per_node: dict[str, list] = {n.name: [] for n in products}
+    against its fp32 twin, the worst over `samples` (feed dicts). The twin is `lowered`
+    without `compute` attributes (`lower_precision`), or for a pass that rewrote the graph
+    (`passes.autocast`) the graph it received, with {node: (value name there, value name
+    in `lowered`)}."""
+    if twin is None:
+        products = [n for n in lowered.nodes if n.attrs.get("compute") is not None]
+        places = {n.name: (n.outputs[0].name, n.outputs[0].name) for n in products}
+        convert = {n.name: (lambda value, n=n: _as_float(n, value)) for n in products}
+        fp32 = _without_compute(_probe(lowered, [want for want, _ in places.values()]))
+    else:
+        fp32, places = twin
+        convert = {}
+        fp32 = _probe(fp32, [want for want, _ in places.values()])
+    probe = _probe(lowered, [got for _, got in places.values()])
+    per_node: dict[str, list] = {name: [] for name in places}
     outputs: dict[str, list] = {}
     for feeds in samples:
-        got, want = Interpreter().run(probe, feeds), Interpreter().run(twin, feeds)
-        for n in products:
-            per_node[n.name].append(output_error(want[n.outputs[0].name], _as_float(n, got[n.outputs[0].name])))
+        got, want = Interpreter().run(probe, feeds), Interpreter().run(fp32, feeds)
+        for name, (want_at, got_at) in places.items():
+            value = convert.get(name, lambda v: v)(got[got_at])
+            per_node[name].append(output_error(want[want_at], value))
         for v in lowered.outputs:
             if np.asarray(want[v.name]).dtype.kind == "f":
                 outputs.setdefault(v.name, []).append(output_error(want[v.name], got[v.name]))
@@ -87,7 +106,7 @@ def precision_report(graph: Graph, target: str, precision: str, exclude=(),
     rows = [r.as_dict() for r in ctx.analyses.get("precision", ())]
     outputs: dict = {}
     if samples and precision != "fp32":
-        per_node, outputs = layer_errors(lowered, samples)
+        per_node, outputs = layer_errors(lowered, samples, ctx.analyses.get("precision_twin"))
         for row in rows:
             row.update(per_node.get(row["node"], {}))
     return {"precision": precision, "nodes": rows, "outputs": outputs}

@@ -84,6 +84,11 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def policy_reason(op) -> str:
+    """Why an op (`ir.registry.OpDef`) the precision pass does not lower keeps its type."""
+    return _POLICY_REASONS[op.precision]
+
+
 def is_depthwise(node: Node) -> bool:
     """A ConvNhwc with one input and one output channel per group (its own fp32 kernel)."""
     w = node.inputs[1].type.shape
@@ -91,7 +96,8 @@ def is_depthwise(node: Node) -> bool:
     return node.op == "ConvNhwc" and group > 1 and w is not None and w[0] == group and w[1] == 1
 
 
-def _output_type(node: Node) -> str:
+def output_type(node: Node) -> str:
+    """The element type name of the node's first output (what it computes in when not lowered)."""
     out = next((v for v in node.outputs if v is not None), None)
     dt = getattr(getattr(out, "type", None), "dtype", None)
     return dt.name if dt is not None else "-"
@@ -103,7 +109,8 @@ def _named_by(name: str, entry: str) -> bool:
     return re.fullmatch(re.escape(entry) + r"(_\d+)*", name) is not None
 
 
-def _excluded(node: Node, excluded: frozenset) -> bool:
+def excluded_by(node: Node, excluded: frozenset) -> bool:
+    """Whether `excluded` (node names, op types) names `node` or the ONNX op it was made from."""
     ops = {node.op, *_MADE_FROM.get(node.op, ())}
     return bool(ops & excluded) or any(_named_by(node.name, entry) for entry in excluded)
 
@@ -121,13 +128,13 @@ def _as_product(node: Node) -> Node:
 def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, bool]:
     """(precision, reason, lower?) of one node (a MatMul by a constant already `_as_product`)."""
     op = get_op(node.op)
-    own = _output_type(node)
+    own = output_type(node)
     if "compute" not in op.attrs:
-        return own, _POLICY_REASONS[op.precision], False
+        return own, policy_reason(op), False
     if node.attrs.get("compute") is not None:  # `fold_qdq` or `widen_products`: the model chose it
         compute = node.attrs["compute"].name
         return compute, _MODEL_CHOSE.get(compute, f"compute={compute} in the model"), False
-    if _excluded(node, excluded):
+    if excluded_by(node, excluded):
         return own, "excluded by the user", False
     operands = node.inputs[0].type.dtype, node.inputs[1].type.dtype
     if any(d is not dtypes.float32 for d in operands):

@@ -267,7 +267,8 @@ def test_fp16_artifact_refused_on_a_host_without_f16c(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kwargs,message", [
     ({"precision": "fp8"}, "precision 'fp8' is not one of fp32, bf16"),
     ({"precision": "bf16", "exclude": ["conv_1", "Conv"]}, "'conv_1' name"),
-    ({"precision": "bf16", "target": "cuda -arch=sm_80 -device=emulator"}, "target cuda does not build precision 'bf16'"),
+    ({"precision": "int8", "target": "cuda -arch=sm_80 -device=emulator",
+      "calibration": {"x": np.zeros((1, 2, 3, 12, 12), np.float32)}}, "target cuda does not build precision 'int8'"),
 ])
 def test_bad_precision_arguments_are_refused(kwargs, message):
     with pytest.raises(CompilerError, match=message):

@@ -35,6 +35,17 @@ class CUDABackend(Backend):
     option_names = ("arch", "device")
     default_opt_level = 3
     static_shapes = True
+    precisions = ("fp32", "fp16", "bf16")
+    # the ops whose kernels take 16-bit operands as they are (the tensor-core template,
+    # `codegen/cuda/products.py`, and the attention kernel): reduced precision casts around them
+    autocast_ops = ("Conv", "MatMul", "Gemm", "Linear", "Attention")
+
+    def precision_passes(self, options: BuildOptions | None) -> tuple:
+        """fp16 / bf16: the products' operands cast to the 16-bit type (`passes.autocast`)."""
+        from ..passes.autocast import autocast
+
+        precision = self.check_precision(options)
+        return () if precision == "fp32" else (autocast(precision, self.autocast_ops, options.exclude),)
 
     def parse_options(self, options: dict[str, str], text: str) -> dict[str, str]:
         from ..codegen.cuda.target import parse_archs
@@ -109,6 +120,8 @@ class CUDABackend(Backend):
                     "kernels.txt": kernel_listing(program).encode(),
                     "calls.json": json.dumps(program.call_listing()).encode(),
                     **{f"{arch}.cubin": cubin for arch, cubin in build.cubins.items()}}
+        manifest["precision"] = {"requested": options.precision, "exclude": list(options.exclude),
+                                 "nodes": plan.details["precision"]}
         artifact = Artifact(manifest, sections)
         artifact.timings = {**plan.details["phase_seconds"], **build.timings}
         return artifact
@@ -126,4 +139,5 @@ class CUDABackend(Backend):
     def cache_key(self, target, options: BuildOptions) -> str | None:
         if "arch" not in target.options:
             return None  # the local GPU decides the architecture: not known without asking the driver
-        return f"{target} -O{self.level(options)}"
+        precision = options.precision + "".join(f" -exclude={x}" for x in sorted(options.exclude))
+        return f"{target} -O{self.level(options)} precision={precision}"
