@@ -53,13 +53,13 @@ def tile_score(problem: GemmProblem, mr: int, nr: int, lanes: int) -> float:
 
 
 def pack_a_fits(problem: GemmProblem, s: GemmSchedule) -> bool:
-    """pack_a as the problem allows: off only in float32 (bfloat16, float16 and int8 convert
-    A as they pack it), and on only when the packed block fits the stack limit; half_b only
-    in float16."""
+    """pack_a as the problem allows: off only in float32 A (bfloat16 and int8 convert A as
+    they pack it), and on only when the packed block fits the stack limit; half_b only in
+    float16 problems."""
     if s.half_b and not problem.fp16:
         return False  # float16 B belongs to float16 problems
     if not s.pack_a:
-        return problem.k_per_slot == 1 and not problem.fp16
+        return problem.k_per_slot == 1
     return packed_a_bytes(problem, s.mr, s.kc, s.mc_tiles) <= PACK_A_STACK_BYTES
 
 
@@ -106,7 +106,8 @@ def tile_stage(problem: GemmProblem, target) -> list[GemmSchedule]:
             break
         # wide-row tiles need packed rows (GPR pressure); the default's choice otherwise
         pack_a = 1 if mr > MAX_DIRECT_ROWS else default.pack_a
-        s = _schedule(mr=mr, nr=nr, kc=default_kc(problem.k, nr, lanes, problem.b_bytes), mc_tiles=default.mc_tiles,
+        kc = default_kc(problem.k, nr, lanes, problem.b_bytes(default.half_b))
+        s = _schedule(mr=mr, nr=nr, kc=kc, mc_tiles=default.mc_tiles,
                       nc_panels=default.nc_panels, unroll=default.unroll, lanes=lanes, pack_a=pack_a,
                       half_b=default.half_b)
         if s is not None and _valid(problem, s, seen):

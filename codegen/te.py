@@ -18,6 +18,7 @@ import numpy as np
 
 from ..ir import dtypes, int8
 from ..ir.dtypes import DType
+from ..ir.ops.matmul import rounds_activation
 from . import loop_ir as L
 
 
@@ -162,11 +163,13 @@ def is_int8(attrs: dict) -> bool:
 
 
 def activation_operand(attrs: dict, acc):
-    """How a product's activation operand enters its multiply: as `compute_operand`, and
+    """How a product's activation operand enters its multiply: as `compute_operand` (unrounded
+    where the compute type stores only the weights narrow, `rounds_activation`), and
     for compute=int8 through uint8 and back with the node's act_scale / act_zero_point,
     in the same float32 steps as `ir.int8.quantize_activation`."""
     if not is_int8(attrs):
-        return compute_operand(attrs.get("compute"), acc)
+        compute = attrs.get("compute")
+        return compute_operand(compute if rounds_activation(compute) else None, acc)
 
     f32 = dtypes.float32
     zp, scale = float(attrs["act_zero_point"]), float(np.float32(attrs["act_scale"]))

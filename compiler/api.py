@@ -46,10 +46,11 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     `precision` "fp32" (default) or "bf16" (llvm on CPUs with AVX512-BF16): convolutions and
     matrix products compute with bfloat16 operands and float32 accumulation, what the
     registry's precision policies keep in fp32 stays there; inputs and outputs keep the
-    model's types. "fp16" (llvm on CPUs with F16C, AVX2 and later): the same products
-    multiply float16-rounded operands in float32; weights that stream from memory (few rows:
-    dense layers at small batch) are kept in float16, half the bytes, the rest widened at
-    compile time (`codegen/llvm/microkernels/gemm.py`, knob `half_b`).
+    model's types. "fp16" (llvm on CPUs with F16C, AVX2 and later) is weight storage: the
+    same products take their weights rounded to float16, activations and arithmetic stay
+    float32; weights that stream from memory (few rows: dense layers at small batch) are
+    kept in float16, half the bytes, the rest widened at compile time
+    (`codegen/llvm/microkernels/gemm.py`, knob `half_b`).
     On cuda, "fp16" and "bf16" run convolutions, matrix products and attention on 16-bit
     operands (tensor cores, fp32 accumulation; `passes.autocast`).
     `exclude`: node names or op types ("Conv", "MatMul") kept in fp32. The

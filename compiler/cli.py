@@ -45,7 +45,7 @@ def _add_target_arg(p: argparse.ArgumentParser) -> None:
 def _add_precision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="what convolutions and matrix products compute in (bf16: llvm on AVX512-BF16 CPUs; "
-                        "fp16: float16 weights and operands, float32 arithmetic, llvm on F16C CPUs; "
+                        "fp16: float16 weights, float32 activations and arithmetic, llvm on F16C CPUs; "
                         "int8: llvm on AVX512-VNNI CPUs, needs --calibrate)")
     p.add_argument("--exclude", action="append", default=[], metavar="NAME|OPTYPE",
                    help="keep this node (by name) or op type in fp32; repeatable")

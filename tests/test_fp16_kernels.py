@@ -1,15 +1,16 @@
-"""The float16 GEMM and conv microkernels (F16C) against a float64 reference on
-float16-rounded operands, on AVX-512 and on AVX2 code (both run on any host that has
-AVX-512; AVX2 alone runs the AVX2 half), with B kept in float16 (`half_b`) and widened at
-compile time: every shape class the fp32 kernels have (edge tiles, K tails, K split into
-chunks, grouped, strided, dilated and padded convs, 3-channel first layers with merged
-kernel rows, odd channel counts), the packed layout, the default's choice of B storage,
-and the emitted code (vcvtph2ps feeding the FMAs of the hot loop).
+"""The float16-weight GEMM and conv microkernels (F16C) against a float64 reference on
+float16-rounded weights and float32 activations (`ir.ops.matmul.rounds_activation`), on
+AVX-512 and on AVX2 code (both run on any host that has AVX-512; AVX2 alone runs the AVX2
+half), with B kept in float16 (`half_b`) and widened at compile time, A read in place or
+packed as the default schedule says: every shape class the fp32 kernels have (edge tiles,
+K tails, K split into chunks, grouped, strided, dilated and padded convs, 3-channel first
+layers with merged kernel rows, odd channel counts), the packed layout, the default's
+choice of B storage, and the emitted code (vcvtph2ps feeding the FMAs of the hot loop).
 
-Tolerance: both sides multiply the same float16 values, exactly in float32 (11-bit
-significands); only the float32 accumulation order differs, so the error is float32
-rounding of a K-term sum (rtol 1e-5, atol 1e-5 * sqrt(K) on unit-normal data), far tighter
-than float16's own rounding, which the comparison with unrounded operands shows is there.
+Tolerance: both sides multiply the same values (float16 weights are exact in float32);
+only the float32 accumulation order differs, so the error is float32 rounding of a K-term
+sum (rtol 1e-5, atol 1e-5 * sqrt(K) on unit-normal data), far tighter than float16's own
+rounding, which the comparison with unrounded weights shows is there.
 """
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def lib(request):
 def test_fp16_gemm_matches_rounded_reference(lib, shape, threads):
     prob, a, b, y = run_gemm(lib, shape, threads)
     m, n, k = shape
-    np.testing.assert_allclose(y, half(a) @ half(b), rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    np.testing.assert_allclose(y, a.astype(np.float64) @ half(b), rtol=1e-5, atol=1e-5 * np.sqrt(k))
     if k >= 16:  # the rounding is really float16's: unrounded operands differ beyond that
         assert np.abs(y - a.astype(np.float64) @ b).max() > 1e-4
 
@@ -86,13 +87,13 @@ def test_fp16_gemm_over_k_chunks(lib, key):
     a, b, bias = (rng.standard_normal(s).astype(np.float32) for s in ((m, k), (k, n), (n,)))
     y = np.full((m, n), np.nan, np.float32)
     library.call(key, dict(x=a, w=pack_weights(b, sched, prob), y=y, bias=bias), 2)
-    np.testing.assert_allclose(y, half(a) @ half(b) + bias, rtol=1e-5, atol=1e-5 * np.sqrt(k))
+    np.testing.assert_allclose(y, a.astype(np.float64) @ half(b) + bias, rtol=1e-5, atol=1e-5 * np.sqrt(k))
 
 
 @pytest.mark.parametrize("key", sorted(CONVS))
 def test_fp16_conv_matches_rounded_reference(lib, key):
     c, x, w, vecs, res, y = run_conv(lib, key)
-    want = E.reference(c.epilogue, conv_reference(half(x), half(w), c), residual=res, **vecs)
+    want = E.reference(c.epilogue, conv_reference(x.astype(np.float64), half(w), c), residual=res, **vecs)
     k = c.in_c // c.groups * c.kh * c.kw
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5 * np.sqrt(k))
 
@@ -131,28 +132,28 @@ def test_fp16_default_keeps_float16_b_where_the_weights_stream():
 
 def test_fp16_code_widens_b_in_the_hot_loop():
     """Checked on the emitted code, so on any host: the hot loop widens each B vector once
-    (vcvtph2ps, from memory) and feeds it to the tile's FMAs; A is rounded by vcvtps2ph."""
+    (vcvtph2ps, from memory) and feeds it to the tile's FMAs."""
     text, hot = hot_loop_of(HALF_B_MAX_ROWS, "vfmadd231ps", fp16=True)
     prob = GemmProblem(AOperand.matrix(HALF_B_MAX_ROWS, HALF_B_MAX_ROWS), HALF_B_MAX_ROWS, fp16=True)
     sched = default_schedule(cpu_target({"mcpu": "znver4"}), prob)
     assert sched.half_b
     FileCheck().check_count("vcvtph2ps", sched.nv * sched.unroll).run(hot)
     FileCheck().check("%zmm").run(hot)
-    FileCheck().check("vcvtps2ph").run(text)
+    assert "vcvtps2ph" not in text  # A stays float32: nothing is narrowed
 
 
-def test_fp16_schedule_must_pack_a():
-    """A is rounded while it is packed: a float16 problem refuses pack_a=0 and the tuner's
-    space never offers it; AVX2 schedules are fine (F16C is part of x86-64-v3)."""
-    from compiler.autotune.space import pack_a_fits
-
-    target = cpu_target({"mcpu": "znver4"})
+def test_fp16_schedules_are_the_fp32_ones_but_for_b():
+    """A stays float32, so a float16 problem takes the fp32 default's tile and A handling,
+    read in place or packed; AVX2 schedules are fine (F16C is part of x86-64-v3); bfloat16
+    or int8 problems cannot also be float16."""
+    for target in (cpu_target({"mcpu": "znver4"}), cpu_target({"mcpu": "haswell"})):
+        for a in (AOperand.matrix(64, 64), AOperand(1, 28, 28, 64, 28, 28, 64, 3, 3, pad=(1, 1))):
+            fp32 = default_schedule(target, GemmProblem(a, 128))
+            fp16 = default_schedule(target, GemmProblem(a, 128, fp16=True))
+            assert dataclasses.replace(fp16, half_b=0) == fp32
     prob = GemmProblem(AOperand.matrix(64, 64), 64, fp16=True)
-    sched = default_schedule(target, prob)
-    assert sched.pack_a == 1
-    unpacked = dataclasses.replace(sched, pack_a=0)
-    assert not pack_a_fits(prob, unpacked)
-    with pytest.raises(CompilerError, match="pack_a=1"):
-        emit_gemm(new_module(), "g", prob, unpacked)
     emit_gemm(new_module(), "g", prob, GemmSchedule(mr=6, nr=16, kc=1 << 30, mc_tiles=16, nc_panels=4, unroll=4,
-                                                    lanes=8, pack_a=1))
+                                                    lanes=8, pack_a=0, half_b=1))
+    with pytest.raises(CompilerError, match="float16 weights go with float32 A"):
+        emit_gemm(new_module(), "g", dataclasses.replace(prob, bf16=True), default_schedule(cpu_target(
+            {"mcpu": "znver4"}), dataclasses.replace(prob, bf16=True)))

@@ -36,6 +36,13 @@ __device__ __forceinline__ float cm_h2f(unsigned short h) { float f; asm("cvt.f3
 __device__ __forceinline__ unsigned short cm_f2h(float f) { unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
 __device__ __forceinline__ float cm_b2f(unsigned short b) { return __uint_as_float(((unsigned int)b) << 16); }
 __device__ __forceinline__ unsigned short cm_f2b(float f) { unsigned short b; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f)); return b; }
+// Integer quotient and remainder defined everywhere (codegen/llvm/emitter.py's rule): x / 0 = 0,
+// x % 0 = 0, INT_MIN / -1 wraps to INT_MIN (negated in unsigned arithmetic), INT_MIN % -1 = 0.
+__device__ __forceinline__ long long cm_sdiv(long long a, long long b) {
+    return b == 0 ? 0 : b == -1 ? (long long)(0ull - (unsigned long long)a) : a / b; }
+__device__ __forceinline__ long long cm_srem(long long a, long long b) { return (b == 0 || b == -1) ? 0 : a % b; }
+template <typename T> __device__ __forceinline__ T cm_udiv(T a, T b) { return b == 0 ? T(0) : a / b; }
+template <typename T> __device__ __forceinline__ T cm_urem(T a, T b) { return b == 0 ? T(0) : a % b; }
 template <typename T> __device__ __forceinline__ T cm_fmin(T a, T b) { return (a != a || b != b) ? a + b : (a < b ? a : b); }
 template <typename T> __device__ __forceinline__ T cm_fmax(T a, T b) { return (a != a || b != b) ? a + b : (a > b ? a : b); }
 // cp.async (sm_80+): copy N bytes global -> shared without waiting; src-size 0 zero-fills.
@@ -208,10 +215,12 @@ class CudaRenderer(LineRenderer):
         elif dt.kind == "bool" and e.op in ("and", "or", "xor"):
             return f"({a} {sym[e.op]} {b})"
         else:
-            if e.op == "div":
-                return f"({a} / {b})"
-            if e.op == "mod":
-                return f"({a} % {b})"
+            if e.op in ("div", "mod") and isinstance(e.b, L.Const) and e.b.value > 0:  # index math: plain C
+                return f"({a} {'/' if e.op == 'div' else '%'} {b})"
+            if e.op in ("div", "mod") and dt.kind == "int":  # never undefined: see cm_sdiv
+                return f"(({value_type(dt)})cm_s{'div' if e.op == 'div' else 'rem'}({a}, {b}))"
+            if e.op in ("div", "mod"):
+                return f"cm_u{'div' if e.op == 'div' else 'rem'}<{value_type(dt)}>({a}, {b})"
             if e.op in ("min", "max"):
                 return f"(({a}) {'<' if e.op == 'min' else '>'} ({b}) ? ({a}) : ({b}))"
         if e.op in sym:

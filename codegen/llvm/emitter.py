@@ -493,15 +493,36 @@ class FunctionEmitter(Renderer):
                 return self.intrinsic(op, [a, b], dt)
         else:
             signed = dt.kind == "int"
+            if op in ("div", "mod"):
+                return self._integer_division(op, a, b, signed)
             simple = {"add": B.add, "sub": B.sub, "mul": B.mul, "and": B.and_, "or": B.or_, "xor": B.xor,
-                      "shl": B.shl, "div": B.sdiv if signed else B.udiv, "mod": B.srem if signed else B.urem,
-                      "shr": B.ashr if signed else B.lshr}
+                      "shl": B.shl, "shr": B.ashr if signed else B.lshr}
             if op in simple:
                 return simple[op](a, b)
             if op in ("min", "max"):
                 cmp = B.icmp_signed if signed else B.icmp_unsigned
                 return B.select(cmp("<" if op == "min" else ">", a, b), a, b)
         self.fail(f"operator {op} on {dt}")
+
+    def _integer_division(self, op: str, a, b, signed: bool):
+        """Integer quotient or remainder that never traps (x86's idiv raises SIGFPE on a zero
+        divisor and on INT_MIN / -1): x / 0 = 0 and x % 0 = 0, INT_MIN / -1 = INT_MIN (it
+        wraps) and INT_MIN % -1 = 0, what the reference (numpy) gives. The divisor is swapped
+        for 1 where it is 0 or -1 (x / 1 and x % 1 are never wrong to compute), then the
+        result fixed: 0 for a zero divisor, -x (wrapping) for -1."""
+        B = self.b
+        zero, one = ir.Constant(b.type, 0), ir.Constant(b.type, 1)
+        if isinstance(b, ir.Constant) and not isinstance(b.type, ir.VectorType) and b.constant not in (0, -1):
+            return (B.sdiv if signed else B.udiv)(a, b) if op == "div" else (B.srem if signed else B.urem)(a, b)
+        by_zero = B.icmp_unsigned("==", b, zero)
+        risky = B.or_(by_zero, B.icmp_signed("==", b, ir.Constant(b.type, -1))) if signed else by_zero
+        safe = B.select(risky, one, b)
+        if op == "mod":  # x % 1 = 0, the answer for both 0 and -1
+            return (B.srem if signed else B.urem)(a, safe)
+        q = (B.sdiv if signed else B.udiv)(a, safe)
+        if signed:
+            q = B.select(B.icmp_signed("==", b, ir.Constant(b.type, -1)), B.sub(zero, a), q)
+        return B.select(by_zero, zero, q)
 
     def _vector_pow(self, x, y):
         """pow on float32 vectors: inline exp(y log x) when every lane allows it, else libm per lane."""

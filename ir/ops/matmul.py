@@ -71,10 +71,20 @@ def product_types(ctx: InferContext, x_dtype, w_dtype):
     return w_dtype, w_dtype
 
 
+def rounds_activation(compute) -> bool:
+    """Whether a product with this `compute` type rounds its activation operand too.
+    bfloat16 rounds both operands (the kernels multiply bfloat16 pairs, `vdpbf16ps`);
+    float16 is weight storage, as OpenVINO's compressed fp16 weights are: the weights are
+    rounded to float16 (and kept so where they stream), activations and arithmetic stay
+    float32, since no x86 CPU before AVX512-FP16 multiplies float16 and rounding the
+    activation would cost a conversion for no saving."""
+    return compute is not None and compute.name != "float16"
+
+
 def product_operands(attrs: dict, x: np.ndarray, w: np.ndarray, channel_axis: int):
     """(x, w) as a product with `attrs["compute"]` multiplies them, back in their own type:
-    rounded to a 16-bit float, or for int8 x through uint8 and w through per-channel int8
-    along `channel_axis` (`ir.int8`)."""
+    rounded to a 16-bit float (x only where `rounds_activation`), or for int8 x through
+    uint8 and w through per-channel int8 along `channel_axis` (`ir.int8`)."""
     compute = attrs.get("compute")
     if compute is None:
         return x, w
@@ -84,7 +94,8 @@ def product_operands(attrs: dict, x: np.ndarray, w: np.ndarray, channel_axis: in
             x = (x.astype(np.float32) - np.float32(zp)) * np.float32(scale)
         return (int8.fake_quantize_activation(x, scale, zp),
                 int8.fake_quantize_weights(w, channel_axis).astype(w.dtype, copy=False))
-    return tuple(a.astype(compute.numpy).astype(a.dtype) for a in (x, w))
+    w = w.astype(compute.numpy).astype(w.dtype)
+    return (x.astype(compute.numpy).astype(x.dtype) if rounds_activation(compute) else x), w
 
 
 def product_result(attrs: dict, y: np.ndarray, float_dtype) -> np.ndarray:

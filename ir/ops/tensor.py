@@ -377,11 +377,30 @@ def _check_indices(ctx: InferContext, i: int) -> TensorType:
     return t
 
 
+def _check_index_range(ctx: InferContext, i: int, sizes) -> None:
+    """Constant indices (input i) against the dims they index (`sizes`: one size, or one
+    per component along the last axis, as GatherND / ScatterND read them): refused by
+    name at compile time, where the kernels would otherwise read or write out of bounds."""
+    idx = ctx.const(i)
+    sizes = np.asarray(sizes, dtype=object)
+    if idx is None or not all(isinstance(s, (int, np.integer)) for s in sizes.ravel()):
+        return
+    sizes = sizes.astype(np.int64)
+    idx = np.asarray(idx, np.int64)
+    bad = (idx < -sizes) | (idx >= sizes)
+    if bad.any():
+        at = tuple(int(j) for j in np.argwhere(bad)[0])
+        size = int(np.broadcast_to(sizes, idx.shape)[at])
+        raise ctx.error(f"input {i} (indices): {int(idx[at])} at position {list(at)} is out of range for a dim "
+                        f"of size {size} (valid: {-size}..{size - 1}); {int(bad.sum())} of {idx.size} indices are")
+
+
 def _infer_gather(ctx: InferContext) -> list[TensorType]:
     data, idx = ctx.input(0), _check_indices(ctx, 1)
     if data.shape is None or idx.shape is None:
         return [data.with_shape(None)]
     axis = normalize_axis(ctx.attrs["axis"], len(data.shape), ctx)
+    _check_index_range(ctx, 1, data.shape[axis])
     return [data.with_shape(data.shape[:axis] + idx.shape + data.shape[axis + 1:])]
 
 
@@ -402,7 +421,7 @@ def _infer_gather_elements(ctx: InferContext) -> list[TensorType]:
     if data.shape is not None and idx.shape is not None:
         if len(data.shape) != len(idx.shape):
             raise ctx.error(f"data {data} and indices {idx} must have the same rank")
-        normalize_axis(ctx.attrs["axis"], len(data.shape), ctx)
+        _check_index_range(ctx, 1, data.shape[normalize_axis(ctx.attrs["axis"], len(data.shape), ctx)])
     return [data.with_shape(idx.shape)]
 
 
@@ -421,6 +440,7 @@ def _infer_gather_nd(ctx: InferContext) -> list[TensorType]:
     last = idx.shape[-1]
     if b + last > len(data.shape) or b >= len(idx.shape):
         raise ctx.error(f"indices {idx} with batch_dims={b} index more dims than data {data} has")
+    _check_index_range(ctx, 1, list(data.shape[b:b + last]))
     return [data.with_shape(idx.shape[:-1] + data.shape[b + last:])]
 
 
@@ -463,6 +483,12 @@ def _infer_scatter(ctx: InferContext) -> list[TensorType]:
     data, updates = ctx.input(0), ctx.input(2)
     if updates.dtype != data.dtype:
         raise ctx.error(f"updates have element type {updates.dtype}, expected {data.dtype} like data")
+    idx = ctx.input(1)
+    if data.shape is not None and idx.shape:
+        if "axis" in ctx.attrs:  # ScatterElements: one index per element, along axis
+            _check_index_range(ctx, 1, data.shape[normalize_axis(ctx.attrs["axis"], len(data.shape), ctx)])
+        elif isinstance(idx.shape[-1], int) and idx.shape[-1] <= len(data.shape):  # ScatterND: index tuples
+            _check_index_range(ctx, 1, list(data.shape[:idx.shape[-1]]))
     return [data]
 
 

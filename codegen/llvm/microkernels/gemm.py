@@ -30,13 +30,13 @@ k rows, packed[g, p, kpair, 0:NR] = (B[2j, n], B[2j+1, n]) in one 32-bit slot pe
 each step of the k loop broadcasts one pair of A and issues `vdpbf16ps`, two multiply-adds
 per lane into float32 accumulators. A K chunk of odd length is padded with a zero k row,
 so pairs never straddle chunks; the epilogue is unchanged (float32).
-float16 (`GemmProblem.fp16`, F16C, AVX2 or AVX-512): the fp32 loop nest on operands rounded
-to float16. A is always packed, rounded as it is copied; B is rounded at compile time and,
-where the weights stream from memory (few rows: matrix-vector products, dense layers at
-small batch; schedule knob `half_b`), packed as float16 in the fp32 layout, half the bytes,
-widened in the k loop (`vcvtph2ps`, one per B vector, shared by the tile's rows); else
-packed as float32. Either way both operands are the float16 values the reference
-multiplies (`ir.ops.matmul.product_operands`), summed in float32.
+float16 weights (`GemmProblem.fp16`, F16C, AVX2 or AVX-512): the fp32 loop nest with B
+rounded to float16 at compile time (A and the arithmetic stay float32,
+`ir.ops.matmul.rounds_activation`). Where the weights stream from memory (few rows:
+matrix-vector products, dense layers at small batch; schedule knob `half_b`) B is packed
+as float16 in the fp32 layout, half the bytes, and widened in the k loop (`vcvtph2ps`, one
+per B vector, shared by the tile's rows); elsewhere it is packed as float32 and the
+kernel is the fp32 one.
 int8 (`GemmProblem.quant`, AVX512-VNNI, the scheme of `ir.int8`): the same again in groups
 of four k: A is quantized to uint8 as it is packed (with the activation's scale and zero
 point, compile-time constants), B is quantized per column to int8 at compile time and
@@ -66,8 +66,8 @@ from ..parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from ...schedule import Knob
 from . import epilogue as E
 from .irutil import (F32, F32P, HALF, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16,
-                     dot_u8s8, entry_alloca, fma, i64, imin, load_half_vec, load_vec, new_function, round_to_half,
-                     store_codes, store_vec, to_bf16, u8_codes, vec_type)
+                     dot_u8s8, entry_alloca, fma, i64, imin, load_half_vec, load_vec, new_function, store_codes,
+                     store_vec, to_bf16, u8_codes, vec_type)
 
 # ------------------------------------------------------------------ problem description
 
@@ -126,17 +126,16 @@ class GemmProblem:
     quant: tuple[float, int] | None = None  # int8 products (AVX512-VNNI): A's uint8 (scale, zero point)
     a_codes: bool = False  # int8: A arrives as its uint8 codes (an int8 chain), not float32
     out_quant: tuple[float, int] | None = None  # int8: C leaves as uint8 codes of (scale, zero point)
-    fp16: bool = False  # B stored as float16, operands rounded to float16, products in float32 (F16C)
+    fp16: bool = False  # B rounded to float16 (stored so with half_b), A and products float32 (F16C)
 
     @property
     def k_per_slot(self) -> int:
         """k values in one 32-bit slot of a packed row: 1 (float32), 2 (bfloat16), 4 (int8)."""
         return 4 if self.quant is not None else 2 if self.bf16 else 1
 
-    @property
-    def b_bytes(self) -> int:
-        """Bytes of one packed B value: 4 (float32), 2 (bfloat16, float16), 1 (int8)."""
-        return 1 if self.quant is not None else 2 if self.bf16 or self.fp16 else 4
+    def b_bytes(self, half_b: int = 0) -> int:
+        """Bytes of one packed B value: 4 (float32), 2 (bfloat16; float16 with `half_b`), 1 (int8)."""
+        return 1 if self.quant is not None else 2 if self.bf16 or (self.fp16 and half_b) else 4
 
     @property
     def m(self) -> int:
@@ -242,8 +241,11 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
         mr, nr = 6, 64
     if lanes == 16 and problem is not None and problem.quant is not None:
         mr, nr = _int8_tile(problem, short_runs, mr, nr)
+    # float16 B where the weights stream (few rows reuse each B value); widened to float32
+    # where arithmetic bounds the product (the k loop's conversions cost more than the bytes)
+    half_b = int(problem is not None and problem.fp16 and problem.m <= HALF_B_MAX_ROWS)
     kc = default_kc(problem.k if problem is not None else 1 << 30, nr, lanes,
-                    problem.b_bytes if problem is not None else 4)
+                    problem.b_bytes(half_b) if problem is not None else 4)
     # Convs whose contiguous k runs are short (VGG's first layer: 3x3 over 3 channels, a
     # 9-float kernel row) spend the direct path's time on row addressing, which it redoes
     # for every column panel; packing does it once per row block (measured: 24 -> 40 GFLOP/s).
@@ -254,8 +256,8 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     # A packed block is then reused across all column panels (BLIS order, nc_panels=all).
     aliasing_rows = a is not None and a.pointwise and a.pixel_stride % 1024 == 0
     pack_a = int((short_runs or aliasing_rows) and problem.groups == 1)
-    if problem is not None and (problem.k_per_slot > 1 or problem.fp16):
-        pack_a = 1  # the packing step is where A becomes bfloat16 pairs or uint8 quads, or float16 values
+    if problem is not None and problem.k_per_slot > 1:
+        pack_a = 1  # the packing step is where A becomes bfloat16 pairs or uint8 quads
     mc_tiles = 16
     one_chunk = problem is not None and problem.out_quant is not None  # uint8 C: no partial sums
     if one_chunk:
@@ -265,19 +267,16 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
             kc = max(c for c in _CHOICES["kc"] if c < min(kc, a.k))
         while mc_tiles > 2 and packed_a_bytes(problem, mr, kc, mc_tiles) > PACK_A_STACK_BYTES:
             mc_tiles //= 2
-    # float16 B where the weights stream (few rows reuse each B value); widened to float32
-    # where arithmetic bounds the product (the k loop's conversions cost more than the bytes)
-    half_b = int(problem is not None and problem.fp16 and problem.m <= HALF_B_MAX_ROWS)
     return GemmSchedule(mr=mr, nr=nr, kc=kc, mc_tiles=mc_tiles, nc_panels=1 << 30 if pack_a else 4, unroll=4,
                         lanes=lanes, pack_a=pack_a, half_b=half_b)
 
 
 # The most rows (M) for which a float16 problem keeps B in float16 by default. Measured on
-# Zen 3, 2 threads: four 4096x4096 dense layers at 1 row 10.9 -> 5.4 ms (memory-bound:
-# half the bytes), 64 rows 64.9 -> 54.4; ResNet-50 / DenseNet-121 convolutions (49 to 12544
-# rows) all in float16 B 10% slower than float32 (one vcvtph2ps per B vector on the FMA
-# ports), so convolutions with many output pixels keep float32 B. The autotuner decides
-# per device (`half_b` knob).
+# Zen 3, 2 threads: four 4096x4096 dense layers at 1 row 10.4 -> 5.2 ms (memory-bound:
+# half the bytes), 8 rows 15.2 -> 10.1, 64 rows level; ResNet-50 / DenseNet-121
+# convolutions (49 to 12544 rows) all with float16 B 10% slower than float32 (one
+# vcvtph2ps per B vector on the FMA ports), so convolutions with many output pixels keep
+# float32 B. The autotuner decides per device (`half_b` knob).
 HALF_B_MAX_ROWS = 64
 
 
@@ -449,17 +448,16 @@ _UK_ARGS = [(n, F32P) for n in PARAMS] + [("apack", F32P)] + [(n, I64) for n in 
                                                                 "kp0", "first", "last")]
 
 
-def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.Type, convert=None, codes=None) -> None:
+def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert=None, codes=None) -> None:
     """dst[0:n] = src[0:n] converted (float* -> narrow*, n an i64 value): whole vectors of 16,
     then one vector under a lane mask for the rest. One of `convert` (<16 x float> -> <16 x
-    narrow>: bfloat16 bits, or floats rounded to float16) or `codes` (<16 x float> -> <16 x
-    i32> uint8 codes, narrowed here; the tail goes through `store_codes`)."""
+    narrow>: bfloat16 bits) or `codes` (<16 x float> -> <16 x i32> uint8 codes, narrowed
+    here; the tail goes through `store_codes`)."""
     vn, f16 = ir.VectorType(narrow, 16), ir.VectorType(F32, 16)
     if codes is not None:
         def convert(vec):
             return b.trunc(codes(vec), vn)
-    size = 4 if narrow == F32 else narrow.width // 8
-    suffix = "f32" if narrow == F32 else f"i{narrow.width}"
+    size = narrow.width // 8
     whole = b.mul(b.udiv(n, i64(16)), i64(16))
     counted_loop(b, i64(0), whole, lambda c: b.store(
         convert(load_vec(b, b.gep(src, [c]), 16)), b.bitcast(b.gep(dst, [c]), vn.as_pointer()), align=size),
@@ -469,7 +467,7 @@ def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.Type, convert=None, co
         lanes = ir.Constant(ir.VectorType(I32, 16), list(range(16)))
         mask = b.icmp_unsigned("<", lanes, broadcast(b, rest, 16))
         load = declare(b.module, "llvm.masked.load.v16f32.p0", f16, [f16.as_pointer(), I32, mask.type, f16])
-        store = declare(b.module, f"llvm.masked.store.v16{suffix}.p0", VOID,
+        store = declare(b.module, f"llvm.masked.store.v16i{narrow.width}.p0", VOID,
                         [vn, vn.as_pointer(), I32, mask.type])
         x = b.call(load, [b.bitcast(b.gep(src, [whole]), f16.as_pointer()), ir.Constant(I32, 4), mask,
                           ir.Constant(f16, [0.0] * 16)])
@@ -525,10 +523,9 @@ class _Gen:
                                 "exceeds 1 MiB of thread stack; lower mc_tiles or kc")
         if sched.half_b and not prob.fp16:
             raise CompilerError(f"gemm {name}: half_b=1 (float16 B) belongs to float16 problems")
-        if prob.fp16 and (per > 1 or not sched.pack_a):
-            raise CompilerError(f"gemm {name}: float16 weights need pack_a=1 (A is rounded as it is packed) "
-                                f"and float32 otherwise; the schedule has pack_a={sched.pack_a}, the problem "
-                                f"bf16={prob.bf16}, quant={prob.quant}")
+        if prob.fp16 and per > 1:
+            raise CompilerError(f"gemm {name}: float16 weights go with float32 A, not bf16={prob.bf16}, "
+                                f"quant={prob.quant}")
         if (prob.a_codes or prob.out_quant is not None) and prob.quant is None:
             raise CompilerError(f"gemm {name}: uint8 codes in or out belong to int8 problems (quant is unset)")
         if prob.out_quant is not None and len(self.chunks) > 1:
@@ -653,7 +650,7 @@ class _Gen:
         clen = b.sub(A["c_hi"], A["c_lo"])
         nbytes = b.mul(clen, i64(4))
         memcpy = declare(self.module, "llvm.memcpy.p0.p0.i64", VOID, [I8P, I8P, I64, ir.IntType(1)])
-        if self.p.k_per_slot > 1 or self.p.fp16:
+        if self.p.k_per_slot > 1:
             self._pack_narrow(b, A, (row_at, geo), clen, mr)
             b.ret_void()
             return fn
@@ -670,8 +667,7 @@ class _Gen:
         return fn
 
     def _pack_narrow(self, b, A, addressing, clen, mr):
-        """The chunk's rows as bfloat16 (uint8 codes for int8, float32 rounded to float16 for
-        fp16): row i's k-th value at
+        """The chunk's rows as bfloat16 (or uint8 codes for int8): row i's k-th value at
         bits + i*per*ks + k (in units of the narrow type), converted 16 at a time (the last
         vector under a lane mask); a k count that is not a whole number of slots ends with
         zeros. Where the fp32 path merges kernel rows (`_merge_kernel_rows`), so does this:
@@ -679,7 +675,7 @@ class _Gen:
         ResNet's first convs: 3 channels per tap)."""
         a, per = self.p.a, self.p.k_per_slot
         row_at, geo = addressing
-        narrow = I8 if self.p.quant is not None else F32 if self.p.fp16 else I16
+        narrow = I8 if self.p.quant is not None else I16
         bits = b.bitcast(A["apack"], narrow.as_pointer())
         row_base = [i64(i * per * self.ks) for i in range(mr)]
         if self.p.a_codes:  # already uint8 codes: a byte copy, inline (runs are short: cin bytes)
@@ -691,9 +687,6 @@ class _Gen:
 
             def run(src, dst, n):
                 _convert_run(b, src, dst, n, narrow, codes=lambda vec: u8_codes(b, vec, inv, zero_point))
-        elif self.p.fp16:
-            def run(src, dst, n):
-                _convert_run(b, src, dst, n, narrow, convert=lambda vec: round_to_half(b, vec))
         else:
             def run(src, dst, n):
                 _convert_run(b, src, dst, n, narrow, convert=lambda vec: to_bf16(b, vec))

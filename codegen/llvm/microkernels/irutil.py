@@ -205,9 +205,3 @@ def load_half_vec(b: ir.IRBuilder, ptr, lanes: int):
     """`lanes` float16 values at `ptr` (half*) as a float vector (`vcvtph2ps`, F16C)."""
     vec = b.load(b.bitcast(ptr, ir.VectorType(HALF, lanes).as_pointer()), align=2)
     return b.fpext(vec, vec_type(lanes))
-
-
-def round_to_half(b: ir.IRBuilder, vec):
-    """A float vector rounded to float16's precision and range, still float (`vcvtps2ph`,
-    round to nearest even, then back)."""
-    return b.fpext(b.fptrunc(vec, ir.VectorType(HALF, vec.type.count)), vec.type)
