@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import onnx
 
+from ..ir import dtypes
 from ..ir.builder import GraphBuilder, NameScope
 from ..ir.errors import GraphError, ModelLoadError, UnsupportedOpsError
 from ..ir.graph import Graph, Value
@@ -23,6 +24,7 @@ from .onnx_functions import FunctionLibrary, function_opsets
 from .onnx_loader import load_model_proto
 from .onnx_support import find_unsupported, is_supported, node_domain, registry_name
 from .onnx_types import body_input_types, decode_attribute, is_untyped, tensor_to_array, value_type
+from .onnx_validate import validate_model
 
 __all__ = ["import_onnx", "is_supported", "find_unsupported", "model_opsets", "MIN_OPSET"]
 
@@ -61,6 +63,7 @@ def import_onnx(model, input_shapes: Mapping[str, Sequence] | None = None) -> Gr
     """
     proto = load_model_proto(model)
     opsets = model_opsets(proto)
+    validate_model(proto, opsets)
     if opsets.get("", MIN_OPSET) < MIN_OPSET:
         changed = _ops_changed_since(proto.graph, opsets[""])
         if changed:
@@ -78,6 +81,30 @@ def import_onnx(model, input_shapes: Mapping[str, Sequence] | None = None) -> Gr
 
     verify_graph(graph)
     return graph
+
+
+def _check_declared_type(graph: str, declared: onnx.ValueInfoProto, value: Value, shapes: bool = True) -> None:
+    """A graph output's declared element type and static dims must be what the graph
+    computes (a contradiction means the file or our inference is wrong: never silently)."""
+    tt = declared.type.tensor_type if declared.type.HasField("tensor_type") else None
+    got = value.type
+    if tt is None or not hasattr(got, "dtype"):
+        return
+    if tt.elem_type and tt.elem_type != got.dtype.onnx:
+        try:
+            named = dtypes.from_onnx(tt.elem_type).name
+        except (KeyError, ValueError):
+            named = f"element type {tt.elem_type}"
+        raise GraphError(f"graph '{graph}': output '{declared.name}' is declared {named} but computes "
+                         f"{got.dtype.name} ({got})")
+    if not shapes or not tt.HasField("shape") or got.shape is None:
+        return
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    computed = list(got.shape)
+    if len(dims) != len(computed) or any(d is not None and isinstance(c, int) and d != c
+                                         for d, c in zip(dims, computed)):
+        shown = [d if d is not None else "?" for d in dims]
+        raise GraphError(f"graph '{graph}': output '{declared.name}' is declared with shape {shown} but computes {got}")
 
 
 def _topological_order(g: onnx.GraphProto, known: set[str]) -> list[onnx.NodeProto]:
@@ -153,6 +180,7 @@ class _GraphImporter:
         b = GraphBuilder(g.name or "main", names)
         scope: ChainMap[str, Value] = ChainMap({}, outer)
         input_shapes = dict(input_shapes or {})
+        overridden = bool(input_shapes)
 
         for t in g.initializer:
             scope[t.name] = b.const(tensor_to_array(t), t.name)
@@ -185,6 +213,8 @@ class _GraphImporter:
         for o in g.output:
             if o.name not in scope:
                 raise GraphError(f"graph '{g.name}': output '{o.name}' is not produced by any node")
+            if is_main:  # declared shapes are stale once the caller re-shaped the inputs
+                _check_declared_type(g.name, o, scope[o.name], shapes=not overridden)
             outputs.append(scope[o.name])
         b.output(*self._named_outputs(b, outputs, [o.name for o in g.output]))
         return b.build(verify=False)

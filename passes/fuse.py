@@ -14,7 +14,7 @@ a cycle. What may merge is decided by each group's fusion kind:
                  into a conv/matmul reading them
     reduction    a reduction absorbs the elementwise chain after it (softmax, norms)
 
-The phases repeat until no group merges. Opaque ops (control flow, data-dependent
+The phases repeat until no group merges, and no group grows past MAX_KERNEL_NODES. Opaque ops (control flow, data-dependent
 shapes) always stay alone. By construction a kernel holds at most one heavy anchor (one
 conv/matmul or one reduction): the phases only ever add elementwise, broadcast or
 injective nodes to a group that has one.
@@ -40,6 +40,12 @@ VIEW, ELEMENTWISE, INJECTIVE, REDUCE, OUT, OPAQUE = "view", "ew", "inj", "reduce
 _RANK = {VIEW: 0, ELEMENTWISE: 1, INJECTIVE: 2, REDUCE: 3, OUT: 4, OPAQUE: 9}
 
 SINK = -1
+
+# The most nodes one kernel may hold. A fused kernel's loop body is built as one expression
+# tree, recursively, each node a few Python frames deep: a chain of 50,000 elementwise ops
+# fused whole overflowed the recursion limit (and no real kernel gains past a few dozen
+# ops: the largest in the zoo, decomposed normalizations and GELUs, hold under 20).
+MAX_KERNEL_NODES = 48
 
 
 def fusion_kind(node: Node) -> str:
@@ -164,6 +170,8 @@ class Partition:
         return merged
 
     def _allowed(self, phase: Phase, g: int, d: int, region: set[int]) -> bool:
+        if sum(len(self.members[x]) for x in region) > MAX_KERNEL_NODES:
+            return False
         between = region - {g, d}
         if not all(self.kind[x] in phase.path for x in between):
             return False

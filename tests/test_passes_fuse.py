@@ -160,3 +160,24 @@ def test_fusion_leaves_a_lone_opaque_node_its_own_kernel():
       }, kind="TopK"}
       return %t
     }""")
+
+
+def test_a_very_long_chain_compiles_in_kernels_of_bounded_size():
+    """3,000 elementwise ops in a chain (50,000 overflowed Python's recursion limit when fused
+    into one kernel, whose body is built as one expression tree): kernels stop growing at
+    MAX_KERNEL_NODES, and the compiled chain computes what the reference does."""
+    import compiler
+    from onnx import TensorProto, helper
+
+    from compiler.passes.fuse import MAX_KERNEL_NODES
+
+    n = 3000
+    nodes = [helper.make_node("Relu" if i % 2 else "Neg", [f"v{i}"], [f"v{i + 1}"]) for i in range(n)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("v0", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info(f"v{n}", TensorProto.FLOAT, [4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    cm = compiler.compile(model, cache=False)
+    x = np.array([1, -2, 3, -4], np.float32)
+    want = compiler.compile(model, target="reference").run({"v0": x})[f"v{n}"]
+    np.testing.assert_array_equal(cm.run({"v0": x})[f"v{n}"], want)
+    assert cm.manifest["kernel_calls"] >= n // MAX_KERNEL_NODES

@@ -1,0 +1,119 @@
+"""What an ONNX file must satisfy before it is imported, checked up front with our own
+messages (each names the model part at fault): the cases `onnx.checker` would reject that
+the importer would otherwise accept silently, or fail on deep inside numpy.
+
+- opset imports: a default-domain (ai.onnx) opset must be imported, and it must be one
+  this build's onnx package knows (a newer one means ops whose meaning we cannot know);
+- names: no two initializers, and no two graph inputs, share a name (which one a reader
+  means would be ambiguous);
+- initializers: no negative dim, raw data exactly as long as the shape says, and no tensor
+  over the size limit;
+- graph inputs: no static shape over the size limit (refused before anything allocates).
+
+The size limit is `COMPILER_MAX_TENSOR_BYTES` (default 64 GiB): a model declaring a 10^12-
+element tensor is refused by name, not attempted.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import onnx
+from onnx import helper
+
+from ..ir.errors import GraphError, ModelLoadError
+
+DEFAULT_MAX_TENSOR_BYTES = 64 << 30
+
+
+def max_tensor_bytes() -> int:
+    """The size limit for one tensor (`COMPILER_MAX_TENSOR_BYTES`, bytes)."""
+    text = os.environ.get("COMPILER_MAX_TENSOR_BYTES", "")
+    try:
+        return int(text) if text else DEFAULT_MAX_TENSOR_BYTES
+    except ValueError:
+        raise ModelLoadError(f"COMPILER_MAX_TENSOR_BYTES={text!r}: expected a number of bytes") from None
+
+
+def validate_model(proto: onnx.ModelProto, opsets: dict[str, int]) -> None:
+    """Raise ModelLoadError / GraphError for the first problem of `proto` (see module doc)."""
+    _check_opsets(proto, opsets)
+    _check_graph(proto.graph, max_tensor_bytes())
+
+
+def _check_opsets(proto: onnx.ModelProto, opsets: dict[str, int]) -> None:
+    if "" not in opsets:
+        imported = ", ".join(f"{i.domain or 'ai.onnx'} {i.version}" for i in proto.opset_import) or "none"
+        raise ModelLoadError(f"model has no opset import for the default ONNX domain (ai.onnx); it imports {imported}. "
+                             f"Every model needs one (onnx.helper.make_opsetid('', version))")
+    newest = onnx.defs.onnx_opset_version()
+    if opsets[""] > newest:
+        raise ModelLoadError(f"model uses ai.onnx opset {opsets['']}; this build knows opsets up to {newest} "
+                             f"(onnx {onnx.__version__}): re-export the model for opset {newest} or older")
+
+
+# element types narrower than a byte, packed in raw data (the names this onnx has)
+_SUB_BYTE_BITS = {getattr(onnx.TensorProto, name): bits for name, bits in
+                  (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2))
+                  if hasattr(onnx.TensorProto, name)}
+
+
+def _itemsize(data_type: int) -> int | None:
+    try:
+        return helper.tensor_dtype_to_np_dtype(data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _check_graph(g: onnx.GraphProto, limit: int) -> None:
+    where = f"graph '{g.name}'"
+    seen: set[str] = set()
+    for t in g.initializer:
+        if t.name in seen:
+            raise GraphError(f"{where}: two initializers are named '{t.name}'")
+        seen.add(t.name)
+        _check_initializer(t, where, limit)
+    inputs: set[str] = set()
+    for inp in g.input:
+        if inp.name in inputs:
+            raise GraphError(f"{where}: two graph inputs are named '{inp.name}'")
+        inputs.add(inp.name)
+        _check_input_size(inp, where, limit)
+    for node in g.node:  # subgraphs (If, Loop, Scan bodies) follow the same rules
+        for a in node.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _check_graph(sub, limit)
+
+
+def _check_initializer(t: onnx.TensorProto, where: str, limit: int) -> None:
+    dims = list(t.dims)
+    if any(d < 0 for d in dims):
+        raise ModelLoadError(f"{where}: initializer '{t.name}' has a negative dim in its shape {dims}")
+    count = math.prod(dims)
+    size = _itemsize(t.data_type)
+    if size is not None and count * size > limit:
+        raise ModelLoadError(f"{where}: initializer '{t.name}' of shape {dims} takes {count * size:,} bytes, over "
+                             f"the limit of {limit:,} (COMPILER_MAX_TENSOR_BYTES)")
+    if t.data_location == onnx.TensorProto.EXTERNAL or not t.HasField("raw_data") or size is None:
+        return
+    if t.data_type in (onnx.TensorProto.STRING,):
+        return
+    bits = _SUB_BYTE_BITS.get(t.data_type)
+    want = (count * bits + 7) // 8 if bits else count * size
+    if len(t.raw_data) != want:
+        raise ModelLoadError(f"{where}: initializer '{t.name}' of shape {dims} and type "
+                             f"{helper.tensor_dtype_to_string(t.data_type)} needs {want:,} bytes of raw data, "
+                             f"the file holds {len(t.raw_data):,}")
+
+
+def _check_input_size(inp: onnx.ValueInfoProto, where: str, limit: int) -> None:
+    tt = inp.type.tensor_type if inp.type.HasField("tensor_type") else None
+    if tt is None or not tt.HasField("shape") or not tt.elem_type:
+        return
+    dims = [d.dim_value for d in tt.shape.dim]
+    if any(not d.HasField("dim_value") for d in tt.shape.dim):
+        return  # symbolic: checked when a size is bound
+    size = _itemsize(tt.elem_type)
+    if size is not None and math.prod(dims) * size > limit:
+        raise ModelLoadError(f"{where}: input '{inp.name}' of shape {dims} takes {math.prod(dims) * size:,} bytes, "
+                             f"over the limit of {limit:,} (COMPILER_MAX_TENSOR_BYTES)")
