@@ -2,8 +2,9 @@
 messages (each names the model part at fault): the cases `onnx.checker` would reject that
 the importer would otherwise accept silently, or fail on deep inside numpy.
 
-- opset imports: a default-domain (ai.onnx) opset must be imported, and it must be one
-  this build's onnx package knows (a newer one means ops whose meaning we cannot know);
+- opset imports: a model with default-domain (ai.onnx) nodes must import that domain, at
+  an opset this build's onnx package knows (a newer one means ops whose meaning we cannot
+  know); a model of ai.onnx.ml nodes alone needs none;
 - names: no two initializers, and no two graph inputs, share a name (which one a reader
   means would be ambiguous);
 - initializers: no negative dim, raw data exactly as long as the shape says, and no tensor
@@ -41,11 +42,23 @@ def validate_model(proto: onnx.ModelProto, opsets: dict[str, int]) -> None:
     _check_graph(proto.graph, max_tensor_bytes())
 
 
+def _uses_default_domain(g: onnx.GraphProto) -> bool:
+    for node in g.node:
+        if node.domain in ("", "ai.onnx"):
+            return True
+        for a in node.attribute:
+            if any(_uses_default_domain(sub) for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs)):
+                return True
+    return False
+
+
 def _check_opsets(proto: onnx.ModelProto, opsets: dict[str, int]) -> None:
-    if "" not in opsets:
+    if "" not in opsets and _uses_default_domain(proto.graph):
         imported = ", ".join(f"{i.domain or 'ai.onnx'} {i.version}" for i in proto.opset_import) or "none"
-        raise ModelLoadError(f"model has no opset import for the default ONNX domain (ai.onnx); it imports {imported}. "
-                             f"Every model needs one (onnx.helper.make_opsetid('', version))")
+        raise ModelLoadError(f"model has ai.onnx nodes but no opset import for the default ONNX domain; it imports "
+                             f"{imported}. Add one (onnx.helper.make_opsetid('', version))")
+    if "" not in opsets:
+        return
     newest = onnx.defs.onnx_opset_version()
     if opsets[""] > newest:
         raise ModelLoadError(f"model uses ai.onnx opset {opsets['']}; this build knows opsets up to {newest} "

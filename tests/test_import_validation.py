@@ -32,7 +32,7 @@ def _raw(name, dims, data: bytes, data_type=F):
 
 
 CASES = {
-    "no default opset": (lambda: _model(opsets=(("ai.onnx.ml", 3),)), "no opset import for the default ONNX domain"),
+    "no default opset": (lambda: _model(opsets=(("ai.onnx.ml", 3),)), "ai.onnx nodes but no opset import for the default ONNX domain"),
     "opset from the future": (lambda: _model(opsets=(("", 999),)), "opset 999; this build knows opsets up to"),
     "duplicate initializers": (lambda: _model(inits=[numpy_helper.from_array(np.ones((2, 3), np.float32), "w")] * 2),
                                "two initializers are named 'w'"),
