@@ -78,19 +78,24 @@ def _itemsize(data_type: int) -> int | None:
         return None
 
 
+def _first_repeat(names) -> str | None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    return None
+
+
 def _check_graph(g: onnx.GraphProto, limit: int) -> None:
     where = f"graph '{g.name}'"
-    seen: set[str] = set()
+    for what, items in (("initializers", g.initializer), ("graph inputs", g.input)):
+        twice = _first_repeat(x.name for x in items)
+        if twice is not None:
+            raise GraphError(f"{where}: two {what} are named '{twice}'")
     for t in g.initializer:
-        if t.name in seen:
-            raise GraphError(f"{where}: two initializers are named '{t.name}'")
-        seen.add(t.name)
         _check_initializer(t, where, limit)
-    inputs: set[str] = set()
     for inp in g.input:
-        if inp.name in inputs:
-            raise GraphError(f"{where}: two graph inputs are named '{inp.name}'")
-        inputs.add(inp.name)
         _check_input_size(inp, where, limit)
     for node in g.node:  # subgraphs (If, Loop, Scan bodies) follow the same rules
         for a in node.attribute:
