@@ -114,9 +114,13 @@ def _slice(ctx: LowerContext):
 
 
 def _index_value(t: Tensor, idx, dim: int) -> L.Expr:
-    """An index read from a tensor, as int64, negative values counting from the end."""
+    """An index read from a tensor, as int64, negative values counting from the end, clamped
+    into [0, dim): native code never reads past the buffer. Out-of-range indices are
+    refused before they get here (constants at compile time, graph inputs by the runtime,
+    `passes/index_guards.py`); the clamp covers indices the graph computes."""
     i = L.cast(t[idx], L.INDEX)
-    return L.select(L.binary("lt", i, L.const(0)), L.add(i, dim), i)
+    i = L.select(L.binary("lt", i, L.const(0)), L.add(i, dim), i)
+    return L.binary("max", L.binary("min", i, L.const(dim - 1)), L.const(0))
 
 
 def _gather(ctx: LowerContext):

@@ -159,6 +159,9 @@ class Backend:
         """Build and wrap: the runnable model of `graph`, what `compiler.compile`, the torch
         JIT and the conformance backend return."""
         artifact = self.build(graph, target, options, source)
+        from ..passes.index_guards import index_guards
+
+        artifact.manifest["index_guards"] = index_guards(graph)  # inputs the runtime checks as indices
         model = self.load(artifact, where=source, num_threads=options.num_threads, lazy=True)
         model.timings = artifact.timings
         return model

@@ -28,13 +28,16 @@ class ReferenceBackend(Backend):
                           "nodes": [n.name for n in body], "flops": node_flops(node) or 0})
         return BuildPlan(optimized, level, calls, len(calls))
 
-    def _manifest(self, target, source: str, level: int) -> dict:
-        return {"compiler_version": __version__, "target": str(target), "source": source, "opt_level": level}
+    def _manifest(self, target, source: str, level: int, graph: Graph) -> dict:
+        from ..passes.index_guards import index_guards
+
+        return {"compiler_version": __version__, "target": str(target), "source": source, "opt_level": level,
+                "index_guards": index_guards(graph)}
 
     def build(self, graph: Graph, target, options: BuildOptions, source: str) -> Artifact:
         level = self.level(options)
         optimized = self.optimize(graph, level)
-        return Artifact(*encode(optimized, self._manifest(target, source, level)))
+        return Artifact(*encode(optimized, self._manifest(target, source, level, graph)))
 
     def load(self, artifact: Artifact, where: str, num_threads: int | None = None, lazy: bool = False):
         return InterpretedModel(decode(artifact.manifest, artifact.sections, where), artifact.manifest, where)
@@ -42,5 +45,5 @@ class ReferenceBackend(Backend):
     def compile_model(self, graph: Graph, target, options: BuildOptions, source: str):
         """The graph itself runs: no round trip through the artifact's text form."""
         level = self.level(options)
-        return InterpretedModel(self.optimize(graph, level), self._manifest(target, source, level), source,
+        return InterpretedModel(self.optimize(graph, level), self._manifest(target, source, level, graph), source,
                                 check_types=options.check_types)

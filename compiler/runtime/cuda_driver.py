@@ -25,7 +25,7 @@ import numpy as np
 from ..ir.errors import ArtifactError, InputError
 from .calling import OpensOnce
 from .gpu_program import GpuProgramModel
-from .signature import check_array, check_names
+from .signature import check_array, check_index_guards, check_names
 
 
 class CudaError(ArtifactError):
@@ -242,6 +242,9 @@ class CudaModel(OpensOnce, GpuProgramModel):
                     raise InputError(f"input '{spec.name}': expected element type {spec.dtype}, got {np.dtype(cai['typestr'])}")
                 check_array(spec, spec.dtype, cai["shape"])
                 host[spec.name] = int(cai["data"][0])
+        # indices from the host are checked; device arrays stay on the GPU (the kernels clamp)
+        check_index_guards(self.manifest.get("index_guards", ()),
+                           {k: v for k, v in host.items() if isinstance(v, np.ndarray)})
         cu = _driver()
         with self._lock:
             self._set_context()

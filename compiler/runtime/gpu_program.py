@@ -65,7 +65,7 @@ class GpuProgramModel(ArtifactSections, PositionalCall):
         return self._sections.get("model.cu", b"").decode()
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        arrays = host_arrays(self.inputs, self._in_dtypes, feeds)
+        arrays = host_arrays(self.inputs, self._in_dtypes, feeds, self.manifest.get("index_guards", ()))
         outs = [np.empty(s.shape, dt) for s, dt in zip(self.outputs, self._out_dtypes)]
         self.execute(arrays, outs)
         return {s.name: o for s, o in zip(self.outputs, outs)}

@@ -12,7 +12,7 @@ from ..artifact import pack_arrays, unpack_arrays, write_artifact
 from ..ir.errors import ArtifactError, GraphError, InputError
 from ..ir.graph import Graph
 from .calling import PositionalCall
-from .signature import TensorSpec
+from .signature import TensorSpec, check_index_guards
 
 
 class InterpretedModel(PositionalCall):
@@ -34,6 +34,7 @@ class InterpretedModel(PositionalCall):
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         if not isinstance(feeds, Mapping):
             raise InputError(f"run() takes a dict of input name -> array; the model takes {[s.name for s in self.inputs]}")
+        check_index_guards(self.manifest.get("index_guards", ()), feeds)
         return self._interpreter.run(self.graph, feeds)
 
     def save(self, path: str | Path) -> None:

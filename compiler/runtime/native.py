@@ -129,7 +129,7 @@ class NativeModel(OpensOnce, ArtifactSections, PositionalCall):
 
     def run(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
         self._open()
-        arrays = host_arrays(self.inputs, self._in_dtypes, feeds)
+        arrays = host_arrays(self.inputs, self._in_dtypes, feeds, self.manifest.get("index_guards", ()))
         outs = [np.empty(s.shape, dt) for s, dt in zip(self.outputs, self._out_dtypes)]
         in_ptrs = (ctypes.c_void_p * max(1, len(arrays)))(*[a.ctypes.data for a in arrays])
         out_ptrs = (ctypes.c_void_p * max(1, len(outs)))(*[o.ctypes.data for o in outs])

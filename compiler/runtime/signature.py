@@ -54,9 +54,32 @@ def check_array(spec: TensorSpec, dtype: str, shape) -> None:
         raise InputError(f"input '{spec.name}': expected shape {list(spec.shape)}, got {list(shape)}")
 
 
-def host_arrays(specs: list[TensorSpec], np_dtypes: list, feeds: Mapping[str, Any]) -> list:
+def check_index_guards(guards: list[dict], arrays: Mapping[str, Any]) -> None:
+    """Refuse (InputError) an input used as indices (`passes.index_guards`: the manifest's
+    `index_guards`) holding one out of range, naming the input, the node and the index."""
+    import numpy as np
+
+    for guard in guards:
+        a = arrays.get(guard["input"])
+        if a is None or not np.size(a):
+            continue
+        sizes = np.asarray(guard["sizes"], np.int64)
+        values = np.asarray(a).astype(np.int64, copy=False)
+        if guard["per_component"]:
+            values = values.reshape(-1, len(sizes))
+        bad = (values < -sizes) | (values >= sizes)
+        if bad.any():
+            at = tuple(int(i) for i in np.argwhere(bad)[0])
+            size = int(sizes[at[-1]] if guard["per_component"] else sizes[0])
+            raise InputError(f"input '{guard['input']}': index {int(values[at])} is out of range for node "
+                             f"'{guard['node']}' ({guard['op']}), which indexes a dim of size {size} (valid: {-size}.."
+                             f"{size - 1}); {int(bad.sum())} of {values.size} indices are; nothing was computed")
+
+
+def host_arrays(specs: list[TensorSpec], np_dtypes: list, feeds: Mapping[str, Any], guards: list = ()) -> list:
     """The feeds as C-contiguous numpy arrays in signature order, checked against `specs`
-    (names, element types, shapes); a strided array is copied, nothing else is."""
+    (names, element types, shapes) and the index `guards`; a strided array is copied,
+    nothing else is."""
     import numpy as np
 
     check_names(specs, feeds)
@@ -67,4 +90,5 @@ def host_arrays(specs: list[TensorSpec], np_dtypes: list, feeds: Mapping[str, An
             raise InputError(f"input '{spec.name}': expected element type {spec.dtype}, got {a.dtype}")
         check_array(spec, spec.dtype, a.shape)  # the element type matched above
         arrays.append(np.ascontiguousarray(a))
+    check_index_guards(list(guards), {s.name: a for s, a in zip(specs, arrays)})
     return arrays
