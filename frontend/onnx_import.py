@@ -221,14 +221,21 @@ class _GraphImporter:
 
     def _named_outputs(self, b: GraphBuilder, values: list[Value], names: list[str]) -> list[Value]:
         """Graph outputs must carry the model's names; an input or constant passed straight
-        through (or one value output twice) gets an Identity so each output has its own value."""
+        through (or one value output twice) gets an Identity so each output has its own value.
+        A constant holding the output's own name (a folded Shape, a Constant node) hands the
+        name over to the Identity. An input cannot: an output named like an input keeps a
+        suffixed name (the IR's values have one name each)."""
         result, used = [], set()
         produced = {v for n in b.nodes for v in n.outputs}
+        constants = set(b.constants)
         for v, name in zip(values, names):
             if v.name == name and v not in used and v in produced:
                 result.append(v)
-            else:
-                result.append(b.node("Identity", [v], output_names=[name], name=f"{name}_identity")[0])
+                used.add(v)
+                continue
+            if v.name == name and v in constants:  # a constant output (folded Shape, Constant): it keeps the name
+                b.rename_const(v, f"{name}_value")
+            result.append(b.node("Identity", [v], output_names=[name], name=f"{name}_identity")[0])
             used.add(result[-1])
         return result
 

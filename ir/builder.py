@@ -71,6 +71,13 @@ class GraphBuilder:
         self.inputs.append(v)
         return v
 
+    def rename_const(self, v: Value, hint: str) -> None:
+        """Give constant `v` a fresh name from `hint`, freeing its old one (so a graph output
+        may take the name an initializer or folded value had)."""
+        old = v.name
+        v.name = self.names.unique(hint)
+        self.names.taken.discard(old)
+
     def const(self, array, name: str = "const") -> Value:
         array = np.asarray(array)
         v = Value(self.names.unique(name, claim=name != "const"), TensorType(array.shape, dtypes.from_numpy(array.dtype)), array)

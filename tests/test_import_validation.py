@@ -73,3 +73,20 @@ def test_valid_models_and_re_shaped_inputs_still_import():
     cm = compiler.compile(m, input_shapes={"x": [4, 3]}, cache=False)
     x = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
     np.testing.assert_array_equal(cm.run({"x": x})["y"], np.maximum(x, 0))
+
+
+@pytest.mark.parametrize("target", ["reference", "llvm"])
+def test_constant_outputs_keep_their_names(target):
+    """A graph output that folds to a constant (Shape of a static input) or is an initializer
+    comes back under its own name, not a suffixed one."""
+    c = numpy_helper.from_array(np.arange(3, dtype=np.float32), "c")
+    graph = helper.make_graph([helper.make_node("Shape", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", F, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT64, [2]),
+                               helper.make_tensor_value_info("c", F, [3])], [c])
+    cm = compiler.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), target=target,
+                          cache=False)
+    assert [s.name for s in cm.outputs] == ["y", "c"]
+    out = cm.run({"x": np.zeros((2, 3), np.float32)})
+    np.testing.assert_array_equal(out["y"], [2, 3])
+    np.testing.assert_array_equal(out["c"], np.arange(3, dtype=np.float32))
