@@ -273,10 +273,11 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
 
 # The most rows (M) for which a float16 problem keeps B in float16 by default. Measured on
 # Zen 3, 2 threads: four 4096x4096 dense layers at 1 row 10.4 -> 5.2 ms (memory-bound:
-# half the bytes), 8 rows 15.2 -> 10.1, 64 rows level; ResNet-50 / DenseNet-121
-# convolutions (49 to 12544 rows) all with float16 B 10% slower than float32 (one
-# vcvtph2ps per B vector on the FMA ports), so convolutions with many output pixels keep
-# float32 B. The autotuner decides per device (`half_b` knob).
+# half the bytes), 8 rows 15.2 -> 10.1, 64 rows level. ResNet-50 / DenseNet-121 with all
+# convolutions (49 to 12544 rows) on float16 B ran 10% slower than float32 (measured with A
+# packed too, a first design; the vcvtph2ps per B vector shares the FMA ports), and B that
+# arithmetic bounds gains nothing from half the bytes, so convolutions with many output
+# pixels keep float32 B. The autotuner decides per device (`half_b` knob).
 HALF_B_MAX_ROWS = 64
 
 
