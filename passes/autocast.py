@@ -88,7 +88,7 @@ def autocast(precision: str, ops: Iterable[str], exclude: Iterable[str] = ()) ->
     def run(graph: Graph, ctx: PassContext) -> Graph:
         reasons = {n.name: _refusal(n, excluded) for n in graph.nodes if n.op in ops}
         results: dict[str, object] = {}  # lowered node name -> its 16-bit result Value
-        sunk: set[str] = set()  # nodes that now run on the 16-bit values (`_sink_widening`)
+        sunk: set[str] = set()  # nodes that now run on the 16-bit values (`sink`)
 
         def lower(node: Node, rw):
             if reasons.get(node.name, "") is not None or node.outputs[0].type.dtype is not dtypes.float32:
