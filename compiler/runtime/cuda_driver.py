@@ -243,8 +243,9 @@ class CudaModel(OpensOnce, GpuProgramModel):
                 check_array(spec, spec.dtype, cai["shape"])
                 host[spec.name] = int(cai["data"][0])
         # indices from the host are checked; device arrays stay on the GPU (the kernels clamp)
-        check_index_guards(self.manifest.get("index_guards", ()),
-                           {k: v for k, v in host.items() if isinstance(v, np.ndarray)})
+        guards = self.manifest.get("index_guards")
+        if guards:
+            check_index_guards(guards, {k: v for k, v in host.items() if isinstance(v, np.ndarray)})
         cu = _driver()
         with self._lock:
             self._set_context()
