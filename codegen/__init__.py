@@ -16,6 +16,7 @@ code generators below it.
     model_builder.py  the whole graph (FusedKernel nodes = kernels) -> NativeProgram: kernels,
                       calls, storage of every argument, the arena (passes.plan_memory)
     target.py         CodegenTarget and Capabilities: what the above asks of a target
+    amx_permission.py the OS grant of AMX tile state (asked by the host target and the loader)
     llvm/             the LLVM CPU target: emitter, entry point, toolchain, microkernels
 
 Shapes are static (symbolic input dims must be fixed with input_shapes; the error says so).

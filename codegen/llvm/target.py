@@ -16,13 +16,14 @@ from typing import ClassVar
 from ...ir import dtypes
 from ...ir.errors import TargetError
 from ..target import CPU_LOOP_KINDS, Capabilities, CodegenTarget, native_dtype
+from ..amx_permission import AMX_FEATURES, request_amx
 
 # ISA features the loader checks. Others LLVM reports (system instructions such as
 # shstk or invpcid) never appear in generated kernels.
 CHECKED_FEATURES = (
     "sse", "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "popcnt", "avx", "avx2", "fma", "f16c",
     "bmi", "bmi2", "lzcnt", "movbe", "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl",
-    "avx512vnni", "avx512bf16", "avx512fp16", "avxvnni",
+    "avx512vnni", "avx512bf16", "avx512fp16", "avxvnni", "amx-tile", "amx-bf16", "amx-int8",
 )
 
 _V1 = ("sse", "sse2")
@@ -42,7 +43,7 @@ CPU_LEVELS = {
 # Features named CPUs have beyond their level that reduced-precision kernels use.
 CPU_EXTRA_FEATURES = {
     "cascadelake": ("avx512vnni",), "icelake-server": ("avx512vnni",),
-    "cooperlake": ("avx512vnni", "avx512bf16"), "sapphirerapids": ("avx512vnni", "avx512bf16", "avx512fp16"),
+    "cooperlake": ("avx512vnni", "avx512bf16"), "sapphirerapids": ("avx512vnni", "avx512bf16", "avx512fp16", *AMX_FEATURES),
     "znver4": ("avx512vnni", "avx512bf16"), "znver5": ("avx512vnni", "avx512bf16"),
 }
 
@@ -61,6 +62,11 @@ class CPUTarget(CodegenTarget):
     features: str  # LLVM feature string ("" = the CPU's own)
     required: tuple[str, ...]  # CHECKED_FEATURES the code may use
     triple: str
+
+    @property
+    def amx(self) -> bool:
+        """The code may use AMX tiles (bfloat16 and int8 tile products; `microkernels.amx`)."""
+        return "amx-tile" in self.required
 
     @property
     def vector_bits(self) -> int:
@@ -123,6 +129,9 @@ def cpu_target(options: dict[str, str] | None = None) -> CPUTarget:
     mcpu = options.get("mcpu")
     if mcpu is None or mcpu == "native":
         feats = llvm.get_host_cpu_features()
+        if feats.get("amx-tile", False) and not request_amx():
+            for f in AMX_FEATURES:  # the OS refused the tile state: code for this host must not use it
+                feats[f] = False
         on = tuple(f for f in CHECKED_FEATURES if feats.get(f, False))
         return CPUTarget(llvm.get_host_cpu_name(), feats.flatten(), on, triple)
     level = mcpu if mcpu in LEVELS else CPU_LEVELS.get(mcpu)

@@ -16,6 +16,7 @@ FAKE_ENV = "COMPILER_HOST_CPU_FEATURES"
 CPUINFO_NAME = {
     "sse3": "pni", "sse4.1": "sse4_1", "sse4.2": "sse4_2", "lzcnt": "abm", "pclmul": "pclmulqdq", "bmi": "bmi1",
     "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16", "avxvnni": "avx_vnni",
+    "amx-tile": "amx_tile", "amx-bf16": "amx_bf16", "amx-int8": "amx_int8",
 }
 
 

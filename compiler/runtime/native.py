@@ -23,6 +23,7 @@ import numpy as np
 
 from ..ir.errors import ArtifactError
 from .calling import ArtifactSections, OpensOnce, PositionalCall
+from ..codegen.amx_permission import request_amx
 from .cpu import missing_features
 from .signature import TensorSpec, host_arrays
 
@@ -33,8 +34,13 @@ PROFILE_SYMBOL = "cm_prof_ns"  # profiling builds: int64[2 * calls], ns before a
 
 def check_host(manifest: dict, where: str) -> None:
     """Refuse (ArtifactError) native code that needs CPU features this host lacks."""
-    missing = missing_features(manifest.get("cpu_features", []))
+    required = manifest.get("cpu_features", [])
+    missing = missing_features(required)
     if not missing:
+        if "amx-tile" in required and not request_amx():
+            raise ArtifactError(f"{where}: compiled for a CPU with AMX tiles (this one has them), but the operating "
+                                "system refused this process the AMX tile state (arch_prctl ARCH_REQ_XCOMP_PERM; "
+                                "Linux 5.16 or later grants it); recompile on this machine, which then leaves AMX out")
         return
     entry = manifest.get("precision") or {}
     precision = entry.get("requested", "fp32")
