@@ -21,6 +21,7 @@ from ...ir import dtypes
 from .. import loop_ir as L
 from ..extern import ExternPlan
 from .microkernels import ConvProblem, GemmProblem, emit_conv, emit_gemm
+from .microkernels.gemm import check_fits_target
 from .microkernels.attention import PARAMS as ATTENTION_PARAMS
 from .microkernels.attention import AttentionProblem, emit_attention
 from .microkernels.gemm import PARAMS, target_lanes
@@ -66,6 +67,7 @@ class ExternKernel:
         elif isinstance(self.problem, AttentionProblem):
             entry = emit_attention(module, self.entry_name, self.problem, target_lanes(self.target))
         else:
+            check_fits_target(self.target, self.problem, self.schedule, self.entry_name)
             entry = emit_gemm(module, self.entry_name, self.problem, self.schedule)
         entry.linkage = "internal"  # only the wrapper below calls it
         wrapper = ir.Function(module, ir.FunctionType(ir.VoidType(), [F32P] * len(self.roles)), self.name)

@@ -131,6 +131,7 @@ def emit_conv(module: ir.Module, name: str, conv: ConvProblem, target, schedule=
         return ConvKernel(name, conv, schedule, lanes)
     gp = conv.gemm()
     schedule = schedule or G.default_schedule(target, gp)
+    G.check_fits_target(target, gp, schedule, name)
     G.emit_gemm(module, name, gp, schedule)
     return ConvKernel(name, conv, schedule, lanes)
 

@@ -64,6 +64,7 @@ from ....ir import int8
 from ....ir.errors import CompilerError
 from ..parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from ...schedule import Knob
+from . import amx as AMX
 from . import epilogue as E
 from .irutil import (F32, F32P, HALF, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16,
                      dot_u8s8, entry_alloca, fma, i64, imin, load_half_vec, load_vec, new_function, store_codes,
@@ -157,7 +158,7 @@ class GemmProblem:
 # ------------------------------------------------------------------ schedule
 
 GEMM_SPACE: tuple[Knob, ...] = (
-    Knob("mr", tuple(range(1, 15)), "rows of the register tile (broadcast A values)"),
+    Knob("mr", tuple(range(1, 15)) + (16, 32), "rows of the register tile (broadcast A values; 16 or 32 with amx)"),
     Knob("nr", (8, 16, 24, 32, 48, 64), "columns of the register tile (a multiple of the vector lanes)"),
     Knob("kc", (64, 128, 192, 256, 384, 512, 1024, 1 << 30), "k per chunk: the B panel slice kept in L1"),
     Knob("mc_tiles", (2, 4, 8, 16, 32, 64, 1 << 30), "row tiles per block: the A rows kept in L2"),
@@ -166,6 +167,8 @@ GEMM_SPACE: tuple[Knob, ...] = (
     Knob("pack_a", (0, 1), "copy each row tile's chunk of A into a contiguous buffer first"),
     Knob("half_b", (0, 1), "float16 problems: keep B in float16 (half the bytes to stream, a vcvtph2ps per B "
                            "vector) or in float32 (the float16 values widened at compile time)"),
+    Knob("amx", (0, 1), "bfloat16 and int8 problems on AMX hosts: tile products (16 x 16 tiles, mr and nr "
+                        "16 or 32) instead of vector dot products"),
 )
 _CHOICES = {k.name: k.choices for k in GEMM_SPACE}
 
@@ -181,6 +184,7 @@ class GemmSchedule:
     lanes: int
     pack_a: int = 0
     half_b: int = 0  # float16 problems only: B packed as float16 (`GemmProblem.fp16`)
+    amx: int = 0  # bfloat16 / int8 problems: AMX tile products (`microkernels.amx`)
 
     def __post_init__(self):
         for name, choices in _CHOICES.items():
@@ -190,6 +194,17 @@ class GemmSchedule:
             raise CompilerError(f"gemm schedule: lanes={self.lanes}; expected 8 (AVX2) or 16 (AVX-512)")
         if self.nr % self.lanes:
             raise CompilerError(f"gemm schedule: nr={self.nr} must be a multiple of the {self.lanes} vector lanes")
+        if self.amx:
+            # the tile plan of `amx`: up to 2 x 2 C tiles of 16 x 16, A packed into tile rows
+            if (self.mr, self.lanes, self.pack_a, self.half_b) not in ((16, 16, 1, 0), (32, 16, 1, 0)) \
+                    or self.nr not in (16, 32):
+                raise CompilerError(f"gemm schedule: amx=1 needs mr 16 or 32, nr 16 or 32, 16 lanes and "
+                                    f"pack_a=1 (got mr={self.mr}, nr={self.nr}, lanes={self.lanes}, "
+                                    f"pack_a={self.pack_a}, half_b={self.half_b})")
+            return
+        if self.mr > 14:
+            raise CompilerError(f"gemm schedule: mr={self.mr} rows are for AMX tiles (amx=1); vector tiles "
+                                "have at most 14")
         regs = 32 if self.lanes == 16 else 16
         need = self.mr * self.nv + self.nv + 1  # accumulators + one B row + one broadcast
         if need > regs:
@@ -203,7 +218,13 @@ class GemmSchedule:
     @property
     def key(self) -> str:
         return (f"{self.mr}x{self.nr}_kc{self.kc}_mc{self.mc_tiles}_nc{self.nc_panels}_u{self.unroll}"
-                + ("_pa" if self.pack_a else "") + ("_hb" if self.half_b else ""))
+                + ("_pa" if self.pack_a else "") + ("_hb" if self.half_b else "") + ("_amx" if self.amx else ""))
+
+    @property
+    def slot_align(self) -> int:
+        """Each K chunk's packed slots are padded to a multiple of this (zeros): 16 with AMX,
+        so a chunk is whole tile rows of k."""
+        return 16 if self.amx else 1
 
 
 def target_lanes(target) -> int:
@@ -241,6 +262,8 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
         mr, nr = 6, 64
     if lanes == 16 and problem is not None and problem.quant is not None:
         mr, nr = _int8_tile(problem, short_runs, mr, nr)
+    if problem is not None and amx_suits(target, problem):
+        return _amx_schedule(problem)
     # float16 B where the weights stream (few rows reuse each B value); widened to float32
     # where arithmetic bounds the product (the k loop's conversions cost more than the bytes)
     half_b = int(problem is not None and problem.fp16 and problem.m <= HALF_B_MAX_ROWS)
@@ -269,6 +292,55 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
             mc_tiles //= 2
     return GemmSchedule(mr=mr, nr=nr, kc=kc, mc_tiles=mc_tiles, nc_panels=1 << 30 if pack_a else 4, unroll=4,
                         lanes=lanes, pack_a=pack_a, half_b=half_b)
+
+
+def amx_available(target, problem: GemmProblem) -> bool:
+    """The target has the AMX unit for this problem's products (bfloat16 or int8)."""
+    feature = {2: "amx-bf16", 4: "amx-int8"}.get(problem.k_per_slot)
+    return feature in getattr(target, "required", ())
+
+
+def amx_suits(target, problem: GemmProblem) -> bool:
+    """AMX tile products for this problem by default: a bfloat16 problem on a target with
+    AMX-BF16, with rows enough to fill a 16-row tile. int8 keeps `vpdpbusd` by default:
+    measured on Sapphire Rapids (2 threads, ResNet-50 / VGG-19 convs), AMX-INT8 through this
+    kernel won only with K of a few hundred (56x56 3x3 over 64 channels: 0.48 -> 0.23 ms)
+    and lost elsewhere (1x1 over 64: 0.25 -> 0.62 ms; 3x3 over 256 or 512: 0.19 -> 0.28,
+    2.9 -> 3.3), where the VNNI kernel already runs at 1.0-1.3 TOP/s and the tile kernel's
+    fixed costs (A packing, C through the stack tile) dominate. The autotuner tries both.
+    bfloat16 on AMX: 3x3 convs 3-5x faster than `vdpbf16ps` (VGG conv4: 22 -> 4.3 ms)."""
+    return problem.k_per_slot == 2 and amx_available(target, problem) and problem.m >= AMX_MIN_ROWS
+
+
+def check_fits_target(target, problem: GemmProblem, schedule: "GemmSchedule", name: str) -> None:
+    """Refuse a schedule whose instructions the target lacks (AMX tiles): an error, never SIGILL."""
+    if getattr(schedule, "amx", 0) and not amx_available(target, problem):
+        raise CompilerError(f"gemm {name}: schedule {schedule.key} uses AMX tile products, which target "
+                            f"{target.cpu} lacks for this problem (features {', '.join(target.required[-4:])})")
+
+
+# Fewer rows than this keep the vector kernels: a 16-row tile would be mostly padding.
+AMX_MIN_ROWS = 8
+
+
+def _amx_schedule(problem: GemmProblem) -> "GemmSchedule":
+    """32 x 32 (2 x 2 C tiles: each A and B tile load feeds two tile products) where the
+    problem has the rows and columns, else 16 in that dimension; K in one chunk while its
+    B slice fits `kc_budget_bytes`; the packed A block (tile rows padded to whole 64-byte
+    tile rows of k) within the stack limit."""
+    mr = 32 if problem.m > 16 else 16
+    nr = 32 if problem.n > 16 else 16
+    kc = default_kc(problem.k, nr, 16, problem.b_bytes())
+    one_chunk = problem.out_quant is not None
+    if one_chunk:
+        kc = _CHOICES["kc"][-1]
+    mc_tiles = 16
+    while not one_chunk and kc > _CHOICES["kc"][0] and packed_a_bytes(problem, mr, kc, 2, 16) > PACK_A_STACK_BYTES:
+        kc = max(c for c in _CHOICES["kc"] if c < min(kc, problem.k))
+    while mc_tiles > 2 and packed_a_bytes(problem, mr, kc, mc_tiles, 16) > PACK_A_STACK_BYTES:
+        mc_tiles //= 2
+    return GemmSchedule(mr=mr, nr=nr, kc=kc, mc_tiles=mc_tiles, nc_panels=1 << 30, unroll=4, lanes=16,
+                        pack_a=1, amx=1)
 
 
 # The most rows (M) for which a float16 problem keeps B in float16 by default. Measured on
@@ -302,29 +374,34 @@ def _int8_tile(problem: GemmProblem, short_runs: bool, mr: int, nr: int) -> tupl
 PACK_A_STACK_BYTES = 1 << 20  # the packed A block of pack_a lives on the worker's stack
 
 
-def packed_row_slots(a: AOperand, kc: int, per_slot: int = 1) -> int:
+def _slots(klen: int, per_slot: int, align: int) -> int:
+    """32-bit slots that hold klen k values, `per_slot` a slot, padded to a multiple of `align`."""
+    return -(-klen // (per_slot * align)) * align
+
+
+def packed_row_slots(a: AOperand, kc: int, per_slot: int = 1, align: int = 1) -> int:
     """32-bit slots of one packed A row: the longest K chunk, in floats, bfloat16 pairs
-    (per_slot 2) or uint8 quads (4)."""
+    (per_slot 2) or uint8 quads (4), padded to `align` slots (`GemmSchedule.slot_align`)."""
     longest = max((th - tl) * (ch - cl) for tl, th, cl, ch in k_chunks(a, kc))
-    return -(-longest // per_slot)
+    return _slots(longest, per_slot, align)
 
 
-def packed_a_bytes(problem: "GemmProblem", mr: int, kc: int, mc_tiles: int) -> int:
+def packed_a_bytes(problem: "GemmProblem", mr: int, kc: int, mc_tiles: int, align: int = 1) -> int:
     """Bytes of one thread's packed A block: a block of row tiles (no more than the problem
     has) x mr rows x the longest K chunk."""
-    return min(mc_tiles, -(-problem.m // mr)) * mr * packed_row_slots(problem.a, kc, problem.k_per_slot) * 4
+    return min(mc_tiles, -(-problem.m // mr)) * mr * packed_row_slots(problem.a, kc, problem.k_per_slot, align) * 4
 
 
-def chunk_slots(a: AOperand, kc: int, per_slot: int) -> list[tuple[int, int, int]]:
+def chunk_slots(a: AOperand, kc: int, per_slot: int, align: int = 1) -> list[tuple[int, int, int]]:
     """Per K chunk (`k_chunks`): (first k, k count, first slot of the packed B panel), with
     `per_slot` k in a slot (2: bfloat16 pairs, 4: int8 quads; 1: float32). A chunk is a
     contiguous k range; its last slot is padded with zero k rows, so slots never straddle
-    chunks."""
+    chunks, and its slot count with zero slots to a multiple of `align` (AMX: whole tiles)."""
     out, slot = [], 0
     for tl, th, cl, ch in k_chunks(a, kc):
         k0, klen = tl * a.cin + cl, (th - tl) * (ch - cl)
         out.append((k0, klen, slot))
-        slot += -(-klen // per_slot)
+        slot += _slots(klen, per_slot, align)
     return out
 
 
@@ -385,7 +462,7 @@ def pack_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProblem | N
         return np.ascontiguousarray(panel_rows)
     parts = []
     for k0, klen, _ in chunk_slots(problem.a, schedule.kc, 2):
-        rows = np.zeros((g, 2 * -(-klen // 2), panels * schedule.nr), np.float32)
+        rows = np.zeros((g, 2 * _slots(klen, 2, schedule.slot_align), panels * schedule.nr), np.float32)
         rows[:, :klen] = padded[:, k0:k0 + klen]
         # [g, pairs, 2, panels, nr] -> [g, panels, pairs, nr, 2]: a pair's halves adjacent
         parts.append(rows.reshape(g, -1, 2, panels, schedule.nr).transpose(0, 3, 1, 4, 2))
@@ -402,7 +479,7 @@ def _pack_int8_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProbl
     padded[:, :, :n] = q
     parts = []
     for k0, klen, _ in chunk_slots(problem.a, schedule.kc, 4):
-        rows = np.zeros((g, 4 * -(-klen // 4), panels * nr), np.int8)
+        rows = np.zeros((g, 4 * _slots(klen, 4, schedule.slot_align), panels * nr), np.int8)
         rows[:, :klen] = padded[:, k0:k0 + klen]
         # [g, quads, 4, panels, nr] -> [g, panels, quads, nr, 4]: a quad's bytes adjacent
         parts.append(rows.reshape(g, -1, 4, panels, nr).transpose(0, 3, 1, 4, 2))
@@ -424,7 +501,7 @@ def int8_tail_offsets(problem: GemmProblem, schedule: GemmSchedule) -> tuple[int
     """Where the compensation and dequantization vectors start in an int8 packed B (in
     32-bit slots): after the panels, then after groups x N compensation entries."""
     panels = -(-problem.n // schedule.nr)
-    slots = sum(-(-klen // 4) for _, klen, _ in chunk_slots(problem.a, schedule.kc, 4))
+    slots = sum(_slots(klen, 4, schedule.slot_align) for _, klen, _ in chunk_slots(problem.a, schedule.kc, 4))
     comp = problem.groups * panels * slots * schedule.nr
     return comp, comp + problem.groups * problem.n
 
@@ -509,17 +586,20 @@ class _Gen:
         self.variants: dict = {}
         self.chunks = k_chunks(prob.a, sched.kc)
         per = prob.k_per_slot
-        self.ks = packed_row_slots(prob.a, sched.kc, per)  # packed row stride (32-bit slots)
+        align = sched.slot_align
+        self.ks = packed_row_slots(prob.a, sched.kc, per, align)  # packed row stride (32-bit slots)
         # B slots per column of a panel: k rows, pairs or quads (each chunk padded to whole slots)
-        slots = chunk_slots(prob.a, sched.kc, per)
-        self.k_slots = sum(-(-klen // per) for _, klen, _ in slots)
+        slots = chunk_slots(prob.a, sched.kc, per, align)
+        self.k_slots = sum(_slots(klen, per, align) for _, klen, _ in slots)
         self.kp0 = [slot for _, _, slot in slots]
         self.mc_eff = min(sched.mc_tiles, self.m_tiles)
         if per > 1 and (not sched.pack_a or sched.lanes != 16):
             kind = "int8" if prob.quant is not None else "bfloat16"
             raise CompilerError(f"gemm {name}: {kind} products need pack_a=1 and 16 lanes (AVX-512), "
                                 f"the schedule has pack_a={sched.pack_a}, lanes={sched.lanes}")
-        if sched.pack_a and packed_a_bytes(prob, sched.mr, sched.kc, sched.mc_tiles) > PACK_A_STACK_BYTES:
+        if sched.amx and per == 1:
+            raise CompilerError(f"gemm {name}: amx=1 (tile products) is for bfloat16 and int8 problems")
+        if sched.pack_a and packed_a_bytes(prob, sched.mr, sched.kc, sched.mc_tiles, align) > PACK_A_STACK_BYTES:
             raise CompilerError(f"gemm {name}: the packed A block ({self.mc_eff} tiles x {sched.mr} rows x {self.ks} k) "
                                 "exceeds 1 MiB of thread stack; lower mc_tiles or kc")
         if sched.half_b and not prob.fp16:
@@ -566,10 +646,33 @@ class _Gen:
         def c_ptr(base, m, v):
             return b.gep(base, [b.add(b.mul(m, i64(p.out_stride)), b.add(n0, i64(v * L)))])
 
-        # accumulators live in allocas that SROA turns into registers (phis) at O3
-        acc = [[entry_alloca(b, vec_type(L), f"acc{i}_{v}") for v in range(nv)] for i in range(mr)]
+        if s.amx:
+            # the C tiles go through a stack tile (s.mr x nr floats, rows nr apart): the
+            # accumulator "registers" of the code below are its vectors
+            scratch = entry_alloca(b, ir.ArrayType(F32, s.mr * nr), "ctile")
+            scratch.align = 64
+            ctile = b.bitcast(scratch, F32P)
+            acc = [[b.bitcast(b.gep(ctile, [i64(i * nr + v * L)]), vec_type(L).as_pointer()) for v in range(nv)]
+                   for i in range(mr)]
+        else:  # accumulators live in allocas that SROA turns into registers (phis) at O3
+            acc = [[entry_alloca(b, vec_type(L), f"acc{i}_{v}") for v in range(nv)] for i in range(mr)]
+
         def start_from_zero():
+            if s.amx:
+                for t in range(self._c_tiles):
+                    AMX.zero(b, AMX.C_TILES[t])
+                return
             self._each(mr, nv, lambda i, v: b.store(ir.Constant(vec_type(L), [0.0] * L), acc[i][v]))
+
+        def start_from_c():  # later chunks: continue from the partial sums in C
+            if s.amx:  # rows and columns past the variant's are never read back: zeros
+                memset = declare(self.module, "llvm.memset.p0.i64", VOID, [I8P, I8, I64, ir.IntType(1)])
+                b.call(memset, [b.bitcast(ctile, I8P), ir.Constant(I8, 0), i64(s.mr * nr * 4),
+                                ir.Constant(ir.IntType(1), 0)])
+            self._each(mr, nv, lambda i, v: b.store(load_vec(b, c_ptr(A["y"], rows[i], v), L, lanes_of[v]),
+                                                    acc[i][v]))
+            if s.amx:
+                self._c_tiles_io(b, ctile, AMX.load)
 
         if len(self.chunks) == 1:  # one K chunk: always the first and the last
             start_from_zero()
@@ -577,11 +680,13 @@ class _Gen:
             with b.if_else(b.icmp_signed("!=", A["first"], i64(0))) as (zero, load):
                 with zero:  # first K chunk: start from 0
                     start_from_zero()
-                with load:  # later chunks: continue from the partial sums in C
-                    self._each(mr, nv, lambda i, v: b.store(load_vec(b, c_ptr(A["y"], rows[i], v), L, lanes_of[v]),
-                                                            acc[i][v]))
+                with load:
+                    start_from_c()
 
-        if s.pack_a:
+        if s.amx:
+            self._amx_k_loop(b, A, panel)
+            self._c_tiles_io(b, ctile, AMX.store)
+        elif s.pack_a:
             self._packed_k_loop(b, A, panel, acc, mr, nv)
         else:
             self._direct_k_loops(b, A, rows, cin_off, panel, acc, mr, nv)
@@ -633,6 +738,43 @@ class _Gen:
         else:
             steps, k0 = klen, b.add(b.mul(A["tap_lo"], i64(a.cin)), A["c_lo"])
         self._k_loop(b, i64(0), steps, ptrs, b.gep(panel, [b.mul(k0, i64(nr))]), acc, mr, nv)
+
+    @property
+    def _c_tiles(self) -> int:
+        return (self.s.mr // AMX.TILE_ROWS) * (self.s.nr // AMX.TILE_SLOTS)
+
+    def _c_tiles_io(self, b, ctile, op) -> None:
+        """Load (`AMX.load`) or store (`AMX.store`) every C tile from / to the stack tile."""
+        nr, per_row = self.s.nr, self.s.nr // AMX.TILE_SLOTS
+        for t in range(self._c_tiles):
+            r, c = divmod(t, per_row)
+            op(b, AMX.C_TILES[t], b.gep(ctile, [i64(r * AMX.TILE_ROWS * nr + c * AMX.TILE_SLOTS)]), nr * 4)
+
+    def _amx_k_loop(self, b, A, panel) -> None:
+        """The chunk's k range as tile products: per 16 slots of k (32 bfloat16 or 64 int8
+        values; the packing pads each chunk to whole tiles with zeros), load the A tiles
+        (16 packed rows each) and B tiles (16 columns of the panel each), then one tile
+        product per C tile. Every tile has 16 rows: an edge variant's missing rows are
+        computed from whatever the packed block holds there and never read back."""
+        s, per = self.s, self.p.k_per_slot
+        nr, ks, step = s.nr, self.ks, AMX.TILE_SLOTS
+        klen = b.mul(b.sub(A["tap_hi"], A["tap_lo"]), b.sub(A["c_hi"], A["c_lo"]))
+        steps = b.udiv(b.add(klen, i64(per * step - 1)), i64(per * step))
+        row_tiles, col_tiles = s.mr // AMX.TILE_ROWS, nr // step
+        int8_products = self.p.quant is not None
+
+        def body(j):
+            at = b.mul(j, i64(step))
+            for r in range(row_tiles):
+                AMX.load(b, AMX.A_TILES[r], b.gep(A["apack"], [b.add(at, i64(r * AMX.TILE_ROWS * ks))]), ks * 4)
+            brow = b.mul(b.add(A["kp0"], at), i64(nr))
+            for c in range(col_tiles):
+                AMX.load(b, AMX.B_TILES[c], b.gep(panel, [b.add(brow, i64(c * step))]), nr * 4)
+            for r in range(row_tiles):
+                for c in range(col_tiles):
+                    AMX.dot(b, AMX.C_TILES[r * col_tiles + c], AMX.A_TILES[r], AMX.B_TILES[c], int8_products)
+
+        counted_loop(b, i64(0), steps, body, name="kt")
 
     def pack_tile(self, mr: int) -> ir.Function:
         """void pack(PARAMS..., apack, m0, g, tap_lo, tap_hi, c_lo, c_hi): the chunk of the
@@ -721,6 +863,13 @@ class _Gen:
             with b.if_then(b.icmp_unsigned("<", at, end)):
                 for i in range(mr):
                     b.store(ir.Constant(narrow, 0), b.gep(bits, [b.add(at, row_base[i])]))
+        align = self.s.slot_align
+        if align > 1:  # AMX: zero slots up to a whole tile row (B has zero k rows there too)
+            slots = b.bitcast(A["apack"], I32.as_pointer())
+            used = b.udiv(end, i64(per))
+            padded = b.mul(b.udiv(b.add(used, i64(align - 1)), i64(align)), i64(align))
+            counted_loop(b, used, padded, lambda j: [b.store(ir.Constant(I32, 0), b.gep(slots, [b.add(j, i64(i * self.ks))]))
+                                                     for i in range(mr)], name="zs")
 
     def _x(self, b, A):
         """A's base pointer in its element type (float, or uint8 codes)."""
@@ -898,6 +1047,8 @@ class _Gen:
         mt_lo, mt_hi = b.select(split_rows, lo, i64(0)), b.select(split_rows, hi, i64(self.m_tiles))
         cu_lo, cu_hi = b.select(split_rows, i64(0), lo), b.select(split_rows, i64(col_units), hi)
 
+        if s.amx:  # this thread's tiles for the whole call (released before it returns)
+            AMX.load_config(b)
         chunks = self.chunks
         apack = None
         if s.pack_a:  # one block of packed rows per thread (on its stack)
@@ -993,6 +1144,8 @@ class _Gen:
             counted_loop(b, i64(0), i64(len(chunks)), chunk, name="ch")
 
         counted_loop(b, cu_lo, cu_hi, col_block, step=min(s.nc_panels, 1 << 20), name="cb")
+        if s.amx:
+            AMX.release(b)
         b.ret_void()
         return fn
 
