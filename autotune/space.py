@@ -19,7 +19,8 @@ from dataclasses import replace
 from ..codegen.llvm.microkernels import DEPTHWISE_SPACE, GEMM_SPACE, ConvProblem, DepthwiseSchedule, GemmProblem, \
     GemmSchedule, default_schedule
 from ..codegen.llvm.microkernels.conv import default_depthwise_schedule
-from ..codegen.llvm.microkernels.gemm import PACK_A_STACK_BYTES, default_kc, k_chunks, packed_a_bytes, target_lanes
+from ..codegen.llvm.microkernels.gemm import PACK_A_STACK_BYTES, amx_available, default_kc, k_chunks, packed_a_bytes, \
+    target_lanes
 from ..ir.errors import CompilerError
 
 CHOICES = {k.name: k.choices for k in GEMM_SPACE}
@@ -60,7 +61,7 @@ def pack_a_fits(problem: GemmProblem, s: GemmSchedule) -> bool:
         return False  # float16 B belongs to float16 problems
     if not s.pack_a:
         return problem.k_per_slot == 1
-    return packed_a_bytes(problem, s.mr, s.kc, s.mc_tiles) <= PACK_A_STACK_BYTES
+    return packed_a_bytes(problem, s.mr, s.kc, s.mc_tiles, s.slot_align) <= PACK_A_STACK_BYTES
 
 
 def behaviour_key(problem: GemmProblem, s: GemmSchedule) -> tuple:
@@ -68,8 +69,9 @@ def behaviour_key(problem: GemmProblem, s: GemmSchedule) -> tuple:
     m_tiles = -(-problem.m // s.mr)
     col_units = problem.groups * -(-problem.n // s.nr)
     chunks = tuple(k_chunks(problem.a, s.kc))
-    return (s.mr, s.nr, chunks, min(s.mc_tiles, m_tiles), min(s.nc_panels, col_units), s.unroll, s.pack_a,
-            s.half_b)
+    unroll = 0 if s.amx else s.unroll  # the tile loop is not unrolled
+    return (s.mr, s.nr, chunks, min(s.mc_tiles, m_tiles), min(s.nc_panels, col_units), unroll, s.pack_a,
+            s.half_b, s.amx)
 
 
 def _valid(problem: GemmProblem, s: GemmSchedule, seen: set) -> bool:
@@ -101,6 +103,13 @@ def tile_stage(problem: GemmProblem, target) -> list[GemmSchedule]:
     out = [default]
     _valid(problem, default, seen)
     ranked = sorted(register_tiles(lanes), key=lambda t: -tile_score(problem, *t, lanes))
+    if amx_available(target, problem):  # AMX tiles first: where they suit, the default is one
+        for mr, nr in AMX_TILES:
+            kc = default_kc(problem.k, nr, lanes, problem.b_bytes())
+            s = _schedule(mr=mr, nr=nr, kc=kc, mc_tiles=default.mc_tiles, nc_panels=1 << 30, unroll=4,
+                          lanes=lanes, pack_a=1, amx=1)
+            if s is not None and (s := _fit_stack(problem, s)) is not None and _valid(problem, s, seen):
+                out.append(s)
     for mr, nr in ranked:
         if len(out) > TILES_PER_PROBLEM:
             break
@@ -113,6 +122,18 @@ def tile_stage(problem: GemmProblem, target) -> list[GemmSchedule]:
         if s is not None and _valid(problem, s, seen):
             out.append(s)
     return out
+
+
+AMX_TILES = ((32, 32), (16, 32), (32, 16), (16, 16))  # mr x nr of the AMX tile kernel (`microkernels.amx`)
+
+
+def _fit_stack(problem: GemmProblem, s: GemmSchedule) -> GemmSchedule | None:
+    """`s` with mc_tiles halved until its packed A block fits the stack (None if it never does)."""
+    while not pack_a_fits(problem, s):
+        if s.mc_tiles <= CHOICES["mc_tiles"][0]:
+            return None
+        s = replace(s, mc_tiles=max(c for c in CHOICES["mc_tiles"] if c < s.mc_tiles))
+    return s
 
 
 def blocking_stage(problem: GemmProblem, base: GemmSchedule, tried: list[GemmSchedule] = ()) -> list[GemmSchedule]:
@@ -191,7 +212,8 @@ def same_kind(schedule, problem, target) -> bool:
     lanes = target_lanes(target)
     if isinstance(problem, ConvProblem):
         return isinstance(schedule, DepthwiseSchedule) and schedule.lanes == lanes
-    return isinstance(schedule, GemmSchedule) and schedule.lanes == lanes and pack_a_fits(problem, schedule)
+    return (isinstance(schedule, GemmSchedule) and schedule.lanes == lanes and pack_a_fits(problem, schedule)
+            and (not schedule.amx or amx_available(target, problem)))
 
 
 __all__ = ["blocking_stage", "candidates", "depthwise_candidates", "gemm_candidates", "register_tiles", "same_kind",
