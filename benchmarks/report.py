@@ -19,7 +19,7 @@ from pathlib import Path
 BASELINE = "onnxruntime"
 # ISA features worth naming in the machine line (what the generated code may use).
 FEATURES = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-            "avx512_bf16", "amx_tile")
+            "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
 def machine_info() -> dict:

@@ -13,6 +13,7 @@ code generators below it.
     permute_copy.py   a fused group of reshapes around one Transpose -> one permuted copy
     extern.py         ExternPlan: a node a target computes with a kernel of its own
     concat_in_place.py  channel Concats whose producers write into their slices
+    concat_copy.py    a Concat alone in its group: one copy per input into its slice
     model_builder.py  the whole graph (FusedKernel nodes = kernels) -> NativeProgram: kernels,
                       calls, storage of every argument, the arena (passes.plan_memory)
     target.py         CodegenTarget and Capabilities: what the above asks of a target

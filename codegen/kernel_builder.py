@@ -15,6 +15,7 @@ from ..ir import dtypes
 from ..ir.ops import REGISTRY
 from ..ir.types import TensorType
 from . import loop_ir as L
+from .concat_copy import concat_kernel, match_concat
 from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel
 from .printer import kernel_text
@@ -96,6 +97,10 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
         source, result, shape, perm = moved
         return KernelPlan(permute_kernel(name, source, result, shape, perm, target),
                           [("value", source), ("value", result)])
+    concat = match_concat(nodes)
+    if concat is not None:  # a Concat alone: one copy per input (see concat_copy)
+        kernel, values = concat_kernel(name, concat, target)
+        return KernelPlan(kernel, [("value", v) for v in values])
     params: list[L.Buffer] = []
     args: list = []
     tensors: dict = {}

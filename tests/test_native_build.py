@@ -97,6 +97,39 @@ def test_shuffle_group_is_one_permuted_copy():
     FileCheck().check(" in 0..100 ").check(" in 0..3 ").run(kernel_text(kernel))
 
 
+def _concat_model(axis, widths, shape=(2, 3, 4, 5)):
+    """Concat of the graph inputs on `axis` (alone in its group)."""
+    nodes, inputs, names = [], [], []
+    for i, w in enumerate(widths):
+        dims = list(shape)
+        dims[axis] = w
+        inputs.append(helper.make_tensor_value_info(f"x{i}", TP.FLOAT, dims))
+        names.append(f"x{i}")
+    nodes.append(helper.make_node("Concat", names, ["y"], axis=axis))
+    out = list(shape)
+    out[axis] = sum(widths)
+    g = helper.make_graph(nodes, "cat", inputs, [helper.make_tensor_value_info("y", TP.FLOAT, out)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("axis, widths", [(1, (3, 1, 5)), (3, (5, 2)), (0, (2, 1)), (2, (4, 0, 3))])
+def test_a_concat_alone_is_one_copy_per_input(axis, widths):
+    from compiler.codegen.llvm.target import cpu_target
+    from compiler.codegen.model_builder import build_program
+    from compiler.codegen.printer import kernel_text
+
+    model = _concat_model(axis, widths)
+    rng = np.random.default_rng(1)
+    feeds = {i.name: rng.standard_normal([d.dim_value for d in i.type.tensor_type.shape.dim]).astype(np.float32)
+             for i in model.graph.input}
+    got = compiler.compile(model, target="llvm").run(feeds)["y"]
+    want = np.concatenate([feeds[f"x{i}"] for i in range(len(widths))], axis=axis)
+    np.testing.assert_array_equal(got, want)
+    graph = LLVM.optimize(import_onnx(model), 3)
+    calls = [c for c in build_program(graph, cpu_target()).calls if [n.op for n in c.nodes] == ["Concat"]]
+    assert len(calls) == 1 and "select" not in kernel_text(calls[0].plan.kernel)  # copies, no per-element choice
+
+
 def test_llvm_pipeline_feeds_codegen_channels_last_convs():
     graph = LLVM.optimize(import_onnx(build_tiny_cnn()), 2)
     ops = [n.op for n in graph.nodes]
