@@ -189,10 +189,13 @@ def test_sapphire_rapids_bf16_default_is_tiles_and_the_code_is_amx():
     text = _asm(prob, sched)
     for instruction in ("ldtilecfg", "tileloadd", "tdpbf16ps", "tilestored", "tilerelease"):
         assert instruction in text, instruction
-    # int8 keeps vpdpbusd by default (measured, `gemm.amx_suits`); the tile kernel on request
+    # int8 takes tiles from K 256 (measured, `gemm.amx_suits`), keeps vpdpbusd below
     q = GemmProblem(AOperand.matrix(100, 300), 96, quant=QUANT)
-    assert not default_schedule(target, q).amx
-    assert "tdpbusd" in _asm(q, dataclasses.replace(default_schedule(target, prob), amx=1))
+    assert default_schedule(target, q).amx
+    assert "tdpbusd" in _asm(q, default_schedule(target, q))
+    short = GemmProblem(AOperand.matrix(100, 147), 96, quant=QUANT)
+    assert not default_schedule(target, short).amx
+    assert "tdpbusd" in _asm(short, dataclasses.replace(default_schedule(target, prob), amx=1))
 
 
 def test_few_rows_and_other_cpus_keep_vector_kernels():

@@ -263,7 +263,9 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     if lanes == 16 and problem is not None and problem.quant is not None:
         mr, nr = _int8_tile(problem, short_runs, mr, nr)
     if problem is not None and amx_suits(target, problem):
-        return _amx_schedule(problem)
+        tiles = _amx_schedule(problem)
+        if packed_a_bytes(problem, tiles.mr, tiles.kc, tiles.mc_tiles, tiles.slot_align) <= PACK_A_STACK_BYTES:
+            return tiles  # (a requantized int8 output needs K in one chunk: a very long K may not fit)
     # float16 B where the weights stream (few rows reuse each B value); widened to float32
     # where arithmetic bounds the product (the k loop's conversions cost more than the bytes)
     half_b = int(problem is not None and problem.fp16 and problem.m <= HALF_B_MAX_ROWS)
@@ -301,15 +303,17 @@ def amx_available(target, problem: GemmProblem) -> bool:
 
 
 def amx_suits(target, problem: GemmProblem) -> bool:
-    """AMX tile products for this problem by default: a bfloat16 problem on a target with
-    AMX-BF16, with rows enough to fill a 16-row tile. int8 keeps `vpdpbusd` by default:
-    measured on Sapphire Rapids (2 threads, ResNet-50 / VGG-19 convs), AMX-INT8 through this
-    kernel won only with K of a few hundred (56x56 3x3 over 64 channels: 0.48 -> 0.23 ms)
-    and lost elsewhere (1x1 over 64: 0.25 -> 0.62 ms; 3x3 over 256 or 512: 0.19 -> 0.28,
-    2.9 -> 3.3), where the VNNI kernel already runs at 1.0-1.3 TOP/s and the tile kernel's
-    fixed costs (A packing, C through the stack tile) dominate. The autotuner tries both.
-    bfloat16 on AMX: 3x3 convs 3-5x faster than `vdpbf16ps` (VGG conv4: 22 -> 4.3 ms)."""
-    return problem.k_per_slot == 2 and amx_available(target, problem) and problem.m >= AMX_MIN_ROWS
+    """AMX tile products for this problem by default: on a target with the AMX unit for its
+    products, with rows enough to fill a 16-row tile; int8 only with K of 256 or more.
+    Measured on Sapphire Rapids, 2 threads, against the vector kernels (`vdpbf16ps`,
+    `vpdpbusd`): bfloat16 3x3 convs 2.5-3.8x faster (ResNet-50 56x56 over 64 channels 0.49
+    -> 0.20 ms), 1x1 convs 2.5-5x (K 64: 0.49 -> 0.20, K 1024: 0.46 -> 0.09), the 7x7 stem
+    1.125 -> 0.50; int8 3x3 convs 1.2-2.6x (VGG-19 conv4 3.1 -> 1.2 ms), 1x1 with K 256 or
+    more 1.1-2x, level at K 64 (0.18 vs 0.17 ms) and slower on the 7x7 stem (K 147: 0.39
+    -> 0.72), where a 64-value k step is mostly padding. The autotuner tries both."""
+    if not amx_available(target, problem) or problem.m < AMX_MIN_ROWS:
+        return False
+    return problem.k_per_slot == 2 or problem.k >= AMX_INT8_MIN_K
 
 
 def check_fits_target(target, problem: GemmProblem, schedule: "GemmSchedule", name: str) -> None:
@@ -321,6 +325,8 @@ def check_fits_target(target, problem: GemmProblem, schedule: "GemmSchedule", na
 
 # Fewer rows than this keep the vector kernels: a 16-row tile would be mostly padding.
 AMX_MIN_ROWS = 8
+# int8 problems with a shorter K keep `vpdpbusd` (`amx_suits`).
+AMX_INT8_MIN_K = 256
 
 
 def _amx_schedule(problem: GemmProblem) -> "GemmSchedule":
