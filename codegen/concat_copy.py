@@ -18,6 +18,8 @@ from .te import Compute, Tensor, numel
 class SliceOf(Tensor):
     """A 2-D view [rows, run] of a flat buffer: rows `row_stride` apart from `offset`."""
 
+    contiguous = False
+
     def __init__(self, buffer: L.Buffer, rows: int, run: int, row_stride: int, offset: int):
         super().__init__(buffer, (rows, run))
         self.strides, self.offset = (row_stride, 1), offset

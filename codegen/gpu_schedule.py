@@ -183,8 +183,8 @@ def _vectorized(stage: Compute, out: Tensor, n: int, threads: int) -> L.Stmt | N
     size or count does not allow it. Every buffer starts 64-byte aligned (the memory plan),
     so a vector at a multiple of `vec` elements is aligned."""
     size = out.dtype.itemsize
-    if size not in (2, 4) or n % (16 // size) or n < 16 // size * WARP:
-        return None
+    if size not in (2, 4) or n % (16 // size) or n < 16 // size * WARP or not out.contiguous:
+        return None  # (a strided view's elements are not `vec` apart in its buffer)
     vec = 16 // size
     count = n // vec
     threads = min(threads, max(WARP, -(-count // WARP) * WARP))

@@ -40,6 +40,8 @@ def numel(shape: Sequence[int]) -> int:
 class Tensor:
     """A dense row-major tensor backed by a flat buffer; indexing builds loads."""
 
+    contiguous = True  # element i of the row-major order at buffer position i (views say False)
+
     def __init__(self, buffer: L.Buffer, shape: Sequence[int]):
         self.buffer = buffer
         self.shape = tuple(int(d) for d in shape)
