@@ -5,6 +5,8 @@
                  GEMM on NHWC activations (no im2col buffer); the schedule space
     conv.py      conv2d problems onto the GEMM path, weight packing; depthwise kernel
     epilogue.py  folded BatchNorm / bias / residual / activation on the accumulators
+    amx.py       AMX tile intrinsics (tile config, loads, stores, tdpbf16ps / tdpbusd) the GEMM's
+                 tile path (`GemmSchedule.amx`) is written with
     build.py     module -> shared library -> ctypes (tests, benchmarks)
     irutil.py    llvmlite helpers (loops, masked vector loads/stores, intrinsics)
 

@@ -49,8 +49,15 @@ other, and then runs the float32 epilogue as usual. In an int8 chain (`a_codes`,
 `out_quant`) A is already uint8 codes, so packing copies bytes (padding taps read the zero
 point's code), and the epilogue quantizes its float32 result to uint8 codes and stores
 bytes; such a problem keeps K in one chunk (partial sums have no int32 home in a uint8 C).
-Threads: our pool's cm_parallel (`csrc/thread_pool.c`); the row tiles (or column panels, whichever has more
-units) are split into contiguous ranges that differ by at most one tile.
+AMX tiles (`GemmSchedule.amx`, Sapphire Rapids and later; `microkernels.amx`): bfloat16 and
+int8 problems with the same packed B (each chunk padded to whole 16-slot tile rows) and a
+tile-major packed A (per 16 rows and 16 k slots one contiguous KiB, `_Gen._retile`); the
+microkernel is 2 x 2 (or fewer) 16 x 16 float32/int32 C tiles updated by `tdpbf16ps` /
+`tdpbusd`, stored through a stack tile into the same epilogue. Default where it was
+measured to win (`amx_suits`).
+Threads: our pool's cm_parallel (`csrc/thread_pool.c`); the row tiles or the column panels
+are split into contiguous ranges that differ by at most one tile, whichever gives the
+smaller largest task, counting the A packing each column task repeats.
 """
 from __future__ import annotations
 
