@@ -32,14 +32,20 @@ from compiler.ir.errors import CompilerError
 
 from test_microkernels import conv_reference
 
-GEMM_SHAPES = [(8, 7, 17), (33, 100, 257), (100, 257, 100), (64, 64, 64), (17, 48, 1), (40, 33, 70)]
-CHUNKED = ((37, 70, 301), 64)  # K in five chunks, none a whole tile
+GEMM_SHAPES = [(8, 7, 17), (33, 100, 257), (100, 257, 100), (64, 64, 64), (17, 48, 1), (40, 33, 70), (40, 50, 160)]
+# K over chunks: five, none a whole tile (packed through the staging rows); two of 48
+# channels (each run whole vectors: packed straight into the tile layout)
+CHUNKED = {"chunked": ((37, 70, 301), 64), "chunked48": ((37, 40, 96), 64)}
 CONVS = {
     "3x3_pad_odd": ConvProblem(1, 37, 15, 15, 50, 3, 3, (1, 1), (1, 1, 1, 1)),
     "3x3_s2_grouped": ConvProblem(1, 30, 9, 9, 42, 3, 3, (2, 2), (1, 1, 1, 1), groups=2),
     "7x7_s2_3ch": ConvProblem(1, 3, 20, 20, 24, 7, 7, (2, 2), (3, 3, 3, 3)),
     "1x1_residual": ConvProblem(2, 64, 6, 6, 40, 1, 1, epilogue=Epilogue(bias=True, residual=True,
                                                                          activation="relu")),
+    # channels a multiple of 16: packed straight into the tile layout (`_direct_tiles`)
+    "3x3_pad_32ch": ConvProblem(1, 32, 9, 9, 48, 3, 3, (1, 1), (1, 1, 1, 1)),
+    "3x3_grouped_32ch": ConvProblem(1, 64, 7, 7, 40, 3, 3, (1, 1), (1, 1, 1, 1), groups=2),
+    "3x3_s2_16ch_merged": ConvProblem(1, 16, 11, 11, 24, 3, 3, (2, 2), (1, 1, 1, 1)),
 }
 TILES = [(32, 32), (16, 16), (16, 32), (32, 16)]
 QUANT = int8.activation_params(-2.5, 3.0)
@@ -94,11 +100,11 @@ def built():
                 name = f"g_{m}_{n}_{k}_{precision}_{variant}"
                 kernels[name] = (prob, make(prob))
                 emit_gemm(mod, name, prob, kernels[name][1])
-            (m, n, k), kc = CHUNKED
-            prob = GemmProblem(AOperand.matrix(m, k), n, epilogue=Epilogue(bias=True), **fields)
-            name = f"chunked_{precision}_{variant}"
-            kernels[name] = (prob, make(prob, kc))
-            emit_gemm(mod, name, prob, kernels[name][1])
+            for key, ((m, n, k), kc) in CHUNKED.items():
+                prob = GemmProblem(AOperand.matrix(m, k), n, epilogue=Epilogue(bias=True), **fields)
+                name = f"{key}_{precision}_{variant}"
+                kernels[name] = (prob, make(prob, kc))
+                emit_gemm(mod, name, prob, kernels[name][1])
             for key, conv in CONVS.items():
                 conv = dataclasses.replace(conv, **fields)
                 name = f"{key}_{precision}_{variant}"
@@ -142,9 +148,10 @@ def test_bf16_gemm(built, shape, variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_bf16_gemm_over_k_chunks(built, variant):
-    (m, n, k), _ = CHUNKED
-    a, b, bias, y = _run_gemm(built, f"chunked_bf16_{variant}", threads=1, bias=True)
+@pytest.mark.parametrize("key", sorted(CHUNKED))
+def test_bf16_gemm_over_k_chunks(built, key, variant):
+    (m, n, k), _ = CHUNKED[key]
+    a, b, bias, y = _run_gemm(built, f"{key}_bf16_{variant}", threads=1, bias=True)
     np.testing.assert_allclose(y, bf16(a) @ bf16(b) + bias, rtol=1e-5, atol=1e-5 * np.sqrt(k))
 
 
@@ -165,8 +172,9 @@ def test_int8_tiles_equal_the_vector_kernel(built, variant):
     for m, n, k in GEMM_SHAPES:
         want = _run_gemm(built, f"g_{m}_{n}_{k}_int8_vector", threads=2)[3]
         np.testing.assert_array_equal(_run_gemm(built, f"g_{m}_{n}_{k}_int8_{variant}", threads=2)[3], want)
-    want = _run_gemm(built, "chunked_int8_vector", threads=2, bias=True)[3]
-    np.testing.assert_array_equal(_run_gemm(built, f"chunked_int8_{variant}", threads=2, bias=True)[3], want)
+    for key in CHUNKED:
+        want = _run_gemm(built, f"{key}_int8_vector", threads=2, bias=True)[3]
+        np.testing.assert_array_equal(_run_gemm(built, f"{key}_int8_{variant}", threads=2, bias=True)[3], want)
     for key in CONVS:
         np.testing.assert_array_equal(_run_conv(built, f"{key}_int8_{variant}")[5],
                                       _run_conv(built, f"{key}_int8_vector")[5])

@@ -835,10 +835,21 @@ class _Gen:
         a, per = self.p.a, self.p.k_per_slot
         row_at, geo = addressing
         narrow = I8 if self.p.quant is not None else I16
-        # AMX: rows are written to a staging block first, then re-tiled into apack
-        rows_at = self._staging(b, mr) if self.s.amx else A["apack"]
+        # AMX: rows straight into the tile layout where every run is whole vectors that
+        # start on a vector (`_direct_tiles`), else into a staging block re-tiled after
+        direct = self._direct_tiles
+        rows_at = self._staging(b, mr) if self.s.amx and not direct else A["apack"]
         bits = b.bitcast(rows_at, narrow.as_pointer())
         row_base = [i64(i * per * self.ks) for i in range(mr)]
+        if direct:
+            codes = None
+            if self.p.quant is not None:
+                scale, zero_point = self.p.quant
+                inv = float(int8.inverse_scale(scale))
+                codes = lambda vec: u8_codes(b, vec, inv, zero_point)  # noqa: E731
+            tiles = [self._tile_row_base(i) for i in range(mr)]
+            self._pack_narrow_into_tiles(b, A, addressing, clen, mr, narrow, bits, tiles, codes)
+            return
         if self.p.a_codes:  # already uint8 codes: a byte copy, inline (runs are short: cin bytes)
             def run(src, dst, n):
                 _copy_bytes(b, src, dst, n)
@@ -889,6 +900,76 @@ class _Gen:
             counted_loop(b, used, padded, lambda j: [b.store(ir.Constant(I32, 0), b.gep(slots, [b.add(j, i64(i * self.ks))]))
                                                      for i in range(mr)], name="zs")
             self._retile(b, rows_at, A["apack"], mr, b.udiv(padded, i64(align)))
+
+    @property
+    def _direct_tiles(self) -> bool:
+        """AMX packing converts straight into the tile layout: every k run (a tap's channel
+        range, or a merged kernel row) is whole 16-value vectors starting on a multiple of
+        16, so no vector straddles a tile row. Float activations only (uint8 codes are
+        copied 64 bytes at a time)."""
+        if not self.s.amx or self.p.a_codes:
+            return False
+        return self.p.a.cin % 16 == 0 and all(cl % 16 == 0 and ch % 16 == 0 for _, _, cl, ch in self.chunks)
+
+    def _tile_row_base(self, i: int) -> int:
+        """Row i's first value in the tile-major packed block (narrow units): its 16-row
+        tile, then its row within the tile's first k step."""
+        per, step = self.p.k_per_slot, AMX.TILE_SLOTS
+        return (i // AMX.TILE_ROWS) * AMX.TILE_ROWS * self.ks * per + (i % AMX.TILE_ROWS) * step * per
+
+    def _pack_narrow_into_tiles(self, b, A, addressing, clen, mr, narrow, bits, tiles, codes):
+        """`_pack_narrow` for `_direct_tiles`: value k of row i at tiles[i] + (k // E) * 16E
+        + k % E (E values a tile row: 32 bfloat16 or 64 int8); the slots after the chunk's
+        last, up to a whole tile row, zeroed. Measured on Sapphire Rapids (1 thread, 56x56
+        3x3 conv over 128 channels to 32, DenseNet's): stores were 60% of the kernel's
+        samples through the staging block."""
+        a, per, step = self.p.a, self.p.k_per_slot, AMX.TILE_SLOTS
+        row_at, geo = addressing
+        per_row = step * per  # E
+        vn = ir.VectorType(narrow, 16)
+
+        def run(src, i, at, n):
+            def vector(c):
+                k = b.add(at, c)
+                dst = b.add(i64(tiles[i]), b.add(b.mul(b.udiv(k, i64(per_row)), i64(AMX.TILE_ROWS * per_row)),
+                                                  b.urem(k, i64(per_row))))
+                vec = load_vec(b, b.gep(src, [c]), 16)
+                out = b.trunc(codes(vec), vn) if codes is not None else to_bf16(b, vec)
+                b.store(out, b.bitcast(b.gep(bits, [dst]), vn.as_pointer()), align=narrow.width // 8)
+            counted_loop(b, i64(0), n, vector, step=16, name="cv")
+
+        def per_tap():
+            def tap(t):
+                at = b.mul(b.sub(t, A["tap_lo"]), clen)
+                for i, src in enumerate(row_at(t)):
+                    run(b.gep(src, [A["c_lo"]]), i, at, clen)
+            counted_loop(b, A["tap_lo"], A["tap_hi"], tap, name="tap")
+
+        if self._merge_kernel_rows:
+            row = a.kw * a.cin
+            with b.if_else(self._whole_rows(b, A, geo)) as (merged, taps):
+                with merged:
+                    kh_lo = b.udiv(A["tap_lo"], i64(a.kw))
+
+                    def kernel_row(khi):
+                        at = b.mul(b.sub(khi, kh_lo), i64(row))
+                        for i, src in enumerate(self._kernel_row_ptrs(b, A, geo, khi)):
+                            run(src, i, at, i64(row))
+                    counted_loop(b, kh_lo, b.udiv(A["tap_hi"], i64(a.kw)), kernel_row, name="kh")
+                with taps:
+                    per_tap()
+        else:
+            per_tap()
+        # whole slots (k counts are multiples of 16); zero slots up to a whole tile row
+        used = b.udiv(b.mul(b.sub(A["tap_hi"], A["tap_lo"]), clen), i64(per))
+        padded = b.mul(b.udiv(b.add(used, i64(step - 1)), i64(step)), i64(step))
+        slots = b.bitcast(bits, I32.as_pointer())
+
+        def zero(j):
+            at = b.add(b.mul(b.udiv(j, i64(step)), i64(AMX.TILE_ROWS * step)), b.urem(j, i64(step)))
+            for i in range(mr):
+                b.store(ir.Constant(I32, 0), b.gep(slots, [b.add(at, i64(tiles[i] // per))]))
+        counted_loop(b, used, padded, zero, name="zs")
 
     def _staging(self, b, mr):
         """The pack's row-major staging block (mr rows x ks slots, on the stack; counted in
