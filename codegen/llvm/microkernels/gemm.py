@@ -831,112 +831,33 @@ class _Gen:
         vector under a lane mask); a k count that is not a whole number of slots ends with
         zeros. Where the fp32 path merges kernel rows (`_merge_kernel_rows`), so does this:
         one run of kw*cin floats per kernel row instead of kw runs of cin (VGG's and
-        ResNet's first convs: 3 channels per tap)."""
+        ResNet's first convs: 3 channels per tap). AMX: rows go straight into the tile
+        layout where every run is whole vectors starting on a vector (`_direct_tiles`),
+        else into a staging block re-tiled after (`_retile`)."""
         a, per = self.p.a, self.p.k_per_slot
         row_at, geo = addressing
         narrow = I8 if self.p.quant is not None else I16
-        # AMX: rows straight into the tile layout where every run is whole vectors that
-        # start on a vector (`_direct_tiles`), else into a staging block re-tiled after
         direct = self._direct_tiles
         rows_at = self._staging(b, mr) if self.s.amx and not direct else A["apack"]
         bits = b.bitcast(rows_at, narrow.as_pointer())
         row_base = [i64(i * per * self.ks) for i in range(mr)]
-        if direct:
-            codes = None
-            if self.p.quant is not None:
-                scale, zero_point = self.p.quant
-                inv = float(int8.inverse_scale(scale))
-                codes = lambda vec: u8_codes(b, vec, inv, zero_point)  # noqa: E731
-            tiles = [self._tile_row_base(i) for i in range(mr)]
-            self._pack_narrow_into_tiles(b, A, addressing, clen, mr, narrow, bits, tiles, codes)
-            return
-        if self.p.a_codes:  # already uint8 codes: a byte copy, inline (runs are short: cin bytes)
-            def run(src, dst, n):
-                _copy_bytes(b, src, dst, n)
-        elif self.p.quant is not None:
+        if self.p.quant is None:
+            convert, codes = (lambda vec: to_bf16(b, vec)), None
+        elif self.p.a_codes:
+            convert = codes = None
+        else:
             scale, zero_point = self.p.quant
             inv = float(int8.inverse_scale(scale))
-
-            def run(src, dst, n):
-                _convert_run(b, src, dst, n, narrow, codes=lambda vec: u8_codes(b, vec, inv, zero_point))
-        else:
-            def run(src, dst, n):
-                _convert_run(b, src, dst, n, narrow, convert=lambda vec: to_bf16(b, vec))
-
-        def per_tap():
-            def tap(t):
-                at = b.mul(b.sub(t, A["tap_lo"]), clen)
-                for i, src in enumerate(row_at(t)):
-                    run(b.gep(src, [A["c_lo"]]), b.gep(bits, [b.add(at, row_base[i])]), clen)
-            counted_loop(b, A["tap_lo"], A["tap_hi"], tap, name="tap")
-
-        if self._merge_kernel_rows:
-            row = a.kw * a.cin
-            with b.if_else(self._whole_rows(b, A, geo)) as (merged, taps):
-                with merged:
-                    kh_lo = b.udiv(A["tap_lo"], i64(a.kw))
-
-                    def kernel_row(khi):
-                        at = b.mul(b.sub(khi, kh_lo), i64(row))
-                        for i, src in enumerate(self._kernel_row_ptrs(b, A, geo, khi)):
-                            run(src, b.gep(bits, [b.add(at, row_base[i])]), i64(row))
-                    counted_loop(b, kh_lo, b.udiv(A["tap_hi"], i64(a.kw)), kernel_row, name="kh")
-                with taps:
-                    per_tap()
-        else:
-            per_tap()
-        klen = b.mul(b.sub(A["tap_hi"], A["tap_lo"]), clen)
-        end = b.mul(b.udiv(b.add(klen, i64(per - 1)), i64(per)), i64(per))
-        for pad in range(per - 1):  # zeros up to the end of the last slot
-            at = b.add(klen, i64(pad))
-            with b.if_then(b.icmp_unsigned("<", at, end)):
-                for i in range(mr):
-                    b.store(ir.Constant(narrow, 0), b.gep(bits, [b.add(at, row_base[i])]))
-        align = self.s.slot_align
-        if align > 1:  # AMX: zero slots up to a whole tile row (B has zero k rows there too)
-            slots = b.bitcast(rows_at, I32.as_pointer())
-            used = b.udiv(end, i64(per))
-            padded = b.mul(b.udiv(b.add(used, i64(align - 1)), i64(align)), i64(align))
-            counted_loop(b, used, padded, lambda j: [b.store(ir.Constant(I32, 0), b.gep(slots, [b.add(j, i64(i * self.ks))]))
-                                                     for i in range(mr)], name="zs")
-            self._retile(b, rows_at, A["apack"], mr, b.udiv(padded, i64(align)))
-
-    @property
-    def _direct_tiles(self) -> bool:
-        """AMX packing converts straight into the tile layout: every k run (a tap's channel
-        range, or a merged kernel row) is whole 16-value vectors starting on a multiple of
-        16, so no vector straddles a tile row. Float activations only (uint8 codes are
-        copied 64 bytes at a time)."""
-        if not self.s.amx or self.p.a_codes:
-            return False
-        return self.p.a.cin % 16 == 0 and all(cl % 16 == 0 and ch % 16 == 0 for _, _, cl, ch in self.chunks)
-
-    def _tile_row_base(self, i: int) -> int:
-        """Row i's first value in the tile-major packed block (narrow units): its 16-row
-        tile, then its row within the tile's first k step."""
-        per, step = self.p.k_per_slot, AMX.TILE_SLOTS
-        return (i // AMX.TILE_ROWS) * AMX.TILE_ROWS * self.ks * per + (i % AMX.TILE_ROWS) * step * per
-
-    def _pack_narrow_into_tiles(self, b, A, addressing, clen, mr, narrow, bits, tiles, codes):
-        """`_pack_narrow` for `_direct_tiles`: value k of row i at tiles[i] + (k // E) * 16E
-        + k % E (E values a tile row: 32 bfloat16 or 64 int8); the slots after the chunk's
-        last, up to a whole tile row, zeroed. Measured on Sapphire Rapids (1 thread, 56x56
-        3x3 conv over 128 channels to 32, DenseNet's): stores were 60% of the kernel's
-        samples through the staging block."""
-        a, per, step = self.p.a, self.p.k_per_slot, AMX.TILE_SLOTS
-        row_at, geo = addressing
-        per_row = step * per  # E
-        vn = ir.VectorType(narrow, 16)
+            convert, codes = None, (lambda vec: u8_codes(b, vec, inv, zero_point))
 
         def run(src, i, at, n):
-            def vector(c):
-                k = b.add(at, c)
-                dst = b.add(i64(tiles[i]), b.add(b.mul(b.udiv(k, i64(per_row)), i64(AMX.TILE_ROWS * per_row)),
-                                                  b.urem(k, i64(per_row))))
-                vec = load_vec(b, b.gep(src, [c]), 16)
-                out = b.trunc(codes(vec), vn) if codes is not None else to_bf16(b, vec)
-                b.store(out, b.bitcast(b.gep(bits, [dst]), vn.as_pointer()), align=narrow.width // 8)
-            counted_loop(b, i64(0), n, vector, step=16, name="cv")
+            """Row i's values k = at .. at+n-1 from the floats (or codes) at src."""
+            if direct:
+                self._convert_into_tiles(b, src, bits, self._tile_row_base(i), at, n, narrow, convert, codes)
+            elif self.p.a_codes:  # already uint8 codes: a byte copy, inline (runs are short: cin bytes)
+                _copy_bytes(b, src, b.gep(bits, [b.add(at, row_base[i])]), n)
+            else:
+                _convert_run(b, src, b.gep(bits, [b.add(at, row_base[i])]), n, narrow, convert=convert, codes=codes)
 
         def per_tap():
             def tap(t):
@@ -960,15 +881,69 @@ class _Gen:
                     per_tap()
         else:
             per_tap()
-        # whole slots (k counts are multiples of 16); zero slots up to a whole tile row
-        used = b.udiv(b.mul(b.sub(A["tap_hi"], A["tap_lo"]), clen), i64(per))
+        klen = b.mul(b.sub(A["tap_hi"], A["tap_lo"]), clen)
+        if direct:  # whole slots (k counts are multiples of 16): zero slots up to a whole tile row
+            self._zero_tile_tail(b, bits, b.udiv(klen, i64(per)), mr)
+            return
+        end = b.mul(b.udiv(b.add(klen, i64(per - 1)), i64(per)), i64(per))
+        for pad in range(per - 1):  # zeros up to the end of the last slot
+            at = b.add(klen, i64(pad))
+            with b.if_then(b.icmp_unsigned("<", at, end)):
+                for i in range(mr):
+                    b.store(ir.Constant(narrow, 0), b.gep(bits, [b.add(at, row_base[i])]))
+        align = self.s.slot_align
+        if align > 1:  # AMX: zero slots up to a whole tile row (B has zero k rows there too)
+            slots = b.bitcast(rows_at, I32.as_pointer())
+            used = b.udiv(end, i64(per))
+            padded = b.mul(b.udiv(b.add(used, i64(align - 1)), i64(align)), i64(align))
+            counted_loop(b, used, padded, lambda j: [b.store(ir.Constant(I32, 0), b.gep(slots, [b.add(j, i64(i * self.ks))]))
+                                                     for i in range(mr)], name="zs")
+            self._retile(b, rows_at, A["apack"], mr, b.udiv(padded, i64(align)))
+
+    @property
+    def _direct_tiles(self) -> bool:
+        """AMX packing converts straight into the tile layout: every k run (a tap's channel
+        range, or a merged kernel row) is whole 16-value vectors starting on a multiple of
+        16, so no vector straddles a tile row. Float activations only (uint8 codes are
+        copied 64 bytes at a time). Measured on Sapphire Rapids (1 thread, 56x56 3x3 conv
+        over 128 channels to 32, DenseNet's): through the staging block, stores were 60% of
+        the kernel's samples; straight into the tiles 0.75 -> 0.45 ms."""
+        if not self.s.amx or self.p.a_codes:
+            return False
+        return self.p.a.cin % 16 == 0 and all(cl % 16 == 0 and ch % 16 == 0 for _, _, cl, ch in self.chunks)
+
+    def _tile_row_base(self, i: int) -> int:
+        """Row i's first value in the tile-major packed block (narrow units): its 16-row
+        tile, then its row within the tile's first k step."""
+        per, step = self.p.k_per_slot, AMX.TILE_SLOTS
+        return (i // AMX.TILE_ROWS) * AMX.TILE_ROWS * self.ks * per + (i % AMX.TILE_ROWS) * step * per
+
+    def _convert_into_tiles(self, b, src, bits, base, at, n, narrow, convert, codes):
+        """Values k = at .. at+n-1 of the row starting at `base` (`_tile_row_base`), 16 at a
+        time: value k at base + (k // E) * 16E + k % E, E values a tile row (32 bfloat16 or
+        64 int8), so each k step of a 16-row tile is one contiguous KiB."""
+        per_row = AMX.TILE_SLOTS * self.p.k_per_slot
+        vn = ir.VectorType(narrow, 16)
+
+        def vector(c):
+            k = b.add(at, c)
+            dst = b.add(i64(base), b.add(b.mul(b.udiv(k, i64(per_row)), i64(AMX.TILE_ROWS * per_row)),
+                                         b.urem(k, i64(per_row))))
+            vec = load_vec(b, b.gep(src, [c]), 16)
+            out = b.trunc(codes(vec), vn) if codes is not None else convert(vec)
+            b.store(out, b.bitcast(b.gep(bits, [dst]), vn.as_pointer()), align=narrow.width // 8)
+        counted_loop(b, i64(0), n, vector, step=16, name="cv")
+
+    def _zero_tile_tail(self, b, bits, used, mr):
+        """Zero slots `used` .. the next whole tile row of every row, in the tile layout."""
+        step, per = AMX.TILE_SLOTS, self.p.k_per_slot
         padded = b.mul(b.udiv(b.add(used, i64(step - 1)), i64(step)), i64(step))
         slots = b.bitcast(bits, I32.as_pointer())
 
         def zero(j):
             at = b.add(b.mul(b.udiv(j, i64(step)), i64(AMX.TILE_ROWS * step)), b.urem(j, i64(step)))
             for i in range(mr):
-                b.store(ir.Constant(I32, 0), b.gep(slots, [b.add(at, i64(tiles[i] // per))]))
+                b.store(ir.Constant(I32, 0), b.gep(slots, [b.add(at, i64(self._tile_row_base(i) // per))]))
         counted_loop(b, used, padded, zero, name="zs")
 
     def _staging(self, b, mr):
