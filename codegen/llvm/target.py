@@ -64,11 +64,6 @@ class CPUTarget(CodegenTarget):
     triple: str
 
     @property
-    def amx(self) -> bool:
-        """The code may use AMX tiles (bfloat16 and int8 tile products; `microkernels.amx`)."""
-        return "amx-tile" in self.required
-
-    @property
     def vector_bits(self) -> int:
         if "avx512f" in self.required:
             return 512
