@@ -19,8 +19,8 @@ from dataclasses import replace
 from ..codegen.llvm.microkernels import DEPTHWISE_SPACE, GEMM_SPACE, ConvProblem, DepthwiseSchedule, GemmProblem, \
     GemmSchedule, default_schedule
 from ..codegen.llvm.microkernels.conv import default_depthwise_schedule
-from ..codegen.llvm.microkernels.gemm import PACK_A_STACK_BYTES, amx_available, default_kc, k_chunks, packed_a_bytes, \
-    target_lanes
+from ..codegen.llvm.microkernels.gemm import PACK_A_STACK_BYTES, amx_available, default_kc, fit_stack, k_chunks, \
+    packed_a_bytes, target_lanes
 from ..ir.errors import CompilerError
 
 CHOICES = {k.name: k.choices for k in GEMM_SPACE}
@@ -108,7 +108,7 @@ def tile_stage(problem: GemmProblem, target) -> list[GemmSchedule]:
             kc = default_kc(problem.k, nr, lanes, problem.b_bytes())
             s = _schedule(mr=mr, nr=nr, kc=kc, mc_tiles=default.mc_tiles, nc_panels=1 << 30, unroll=4,
                           lanes=lanes, pack_a=1, amx=1)
-            if s is not None and (s := _fit_stack(problem, s)) is not None and _valid(problem, s, seen):
+            if s is not None and (s := fit_stack(problem, s)) is not None and _valid(problem, s, seen):
                 out.append(s)
     for mr, nr in ranked:
         if len(out) > TILES_PER_PROBLEM:
@@ -125,15 +125,6 @@ def tile_stage(problem: GemmProblem, target) -> list[GemmSchedule]:
 
 
 AMX_TILES = ((32, 32), (16, 32), (32, 16), (16, 16))  # mr x nr of the AMX tile kernel (`microkernels.amx`)
-
-
-def _fit_stack(problem: GemmProblem, s: GemmSchedule) -> GemmSchedule | None:
-    """`s` with mc_tiles halved until its packed A block fits the stack (None if it never does)."""
-    while not pack_a_fits(problem, s):
-        if s.mc_tiles <= CHOICES["mc_tiles"][0]:
-            return None
-        s = replace(s, mc_tiles=max(c for c in CHOICES["mc_tiles"] if c < s.mc_tiles))
-    return s
 
 
 def blocking_stage(problem: GemmProblem, base: GemmSchedule, tried: list[GemmSchedule] = ()) -> list[GemmSchedule]:

@@ -21,10 +21,9 @@ from ...ir import dtypes
 from .. import loop_ir as L
 from ..extern import ExternPlan
 from .microkernels import ConvProblem, GemmProblem, emit_conv, emit_gemm
-from .microkernels.gemm import check_fits_target
 from .microkernels.attention import PARAMS as ATTENTION_PARAMS
 from .microkernels.attention import AttentionProblem, emit_attention
-from .microkernels.gemm import PARAMS, target_lanes
+from .microkernels.gemm import PARAMS, check_fits_target, target_lanes
 
 
 def params_of(problem) -> tuple[str, ...]:

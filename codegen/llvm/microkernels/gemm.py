@@ -61,7 +61,7 @@ smaller largest task, counting the A packing each column task repeats.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import llvmlite.ir as ir
 import ml_dtypes
@@ -271,8 +271,8 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
         mr, nr = _int8_tile(problem, short_runs, mr, nr)
     if problem is not None and amx_suits(target, problem):
         tiles = _amx_schedule(problem)
-        if packed_a_bytes(problem, tiles.mr, tiles.kc, tiles.mc_tiles, tiles.slot_align) <= PACK_A_STACK_BYTES:
-            return tiles  # (a requantized int8 output needs K in one chunk: a very long K may not fit)
+        if tiles is not None:  # (None: a requantized int8 output needs K in one chunk, and it does not fit)
+            return tiles
     # float16 B where the weights stream (few rows reuse each B value); widened to float32
     # where arithmetic bounds the product (the k loop's conversions cost more than the bytes)
     half_b = int(problem is not None and problem.fp16 and problem.m <= HALF_B_MAX_ROWS)
@@ -303,10 +303,14 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
                         lanes=lanes, pack_a=pack_a, half_b=half_b)
 
 
+def amx_feature(problem: GemmProblem) -> str | None:
+    """The AMX feature this problem's tile products need (None: float32 has none)."""
+    return {2: "amx-bf16", 4: "amx-int8"}.get(problem.k_per_slot)
+
+
 def amx_available(target, problem: GemmProblem) -> bool:
     """The target has the AMX unit for this problem's products (bfloat16 or int8)."""
-    feature = {2: "amx-bf16", 4: "amx-int8"}.get(problem.k_per_slot)
-    return feature in getattr(target, "required", ())
+    return amx_feature(problem) in getattr(target, "required", ())
 
 
 def amx_suits(target, problem: GemmProblem) -> bool:
@@ -326,8 +330,9 @@ def amx_suits(target, problem: GemmProblem) -> bool:
 def check_fits_target(target, problem: GemmProblem, schedule: "GemmSchedule", name: str) -> None:
     """Refuse a schedule whose instructions the target lacks (AMX tiles): an error, never SIGILL."""
     if getattr(schedule, "amx", 0) and not amx_available(target, problem):
+        need = amx_feature(problem) or "a bfloat16 or int8 problem"
         raise CompilerError(f"gemm {name}: schedule {schedule.key} uses AMX tile products, which target "
-                            f"{target.cpu} lacks for this problem (features {', '.join(target.required[-4:])})")
+                            f"{target.cpu} lacks for this problem (they need {need})")
 
 
 # Fewer rows than this keep the vector kernels: a 16-row tile would be mostly padding.
@@ -336,24 +341,22 @@ AMX_MIN_ROWS = 8
 AMX_INT8_MIN_K = 256
 
 
-def _amx_schedule(problem: GemmProblem) -> "GemmSchedule":
+def _amx_schedule(problem: GemmProblem) -> "GemmSchedule | None":
     """32 x 32 (2 x 2 C tiles: each A and B tile load feeds two tile products) where the
     problem has the rows and columns, else 16 in that dimension; K in one chunk while its
     B slice fits `kc_budget_bytes`; the packed A block (tile rows padded to whole 64-byte
-    tile rows of k) within the stack limit."""
+    tile rows of k) within the stack limit (None where it never fits)."""
     mr = 32 if problem.m > 16 else 16
     nr = 32 if problem.n > 16 else 16
     kc = default_kc(problem.k, nr, 16, problem.b_bytes())
     one_chunk = problem.out_quant is not None
     if one_chunk:
         kc = _CHOICES["kc"][-1]
-    mc_tiles = 16
-    while not one_chunk and kc > _CHOICES["kc"][0] and packed_a_bytes(problem, mr, kc, 2, 16) > PACK_A_STACK_BYTES:
+    fewest = _CHOICES["mc_tiles"][0]
+    while not one_chunk and kc > _CHOICES["kc"][0] and packed_a_bytes(problem, mr, kc, fewest, 16) > PACK_A_STACK_BYTES:
         kc = max(c for c in _CHOICES["kc"] if c < min(kc, problem.k))
-    while mc_tiles > 2 and packed_a_bytes(problem, mr, kc, mc_tiles, 16) > PACK_A_STACK_BYTES:
-        mc_tiles //= 2
-    return GemmSchedule(mr=mr, nr=nr, kc=kc, mc_tiles=mc_tiles, nc_panels=1 << 30, unroll=4, lanes=16,
-                        pack_a=1, amx=1)
+    return fit_stack(problem, GemmSchedule(mr=mr, nr=nr, kc=kc, mc_tiles=16, nc_panels=1 << 30, unroll=4, lanes=16,
+                                           pack_a=1, amx=1))
 
 
 # The most rows (M) for which a float16 problem keeps B in float16 by default. Measured on
@@ -385,6 +388,16 @@ def _int8_tile(problem: GemmProblem, short_runs: bool, mr: int, nr: int) -> tupl
 
 
 PACK_A_STACK_BYTES = 1 << 20  # the packed A block of pack_a lives on the worker's stack
+
+
+def fit_stack(problem: "GemmProblem", s: "GemmSchedule") -> "GemmSchedule | None":
+    """`s` with mc_tiles lowered through its choices until its packed A block fits the
+    thread stack (`PACK_A_STACK_BYTES`); None if even the fewest tiles do not."""
+    while s.pack_a and packed_a_bytes(problem, s.mr, s.kc, s.mc_tiles, s.slot_align) > PACK_A_STACK_BYTES:
+        if s.mc_tiles <= _CHOICES["mc_tiles"][0]:
+            return None
+        s = replace(s, mc_tiles=max(c for c in _CHOICES["mc_tiles"] if c < s.mc_tiles))
+    return s
 
 
 def _slots(klen: int, per_slot: int, align: int) -> int:
@@ -912,6 +925,12 @@ class _Gen:
             return False
         return self.p.a.cin % 16 == 0 and all(cl % 16 == 0 and ch % 16 == 0 for _, _, cl, ch in self.chunks)
 
+    @staticmethod
+    def _tiled(b, k, unit: int):
+        """Where value k of a row lies in the tile layout, from the row's start
+        (`_tile_row_base`), with `unit` values a tile row: whole tile rows 16 rows apart."""
+        return b.add(b.mul(b.udiv(k, i64(unit)), i64(AMX.TILE_ROWS * unit)), b.urem(k, i64(unit)))
+
     def _tile_row_base(self, i: int) -> int:
         """Row i's first value in the tile-major packed block (narrow units): its 16-row
         tile, then its row within the tile's first k step."""
@@ -926,9 +945,7 @@ class _Gen:
         vn = ir.VectorType(narrow, 16)
 
         def vector(c):
-            k = b.add(at, c)
-            dst = b.add(i64(base), b.add(b.mul(b.udiv(k, i64(per_row)), i64(AMX.TILE_ROWS * per_row)),
-                                         b.urem(k, i64(per_row))))
+            dst = b.add(i64(base), self._tiled(b, b.add(at, c), per_row))
             vec = load_vec(b, b.gep(src, [c]), 16)
             out = b.trunc(codes(vec), vn) if codes is not None else convert(vec)
             b.store(out, b.bitcast(b.gep(bits, [dst]), vn.as_pointer()), align=narrow.width // 8)
@@ -941,7 +958,7 @@ class _Gen:
         slots = b.bitcast(bits, I32.as_pointer())
 
         def zero(j):
-            at = b.add(b.mul(b.udiv(j, i64(step)), i64(AMX.TILE_ROWS * step)), b.urem(j, i64(step)))
+            at = self._tiled(b, j, step)
             for i in range(mr):
                 b.store(ir.Constant(I32, 0), b.gep(slots, [b.add(at, i64(self._tile_row_base(i) // per))]))
         counted_loop(b, used, padded, zero, name="zs")
@@ -961,13 +978,12 @@ class _Gen:
         one contiguous KiB 1000: the strided rows are 32 streams the prefetchers lose."""
         v16 = ir.VectorType(I32, 16)
         src_slots, dst_slots = b.bitcast(rows_at, I32.as_pointer()), b.bitcast(apack, I32.as_pointer())
-        step, ks = AMX.TILE_SLOTS, self.ks
+        step, ks, per = AMX.TILE_SLOTS, self.ks, self.p.k_per_slot
 
         def kstep(j):
             for i in range(mr):
                 src = b.gep(src_slots, [b.add(b.mul(j, i64(step)), i64(i * ks))])
-                tile_row = (i // AMX.TILE_ROWS) * AMX.TILE_ROWS * ks + (i % AMX.TILE_ROWS) * step
-                dst = b.gep(dst_slots, [b.add(b.mul(j, i64(AMX.TILE_ROWS * step)), i64(tile_row))])
+                dst = b.gep(dst_slots, [b.add(b.mul(j, i64(AMX.TILE_ROWS * step)), i64(self._tile_row_base(i) // per))])
                 b.store(b.load(b.bitcast(src, v16.as_pointer()), align=4), b.bitcast(dst, v16.as_pointer()), align=4)
 
         counted_loop(b, i64(0), steps, kstep, name="rt")
