@@ -77,8 +77,8 @@ def behaviour_key(problem: GemmProblem, s: GemmSchedule) -> tuple:
 def _valid(problem: GemmProblem, s: GemmSchedule, seen: set) -> bool:
     if not pack_a_fits(problem, s):
         return False
-    if problem.out_quant is not None and len(k_chunks(problem.a, s.kc)) > 1:
-        return False  # a uint8 C has no room for partial sums
+    if problem.narrow_out and len(k_chunks(problem.a, s.kc)) > 1:
+        return False  # a uint8 or bfloat16 C has no room for float32 partial sums
     if s.mr > MAX_DIRECT_ROWS and not s.pack_a:
         return False
     key = behaviour_key(problem, s)

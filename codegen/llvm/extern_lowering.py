@@ -59,12 +59,15 @@ def _epilogue(attrs: dict, **flags) -> Epilogue:
                     clip_max=float(attrs.get("clip_max", 6.0)), **flags)
 
 
-def _narrow_float(attrs: dict) -> dict:
+def _narrow_float(attrs: dict, x, y) -> dict:
     """The GemmProblem fields of a product whose `compute` attribute (the precision pass's,
-    or `widen_products`' for a float16 model) is a 16-bit float."""
+    or `widen_products`' for a float16 model) is a 16-bit float; in a bfloat16 chain
+    (`passes.chain_narrow`) X and Y may be bfloat16 themselves."""
     compute = attrs.get("compute")
     name = compute.name if compute is not None else None
-    return {"bf16": name == "bfloat16", "fp16": name == "float16"}
+    if name != "bfloat16":
+        return {"fp16": name == "float16"}
+    return {"bf16": True, "a_bf16": x.type.dtype.name == "bfloat16", "out_bf16": y.type.dtype.name == "bfloat16"}
 
 
 def _quant(attrs: dict) -> tuple[float, int] | None:
@@ -85,11 +88,14 @@ def _int8_fields(attrs: dict, x, y) -> dict:
 
 
 def _product_types_ok(attrs: dict, x, y, *floats) -> bool:
-    """float32 operands and result, but an int8 chain's uint8 X or Y; all static."""
-    codes = [v for v in (x, y) if v.type.dtype.name == "uint8" and v.type.is_static]
-    if codes and not is_int8(attrs):
+    """float32 operands and result, but an int8 chain's uint8 X or Y, or a bfloat16 chain's
+    bfloat16 X or Y; all static."""
+    compute = attrs.get("compute")
+    chained = "bfloat16" if compute is not None and compute.name == "bfloat16" else "uint8" if is_int8(attrs) else None
+    narrow = [v for v in (x, y) if v.type.dtype.name in ("uint8", "bfloat16") and v.type.is_static]
+    if any(v.type.dtype.name != chained for v in narrow):
         return False
-    return _f32(*[v for v in (x, y) if v not in codes], *floats)
+    return _f32(*[v for v in (x, y) if v not in narrow], *floats)
 
 
 def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, residual=None) -> ExternPlan | None:
@@ -102,7 +108,7 @@ def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, r
     if m == 0 or n == 0 or k == 0:
         return None  # empty: the loop-IR rules handle (or skip) empty tensors
     epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None)
-    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, **_narrow_float(attrs),
+    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, **_narrow_float(attrs, a, y),
                           **_int8_fields(attrs, a, y))
     if problem.fp16 and "f16c" not in target.required:
         return None  # no vcvtph2ps: the loop-IR rule rounds the operands instead
@@ -200,7 +206,7 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
                            tuple(attrs["strides"]), tuple(attrs["pads"]), tuple(attrs["dilations"]), attrs["group"],
                            epilogue)
         if not conv.depthwise:
-            conv = replace(conv, **_narrow_float(attrs), **_int8_fields(attrs, x, y))
+            conv = replace(conv, **_narrow_float(attrs, x, y), **_int8_fields(attrs, x, y))
         elif _quant(attrs) is not None:
             return None  # depthwise int8: the loop-IR rule (the precision pass keeps these fp32)
         lanes = target_lanes(target)

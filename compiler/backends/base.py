@@ -111,10 +111,11 @@ class Backend:
         if precision == "fp32":
             return ()
         lowered = lower_precision(precision, options.exclude, options.calibration)
-        if precision == "int8":
-            from ..passes.chain_int8 import chain_int8
+        if precision in ("int8", "bf16"):
+            from ..passes.chain_narrow import chain_narrow
 
-            return (lowered, chain_int8)  # products read by int8 products only hand them uint8 codes
+            # products read by int8 (bf16) products only hand them uint8 codes (bfloat16)
+            return (lowered, chain_narrow)
         return (lowered,)
 
     def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
@@ -144,6 +145,8 @@ class Backend:
         if "int8_ranges" in ctx.analyses:
             details["int8_ranges"] = ctx.analyses["int8_ranges"].as_dict()
             details["int8_chains"] = ctx.analyses.get("int8_chains", [])
+        if "bf16_chains" in ctx.analyses:
+            details["bf16_chains"] = ctx.analyses["bf16_chains"]
         return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory, details,
                          program)
 

@@ -75,8 +75,10 @@ class LLVMBackend(Backend):
             artifact.manifest["precision"]["isa"] = list(PRECISION_FEATURES[options.precision])
         if plan.details.get("int8_ranges") is not None:
             artifact.manifest["precision"]["int8"] = plan.details["int8_ranges"]
-            # values that cross memory as uint8 codes (`passes.chain_int8`)
+            # values that cross memory as uint8 codes (`passes.chain_narrow`)
             artifact.manifest["precision"]["uint8_values"] = plan.details["int8_chains"]
+        if plan.details.get("bf16_chains"):  # values that cross memory as bfloat16
+            artifact.manifest["precision"]["bfloat16_values"] = plan.details["bf16_chains"]
         artifact.timings = {**plan.details["phase_seconds"], **build.timings}
         return artifact
 

@@ -32,9 +32,11 @@ def accumulator(dtype: np.dtype) -> np.dtype:
 # calibration), the weights through per-channel symmetric int8. An int8 product may also
 # take its activation as those uint8 codes (X of type uint8), and with `out_scale` > 0 give
 # its result as uint8 codes of (out_scale, out_zero_point): chains of int8 products then pass
-# uint8 tensors, the producer's epilogue quantizing what the consumer reads.
+# uint8 tensors, the producer's epilogue quantizing what the consumer reads. Likewise a
+# bfloat16 product may take its activation as bfloat16 (X of type bfloat16: the rounding it
+# would do is done) and with `out_dtype`=bfloat16 give its result rounded to bfloat16.
 COMPUTE_ATTR = {"compute": Attr("dtype", None), "act_scale": Attr("float", 0.0), "act_zero_point": Attr("int", 0),
-                "out_scale": Attr("float", 0.0), "out_zero_point": Attr("int", 0)}
+                "out_scale": Attr("float", 0.0), "out_zero_point": Attr("int", 0), "out_dtype": Attr("dtype", None)}
 COMPUTE_TYPES = ("bfloat16", "float16", "int8")
 
 
@@ -51,7 +53,13 @@ def product_types(ctx: InferContext, x_dtype, w_dtype):
     needs the activation's quantization and may take X as uint8 codes and give uint8 codes
     (`out_scale`). Without `compute` both operands share one type."""
     compute = ctx.attrs["compute"]
-    out_scale = ctx.attrs["out_scale"]
+    out_scale, out_dtype = ctx.attrs["out_scale"], ctx.attrs["out_dtype"]
+    bf16 = compute is not None and compute.name == "bfloat16"
+    if out_dtype is not None and not (bf16 and out_dtype.name == "bfloat16" and w_dtype.name == "float32"):
+        raise ctx.error(f"out_dtype={out_dtype.name} (a narrowed result) is bfloat16 of a compute=bfloat16 "
+                        f"product of float32 weights")
+    if bf16 and x_dtype.name == "bfloat16" and w_dtype.name == "float32":
+        return w_dtype, out_dtype or w_dtype  # a bfloat16 chain: X arrives rounded
     if compute is None or compute.name != "int8":
         if out_scale:
             raise ctx.error("out_scale (uint8 output codes) needs compute=int8")
@@ -60,7 +68,7 @@ def product_types(ctx: InferContext, x_dtype, w_dtype):
         if compute is not None and (compute.name not in COMPUTE_TYPES or x_dtype.name != "float32"):
             raise ctx.error(f"compute={compute.name} lowers float32 operands to one of {COMPUTE_TYPES}; "
                             f"the operands are {x_dtype.name}")
-        return w_dtype, w_dtype
+        return w_dtype, out_dtype or w_dtype
     if w_dtype.name != "float32" or x_dtype.name not in ("float32", "uint8"):
         raise ctx.error(f"compute=int8 takes float32 weights and a float32 or uint8 (codes) activation; "
                         f"got {x_dtype.name} and {w_dtype.name}")
@@ -95,14 +103,18 @@ def product_operands(attrs: dict, x: np.ndarray, w: np.ndarray, channel_axis: in
         return (int8.fake_quantize_activation(x, scale, zp),
                 int8.fake_quantize_weights(w, channel_axis).astype(w.dtype, copy=False))
     w = w.astype(compute.numpy).astype(w.dtype)
+    if x.dtype == compute.numpy:  # a bfloat16 chain's X: rounded already
+        return x.astype(w.dtype), w
     return (x.astype(compute.numpy).astype(x.dtype) if rounds_activation(compute) else x), w
 
 
 def product_result(attrs: dict, y: np.ndarray, float_dtype) -> np.ndarray:
     """The product's float result as its output: uint8 codes with `out_scale` (int8 chains),
-    else in `float_dtype`."""
+    bfloat16 with `out_dtype` (bfloat16 chains), else in `float_dtype`."""
     if attrs.get("out_scale"):
         return int8.quantize_activation(y, attrs["out_scale"], attrs["out_zero_point"])
+    if attrs.get("out_dtype") is not None:  # a bfloat16 chain: rounded once, from float32
+        return y.astype(np.float32, copy=False).astype(attrs["out_dtype"].numpy)
     return y.astype(float_dtype, copy=False)
 
 

@@ -10,7 +10,6 @@ import os
 import tempfile
 
 import llvmlite.ir as ir
-import numpy as np
 
 from ..toolchain import emit_assembly, emit_object, link_shared
 from .gemm import PARAMS
@@ -38,12 +37,13 @@ class Library:
         return fn
 
     def call(self, name: str, arrays: dict, nthreads: int = 1, params: tuple[str, ...] = PARAMS) -> None:
-        """arrays: `params` name -> float32 C-contiguous numpy array (missing = NULL)."""
+        """arrays: `params` name -> C-contiguous numpy array (missing = NULL): float32, or
+        for narrow chains' activations and outputs uint8 codes or bfloat16."""
         ptrs = []
         for p in params:
             a = arrays.get(p)
             if a is not None:
-                assert a.dtype == np.float32 and a.flags.c_contiguous, p
+                assert a.dtype.name in ("float32", "uint8", "bfloat16") and a.flags.c_contiguous, p
             ptrs.append(None if a is None else a.ctypes.data)
         self.function(name, params)(*ptrs, nthreads)
 

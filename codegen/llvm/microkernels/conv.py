@@ -51,6 +51,8 @@ class ConvProblem:
     a_codes: bool = False  # int8: X holds uint8 codes (`GemmProblem.a_codes`)
     out_quant: tuple[float, int] | None = None  # int8: Y as uint8 codes (`GemmProblem.out_quant`)
     fp16: bool = False  # float16 weights (`GemmProblem.fp16`); depthwise convs ignore it
+    a_bf16: bool = False  # bfloat16: X holds bfloat16 bits (`GemmProblem.a_bf16`); not depthwise
+    out_bf16: bool = False  # bfloat16: Y as bfloat16 bits (`GemmProblem.out_bf16`); not depthwise
 
     def __post_init__(self):
         if self.in_c % self.groups or self.out_c % self.groups:
@@ -81,7 +83,7 @@ class ConvProblem:
         a = G.AOperand(self.batch, self.in_h, self.in_w, self.in_c, self.out_h, self.out_w, self.in_c // self.groups,
                        self.kh, self.kw, self.stride, self.pads[:2], self.dilation)
         return G.GemmProblem(a, self.out_c // self.groups, self.groups, self.out_c, self.epilogue, self.bf16, self.quant,
-                             self.a_codes, self.out_quant, self.fp16)
+                             self.a_codes, self.out_quant, self.fp16, self.a_bf16, self.out_bf16)
 
 
 @dataclass(frozen=True)

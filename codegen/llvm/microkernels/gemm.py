@@ -75,7 +75,7 @@ from . import amx as AMX
 from . import epilogue as E
 from .irutil import (F32, F32P, HALF, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16,
                      dot_u8s8, entry_alloca, fma, i64, imin, load_half_vec, load_vec, new_function, store_codes,
-                     store_vec, to_bf16, u8_codes, vec_type)
+                     store_narrow, store_vec, to_bf16, u8_codes, vec_type)
 
 # ------------------------------------------------------------------ problem description
 
@@ -135,6 +135,14 @@ class GemmProblem:
     a_codes: bool = False  # int8: A arrives as its uint8 codes (an int8 chain), not float32
     out_quant: tuple[float, int] | None = None  # int8: C leaves as uint8 codes of (scale, zero point)
     fp16: bool = False  # B rounded to float16 (stored so with half_b), A and products float32 (F16C)
+    a_bf16: bool = False  # bf16: A arrives as bfloat16 bits (a bfloat16 chain), not float32
+    out_bf16: bool = False  # bf16: C leaves as bfloat16 bits, rounded once in the epilogue
+
+    @property
+    def narrow_out(self) -> bool:
+        """C leaves narrower than float32 (uint8 codes or bfloat16): no home for float32
+        partial sums, so K stays in one chunk."""
+        return self.out_quant is not None or self.out_bf16
 
     @property
     def k_per_slot(self) -> int:
@@ -291,7 +299,7 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     if problem is not None and problem.k_per_slot > 1:
         pack_a = 1  # the packing step is where A becomes bfloat16 pairs or uint8 quads
     mc_tiles = 16
-    one_chunk = problem is not None and problem.out_quant is not None  # uint8 C: no partial sums
+    one_chunk = problem is not None and problem.narrow_out  # uint8 / bfloat16 C: no partial sums
     if one_chunk:
         kc = _CHOICES["kc"][-1]
     if pack_a:  # the packed block lives on the stack: shrink kc, then mc_tiles, until it fits
@@ -349,7 +357,7 @@ def _amx_schedule(problem: GemmProblem) -> "GemmSchedule | None":
     mr = 32 if problem.m > 16 else 16
     nr = 32 if problem.n > 16 else 16
     kc = default_kc(problem.k, nr, 16, problem.b_bytes())
-    one_chunk = problem.out_quant is not None
+    one_chunk = problem.narrow_out
     if one_chunk:
         kc = _CHOICES["kc"][-1]
     fewest = _CHOICES["mc_tiles"][0]
@@ -637,12 +645,16 @@ class _Gen:
                                 f"quant={prob.quant}")
         if (prob.a_codes or prob.out_quant is not None) and prob.quant is None:
             raise CompilerError(f"gemm {name}: uint8 codes in or out belong to int8 problems (quant is unset)")
-        if prob.out_quant is not None and len(self.chunks) > 1:
-            raise CompilerError(f"gemm {name}: a uint8 output needs K in one chunk; the schedule's kc={sched.kc} "
+        if (prob.a_bf16 or prob.out_bf16) and not prob.bf16:
+            raise CompilerError(f"gemm {name}: bfloat16 A or C belong to bfloat16 problems (bf16 is unset)")
+        if prob.narrow_out and len(self.chunks) > 1:
+            kind = "uint8" if prob.out_quant is not None else "bfloat16"
+            raise CompilerError(f"gemm {name}: a {kind} output needs K in one chunk; the schedule's kc={sched.kc} "
                                 f"splits K={prob.k} into {len(self.chunks)}")
         zero_len = max(prob.a.cin * prob.a.kw, 1)
-        # what a padding tap reads: float zeros, or (A as codes) the code of zero, the zero point
-        elem = I8 if prob.a_codes else F32
+        # what a padding tap reads: float zeros, or (A as codes) the code of zero, the zero
+        # point; bfloat16 zero bits are zero
+        elem = I8 if prob.a_codes else I16 if prob.a_bf16 else F32
         self.x_type = elem.as_pointer()
         self.zero = ir.GlobalVariable(module, ir.ArrayType(elem, zero_len), f"{name}.zero")
         self.zero.linkage = "internal"
@@ -854,7 +866,9 @@ class _Gen:
         rows_at = self._staging(b, mr) if self.s.amx and not direct else A["apack"]
         bits = b.bitcast(rows_at, narrow.as_pointer())
         row_base = [i64(i * per * self.ks) for i in range(mr)]
-        if self.p.quant is None:
+        if self.p.a_bf16:
+            convert = codes = None
+        elif self.p.quant is None:
             convert, codes = (lambda vec: to_bf16(b, vec)), None
         elif self.p.a_codes:
             convert = codes = None
@@ -867,8 +881,10 @@ class _Gen:
             """Row i's values k = at .. at+n-1 from the floats (or codes) at src."""
             if direct:
                 self._convert_into_tiles(b, src, bits, self._tile_row_base(i), at, n, narrow, convert, codes)
-            elif self.p.a_codes:  # already uint8 codes: a byte copy, inline (runs are short: cin bytes)
-                _copy_bytes(b, src, b.gep(bits, [b.add(at, row_base[i])]), n)
+            elif self.p.a_codes or self.p.a_bf16:  # already narrow: a byte copy, inline (runs are short)
+                size = narrow.width // 8
+                _copy_bytes(b, b.bitcast(src, I8P), b.bitcast(b.gep(bits, [b.add(at, row_base[i])]), I8P),
+                            b.mul(n, i64(size)) if size > 1 else n)
             else:
                 _convert_run(b, src, b.gep(bits, [b.add(at, row_base[i])]), n, narrow, convert=convert, codes=codes)
 
@@ -917,7 +933,7 @@ class _Gen:
     def _direct_tiles(self) -> bool:
         """AMX packing converts straight into the tile layout: every k run (a tap's channel
         range, or a merged kernel row) is whole 16-value vectors starting on a multiple of
-        16, so no vector straddles a tile row. Float activations only (uint8 codes are
+        16, so no vector straddles a tile row. Float or bfloat16 activations (uint8 codes are
         copied 64 bytes at a time). Measured on Sapphire Rapids (1 thread, 56x56 3x3 conv
         over 128 channels to 32, DenseNet's): through the staging block, stores were 60% of
         the kernel's samples; straight into the tiles 0.75 -> 0.45 ms."""
@@ -946,8 +962,11 @@ class _Gen:
 
         def vector(c):
             dst = b.add(i64(base), self._tiled(b, b.add(at, c), per_row))
-            vec = load_vec(b, b.gep(src, [c]), 16)
-            out = b.trunc(codes(vec), vn) if codes is not None else convert(vec)
+            if self.p.a_bf16:  # already bfloat16 bits: moved as they are
+                out = b.load(b.bitcast(b.gep(src, [c]), vn.as_pointer()), align=2)
+            else:
+                vec = load_vec(b, b.gep(src, [c]), 16)
+                out = b.trunc(codes(vec), vn) if codes is not None else convert(vec)
             b.store(out, b.bitcast(b.gep(bits, [dst]), vn.as_pointer()), align=narrow.width // 8)
         counted_loop(b, i64(0), n, vector, step=16, name="cv")
 
@@ -989,7 +1008,7 @@ class _Gen:
         counted_loop(b, i64(0), steps, kstep, name="rt")
 
     def _x(self, b, A):
-        """A's base pointer in its element type (float, or uint8 codes)."""
+        """A's base pointer in its element type (float, bfloat16 bits, or uint8 codes)."""
         return A["x"] if self.x_type == F32P else b.bitcast(A["x"], self.x_type)
 
     @staticmethod
@@ -1136,6 +1155,9 @@ class _Gen:
                     out_scale, out_zp = self.p.out_quant
                     codes = u8_codes(b, y, float(int8.inverse_scale(out_scale)), out_zp)
                     store_codes(b, codes, b.gep(b.bitcast(A["y"], I8P), [at]), lanes_of[v])
+                elif self.p.out_bf16:  # a bfloat16 chain: rounded once, half the bytes stored
+                    at = b.add(b.mul(rows[i], i64(self.p.out_stride)), b.add(n0, i64(v * L)))
+                    store_narrow(b, to_bf16(b, y), b.gep(b.bitcast(A["y"], I16.as_pointer()), [at]), lanes_of[v])
                 else:
                     store_vec(b, y, c_ptr(A["y"], rows[i], v), L, lanes_of[v])
 

@@ -158,6 +158,18 @@ def to_bf16(b: ir.IRBuilder, vec):
     return b.bitcast(b.call(fn, [vec]), ir.VectorType(I16, 16))
 
 
+def store_narrow(b: ir.IRBuilder, bits, ptr, active: int) -> None:
+    """Store the first `active` lanes of <16 x i16> bits (`to_bf16`'s) at `ptr` (i16*):
+    whole vectors plainly, edge vectors under a constant lane mask (`vmovdqu16`)."""
+    vty = bits.type
+    vp = b.bitcast(ptr, vty.as_pointer())
+    if active >= vty.count:
+        b.store(bits, vp, align=2)
+        return
+    mask = _mask(vty.count, active)
+    fn = declare(b.module, f"llvm.masked.store.v{vty.count}i16.p0", VOID, [vty, vty.as_pointer(), I32, mask.type])
+    b.call(fn, [bits, vp, ir.Constant(I32, 2), mask])
+
 
 I8 = ir.IntType(8)
 

@@ -1,0 +1,114 @@
+"""Narrow chains: a product whose every reader is a product of the same reduced precision
+hands them its output already narrowed, as uint8 codes (int8) or bfloat16 (bf16).
+
+After `lower_precision` each int8 product quantizes its float32 activation as it packs it,
+and each bf16 product rounds it to bfloat16. Where a product's output is read only by such
+products (VGG's conv -> conv, ResNet's bottleneck 1x1 -> 3x3 -> 1x1, SqueezeNet's squeeze
+conv -> both expand convs, a conv feeding the next stage's convs), all of them narrow it the
+same way - int8 ranges belong to the value, bfloat16 rounding is one function - so the
+producer can do it once, in its epilogue, and write a narrow tensor:
+
+- int8: the producer gets out_scale / out_zero_point, its output becomes uint8 codes and the
+  readers take the codes as they are (`ir.int8`; the kernels copy bytes instead of
+  converting floats, and padding reads the zero point's code);
+- bf16: the producer gets out_dtype=bfloat16, its output becomes bfloat16 and the readers
+  copy the bits instead of rounding floats (zero is zero bits).
+
+The arithmetic is unchanged: the readers' reference narrows what it reads, which gives the
+same codes or bits back. What moves through memory is a quarter (int8) or half (bf16) of
+the bytes.
+
+A max pool between products (VGG's stage ends) runs on the narrow values: quantizing and
+rounding are monotone, so max commutes with them, and the producer narrows for the pool's
+readers. A value that is a graph output, or that any other op reads (a residual Add, an
+average pool, a concat), stays float32.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from ..ir import dtypes
+from ..ir.graph import Graph, Node, Value
+from ..ir.types import TensorType
+from .core import PassContext, graph_pass
+
+_PRODUCTS = ("ConvNhwc", "Linear")
+_BF16 = ("bf16",)  # the form of a bfloat16 reader: rounding has no parameters
+
+
+def _form(node: Node) -> tuple | None:
+    """How a reduced-precision product narrows its activation: ("int8", scale, zero point)
+    or ("bf16",); None for any other node."""
+    compute = node.attrs.get("compute")
+    if node.op not in _PRODUCTS or compute is None:
+        return None
+    if compute.name == "int8":
+        return ("int8", node.attrs["act_scale"], node.attrs["act_zero_point"])
+    return _BF16 if compute.name == "bfloat16" else None
+
+
+def _reader_form(v: Value, users: dict, outputs: set, through: list) -> tuple | None:
+    """The one form every reader of float32 `v` narrows it with, when all of them are
+    reduced-precision products reading it as their activation, or max pools whose outputs
+    are read that way (collected in `through`: narrowing commutes with max, so the pool can
+    run on the narrow values); None otherwise."""
+    readers = users.get(v, [])
+    if v in outputs or not readers or not isinstance(v.type, TensorType) or v.type.dtype is not dtypes.float32:
+        return None
+    forms = set()
+    for reader in readers:
+        if reader.op == "MaxPoolNhwc" and len(reader.outputs) == 1:
+            inner = _reader_form(reader.outputs[0], users, outputs, through)
+            if inner is None:
+                return None
+            through.append(reader)
+            forms.add(inner)
+        elif _form(reader) is not None and not any(u is v for u in reader.inputs[1:]):
+            forms.add(_form(reader))
+        else:
+            return None
+    return forms.pop() if len(forms) == 1 else None
+
+
+def _narrowed(node: Node, form: tuple | None) -> tuple[dict, object]:
+    """(attrs, output dtype) of a node whose output leaves in `form` (None: a max pool,
+    which keeps its attributes)."""
+    if form is None:
+        return node.attrs, None
+    if form[0] == "int8":
+        return {**node.attrs, "out_scale": form[1], "out_zero_point": form[2]}, dtypes.uint8
+    return {**node.attrs, "out_dtype": dtypes.bfloat16}, dtypes.bfloat16
+
+
+@graph_pass
+def chain_narrow(graph: Graph, ctx: PassContext) -> Graph:
+    users = graph.users()
+    outputs = set(graph.outputs)
+    narrow: dict[Value, Value] = {}  # float32 value -> the narrow value that replaces it
+    chained: dict[int, tuple] = {}  # id(product) -> the form its output leaves in
+    pools: dict[int, object] = {}  # id(max pool) running on narrow values -> their dtype
+    for node in graph.nodes:
+        form = _form(node)
+        if form is not None and not node.attrs.get("out_scale") and node.attrs.get("out_dtype") is None:
+            through: list[Node] = []
+            readers = _reader_form(node.outputs[0], users, outputs, through)
+            if readers is not None and readers[0] == form[0]:  # int8 feeds int8, bf16 feeds bf16
+                chained[id(node)] = readers
+                pools.update((id(p), _narrowed(node, readers)[1]) for p in through)
+    if not chained:
+        return graph
+    nodes = []
+    for node in graph.nodes:
+        inputs = [narrow.get(v, v) for v in node.inputs]
+        if id(node) in chained or id(node) in pools:
+            attrs, dtype = _narrowed(node, chained.get(id(node)))
+            y = node.outputs[0]
+            out = Value(y.name, TensorType(y.type.shape, dtype or pools[id(node)]))
+            narrow[y] = out
+            node = dataclasses.replace(node, inputs=inputs, outputs=[out], attrs=attrs)
+        elif inputs != node.inputs:
+            node = dataclasses.replace(node, inputs=inputs)
+        nodes.append(node)
+    ctx.analyses["int8_chains"] = sorted(v.name for v in narrow.values() if v.type.dtype is dtypes.uint8)
+    ctx.analyses["bf16_chains"] = sorted(v.name for v in narrow.values() if v.type.dtype is dtypes.bfloat16)
+    return dataclasses.replace(graph, nodes=nodes)
