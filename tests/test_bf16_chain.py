@@ -223,3 +223,54 @@ def test_tuner_keeps_k_whole_for_a_bfloat16_output():
     assert max(split) > 1
     narrow = dataclasses.replace(prob, a_bf16=True, out_bf16=True)
     assert all(len(k_chunks(narrow.a, s.kc)) == 1 for s in space.gemm_candidates(narrow, target))
+
+
+def _dense_block_model() -> onnx.ModelProto:
+    """DenseNet's pre-activation pattern after two stem convs: concat -> BatchNorm -> ReLU
+    -> conv, twice, the second concat also taking the first conv's output; the input's
+    Transpose feeds the stem convs directly (a copy kernel of its own: it stays float32)."""
+    rng = np.random.default_rng(5)
+    c = 8
+    inits = [_init(rng, "w1", (c, 2 * c, 1, 1)), _init(rng, "w2", (c, 3 * c, 3, 3)), _init(rng, "wa", (c, 3, 3, 3)),
+             _init(rng, "wb", (c, 3, 1, 1))]
+    for i, ch in ((1, 2 * c), (2, 3 * c)):
+        inits += [numpy_helper.from_array(rng.uniform(0.5, 1.5, ch).astype(np.float32), f"s{i}"),
+                  numpy_helper.from_array(rng.standard_normal(ch).astype(np.float32), f"b{i}"),
+                  numpy_helper.from_array(rng.standard_normal(ch).astype(np.float32) * 0.1, f"m{i}"),
+                  numpy_helper.from_array(rng.uniform(0.5, 1.5, ch).astype(np.float32), f"v{i}")]
+    nodes = [helper.make_node("Conv", ["image", "wa"], ["x"], pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["image", "wb"], ["x2"]),
+             helper.make_node("Concat", ["x", "x2"], ["cat1"], axis=1),
+             helper.make_node("BatchNormalization", ["cat1", "s1", "b1", "m1", "v1"], ["bn1"]),
+             helper.make_node("Relu", ["bn1"], ["r1"]), helper.make_node("Conv", ["r1", "w1"], ["f1"]),
+             helper.make_node("Concat", ["cat1", "f1"], ["cat2"], axis=1),
+             helper.make_node("BatchNormalization", ["cat2", "s2", "b2", "m2", "v2"], ["bn2"]),
+             helper.make_node("Relu", ["bn2"], ["r2"]), helper.make_node("Conv", ["r2", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 10, 10])]
+    graph = helper.make_graph(nodes, "dense", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_elementwise_outputs_read_only_by_bf16_products_are_rounded_in_their_kernel():
+    """Each ReLU that only a bf16 conv reads gets a Cast to bfloat16, and fusion ends the
+    ReLU's kernel with it (no kernel of its own); the input Transposes stay float32."""
+    model = _dense_block_model()
+    graph = _lowered(model)
+    casts = [n for n in graph.nodes if n.op == "Cast"]
+    producers = {n.outputs[0]: n.op for n in graph.nodes}
+    assert [producers[n.inputs[0]] for n in casts] == ["Relu", "Relu"]
+    assert all(n.attrs["to"] is dtypes.bfloat16 for n in casts)
+    convs = [n for n in graph.nodes if n.op == "ConvNhwc"]
+    assert [c.inputs[0] for c in convs[2:]] == [n.outputs[0] for n in casts]  # after the two stem convs
+    assert all(n.outputs[0].type.dtype is dtypes.float32 for n in graph.nodes if n.op == "Transpose")
+    fused = parse_target("llvm").backend.optimize(import_model(model), 3, PassContext(verify=True),
+                                                  BuildOptions(precision="bf16"))
+    bodies = [[m.op for m in n.attrs["body"].nodes] for n in fused.nodes if n.op == "FusedKernel"]
+    assert not [ops for ops in bodies if ops == ["Cast"]], bodies
+    assert sum(ops[-2:] == ["Relu", "Cast"] for ops in bodies) == 2, bodies
+    _bf16_host()
+    rng = np.random.default_rng(1)
+    feeds = {"image": rng.standard_normal((1, 3, 10, 10)).astype(np.float32)}
+    got = compiler.compile(model, precision="bf16").run(feeds)["y"]
+    np.testing.assert_allclose(got, run_graph(graph, feeds)["y"], rtol=1e-5, atol=1e-5)
