@@ -9,7 +9,7 @@ The loop nest for a stage of shape (d0, ..., dn-1):
       for jo in 0..dn-1 // vector_width
         vectorized for ji in 0..vector_width    # SIMD lanes over the contiguous last dim
           body
-      for jt in 0..dn-1 % vector_width          # scalar tail
+      for jt in 0..dn-1 % vector_width          # tail: narrower vectors (8, 4, 2), then scalar
         body
 and a reduction body keeps per-lane accumulators: its innermost reduce loop unrolled by
 `unroll` into that many independent accumulators (with a tail), combined pairwise at the end.
@@ -112,7 +112,12 @@ def _split_loop(extent: int, factor: int, kind: L.LoopKind, body_at, hint: str) 
     stmts = [inner if main == 1 else L.For(jo, L.const(main), L.LoopKind.SERIAL, inner)]
     if main == 1:
         stmts[0] = L.substitute(inner, {jo: L.const(0)})
-    if tail:
+    if tail and kind is L.LoopKind.VECTORIZED and tail >= 2:
+        # the tail in narrower vectors (24 channels: 16 + 8, not 16 + 8 scalar iterations;
+        # a 3x3 max pool over 112x112x24 ran 5x slower than over 32 channels with scalar tails)
+        narrower = 1 << (tail.bit_length() - 1)
+        stmts.append(_split_loop(tail, narrower, kind, lambda j: body_at(L.add(main * factor, j)), hint + "t"))
+    elif tail:
         jt = L.var(hint + "t")
         stmts.append(L.For(jt, L.const(tail), L.LoopKind.SERIAL, body_at(L.add(main * factor, jt))))
     return L.seq(*stmts)

@@ -34,11 +34,12 @@ def test_index_arithmetic_folds():
 
 
 def test_printer_shows_vector_loop_and_tail():
-    text = kernel_text(_add_kernel(n=10, width=4))
-    assert text.startswith("kernel add(A: f32[10], B: f32[10], C: f32[10])")
-    # 10 = 2 * 4 + a tail of 2: the vector loop first, then the scalar tail
-    FileCheck().check(re.compile(r"vectorized for \w+ in 0\.\.4 ")).check(re.compile(r"serial for \w+ in 0\.\.2 ")).run(text)
-    verify_kernel(_add_kernel(n=10, width=4))
+    text = kernel_text(_add_kernel(n=11, width=4))
+    assert text.startswith("kernel add(A: f32[11], B: f32[11], C: f32[11])")
+    # 11 = 2 * 4 + a tail of 3: the vector loop first, then the tail in a 2-wide vector and a scalar
+    FileCheck().check(re.compile(r"vectorized for \w+ in 0\.\.4 ")).check(re.compile(r"vectorized for \w+ in 0\.\.2 ")) \
+        .check(re.compile(r"serial for \w+ in 0\.\.1 ")).run(text)
+    verify_kernel(_add_kernel(n=11, width=4))
 
 
 def test_verifier_rejects_unbound_variable():
