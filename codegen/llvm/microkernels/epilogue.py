@@ -97,12 +97,14 @@ def _act_none(b, x, lanes, ep):
     return x
 
 
+# llvm.maximum / minimum, not maxnum / minnum: a NaN propagates (relu(NaN) is NaN, as in
+# numpy, onnxruntime and the loop-IR rules), where maxnum would turn it into 0.
 def _act_relu(b, x, lanes, ep):
-    return intrinsic(b, "maxnum", [x, fconst(0.0, lanes)])
+    return intrinsic(b, "maximum", [x, fconst(0.0, lanes)])
 
 
 def _act_clip(b, x, lanes, ep):
-    return intrinsic(b, "minnum", [intrinsic(b, "maxnum", [x, fconst(ep.clip_min, lanes)]), fconst(ep.clip_max, lanes)])
+    return intrinsic(b, "minimum", [intrinsic(b, "maximum", [x, fconst(ep.clip_min, lanes)]), fconst(ep.clip_max, lanes)])
 
 
 def _act_gelu_tanh(b, x, lanes, ep):
