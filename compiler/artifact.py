@@ -37,11 +37,16 @@ def write_artifact(path: str | Path, manifest: dict[str, Any], sections: dict[st
     head = dict(manifest, format_version=FORMAT_VERSION, sections=index)
     head_bytes = json.dumps(head, indent=1, sort_keys=True).encode()
     tmp = Path(str(path) + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(MAGIC + struct.pack("<I", len(head_bytes)) + head_bytes)
-        for data in body:
-            f.write(data)
-    tmp.replace(path)  # never leave a half-written artifact under the real name
+    try:
+        with open(tmp, "wb") as f:
+            f.write(MAGIC + struct.pack("<I", len(head_bytes)) + head_bytes)
+            for data in body:
+                f.write(data)
+        tmp.replace(path)  # never leave a half-written artifact under the real name
+    except OSError as e:
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        raise ArtifactError(f"{path}: cannot write the artifact: {e.strerror or e}") from None
 
 
 def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -63,12 +68,19 @@ def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
         manifest = json.loads(raw[len(MAGIC) + 4: start].decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ArtifactError(f"{path}: corrupt artifact (manifest is not readable JSON)") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: corrupt artifact (the manifest is a JSON {type(manifest).__name__}, not an object)")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(f"{path}: artifact format version {version}, this compiler reads version {FORMAT_VERSION}; "
                             f"recompile the model with this compiler")
     sections = {}
-    for name, info in manifest.get("sections", {}).items():
+    index = manifest.get("sections", {})
+    if not isinstance(index, dict):
+        raise ArtifactError(f"{path}: corrupt artifact (the manifest's section index is not an object)")
+    for name, info in index.items():
+        if not _section_entry(info):
+            raise ArtifactError(f"{path}: corrupt artifact (section '{name}' has no valid offset, size and sha256)")
         lo, hi = start + info["offset"], start + info["offset"] + info["size"]
         if hi > len(raw):
             raise ArtifactError(f"{path}: truncated artifact (section '{name}' ends past the end of the file)")
@@ -77,6 +89,13 @@ def read_artifact(path: str | Path) -> tuple[dict[str, Any], dict[str, bytes]]:
             raise ArtifactError(f"{path}: corrupt artifact (section '{name}' does not match its sha256)")
         sections[name] = data
     return manifest, sections
+
+
+def _section_entry(info) -> bool:
+    """A section index entry as `write_artifact` writes it: offset and size (ints >= 0), sha256 (hex)."""
+    return (isinstance(info, dict) and all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool)
+                                           and info[k] >= 0 for k in ("offset", "size"))
+            and isinstance(info.get("sha256"), str))
 
 
 def pack_arrays(arrays: dict[str, np.ndarray]) -> tuple[list[dict[str, Any]], bytes]:

@@ -34,6 +34,7 @@ from typing import Callable
 
 import numpy as np
 
+from .arg_types import at_least, positive_float
 from .ir.errors import CompilerError, TargetError
 from .ir.registry import PRECISIONS
 
@@ -652,12 +653,13 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("model", help="ONNX model file")
     p.add_argument("--target", default="llvm", help="our target (default llvm; reference = the interpreter)")
     p.add_argument("--vs", default="", help=f"comma-separated peers: {', '.join(s for s in SYSTEMS if s != 'ours')}")
-    p.add_argument("--batch", type=int, help="batch size (the first dim of every input)")
+    p.add_argument("--batch", type=at_least(1), help="batch size (the first dim of every input)")
     p.add_argument("--input-shape", action="append", metavar="NAME=DIMS", help="an input's whole shape (repeatable)")
-    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every system (default: all cores)")
-    p.add_argument("--runs", type=int, default=30, help="timed runs per system (default 30)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed runs per system first (default 2)")
-    p.add_argument("--budget", type=float, default=120.0,
+    p.add_argument("--threads", type=at_least(1), default=os.cpu_count(),
+                   help="threads for every system (default: all cores)")
+    p.add_argument("--runs", type=at_least(1), default=30, help="timed runs per system (default 30)")
+    p.add_argument("--warmup", type=at_least(0), default=2, help="untimed runs per system first (default 2)")
+    p.add_argument("--budget", type=positive_float, default=120.0,
                    help="seconds of timed runs per system; slower systems get fewer runs (at least 5)")
     p.add_argument("--json", action="store_true", help="print the results as JSON only")
     p.add_argument("--profile", metavar="TRACE.json", help="also profile our kernels into a Chrome trace")
@@ -728,9 +730,12 @@ def _print_bench(report: dict) -> None:
 def cmd_bench(argv: list[str]) -> int:
     from .shape_args import shape_override
 
+    from .frontend.onnx_loader import load_model_proto
+
     args = _parse_args(argv)
     if not Path(args.model).is_file():
         raise CompilerError(f"{args.model}: no such model file")
+    load_model_proto(args.model)  # a file that is not an ONNX model is refused by name, before any peer starts
     shapes = dict(shape_override(s) for s in (args.input_shape or []))
     feeds, used = random_feeds(args.model, args.batch, args.seed, shapes)
     report = _bench(args, feeds, used)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .arg_types import at_least, positive_float
 from .ir.errors import CompilerError
 from .ir.int8 import CALIBRATION_METHODS as METHODS
 from .ir.registry import PRECISIONS
@@ -66,8 +67,9 @@ def cmd_build(argv: list[str]) -> int:
     p.add_argument("-O", dest="level", type=int, choices=(0, 1, 2, 3), default=None, help=LEVEL_HELP)
     p.add_argument("--tune", action="store_true",
                    help="llvm: time microkernel schedules for problems this device has not tuned yet (cached)")
-    p.add_argument("--tune-budget", type=float, default=10.0, metavar="SECONDS", help="per problem (default 10)")
-    p.add_argument("--threads", type=int, default=None, help="llvm: threads the model runs (and is tuned) with")
+    p.add_argument("--tune-budget", type=positive_float, default=10.0, metavar="SECONDS",
+                   help="per problem (default 10)")
+    p.add_argument("--threads", type=at_least(1), default=None, help="llvm: threads the model runs (and is tuned) with")
     _add_precision_args(p)
     p.add_argument("--save-scales", metavar="FILE.json",
                    help="int8: write the activation ranges the build chose, for a later --calibrate FILE.json")
@@ -107,6 +109,10 @@ def cmd_inspect(argv: list[str]) -> int:
     args = p.parse_args(argv)
     from .api import import_model
     from .ir.printer import type_text
+
+    if args.inputs and args.precision == "fp32":  # said, not silently ignored
+        raise CompilerError(f"--inputs {args.inputs}: the inputs per-layer errors are measured on; they go with "
+                            f"--precision bf16|fp16|int8")
 
     graph = import_model(args.model, _shapes(args))
     if args.precision != "fp32":
@@ -249,9 +255,9 @@ def cmd_tune(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="compile tune", description="Tune a model's kernel schedules for this device.")
     p.add_argument("model", help="ONNX model file")
     _add_shape_arg(p)
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--threads", type=at_least(1), default=os.cpu_count() or 1,
                    help="threads the kernels are timed with (default: all cores, what a model runs with)")
-    p.add_argument("--budget", type=float, default=300.0, help="total seconds of tuning (default 300)")
+    p.add_argument("--budget", type=positive_float, default=300.0, help="total seconds of tuning (default 300)")
     _add_target_arg(p)
     p.add_argument("--retune", action="store_true", help="tune problems the cache already has too")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,

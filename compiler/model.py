@@ -26,4 +26,10 @@ def load(path: str | Path, num_threads: int | None = None):
     if backend is None:
         raise ArtifactError(f"{path}: artifact is for target {target!r}, which this build cannot run; "
                             f"it runs {', '.join(BACKENDS)}")
-    return backend.load(Artifact(manifest, sections), where=str(path), num_threads=num_threads)
+    try:
+        return backend.load(Artifact(manifest, sections), where=str(path), num_threads=num_threads)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        # the sections are hash-checked, the manifest is not: a field missing or of the wrong
+        # kind there is a corrupt (or hand-edited) artifact, said so, not a traceback
+        what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+        raise ArtifactError(f"{path}: corrupt artifact manifest ({what}); recompile the model") from None

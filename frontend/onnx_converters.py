@@ -50,7 +50,10 @@ class ImportContext:
             names = [n if n else f"{self.node_name}_unused{i}" for i, n in enumerate(output_names)]
         if op not in REGISTRY and self._expand is not None:
             return self._expand(self, op, inputs, dict(attrs or {}), num_outputs, names, opset)
-        attrs = coerce_attrs(op, dict(attrs or {}))
+        try:
+            attrs = coerce_attrs(op, dict(attrs or {}))
+        except ValueError as e:  # an element type attribute ONNX does not define (Cast to=123)
+            raise self.error(str(e)) from None
         return self.builder.node(op, inputs, attrs, name=self.node_name, num_outputs=num_outputs, output_names=names)
 
     def emit_same(self, inputs: list[Value | None], attrs: dict[str, Any], op: str | None = None,
@@ -95,7 +98,10 @@ def coerce_attrs(op: str, attrs: dict[str, Any]) -> dict[str, Any]:
         if spec is None:
             continue
         if spec.kind == "dtype" and isinstance(value, (int, np.integer)):
-            attrs[key] = dtypes.from_onnx(int(value))
+            try:
+                attrs[key] = dtypes.from_onnx(int(value))
+            except ValueError:
+                raise ValueError(f"attribute '{key}' = {value} is not an ONNX element type") from None
         elif spec.kind == "float" and isinstance(value, int):
             attrs[key] = float(value)
         elif spec.kind == "floats" and isinstance(value, list):

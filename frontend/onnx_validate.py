@@ -9,7 +9,12 @@ the importer would otherwise accept silently, or fail on deep inside numpy.
   means would be ambiguous);
 - initializers: no negative dim, raw data exactly as long as the shape says, and no tensor
   over the size limit;
-- graph inputs: no static shape over the size limit (refused before anything allocates).
+- graph inputs: no static shape over the size limit (refused before anything allocates);
+- structure: at least one output; an initializer's element type is one ONNX defines
+  (nodes out of topological order are accepted and sorted by the importer, as onnxruntime
+  does; a cycle is refused there);
+- attributes of ai.onnx nodes: each one the op's schema (at the model's opset) declares,
+  of the type it declares (`kernel_shape=3` for a Conv is refused, not guessed at).
 
 The size limit is `COMPILER_MAX_TENSOR_BYTES` (default 64 GiB): a model declaring a 10^12-
 element tensor is refused by name, not attempted.
@@ -39,7 +44,7 @@ def max_tensor_bytes() -> int:
 def validate_model(proto: onnx.ModelProto, opsets: dict[str, int]) -> None:
     """Raise ModelLoadError / GraphError for the first problem of `proto` (see module doc)."""
     _check_opsets(proto, opsets)
-    _check_graph(proto.graph, max_tensor_bytes())
+    _check_graph(proto.graph, max_tensor_bytes(), opsets.get(""))
 
 
 def _uses_default_domain(g: onnx.GraphProto) -> bool:
@@ -87,8 +92,10 @@ def _first_repeat(names) -> str | None:
     return None
 
 
-def _check_graph(g: onnx.GraphProto, limit: int) -> None:
+def _check_graph(g: onnx.GraphProto, limit: int, opset: int | None) -> None:
     where = f"graph '{g.name}'"
+    if not g.output:
+        raise GraphError(f"{where} has no outputs: nothing to compute")
     for what, items in (("initializers", g.initializer), ("graph inputs", g.input)):
         twice = _first_repeat(x.name for x in items)
         if twice is not None:
@@ -97,13 +104,45 @@ def _check_graph(g: onnx.GraphProto, limit: int) -> None:
         _check_initializer(t, where, limit)
     for inp in g.input:
         _check_input_size(inp, where, limit)
-    for node in g.node:  # subgraphs (If, Loop, Scan bodies) follow the same rules
-        for a in node.attribute:
+    for node in g.node:
+        if node.domain in ("", "ai.onnx") and opset is not None:
+            _check_attributes(node, opset, where)
+        for a in node.attribute:  # subgraphs (If, Loop, Scan bodies) follow the same rules
             for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                _check_graph(sub, limit)
+                _check_graph(sub, limit, opset)
+
+
+def _describe(node: onnx.NodeProto) -> str:
+    return f"node '{node.name}' ({node.op_type})" if node.name else f"a {node.op_type} node"
+
+
+_ATTR_TYPE_NAMES = {v: k.lower() for k, v in onnx.AttributeProto.AttributeType.items()}
+
+
+def _check_attributes(node: onnx.NodeProto, opset: int, where: str) -> None:
+    """Each attribute is one the op's schema declares, of the declared type (what
+    onnx.checker requires); ops without a schema here are left to the importer."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return
+    for a in node.attribute:
+        declared = schema.attributes.get(a.name)
+        if declared is None:
+            raise GraphError(f"{where}: {_describe(node)} has attribute '{a.name}', which {node.op_type} (opset "
+                             f"{opset}) does not define; it defines {sorted(schema.attributes) or 'none'}")
+        if a.ref_attr_name:
+            continue  # a function body's reference to its caller's attribute
+        if a.type != declared.type:
+            raise GraphError(f"{where}: {_describe(node)}: attribute '{a.name}' is of type "
+                             f"{_ATTR_TYPE_NAMES.get(a.type, a.type)}, {node.op_type} expects "
+                             f"{_ATTR_TYPE_NAMES.get(declared.type, declared.type)}")
 
 
 def _check_initializer(t: onnx.TensorProto, where: str, limit: int) -> None:
+    if t.data_type not in onnx.TensorProto.DataType.values() or t.data_type == onnx.TensorProto.UNDEFINED:
+        raise ModelLoadError(f"{where}: initializer '{t.name}' has element type {t.data_type}, which ONNX does not "
+                             f"define")
     dims = list(t.dims)
     if any(d < 0 for d in dims):
         raise ModelLoadError(f"{where}: initializer '{t.name}' has a negative dim in its shape {dims}")

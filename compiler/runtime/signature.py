@@ -21,6 +21,13 @@ class TensorSpec:
 
     @classmethod
     def from_json(cls, d: dict) -> "TensorSpec":
+        """The spec a manifest records; ValueError when the entry is not one (a corrupt
+        or hand-edited manifest), which `compiler.model.load` reports as a corrupt artifact."""
+        ok = (isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("dtype"), str)
+              and isinstance(d.get("shape"), list) and all(isinstance(x, (int, str)) and not isinstance(x, bool)
+                                                            for x in d["shape"]))
+        if not ok:
+            raise ValueError(f"tensor entry {str(d)[:200]} is not {{name: str, dtype: str, shape: [int|str, ...]}}")
         return cls(d["name"], d["dtype"], tuple(d["shape"]))
 
     @classmethod
