@@ -9,6 +9,10 @@ reference interpreter the same rounding, so compiled and reference agree to floa
 rounding). Activations stay float32 in memory: everything else follows the op's precision
 policy on its registry entry (`OpDef.precision`), and the report says which policy kept it.
 
+bf16 also lowers `Attention` (compute=bfloat16: Q, K, V and the unnormalized probabilities
+rounded, scores, softmax and sums float32; `ir.ops.attention`), unless excluded or fed a
+KV cache.
+
 A product keeps float32 when the user excludes it (by node name or op type), when its
 operands are not float32, when its weights are not compile-time constants (the bfloat16
 kernels pack them in k pairs at compile time), or when it is a depthwise convolution (one
@@ -137,6 +141,8 @@ def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, 
         return compute, _MODEL_CHOSE.get(compute, f"compute={compute} in the model"), False
     if excluded_by(node, excluded):
         return own, "excluded by the user", False
+    if node.op == "Attention":
+        return _attention_decision(node, precision, own)
     operands = node.inputs[0].type.dtype, node.inputs[1].type.dtype
     if any(d is not dtypes.float32 for d in operands):
         return own, f"operands are {operands[0].name}, not float32", False
@@ -145,6 +151,18 @@ def _decide(node: Node, precision: str, excluded: frozenset) -> tuple[str, str, 
     if is_depthwise(node):
         return own, f"depthwise convolution: memory-bound, no gain from {precision}", False
     return precision, _LOWERED_REASON[precision], True
+
+
+def _attention_decision(node: Node, precision: str, own: str) -> tuple[str, str, bool]:
+    """bf16 attention: Q.K^T and P.V on bfloat16 operands (`vdpbf16ps`), scores, softmax and
+    sums in float32; fp16 (weight storage) has no weights here, int8 no attention kernel."""
+    if precision != "bf16":
+        return own, f"attention: no {precision} kernel (scores and probabilities stay float32)", False
+    if any(v.type.dtype is not dtypes.float32 for v in node.inputs[:3]):
+        return own, "attention: Q, K, V are not float32", False
+    if any(v is not None for v in node.inputs[4:]):
+        return own, "attention with a KV cache: not lowered", False
+    return precision, "attention: bf16 Q, K, V and probabilities, fp32 scores, softmax and accumulation", True
 
 
 def lower_precision(precision: str, exclude: Iterable[str] = (), calibration: Calibration | None = None) -> Pass:

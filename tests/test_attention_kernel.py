@@ -135,3 +135,114 @@ def test_cases_the_kernel_does_not_cover_use_the_loop_ir_rule(variant):
     got = compile_graph_for(graph).run(feeds)
     for name, want in run_graph(graph, feeds).items():
         np.testing.assert_allclose(got[name], want, rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- bf16 (compute=bfloat16)
+
+def bf16_reference(q, k, v, mask, p: AttentionProblem):
+    """What bf16 attention computes (the op's reference, `ir.ops.attention`): Q, K, V rounded to
+    bfloat16, scores and softmax in float64 here, the unnormalized exp rounded to bfloat16
+    before it multiplies V, divided by the unrounded row sum."""
+    import ml_dtypes
+
+    def r(x):
+        return x.astype(ml_dtypes.bfloat16).astype(np.float64)
+
+    group = p.q_heads // p.kv_heads
+    k, v = np.repeat(r(k), group, axis=1), np.repeat(r(v), group, axis=1)
+    s = np.einsum("bhid,bhjd->bhij", r(q), k) * p.scale
+    if mask is not None:
+        s = s + mask
+    if p.causal:
+        s = np.where(np.arange(p.seq_kv)[None] <= np.arange(p.seq_q)[:, None], s, -np.inf)
+    top = s.max(-1, keepdims=True)
+    e = np.exp(s - np.where(np.isinf(top), 0, top))
+    total = e.sum(-1, keepdims=True)
+    return np.where(total == 0, 0, (r(e.astype(np.float32)) @ v) / np.where(total == 0, 1, total))
+
+
+def _bf16_variants():
+    out = []
+    if "avx512bf16" in HOST.required:
+        out.append("vector")
+    if "amx-bf16" in HOST.required:
+        out.append("amx")
+    return out or ["none"]
+
+
+@pytest.mark.parametrize("variant", _bf16_variants())
+@pytest.mark.parametrize("case", CASES)
+def test_bf16_kernel_matches_the_rounded_reference(case, variant):
+    """Both bf16 kernels (`vdpbf16ps`; AMX tiles) against the reference of the rounding they
+    do: exact but where float32 exp/summation order moves an exp across a bfloat16 rounding
+    boundary (a few elements in a thousand, by at most one bfloat16 step of a probability)."""
+    if variant == "none":
+        pytest.skip("host has no AVX512-BF16")
+    b, hq, hkv, s, t, d, dv, packed, causal, masked = CASES[case]
+    rng = np.random.default_rng(len(case) + 7)
+    mask, strides = None, None
+    if masked == "keys":
+        t = -(-t // 16) * 16
+        mask = np.where(rng.random((b, 1, 1, t)) < 0.25, -1e9, 0).astype(np.float32)
+        mask[..., 0] = 0
+        strides = (t, 0, 0, 1)
+    elif masked == "rows":
+        mask = rng.standard_normal((1, hq, s, 1)).astype(np.float32)
+        strides = (0, s, 1, 0)
+    p = AttentionProblem(b, hq, hkv, s, t, d, dv, packed, 1 / np.sqrt(d), causal, strides, bf16=True,
+                         amx=variant == "amx")
+    assert supported(p, 16) is None
+    module = new_module()
+    emit_attention(module, "att", p, 16)
+    library = compile_module(module, HOST)
+    q = rng.standard_normal((b, hq, s, d)).astype(np.float32)
+    k = rng.standard_normal((b, hkv, t, d)).astype(np.float32)
+    v = rng.standard_normal((b, hkv, t, dv)).astype(np.float32)
+    want = bf16_reference(q, k, v, mask, p)
+    layout = _heads_to_packed if packed else (lambda x: x)
+    for threads in (1, 2):
+        y = np.full(layout(want.astype(np.float32)).shape, np.nan, np.float32)
+        library.call("att", dict(q=layout(q), k=layout(k), v=layout(v), mask=mask, y=y), threads, PARAMS)
+        got = y.reshape(b, s, hq, dv).transpose(0, 2, 1, 3) if packed else y
+        np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
+        assert np.mean(np.isclose(got, want, rtol=1e-5, atol=1e-5)) > 0.98
+
+
+def test_bf16_attention_is_lowered_and_matches_its_reference():
+    """precision="bf16" lowers an Attention node (the report says so); compiled (the AMX or
+    vector kernel, else the loop-IR rule) matches the reference of the lowered graph, which
+    is within bf16 error of fp32."""
+    from compiler.backends import BuildOptions, parse_target
+    from compiler.passes.core import PassContext
+
+    graph, feeds = _attention_graph(False, None, is_causal=1)
+    lowered = parse_target("llvm").backend.optimize(graph, 2, PassContext(verify=True), BuildOptions(precision="bf16"))
+    att = [n for n in lowered.nodes if n.op == "Attention"]
+    assert len(att) == 1 and att[0].attrs["compute"].name == "bfloat16"
+    if "avx512bf16" not in HOST.required:
+        pytest.skip("host has no AVX512-BF16")
+    cm = compile_graph_for(graph, level=3, precision="bf16")
+    assert [n["reason"] for n in cm.manifest["precision"]["nodes"] if n["op"] == "Attention"] == \
+        ["attention: bf16 Q, K, V and probabilities, fp32 scores, softmax and accumulation"]
+    got = next(iter(cm.run(feeds).values()))
+    want = next(iter(run_graph(lowered, feeds).values()))
+    np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
+    assert np.mean(np.isclose(got, want, rtol=1e-5, atol=1e-5)) > 0.98
+    fp32 = next(iter(compile_graph_for(graph, level=3).run(feeds).values()))
+    np.testing.assert_allclose(got, fp32, rtol=0, atol=0.05)
+
+
+def test_bf16_attention_loop_ir_rule_rounds_like_the_reference():
+    """A softcap keeps the node off the fused kernels: the loop-IR rule does the same
+    rounding (Q, K, V and the unnormalized exp) as the reference."""
+    from compiler.ir import dtypes
+
+    graph, feeds = _attention_graph(False, None, softcap=30.0, compute=dtypes.bfloat16)
+    program = build_program(graph, HOST)
+    assert {n.name: kind for n, kind in program.paths.items()}["att"] == LOOP_IR
+    got = compile_graph_for(graph).run(feeds)
+    for name, want in run_graph(graph, feeds).items():
+        np.testing.assert_allclose(got[name], want, rtol=1e-2, atol=1e-2)
+        assert np.mean(np.isclose(got[name], want, rtol=1e-5, atol=1e-5)) > 0.98
+        fp32 = run_graph(_attention_graph(False, None, softcap=30.0)[0], feeds)[name]
+        assert 0 < np.abs(got[name] - fp32).max() < 0.05  # rounded, by bf16's error

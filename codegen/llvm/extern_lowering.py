@@ -227,8 +227,9 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
 
 
 def lower_attention(node, consts, target, schedules) -> ExternPlan | None:
-    """Attention on the fused kernel (`microkernels/attention.py`): float32, no KV cache, only
-    the Y output, no softcap or sliding window, an additive float mask or none."""
+    """Attention on the fused kernel (`microkernels/attention.py`): float32 operands (rounded
+    to bfloat16 inside with compute=bfloat16), no KV cache, only the Y output, no softcap or
+    sliding window, an additive float mask or none."""
     q, k, v, y = node.inputs[0], node.inputs[1], node.inputs[2], node.outputs[0]
     mask = _input(node, 3)
     if any(_input(node, i) is not None for i in (4, 5, 6)) or any(o is not None for o in node.outputs[1:]):
@@ -259,9 +260,12 @@ def lower_attention(node, consts, target, schedules) -> ExternPlan | None:
         if strides is None:
             return None
     scale = attrs["scale"] if attrs["scale"] is not None else 1.0 / math.sqrt(head)
+    bf16 = attrs.get("compute") is not None  # the precision pass's bfloat16 (the only compute it sets here)
+    if bf16 and "avx512bf16" not in target.required:
+        return None  # no vdpbf16ps: the loop-IR rule rounds the operands instead
     try:
         problem = AttentionProblem(batch, hq, hkv, sq, total, head, v_head, packed, float(scale),
-                                   bool(attrs["is_causal"]), strides)
+                                   bool(attrs["is_causal"]), strides, bf16, bf16 and "amx-bf16" in target.required)
         lanes = target_lanes(target)
     except CompilerError:  # Hkv not dividing Hq, a mask strided over keys, or no AVX2+FMA
         return None

@@ -24,7 +24,7 @@ import math
 
 from ...ir import dtypes
 from .. import loop_ir as L
-from ..te import Compute, Reduce, is_narrow_float, wide
+from ..te import Compute, Reduce, compute_operand, is_narrow_float, wide
 from .context import LowerContext, NotLowerable
 from .rowreduce import row_reduce
 
@@ -130,18 +130,21 @@ def _attention(ctx: LowerContext):
     softcap = float(ctx.attrs["softcap"] or 0.0)
     mask = ctx.inputs[3] if ctx.has(3) else None
     q_at, k_at, v_at = _operand(q, packed, hq), _operand(k, packed, hkv), _operand(v, packed, hkv)
+    # bf16 attention (the precision pass's compute=bfloat16): Q, K, V and the unnormalized
+    # probabilities rounded to bfloat16 where they enter a product, as the reference does
+    narrow = compute_operand(ctx.attrs.get("compute"), acc)
 
     def kv_head(h):
         return L.div(h, group) if group > 1 else h
 
-    kt = ctx.temp(Compute((batch, hkv, head, total), acc, lambda idx: L.cast(wide(k_at(idx[0], idx[1], idx[3], idx[2])), acc),
+    kt = ctx.temp(Compute((batch, hkv, head, total), acc, lambda idx: narrow(k_at(idx[0], idx[1], idx[3], idx[2])),
                           name="kt"))
 
     def score(idx):
         b, h, i, j = idx
 
         def product(r):
-            qv = L.cast(wide(q_at(b, h, i, r[0])), acc)
+            qv = narrow(q_at(b, h, i, r[0]))
             return L.mul(qv, kt[[b, kv_head(h), r[0], j]])
 
         def finalize(s):
@@ -176,7 +179,7 @@ def _attention(ctx: LowerContext):
     def weighted(idx):
         b, h, i, c = idx
         scale_row = inv[[b, h, i, L.const(0)]]
-        return Reduce("sum", (total,), lambda r: L.mul(e[[b, h, i, r[0]]], L.cast(wide(v_at(b, kv_head(h), r[0], c)), acc)),
+        return Reduce("sum", (total,), lambda r: L.mul(narrow(e[[b, h, i, r[0]]]), narrow(v_at(b, kv_head(h), r[0], c))),
                       lambda s: L.mul(s, scale_row), acc)
 
     if not packed:

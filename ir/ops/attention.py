@@ -82,6 +82,20 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / np.where(total == 0, np.ones((), x.dtype), total)
 
 
+def _narrow_probabilities(scores: np.ndarray, v: np.ndarray, no_keys: np.ndarray, compute, dtype):
+    """(Y, probabilities) of bf16 attention, as the kernels compute it: e = exp(s - max) in
+    float32, rounded to `compute` before it multiplies V (also rounded), the row sum of the
+    unrounded e dividing the result once (flash-attention style: the probabilities are never
+    normalized in the narrow type)."""
+    top = np.max(scores, axis=-1, keepdims=True)
+    top = np.where(np.isneginf(top), np.zeros((), scores.dtype), top)
+    e = np.exp(scores - top)
+    total = np.sum(e, axis=-1, keepdims=True)
+    inv = np.where((total == 0) | no_keys, np.zeros((), e.dtype), 1 / np.where(total == 0, 1, total))
+    y = _grouped_matmul(_rounded(e, compute).astype(dtype), v, dtype) * inv.astype(dtype)
+    return y, (e * inv).astype(dtype)
+
+
 def _sqrt_scale(scale: float | None, head_size: int, dtype) -> np.ndarray:
     """Q and K are each scaled by sqrt(scale) (default scale 1/sqrt(head_size)) so Q.K^T cannot overflow."""
     if scale is None:
@@ -147,6 +161,10 @@ def _attention_infer(ctx: InferContext) -> list[TensorType]:
         total = _dim_add(past.shape[2], skv) if past.shape is not None else fresh_dim("total")
     if ctx.has(3) and ctx.input(3).dtype.kind not in ("bool", "float", "int", "uint"):
         raise ctx.error(f"attn_mask must be bool or numeric, got {ctx.input(3)}")
+    compute = a["compute"]
+    if compute is not None and (compute.name != "bfloat16" or any(t.dtype.name != "float32" for t in (q, k, v))):
+        raise ctx.error(f"compute={compute.name} rounds float32 Q, K, V to bfloat16; got {q.dtype}, {k.dtype}, "
+                        f"{v.dtype}")
     y_shape = (batch, sq, _dim_mul(hq, v_head)) if rank == 3 else (batch, hq, sq, v_head)
     return [TensorType(y_shape, q.dtype),
             TensorType((batch, hkv, total, head), q.dtype),
@@ -203,8 +221,16 @@ def _softcap(x: np.ndarray, cap: float) -> np.ndarray:
     return cap * np.tanh(x / cap)
 
 
+def _rounded(x: np.ndarray, compute) -> np.ndarray:
+    """x rounded to `compute` (bfloat16) and back to its own type."""
+    return x.astype(compute.numpy).astype(x.dtype)
+
+
 def _attention_reference(ctx, q, k, v, attn_mask=None, past_key=None, past_value=None, nonpad_kv_seqlen=None):
     a = ctx.attrs
+    compute = a["compute"]
+    if compute is not None:  # bf16 attention: the operands rounded here, the probabilities below
+        q, k, v = _rounded(q, compute), _rounded(k, compute), _rounded(v, compute)
     packed = q.ndim == 3
     if packed:
         q = _split_heads(q, a["q_num_heads"])
@@ -224,11 +250,14 @@ def _attention_reference(ctx, q, k, v, attn_mask=None, past_key=None, past_value
     bias = _attention_bias(a, attn_mask, dtype, sq, total, past_len, nonpad_kv_seqlen)
     biased = capped + bias
     softmax_dtype = a["softmax_precision"].numpy if a["softmax_precision"] is not None else dtype
-    probs = _softmax(biased.astype(softmax_dtype))
     # A query with no allowed key (decided on the bias, not on possibly-NaN scores) outputs zeros.
     no_keys = np.all(np.isneginf(bias), axis=-1, keepdims=True)
-    probs = np.where(no_keys, np.zeros((), probs.dtype), probs).astype(dtype)
-    y = _grouped_matmul(probs, v, dtype)
+    if compute is not None:
+        y, probs = _narrow_probabilities(biased.astype(softmax_dtype), v, no_keys, compute, dtype)
+    else:
+        probs = _softmax(biased.astype(softmax_dtype))
+        probs = np.where(no_keys, np.zeros((), probs.dtype), probs).astype(dtype)
+        y = _grouped_matmul(probs, v, dtype)
 
     outputs = [_merge_heads(y) if packed else y, k, v]
     if ctx.num_outputs > 3:  # the debug output is only materialised when the node has it
@@ -245,7 +274,10 @@ ATTENTION = OpDef(
     attrs={"is_causal": Attr("int", 0), "scale": Attr("float", None), "softcap": Attr("float", 0.0),
            "q_num_heads": Attr("int", None), "kv_num_heads": Attr("int", None),
            "qk_matmul_output_mode": Attr("int", 0), "softmax_precision": Attr("dtype", None),
-           "left_window_size": Attr("int", -1), "right_window_size": Attr("int", -1)},
+           "left_window_size": Attr("int", -1), "right_window_size": Attr("int", -1),
+           # the precision pass's: bfloat16 rounds Q, K, V and the unnormalized probabilities
+           # (scores, softmax and sums stay float32)
+           "compute": Attr("dtype", None)},
     doc="Scaled dot-product attention softmax(Q.K^T*scale + mask).V with GQA, KV cache, causal/window masks, softcap.",
     flops=flops.attention)
 
