@@ -129,7 +129,7 @@ def kernel_groups(graph: Graph) -> tuple[Graph, list[list[Node]] | None]:
             group.append(Node(m.op, read.inputs, [outer.get(v, v) for v in m.outputs], read.attrs, m.name))
         nodes += group
         groups.append(group)
-    return Graph(list(graph.inputs), list(graph.outputs), nodes, constants, graph.name), groups
+    return Graph(list(graph.inputs), list(graph.outputs), nodes, constants, graph.name, graph.output_names), groups
 
 
 def _nbytes(v: Value) -> int:

@@ -216,15 +216,17 @@ class _GraphImporter:
             if is_main:  # declared shapes are stale once the caller re-shaped the inputs
                 _check_declared_type(g.name, o, scope[o.name], shapes=not overridden)
             outputs.append(scope[o.name])
-        b.output(*self._named_outputs(b, outputs, [o.name for o in g.output]))
+        names = [o.name for o in g.output]
+        b.output(*self._named_outputs(b, outputs, names), names=names)
         return b.build(verify=False)
 
     def _named_outputs(self, b: GraphBuilder, values: list[Value], names: list[str]) -> list[Value]:
         """Graph outputs must carry the model's names; an input or constant passed straight
         through (or one value output twice) gets an Identity so each output has its own value.
         A constant holding the output's own name (a folded Shape, a Constant node) hands the
-        name over to the Identity. An input cannot: an output named like an input keeps a
-        suffixed name (the IR's values have one name each)."""
+        name over to the Identity. An input cannot (the IR's values have one name each): its
+        Identity's value takes a suffixed name, and the graph's `output_names` keep the
+        model's name for callers."""
         result, used = [], set()
         produced = {v for n in b.nodes for v in n.outputs}
         constants = set(b.constants)

@@ -63,6 +63,7 @@ class GraphBuilder:
         self.node_names = NameScope()
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
+        self.output_names: list[str] | None = None  # see `output`
         self.constants: list[Value] = []
         self.nodes: list[Node] = []
 
@@ -132,11 +133,18 @@ class GraphBuilder:
         """Shorthand for single-output nodes: `b.op("Add", x, y)`."""
         return self.node(op, list(inputs), attrs, name=name)[0]
 
-    def output(self, *values: Value) -> None:
+    def output(self, *values: Value, names: list[str] | None = None) -> None:
+        """Add graph outputs; `names` (one per value) where callers must see other names
+        than the values' (`Graph.output_names`)."""
+        if names is not None and any(n != v.name for n, v in zip(names, values)):
+            self.output_names = [v.name for v in self.outputs] if self.output_names is None else self.output_names
+        if self.output_names is not None:
+            self.output_names.extend(names if names is not None else [v.name for v in values])
         self.outputs.extend(values)
 
     def build(self, verify: bool = True) -> Graph:
-        g = Graph(list(self.inputs), list(self.outputs), list(self.nodes), list(self.constants), self.name)
+        g = Graph(list(self.inputs), list(self.outputs), list(self.nodes), list(self.constants), self.name,
+                  list(self.output_names) if self.output_names is not None else None)
         # Folding leaves the constants it consumed behind; keep only the ones still read.
         used = set(g.users()) | set(g.outputs)
         g.constants = [c for c in g.constants if c in used]

@@ -76,6 +76,14 @@ class Graph:
     nodes: list[Node]
     constants: list[Value] = field(default_factory=list)
     name: str = "main"
+    # The names callers see for the outputs, where one differs from its value's: a model
+    # output that is one of its inputs passed through (ONNX lets both share a name; IR
+    # values have one name each). None: every output is named by its value.
+    output_names: list[str] | None = None
+
+    def output_name_list(self) -> list[str]:
+        """The outputs' names as `run()` returns them."""
+        return list(self.output_names) if self.output_names else [v.name for v in self.outputs]
 
     # ---- queries -------------------------------------------------------------------
     def producers(self) -> dict[Value, Node]:

@@ -100,7 +100,7 @@ class Interpreter:
         values = validate_inputs(graph, feeds) if validate else dict(feeds)
         env: dict[Value, Any] = {v: values[v.name] for v in graph.inputs}
         results = self._run_scope(graph, env, outer={})
-        return {v.name: r for v, r in zip(graph.outputs, results)}
+        return dict(zip(graph.output_name_list(), results))
 
     def _run_scope(self, graph: Graph, env: dict[Value, Any], outer: Mapping[Value, Any]) -> list[Any]:
         for c in graph.constants:

@@ -22,7 +22,7 @@ def remove_dead_nodes(graph: Graph) -> Graph:
     if len(kept) == len(graph.nodes) and len(constants) == len(graph.constants):
         return graph
     kept.reverse()
-    return Graph(list(graph.inputs), list(graph.outputs), kept, constants, graph.name)
+    return Graph(list(graph.inputs), list(graph.outputs), kept, constants, graph.name, graph.output_names)
 
 
 @graph_pass

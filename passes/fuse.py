@@ -246,7 +246,8 @@ def fuse_groups(graph: Graph, groups: list[list[Node]]) -> Graph:
     _, node_names = all_names(graph)
     names = NameScope(node_names)
     kernels = [_kernel(members, leaving, names) for members in groups]
-    return remove_dead_nodes(Graph(list(graph.inputs), list(graph.outputs), kernels, list(graph.constants), graph.name))
+    return remove_dead_nodes(Graph(list(graph.inputs), list(graph.outputs), kernels, list(graph.constants), graph.name,
+                                   graph.output_names))
 
 
 def fuse_graph(graph: Graph, max_rounds: int = 50) -> tuple[Graph, list[dict]]:

@@ -55,7 +55,7 @@ def substitute_in_graph(graph: Graph, resolve: Callable[[Value], Value]) -> Grap
     changed |= any(a is not b for a, b in zip(outputs, graph.outputs))
     if not changed:
         return graph
-    return Graph(list(graph.inputs), outputs, nodes, list(graph.constants), graph.name)
+    return Graph(list(graph.inputs), outputs, nodes, list(graph.constants), graph.name, graph.output_names)
 
 
 def substitute_in_node(node: Node, resolve: Callable[[Value], Value]) -> Node:
@@ -207,7 +207,7 @@ class Rewriter:
             return self.graph
         constants = list(self.graph.constants) + self.new_constants
         outputs = [self.resolve(v) for v in self.graph.outputs]
-        g = Graph(list(self.graph.inputs), outputs, self.nodes, constants, self.graph.name)
+        g = Graph(list(self.graph.inputs), outputs, self.nodes, constants, self.graph.name, self.graph.output_names)
         return keep_output_names(g, self.graph.outputs, self.names)
 
 
@@ -246,7 +246,7 @@ def keep_output_names(g: Graph, original: list[Value], names: NameScope) -> Grap
         if any(v in rename for v in m.outputs):
             m = Node(m.op, m.inputs, [resolve(v) for v in m.outputs], m.attrs, m.name)
         nodes.append(m)
-    return Graph(list(g.inputs), outputs, nodes + extra_nodes, list(g.constants) + extra_consts, g.name)
+    return Graph(list(g.inputs), outputs, nodes + extra_nodes, list(g.constants) + extra_consts, g.name, g.output_names)
 
 
 @dataclass(frozen=True)

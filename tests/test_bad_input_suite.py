@@ -135,10 +135,7 @@ def test_a_crashing_child_is_seen_as_a_crash(tmp_path):
 
 
 # Findings not fixed yet, each with why; strict, so a fix makes the suite say so.
-KNOWN = {
-    "model/output_is_the_input": "issue 17: a graph output that is a graph input has no output of its own "
-                                 "(IR value names double as output names; decoupling them is not done)",
-}
+KNOWN: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=KNOWN[n]))

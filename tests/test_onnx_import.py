@@ -660,3 +660,24 @@ def test_if_with_a_condition_known_at_import_becomes_its_taken_branch():
     assert "If" not in [n.op for n in graph.nodes] and "Split" not in [n.op for n in graph.nodes]
     data = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
     np.testing.assert_array_equal(run_graph(graph, {"x": data})["y"], np.maximum(data, 0))
+
+
+@pytest.mark.parametrize("target", ["reference", "llvm"])
+def test_an_output_that_is_an_input_keeps_its_name(target, tmp_path):
+    """ONNX lets a graph output be one of its inputs, under the same name; the IR gives each
+    value one name, so the graph keeps the callers' names apart (`Graph.output_names`):
+    run(), the interpreter and a saved and reloaded artifact all answer under 'x'."""
+    import compiler
+
+    m = model([helper.make_node("Relu", ["x"], ["y"])], [("x", F, [2])], [("x", F, [2]), ("y", F, [2])])
+    x = np.array([-1, 2], np.float32)
+    graph = import_onnx(m)
+    assert graph.output_name_list() == ["x", "y"] and graph.outputs[0].name != "x"
+    assert sorted(run_graph(graph, {"x": x})) == ["x", "y"]
+    cm = compiler.compile(m, target=target)
+    for runner in (cm, (cm.save(str(tmp_path / "m.cmod")), compiler.load(str(tmp_path / "m.cmod")))[1]):
+        out = runner.run({"x": x})
+        assert sorted(out) == ["x", "y"]
+        np.testing.assert_array_equal(out["x"], x)
+        np.testing.assert_array_equal(out["y"], np.maximum(x, 0))
+        assert [s.name for s in runner.outputs] == ["x", "y"]

@@ -101,7 +101,7 @@ class CUDABackend(Backend):
             "source": source,
             "opt_level": plan.level,
             "inputs": [TensorSpec.of(v).to_json() for v in plan.graph.inputs],
-            "outputs": [TensorSpec.of(v).to_json() for v in plan.graph.outputs],
+            "outputs": [s.to_json() for s in TensorSpec.outputs_of(plan.graph)],
             "launch_abi": LAUNCH_ABI,
             "device": target.options.get("device", "gpu"),
             "archs": list(gpu.archs),

@@ -94,7 +94,7 @@ class LLVMBackend(Backend):
             "source": source,
             "opt_level": level,
             "inputs": [TensorSpec.of(v).to_json() for v in graph.inputs],
-            "outputs": [TensorSpec.of(v).to_json() for v in graph.outputs],
+            "outputs": [s.to_json() for s in TensorSpec.outputs_of(graph)],
             "native_abi": NATIVE_ABI,
             "cpu": build.target.cpu,
             "cpu_features": list(build.target.required),

@@ -27,7 +27,7 @@ class InterpretedModel(PositionalCall):
         self.target = manifest.get("target", "reference")
         self.source = manifest.get("source", "")
         self.inputs = [TensorSpec.of(v) for v in graph.inputs]
-        self.outputs = [TensorSpec.of(v) for v in graph.outputs]
+        self.outputs = TensorSpec.outputs_of(graph)
         self.timings: dict = {}
         self._interpreter = Interpreter(check_types=check_types)
 
@@ -65,7 +65,7 @@ def encode(graph: Graph, manifest: dict) -> tuple[dict, dict[str, bytes]]:
     text = print_graph(graph, embed_constants=not unique)
     index, blob = pack_arrays({c.name: c.const for c in constants} if unique else {})
     manifest = {**manifest, "inputs": [TensorSpec.of(v).to_json() for v in graph.inputs],
-                "outputs": [TensorSpec.of(v).to_json() for v in graph.outputs], "weights": index}
+                "outputs": [s.to_json() for s in TensorSpec.outputs_of(graph)], "weights": index}
     return manifest, {"graph.ir": text.encode(), "weights.bin": blob}
 
 
@@ -75,6 +75,16 @@ def decode(manifest: dict, sections: dict[str, bytes], where: str) -> Graph:
 
     try:
         blobs = unpack_arrays(manifest.get("weights", []), sections["weights.bin"])
-        return parse_graph(sections["graph.ir"].decode(), blobs)
+        graph = parse_graph(sections["graph.ir"].decode(), blobs)
     except (KeyError, ValueError, GraphError) as e:
         raise ArtifactError(f"{where}: corrupt artifact ({e})") from None
+    try:  # the IR text names outputs by their values; the manifest keeps the names callers see
+        names = [TensorSpec.from_json(d).name for d in manifest["outputs"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{where}: corrupt artifact manifest ({e})") from None
+    if len(names) != len(graph.outputs):
+        raise ArtifactError(f"{where}: corrupt artifact (the manifest names {len(names)} outputs, the graph has "
+                            f"{len(graph.outputs)})")
+    if names != [v.name for v in graph.outputs]:
+        graph.output_names = names
+    return graph

@@ -31,14 +31,21 @@ class TensorSpec:
         return cls(d["name"], d["dtype"], tuple(d["shape"]))
 
     @classmethod
-    def of(cls, value) -> "TensorSpec":
-        """The spec of an IR graph input or output (an `ir.graph.Value`)."""
+    def of(cls, value, name: str | None = None) -> "TensorSpec":
+        """The spec of an IR graph input or output (an `ir.graph.Value`), under `name` when
+        callers see it so (`Graph.output_names`)."""
         from ..ir.types import TensorType
 
         t = value.type
+        name = name or value.name
         if not isinstance(t, TensorType):
-            return cls(value.name, str(t), ())
-        return cls(value.name, t.dtype.name, tuple(t.shape) if t.shape is not None else ("*",))
+            return cls(name, str(t), ())
+        return cls(name, t.dtype.name, tuple(t.shape) if t.shape is not None else ("*",))
+
+    @classmethod
+    def outputs_of(cls, graph) -> list["TensorSpec"]:
+        """The specs of a graph's outputs, under the names callers see."""
+        return [cls.of(v, name) for v, name in zip(graph.outputs, graph.output_name_list())]
 
 
 def check_names(specs: list[TensorSpec], feeds: Mapping[str, Any]) -> None:
