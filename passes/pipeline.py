@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from ..ir.graph import Graph
+from .conv_forms import conv_forms
 from .core import Pass, PassContext, fixed_point, run_pipeline
 from .eliminate_common_subexpressions import eliminate_common_subexpressions
 from .eliminate_dead_code import eliminate_dead_code
@@ -51,8 +52,9 @@ SIMPLIFY = fixed_point("simplify", [
 RECOGNIZE = fixed_point("recognize", [recognize_patterns, SIMPLIFY])
 
 # The layout passes of CPU targets whose convolutions and pools run channels-last, on
-# float32 product kernels (16-bit float products widened around them).
-CHANNELS_LAST = (decompose_qlinear, to_channels_last, fold_qdq, widen_products, SIMPLIFY)
+# float32 product kernels (16-bit float products widened around them); 1-D and
+# non-overlapping transposed convolutions first take forms those kernels run.
+CHANNELS_LAST = (conv_forms, decompose_qlinear, to_channels_last, fold_qdq, widen_products, SIMPLIFY)
 
 LEVELS = (0, 1, 2, 3)
 DEFAULT_LEVEL = 3

@@ -1,0 +1,79 @@
+"""`passes.conv_forms`: 1-D convolutions as 2-D ones over a height of 1, and transposed
+convolutions whose stride equals their kernel as one matrix product plus depth-to-space, so
+both reach the microkernels. Each form is checked against onnxruntime over the attributes
+that change the arithmetic (stride, dilation, pads, groups, bias), and the cases the rewrite
+must leave alone (overlapping transposed convolutions, padded ones) still run correctly."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import compiler
+from compiler.api import import_model
+from compiler.backends import BuildOptions, parse_target
+from compiler.passes.core import PassContext
+
+
+def _model(op, x_shape, w, b=None, **attrs):
+    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
+    node = helper.make_node(op, ["x", "w"] + (["b"] if b is not None else []), ["y"], name="conv", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _check(model, x_shape, seed=0):
+    x = np.random.default_rng(seed).standard_normal(x_shape).astype(np.float32)
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    got = compiler.compile(model).run({"x": x})["y"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _ops(model):
+    graph = parse_target("llvm").backend.optimize(import_model(model), 2, PassContext(verify=True), BuildOptions())
+    return [n.op for n in graph.nodes]
+
+
+CONV1D = {
+    "plain": dict(),
+    "strided_padded": dict(strides=[3], pads=[2, 1]),
+    "dilated": dict(dilations=[2], pads=[2, 2]),
+    "grouped": dict(group=2),
+    "depthwise": dict(group=8),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV1D))
+def test_conv1d_runs_as_a_2d_conv_and_matches_onnxruntime(case):
+    attrs = CONV1D[case]
+    group = attrs.get("group", 1)
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((16, 8 // group, 5)).astype(np.float32)
+    model = _model("Conv", (2, 8, 50), w, rng.standard_normal(16).astype(np.float32), **attrs)
+    ops = _ops(model)
+    assert "Conv" not in ops and "ConvNhwc" in ops, ops
+    _check(model, (2, 8, 50))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("kernel", [(2, 2), (3, 2)])
+def test_non_overlapping_transposed_conv_is_a_matmul_and_matches_onnxruntime(kernel, bias):
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((6, 5) + kernel).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32) if bias else None
+    model = _model("ConvTranspose", (2, 6, 7, 9), w, b, strides=list(kernel))
+    ops = _ops(model)
+    assert "ConvTranspose" not in ops and ("MatMul" in ops or "Linear" in ops), ops
+    _check(model, (2, 6, 7, 9))
+
+
+@pytest.mark.parametrize("attrs", [dict(strides=[2, 2]), dict(strides=[2, 2], pads=[1, 1, 1, 1]),
+                                   dict(strides=[2, 2], group=2)], ids=["overlapping", "padded", "grouped"])
+def test_other_transposed_convs_are_left_alone_and_stay_right(attrs):
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((6, 3 if "group" in attrs else 5, 3, 3)).astype(np.float32)  # [Cin, Cout / group, k, k]
+    model = _model("ConvTranspose", (1, 6, 5, 5), w, **attrs)
+    assert "ConvTranspose" in _ops(model)
+    _check(model, (1, 6, 5, 5))
