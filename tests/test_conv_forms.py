@@ -77,3 +77,23 @@ def test_other_transposed_convs_are_left_alone_and_stay_right(attrs):
     model = _model("ConvTranspose", (1, 6, 5, 5), w, **attrs)
     assert "ConvTranspose" in _ops(model)
     _check(model, (1, 6, 5, 5))
+
+
+CONV3D = {
+    "plain": dict(),
+    "padded_strided": dict(pads=[1, 1, 0, 1, 0, 1], strides=[2, 1, 2]),
+    "depth_dilated": dict(dilations=[2, 1, 1], pads=[2, 1, 1, 2, 1, 1]),
+    "grouped": dict(group=2, pads=[1, 1, 1, 1, 1, 1]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONV3D))
+def test_conv3d_is_a_sum_of_2d_convs_over_depth_taps_and_matches_onnxruntime(case):
+    attrs = CONV3D[case]
+    group = attrs.get("group", 1)
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((6, 4 // group, 3, 3, 3)).astype(np.float32)
+    model = _model("Conv", (2, 4, 7, 9, 8), w, rng.standard_normal(6).astype(np.float32), **attrs)
+    ops = _ops(model)
+    assert "Conv" not in ops and ops.count("ConvNhwc") == 3, ops  # one per depth tap
+    _check(model, (2, 4, 7, 9, 8))
