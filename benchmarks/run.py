@@ -125,7 +125,8 @@ def expand_precisions(systems: list[str], precisions: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(models.MODELS), help="comma-separated (default: the whole zoo)")
+    ap.add_argument("--models", default=",".join(models.MODELS),
+                    help="comma-separated (default: the whole zoo; 'unseen': the unseen-architecture set)")
     ap.add_argument("--systems", default="ours,onnxruntime,tvm,torch,torch.compile")
     ap.add_argument("--batch", default="1", type=parse_batches,
                     help="comma-separated batch sizes for the CNNs and BERT (default 1; the MLP runs at 64)")
@@ -141,10 +142,13 @@ def main(argv: list[str] | None = None) -> int:
                          "inputs and seeded variations, like onnxruntime-int8); default fp32")
     args = ap.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
+    names = [n for m in names for n in (models.UNSEEN if m == "unseen" else (m,))]  # the unseen set by its name
     systems = expand_precisions([s.strip() for s in args.systems.split(",") if s.strip()], args.precision)
-    bad = [n for n in names if n not in models.MODELS] + [s for s in systems if s not in SYSTEMS]
+    known = models.MODELS + models.UNSEEN
+    bad = [n for n in names if n not in known] + [s for s in systems if s not in SYSTEMS]
     if bad:
-        ap.error(f"unknown model(s)/system(s) {bad}; models: {', '.join(models.MODELS)}; systems: {', '.join(SYSTEMS)}")
+        ap.error(f"unknown model(s)/system(s) {bad}; models: {', '.join(known)} (or 'unseen' for the unseen set); "
+                 f"systems: {', '.join(SYSTEMS)}")
 
     plan = Plan(runs=args.runs, warmup=args.warmup, rounds=min(10, args.runs), budget_s=args.budget,
                 caps={"tvm": args.tvm_runs})
