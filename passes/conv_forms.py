@@ -43,13 +43,22 @@ def _shape_const(rw: Rewriter, dims, hint: str):
     return rw.constant(np.asarray(dims, np.int64), hint)
 
 
-def _conv1d(node: Node, rw: Rewriter):
+def _operands(node: Node, rank: int):
+    """(x, w, bias, weights, x shape, y shape) of a conv-like node with static rank-`rank`
+    input and output, constant weights of that rank and explicit padding; None otherwise."""
     x, w = node.inputs[0], node.inputs[1]
-    bias = node.inputs[2] if len(node.inputs) > 2 else None
     weights = const_of(w)
-    xs, ys = _static(x, 3), _static(node.outputs[0], 3)
-    if xs is None or ys is None or weights is None or weights.ndim != 3 or not _plain_window(node):
+    xs, ys = _static(x, rank), _static(node.outputs[0], rank)
+    if xs is None or ys is None or weights is None or weights.ndim != rank or not _plain_window(node):
         return None
+    return x, w, (node.inputs[2] if len(node.inputs) > 2 else None), weights, xs, ys
+
+
+def _conv1d(node: Node, rw: Rewriter):
+    found = _operands(node, 3)
+    if found is None:
+        return None
+    x, w, bias, weights, xs, ys = found
     a = node.attrs
     pads = list(a.get("pads") or [0, 0])
     attrs = {"kernel_shape": [1, weights.shape[2]], "strides": [1, *(a.get("strides") or [1])],
@@ -62,12 +71,10 @@ def _conv1d(node: Node, rw: Rewriter):
 
 
 def _patch_transpose_conv(node: Node, rw: Rewriter):
-    x, w = node.inputs[0], node.inputs[1]
-    bias = node.inputs[2] if len(node.inputs) > 2 else None
-    weights = const_of(w)
-    xs, ys = _static(x, 4), _static(node.outputs[0], 4)
-    if xs is None or ys is None or weights is None or weights.ndim != 4 or not _plain_window(node):
+    found = _operands(node, 4)
+    if found is None:
         return None
+    x, w, bias, weights, xs, ys = found
     a = node.attrs
     kernel = list(weights.shape[2:])
     if (list(a.get("strides") or [1, 1]) != kernel or any(a.get("pads") or [0]) or any(d != 1 for d in (a.get("dilations") or [1]))
@@ -98,12 +105,10 @@ def _conv3d(node: Node, rw: Rewriter):
     od*sd - pd + t*dd with W[:, :, t]: the input padded along depth once, each tap's slices
     (a strided Slice) moved beside the batch, one 2-D conv per tap over [N*Dout, C, H, W],
     the taps summed (the Add folds into the next conv's epilogue), then back to NCDHW."""
-    x, w = node.inputs[0], node.inputs[1]
-    bias = node.inputs[2] if len(node.inputs) > 2 else None
-    weights = const_of(w)
-    xs, ys = _static(x, 5), _static(node.outputs[0], 5)
-    if xs is None or ys is None or weights is None or weights.ndim != 5 or not _plain_window(node):
+    found = _operands(node, 5)
+    if found is None:
         return None
+    x, w, bias, weights, xs, ys = found
     a = node.attrs
     strides, dilations = list(a.get("strides") or [1, 1, 1]), list(a.get("dilations") or [1, 1, 1])
     pads = list(a.get("pads") or [0] * 6)  # d, h, w begins then ends

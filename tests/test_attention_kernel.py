@@ -22,11 +22,13 @@ pytestmark = pytest.mark.skipif(HOST.vector_bits < 256 or "fma" not in HOST.requ
                                 reason="the microkernels need AVX2+FMA")
 
 
-def reference(q, k, v, mask, p: AttentionProblem):
-    """4-D heads in, 4-D heads out, float64; a row with no allowed key gives zeros."""
+def reference(q, k, v, mask, p: AttentionProblem, rounded=lambda x: x.astype(np.float64)):
+    """4-D heads in, 4-D heads out, float64; a row with no allowed key gives zeros.
+    `rounded` is applied to Q, K, V and to the unnormalized exp before it multiplies V
+    (bf16 attention rounds those to bfloat16; `bf16_reference`)."""
     group = p.q_heads // p.kv_heads
-    k, v = np.repeat(k, group, axis=1).astype(np.float64), np.repeat(v, group, axis=1).astype(np.float64)
-    s = np.einsum("bhid,bhjd->bhij", q.astype(np.float64), k) * p.scale
+    k, v = np.repeat(rounded(k), group, axis=1), np.repeat(rounded(v), group, axis=1)
+    s = np.einsum("bhid,bhjd->bhij", rounded(q), k) * p.scale
     if mask is not None:
         s = s + mask
     if p.causal:
@@ -34,7 +36,7 @@ def reference(q, k, v, mask, p: AttentionProblem):
     top = s.max(-1, keepdims=True)
     e = np.exp(s - np.where(np.isinf(top), 0, top))
     total = e.sum(-1, keepdims=True)
-    return np.where(total == 0, 0, e / np.where(total == 0, 1, total)) @ v
+    return np.where(total == 0, 0, (rounded(e.astype(np.float32)) @ v) / np.where(total == 0, 1, total))
 
 
 def _heads_to_packed(t):
@@ -50,35 +52,49 @@ CASES = {  # B, Hq, Hkv, S, T, D, Dv, packed, causal, mask ("keys": [B,1,1,T] pa
 }
 
 
+def _mask_for(masked, rng, b, hq, s, t, lanes):
+    """(key count, mask, mask strides) of a case: "keys" a [B,1,1,T] padding mask (T whole
+    vectors of keys, every row keeping one), "rows" a [1,H,S,1] additive one, else none."""
+    if masked == "keys":
+        t = -(-t // lanes) * lanes  # a per-key mask needs whole vectors of keys
+        mask = np.where(rng.random((b, 1, 1, t)) < 0.25, -1e9, 0).astype(np.float32)
+        mask[..., 0] = 0  # every row keeps a key
+        return t, mask, (t, 0, 0, 1)
+    if masked == "rows":
+        return t, rng.standard_normal((1, hq, s, 1)).astype(np.float32), (0, s, 1, 0)
+    return t, None, None
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_kernel_matches_reference(case):
     b, hq, hkv, s, t, d, dv, packed, causal, masked = CASES[case]
     lanes = target_lanes(HOST)
     rng = np.random.default_rng(len(case))
-    mask, strides = None, None
-    if masked == "keys":
-        t = -(-t // lanes) * lanes  # a per-key mask needs whole vectors of keys
-        mask = np.where(rng.random((b, 1, 1, t)) < 0.25, -1e9, 0).astype(np.float32)
-        mask[..., 0] = 0  # every row keeps a key
-        strides = (t, 0, 0, 1)
-    elif masked == "rows":
-        mask = rng.standard_normal((1, hq, s, 1)).astype(np.float32)
-        strides = (0, s, 1, 0)
+    t, mask, strides = _mask_for(masked, rng, b, hq, s, t, lanes)
     p = AttentionProblem(b, hq, hkv, s, t, d, dv, packed, 1 / np.sqrt(d), causal, strides)
+    for got, want in _run_kernel(p, lanes, rng, mask, reference):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+
+
+def _run_kernel(p: AttentionProblem, lanes: int, rng, mask, reference_of):
+    """[(kernel output, `reference_of`'s answer)] at 1 and 2 threads, on seeded Q, K, V in
+    the problem's layout (outputs back as 4-D heads)."""
     assert supported(p, lanes) is None
     module = new_module()
     emit_attention(module, "att", p, lanes)
     library = compile_module(module, HOST)
+    b, hq, hkv, s, t, d, dv = p.batch, p.q_heads, p.kv_heads, p.seq_q, p.seq_kv, p.head_dim, p.v_head_dim
     q = rng.standard_normal((b, hq, s, d)).astype(np.float32)
     k = rng.standard_normal((b, hkv, t, d)).astype(np.float32)
     v = rng.standard_normal((b, hkv, t, dv)).astype(np.float32)
-    want = reference(q, k, v, mask, p)
-    layout = _heads_to_packed if packed else (lambda x: x)
+    want = reference_of(q, k, v, mask, p)
+    layout = _heads_to_packed if p.packed else (lambda x: x)
+    out = []
     for threads in (1, 2):
         y = np.full(layout(want.astype(np.float32)).shape, np.nan, np.float32)
         library.call("att", dict(q=layout(q), k=layout(k), v=layout(v), mask=mask, y=y), threads, PARAMS)
-        got = y.reshape(b, s, hq, dv).transpose(0, 2, 1, 3) if packed else y
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=2e-6)
+        out.append((y.reshape(b, s, hq, dv).transpose(0, 2, 1, 3) if p.packed else y, want))
+    return out
 
 
 def test_fully_masked_rows_give_zeros():
@@ -140,25 +156,12 @@ def test_cases_the_kernel_does_not_cover_use_the_loop_ir_rule(variant):
 # ---------------------------------------------------------------- bf16 (compute=bfloat16)
 
 def bf16_reference(q, k, v, mask, p: AttentionProblem):
-    """What bf16 attention computes (the op's reference, `ir.ops.attention`): Q, K, V rounded to
-    bfloat16, scores and softmax in float64 here, the unnormalized exp rounded to bfloat16
-    before it multiplies V, divided by the unrounded row sum."""
+    """What bf16 attention computes (the op's reference, `ir.ops.attention`): Q, K, V and
+    the unnormalized exp rounded to bfloat16, scores and softmax in float64 here, divided by
+    the unrounded row sum."""
     import ml_dtypes
 
-    def r(x):
-        return x.astype(ml_dtypes.bfloat16).astype(np.float64)
-
-    group = p.q_heads // p.kv_heads
-    k, v = np.repeat(r(k), group, axis=1), np.repeat(r(v), group, axis=1)
-    s = np.einsum("bhid,bhjd->bhij", r(q), k) * p.scale
-    if mask is not None:
-        s = s + mask
-    if p.causal:
-        s = np.where(np.arange(p.seq_kv)[None] <= np.arange(p.seq_q)[:, None], s, -np.inf)
-    top = s.max(-1, keepdims=True)
-    e = np.exp(s - np.where(np.isinf(top), 0, top))
-    total = e.sum(-1, keepdims=True)
-    return np.where(total == 0, 0, (r(e.astype(np.float32)) @ v) / np.where(total == 0, 1, total))
+    return reference(q, k, v, mask, p, rounded=lambda x: x.astype(ml_dtypes.bfloat16).astype(np.float64))
 
 
 def _bf16_variants():
@@ -180,30 +183,10 @@ def test_bf16_kernel_matches_the_rounded_reference(case, variant):
         pytest.skip("host has no AVX512-BF16")
     b, hq, hkv, s, t, d, dv, packed, causal, masked = CASES[case]
     rng = np.random.default_rng(len(case) + 7)
-    mask, strides = None, None
-    if masked == "keys":
-        t = -(-t // 16) * 16
-        mask = np.where(rng.random((b, 1, 1, t)) < 0.25, -1e9, 0).astype(np.float32)
-        mask[..., 0] = 0
-        strides = (t, 0, 0, 1)
-    elif masked == "rows":
-        mask = rng.standard_normal((1, hq, s, 1)).astype(np.float32)
-        strides = (0, s, 1, 0)
+    t, mask, strides = _mask_for(masked, rng, b, hq, s, t, 16)
     p = AttentionProblem(b, hq, hkv, s, t, d, dv, packed, 1 / np.sqrt(d), causal, strides, bf16=True,
                          amx=variant == "amx")
-    assert supported(p, 16) is None
-    module = new_module()
-    emit_attention(module, "att", p, 16)
-    library = compile_module(module, HOST)
-    q = rng.standard_normal((b, hq, s, d)).astype(np.float32)
-    k = rng.standard_normal((b, hkv, t, d)).astype(np.float32)
-    v = rng.standard_normal((b, hkv, t, dv)).astype(np.float32)
-    want = bf16_reference(q, k, v, mask, p)
-    layout = _heads_to_packed if packed else (lambda x: x)
-    for threads in (1, 2):
-        y = np.full(layout(want.astype(np.float32)).shape, np.nan, np.float32)
-        library.call("att", dict(q=layout(q), k=layout(k), v=layout(v), mask=mask, y=y), threads, PARAMS)
-        got = y.reshape(b, s, hq, dv).transpose(0, 2, 1, 3) if packed else y
+    for got, want in _run_kernel(p, 16, rng, mask, bf16_reference):
         np.testing.assert_allclose(got, want, rtol=1e-2, atol=1e-2)
         assert np.mean(np.isclose(got, want, rtol=1e-5, atol=1e-5)) > 0.98
 

@@ -148,32 +148,43 @@ class _Gen:
                                                                        b.gep(kt, [b.add(b.mul(d, i64(self.tp)), j)])),
                              name="pad")
             counted_loop(b, 0, self.kt_rows, zero_pad, name="padd")
-        units = p.batch * p.q_heads * self.blocks
-        lo = b.udiv(b.mul(A["tid"], i64(units)), A["nt"])
-        hi = b.udiv(b.mul(b.add(A["tid"], i64(1)), i64(units)), A["nt"])
+        def new_head(bi, hk):
+            if p.bf16:
+                self._pair_k(b, A, kt, bi, hk)
+                self._pair_v(b, A, bi, hk)
+            else:
+                self._transpose_k(b, A, kt, bi, hk)
 
-        def unit(u):
-            bh, blk = b.udiv(u, i64(self.blocks)), b.urem(u, i64(self.blocks))
-            bi, h = b.udiv(bh, i64(p.q_heads)), b.urem(bh, i64(p.q_heads))
-            hk = b.udiv(h, i64(p.q_heads // p.kv_heads))
-            new_head = b.or_(b.icmp_signed("==", u, lo), b.icmp_signed("==", blk, i64(0)))
-            with b.if_then(new_head):
-                if p.bf16:
-                    self._pair_k(b, A, kt, bi, hk)
-                    self._pair_v(b, A, bi, hk)
-                else:
-                    self._transpose_k(b, A, kt, bi, hk)
-            i0 = b.mul(blk, i64(ROWS))
-            rows = [imin(b, b.add(i0, i64(r)), i64(p.seq_q - 1)) for r in range(ROWS)]
+        def unit(bi, h, hk, i0, rows):
             self._scores(b, A, kt, sc, bi, h, rows)
             self._softmax(b, sc, inv)
             if p.bf16:
                 self._pair_probabilities(b, sc)
             self._output(b, A, sc, inv, bi, h, hk, i0, rows)
 
-        counted_loop(b, lo, hi, unit, name="unit")
+        self._units(b, A, new_head, unit)
         b.ret_void()
         return fn
+
+    def _units(self, b, A, new_head, unit) -> None:
+        """This task's share of the (batch, head, row block) units: `new_head(bi, hk)` where
+        a unit starts a head (or the task), then `unit(bi, h, hk, i0, rows)` with the block's
+        first row and its `self.rows` row indices (past the last query: the last, again)."""
+        p = self.p
+        units = p.batch * p.q_heads * self.blocks
+        lo = b.udiv(b.mul(A["tid"], i64(units)), A["nt"])
+        hi = b.udiv(b.mul(b.add(A["tid"], i64(1)), i64(units)), A["nt"])
+
+        def each(u):
+            bh, blk = b.udiv(u, i64(self.blocks)), b.urem(u, i64(self.blocks))
+            bi, h = b.udiv(bh, i64(p.q_heads)), b.urem(bh, i64(p.q_heads))
+            hk = b.udiv(h, i64(p.q_heads // p.kv_heads))
+            with b.if_then(b.or_(b.icmp_signed("==", u, lo), b.icmp_signed("==", blk, i64(0)))):
+                new_head(bi, hk)
+            i0 = b.mul(blk, i64(self.rows))
+            unit(bi, h, hk, i0, [imin(b, b.add(i0, i64(r)), i64(p.seq_q - 1)) for r in range(self.rows)])
+
+        counted_loop(b, lo, hi, each, name="unit")
 
     def _transpose_k(self, b, A, kt, bi, hk):
         p = self.p

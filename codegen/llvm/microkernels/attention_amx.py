@@ -25,9 +25,9 @@ from __future__ import annotations
 import llvmlite.ir as ir
 
 from . import amx as AMX
-from .attention import _Gen
+from .attention import PARAMS, _Gen
 from .irutil import F32, F32P, I8, I8P, I16, I64, VOID, broadcast, counted_loop, declare, entry_alloca, fconst, \
-    i64, imin, load_vec, new_function, store_vec, to_bf16
+    i64, load_vec, new_function, store_vec, to_bf16
 
 TILE = AMX.TILE_ROWS  # 16: query rows per unit, keys and value dims per C tile
 PAIR_ROWS = AMX.TILE_SLOTS  # 16 pairs (32 bfloat16) of k per tile row
@@ -61,9 +61,8 @@ class AmxGen(_Gen):
         self.blocks = -(-p.seq_q // TILE)
 
     def worker(self) -> ir.Function:
-        p = self.p
         fn, b = new_function(self.module, f"{self.name}.worker",
-                             [(n, F32P) for n in ("q", "k", "v", "mask", "y")] + [("tid", I64), ("nt", I64)])
+                             [(n, F32P) for n in PARAMS] + [("tid", I64), ("nt", I64)])
         A = {a.name: a for a in fn.args}
 
         def scratch(ty, count, name):
@@ -84,27 +83,25 @@ class AmxGen(_Gen):
             # the padding (keys past T, head dims past D, key pairs past T/2) multiplies as zeros
             b.call(memset, [b.bitcast(block, I8P), ir.Constant(I8, 0), i64(4 * count), ir.Constant(ir.IntType(1), 0)])
         AMX.load_config(b)
-        units = p.batch * p.q_heads * self.blocks
-        lo = b.udiv(b.mul(A["tid"], i64(units)), A["nt"])
-        hi = b.udiv(b.mul(b.add(A["tid"], i64(1)), i64(units)), A["nt"])
 
-        def unit(u):
-            bh, blk = b.udiv(u, i64(self.blocks)), b.urem(u, i64(self.blocks))
-            bi, h = b.udiv(bh, i64(p.q_heads)), b.urem(bh, i64(p.q_heads))
-            hk = b.udiv(h, i64(p.q_heads // p.kv_heads))
-            with b.if_then(b.or_(b.icmp_signed("==", u, lo), b.icmp_signed("==", blk, i64(0)))):
-                self._pair_k(b, A, kt, bi, hk)
-                self._pair_v(b, A, bi, hk)
-            i0 = b.mul(blk, i64(TILE))
-            rows = [imin(b, b.add(i0, i64(r)), i64(p.seq_q - 1)) for r in range(TILE)]
+        def new_head(bi, hk):
+            self._pair_k(b, A, kt, bi, hk)
+            self._pair_v(b, A, bi, hk)
+
+        def unit(bi, h, hk, i0, rows):
             self._q_rows(b, A, bi, h, rows)
-            self._tile_scores(b, kt, sc)
+            # scores: Q rows (32 head dims a k step) times Kt's pair rows, per 16 keys
+            self._tile_product(b, self.qp, self.q_row, kt, self.tp, self.tp // TILE, self.kt_rows // PAIR_ROWS,
+                               sc, self.tp)
             self._scale_and_mask(b, A, sc, bi, h, rows)
             self._softmax(b, sc, inv)
             self._pair_probabilities(b, sc)
-            self._tile_output(b, A, inv, bi, h, i0, rows)
+            # output: P rows (32 keys a k step) times V's pair rows, per 16 value dims
+            self._tile_product(b, self.pp, self.tp, self.vp, self.dvp, self.dvp // TILE, self.tp // (2 * PAIR_ROWS),
+                               self.osc, self.dvp)
+            self._store_rows(b, A, inv, bi, h, i0, rows)
 
-        counted_loop(b, lo, hi, unit, name="unit")
+        self._units(b, A, new_head, unit)
         AMX.release(b)
         b.ret_void()
         return fn
@@ -122,24 +119,25 @@ class AmxGen(_Gen):
                                                                                                   [0] * L)
                 b.store(bits, b.bitcast(b.gep(self.qp, [i64(r * self.q_row + d0)]), v16), align=2)
 
-    def _tile_scores(self, b, kt, sc):
-        """sc[r, j] = Q[r] . K[j] over the head dims, four key tiles at a time."""
-        key_tiles, k_steps = self.tp // TILE, self.kt_rows // PAIR_ROWS
-        for jg in range(0, key_tiles, len(AMX.C_TILES)):
-            group = range(jg, min(key_tiles, jg + len(AMX.C_TILES)))
+    def _tile_product(self, b, a, a_row: int, bmat, b_row: int, tiles: int, k_steps: int, out, out_row: int):
+        """out[16 rows, 16 t .. 16 t + 15] = A . B for each column tile t, four C tiles at
+        a time. A: bfloat16 rows `a_row` values apart, 32 values a k step; B: rows of pair
+        slots `b_row` apart, 16 pair rows a k step; out: float rows `out_row` apart."""
+        for first in range(0, tiles, len(AMX.C_TILES)):
+            group = range(first, min(tiles, first + len(AMX.C_TILES)))
             for t in range(len(group)):
                 AMX.zero(b, AMX.C_TILES[t])
 
             def k_step(ks, group=group):
-                AMX.load(b, AMX.A_TILES[0], b.gep(self.qp, [b.mul(ks, i64(2 * PAIR_ROWS))]), self.q_row * 2)
-                for t, jt in enumerate(group):
-                    at = b.add(b.mul(ks, i64(PAIR_ROWS * self.tp)), i64(jt * TILE))
+                AMX.load(b, AMX.A_TILES[0], b.gep(a, [b.mul(ks, i64(2 * PAIR_ROWS))]), a_row * 2)
+                for t, col in enumerate(group):
+                    at = b.add(b.mul(ks, i64(PAIR_ROWS * b_row)), i64(col * TILE))
                     tile = AMX.B_TILES[t % 2]
-                    AMX.load(b, tile, b.gep(kt, [at]), self.tp * 4)
+                    AMX.load(b, tile, b.gep(bmat, [at]), b_row * 4)
                     AMX.dot(b, AMX.C_TILES[t], AMX.A_TILES[0], tile, False)
             counted_loop(b, i64(0), i64(k_steps), k_step, name="ks")
-            for t, jt in enumerate(group):
-                AMX.store(b, AMX.C_TILES[t], b.gep(sc, [i64(jt * TILE)]), self.tp * 4)
+            for t, col in enumerate(group):
+                AMX.store(b, AMX.C_TILES[t], b.gep(out, [i64(col * TILE)]), out_row * 4)
 
     def _scale_and_mask(self, b, A, sc, bi, h, rows):
         """Scores times the scale, plus the mask; -inf past the keys and outside the causal band."""
@@ -164,25 +162,9 @@ class AmxGen(_Gen):
                 store_vec(b, b.select(allowed, s, minus_inf), at, L)
             counted_loop(b, 0, self.tp, chunk, step=L, name="sm")
 
-    def _tile_output(self, b, A, inv, bi, h, i0, rows):
-        """Y rows = (P . V) / row sum, four value tiles at a time, through the float block."""
+    def _store_rows(self, b, A, inv, bi, h, i0, rows):
+        """Y rows = the output block's rows / row sum (valid rows and value dims only)."""
         p, L = self.p, self.L
-        col_tiles, k_steps = self.dvp // TILE, self.tp // (2 * PAIR_ROWS)
-        for cg in range(0, col_tiles, len(AMX.C_TILES)):
-            group = range(cg, min(col_tiles, cg + len(AMX.C_TILES)))
-            for t in range(len(group)):
-                AMX.zero(b, AMX.C_TILES[t])
-
-            def k_step(kp, group=group):
-                AMX.load(b, AMX.A_TILES[0], b.gep(self.pp, [b.mul(kp, i64(2 * PAIR_ROWS))]), self.tp * 2)
-                for t, ct in enumerate(group):
-                    at = b.add(b.mul(kp, i64(PAIR_ROWS * self.dvp)), i64(ct * TILE))
-                    tile = AMX.B_TILES[t % 2]
-                    AMX.load(b, tile, b.gep(self.vp, [at]), self.dvp * 4)
-                    AMX.dot(b, AMX.C_TILES[t], AMX.A_TILES[0], tile, False)
-            counted_loop(b, i64(0), i64(k_steps), k_step, name="kp")
-            for t, ct in enumerate(group):
-                AMX.store(b, AMX.C_TILES[t], b.gep(self.osc, [i64(ct * TILE)]), self.dvp * 4)
         yb, yh, ys = p.strides(p.q_heads, p.seq_q, p.v_head_dim)
         for r in range(TILE):
             with b.if_then(b.icmp_signed("<", b.add(i0, i64(r)), i64(p.seq_q))):
