@@ -71,8 +71,12 @@ class Workload:
         elif getattr(problem, "a_bf16", False):
             self.x = self.x.astype(ml_dtypes.bfloat16)
         self.x = aligned(self.x)
-        narrow_out = getattr(problem, "out_quant", None) is not None, getattr(problem, "out_bf16", False)
-        self.y_dtype = np.dtype(np.uint8 if narrow_out[0] else ml_dtypes.bfloat16 if narrow_out[1] else np.float32)
+        if getattr(problem, "out_quant", None) is not None:
+            self.y_dtype = np.dtype(np.uint8)
+        elif getattr(problem, "out_bf16", False):
+            self.y_dtype = np.dtype(ml_dtypes.bfloat16)
+        else:
+            self.y_dtype = np.dtype(np.float32)
 
     def packed(self, schedule, target) -> np.ndarray:
         if isinstance(self.problem, ConvProblem):

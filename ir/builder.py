@@ -136,8 +136,8 @@ class GraphBuilder:
     def output(self, *values: Value, names: list[str] | None = None) -> None:
         """Add graph outputs; `names` (one per value) where callers must see other names
         than the values' (`Graph.output_names`)."""
-        if names is not None and any(n != v.name for n, v in zip(names, values)):
-            self.output_names = [v.name for v in self.outputs] if self.output_names is None else self.output_names
+        if self.output_names is None and names is not None and any(n != v.name for n, v in zip(names, values)):
+            self.output_names = [v.name for v in self.outputs]
         if self.output_names is not None:
             self.output_names.extend(names if names is not None else [v.name for v in values])
         self.outputs.extend(values)

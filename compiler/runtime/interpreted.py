@@ -76,12 +76,10 @@ def decode(manifest: dict, sections: dict[str, bytes], where: str) -> Graph:
     try:
         blobs = unpack_arrays(manifest.get("weights", []), sections["weights.bin"])
         graph = parse_graph(sections["graph.ir"].decode(), blobs)
+        # the IR text names outputs by their values; the manifest keeps the names callers see
+        names = [TensorSpec.from_json(d).name for d in manifest["outputs"]]
     except (KeyError, ValueError, GraphError) as e:
         raise ArtifactError(f"{where}: corrupt artifact ({e})") from None
-    try:  # the IR text names outputs by their values; the manifest keeps the names callers see
-        names = [TensorSpec.from_json(d).name for d in manifest["outputs"]]
-    except (KeyError, TypeError, ValueError) as e:
-        raise ArtifactError(f"{where}: corrupt artifact manifest ({e})") from None
     if len(names) != len(graph.outputs):
         raise ArtifactError(f"{where}: corrupt artifact (the manifest names {len(names)} outputs, the graph has "
                             f"{len(graph.outputs)})")

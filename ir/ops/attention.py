@@ -73,12 +73,18 @@ def _grouped_matmul(a: np.ndarray, b: np.ndarray, dtype) -> np.ndarray:
     return out.reshape(batch, hq, m, b.shape[-1])
 
 
-def _softmax(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis in x's type; a row that is all -inf (nothing to attend) is zeros, not NaN."""
+def _shifted_exp(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(exp(x - row max), row sums) over the last axis in x's type; a row that is all -inf
+    (nothing to attend) has zeros and sum 0, not NaN."""
     top = np.max(x, axis=-1, keepdims=True)
     top = np.where(np.isneginf(top), np.zeros((), x.dtype), top)
     e = np.exp(x - top)
-    total = np.sum(e, axis=-1, keepdims=True)
+    return e, np.sum(e, axis=-1, keepdims=True)
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis in x's type; a row that is all -inf is zeros."""
+    e, total = _shifted_exp(x)
     return e / np.where(total == 0, np.ones((), x.dtype), total)
 
 
@@ -87,10 +93,7 @@ def _narrow_probabilities(scores: np.ndarray, v: np.ndarray, no_keys: np.ndarray
     float32, rounded to `compute` before it multiplies V (also rounded), the row sum of the
     unrounded e dividing the result once (flash-attention style: the probabilities are never
     normalized in the narrow type)."""
-    top = np.max(scores, axis=-1, keepdims=True)
-    top = np.where(np.isneginf(top), np.zeros((), scores.dtype), top)
-    e = np.exp(scores - top)
-    total = np.sum(e, axis=-1, keepdims=True)
+    e, total = _shifted_exp(scores)
     inv = np.where((total == 0) | no_keys, np.zeros((), e.dtype), 1 / np.where(total == 0, 1, total))
     y = _grouped_matmul(_rounded(e, compute).astype(dtype), v, dtype) * inv.astype(dtype)
     return y, (e * inv).astype(dtype)
