@@ -11,6 +11,7 @@ code generators below it.
                       defaults, where a build's schedules come from (`Schedules`)
     kernel_builder.py a group of nodes -> one loop-IR kernel
     permute_copy.py   a fused group of reshapes around one Transpose -> one permuted copy
+    slice_copy.py     a fused group of views around one constant Slice -> one strided copy
     extern.py         ExternPlan: a node a target computes with a kernel of its own
     concat_in_place.py  channel Concats whose producers write into their slices
     concat_copy.py    a Concat alone in its group: one copy per input into its slice

@@ -19,6 +19,7 @@ from .concat_copy import concat_kernel, match_concat
 from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel
 from .printer import kernel_text
+from .slice_copy import match_slice, slice_kernel
 from .te import Compute, Reduce, Tensor, numel
 from .verify import verify_kernel
 
@@ -96,6 +97,11 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
     if moved is not None:  # reshapes around one Transpose: one permuted copy (see permute_copy)
         source, result, shape, perm = moved
         return KernelPlan(permute_kernel(name, source, result, shape, perm, target),
+                          [("value", source), ("value", result)])
+    window = match_slice(nodes, escaping, consts)
+    if window is not None:  # views around one constant Slice: one strided copy (see slice_copy)
+        source, result, shape, counts, begin, step = window
+        return KernelPlan(slice_kernel(name, source, result, shape, counts, begin, step, target),
                           [("value", source), ("value", result)])
     concat = match_concat(nodes)
     if concat is not None:  # a Concat alone: one copy per input (see concat_copy)

@@ -6,7 +6,9 @@ before `to_channels_last`.
   stack ran 1.7x onnxruntime's latency on the generic loop-IR rule).
 - A 3-D convolution is a sum over its depth taps of 2-D convolutions of depth slices (each
   tap's slices moved beside the batch), so video convolutions run on the same microkernels
-  instead of a 3-D loop nest (a small video CNN ran 14x onnxruntime's latency).
+  instead of a 3-D loop nest (a small video CNN ran 14x onnxruntime's latency). It is
+  written in NDHWC, so a video network stays channels-last from conv to conv (in NCDHW
+  the per-tap slices and the way back were transposes that cost 4x the convs).
 - A transposed convolution whose stride equals its kernel (no padding, dilation, groups or
   output padding: U-Net's and most segmentation heads' 2x2/2 upsampling) writes each input
   pixel's kernel-sized patch without overlap: Y[n, co, h*kh + i, w*kw + j] = b[co] +
@@ -23,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ir.ops.layout import TO_NCHW, TO_NHWC, channels_first_perm, channels_last_perm
 from .core import PassContext, graph_pass
 from .match import const_of
 from .rewriter import Rewriter, Rule, apply_rules, rule_table
@@ -102,9 +105,12 @@ def _patch_transpose_conv(node: Node, rw: Rewriter):
 
 def _conv3d(node: Node, rw: Rewriter):
     """Y[:, :, od] = sum over depth taps t of the 2-D conv of input depth slice
-    od*sd - pd + t*dd with W[:, :, t]: the input padded along depth once, each tap's slices
-    (a strided Slice) moved beside the batch, one 2-D conv per tap over [N*Dout, C, H, W],
-    the taps summed (the Add folds into the next conv's epilogue), then back to NCDHW."""
+    od*sd - pd + t*dd with W[:, :, t], computed in NDHWC: the input moved to channels-last
+    and padded along depth once; each tap's depth slices (a strided Slice of whole HWC slabs)
+    viewed as a batch of N*Dout NHWC images; one 2-D conv per tap between Transposes that
+    the layout pass cancels; the taps summed (each Add folds into the next conv's epilogue);
+    then back to NCDHW by a Transpose that sinks through the BN and activation after it and
+    cancels against the next 3-D conv's move to channels-last."""
     found = _operands(node, 5)
     if found is None:
         return None
@@ -115,9 +121,9 @@ def _conv3d(node: Node, rw: Rewriter):
     n, c, d, h, wd = xs
     m, dout = ys[1], ys[2]
     kd = weights.shape[2]
-    source = x
+    source = rw.op("Transpose", x, perm=list(channels_last_perm(5)), name=f"{node.name}_ndhwc")
     if pads[0] or pads[3]:
-        source = rw.op("Pad", x, _shape_const(rw, [0, 0, pads[0], 0, 0, 0, 0, pads[3], 0, 0], f"{node.name}_dpad"),
+        source = rw.op("Pad", source, _shape_const(rw, [0, pads[0], 0, 0, 0, 0, pads[3], 0, 0, 0], f"{node.name}_dpad"),
                        name=f"{node.name}_dpad")
     attrs2d = {"kernel_shape": list(weights.shape[3:]), "strides": strides[1:], "dilations": dilations[1:],
                "pads": [pads[1], pads[2], pads[4], pads[5]], "group": a.get("group", 1)}
@@ -126,18 +132,19 @@ def _conv3d(node: Node, rw: Rewriter):
         start = t * dilations[0]
         taps = rw.op("Slice", source, _shape_const(rw, [start], f"{node.name}_s{t}"),
                      _shape_const(rw, [start + (dout - 1) * strides[0] + 1], f"{node.name}_e{t}"),
-                     _shape_const(rw, [2], f"{node.name}_a{t}"), _shape_const(rw, [strides[0]], f"{node.name}_st{t}"),
+                     _shape_const(rw, [1], f"{node.name}_a{t}"), _shape_const(rw, [strides[0]], f"{node.name}_st{t}"),
                      name=f"{node.name}_tap{t}")
-        beside = rw.op("Transpose", taps, perm=[0, 2, 1, 3, 4], name=f"{node.name}_tap{t}_nd")
-        flat = rw.op("Reshape", beside, _shape_const(rw, [n * dout, c, h, wd], f"{node.name}_tap{t}_2d"),
-                     name=f"{node.name}_tap{t}_2d")
+        images = rw.op("Reshape", taps, _shape_const(rw, [n * dout, h, wd, c], f"{node.name}_tap{t}_2d"),
+                       name=f"{node.name}_tap{t}_2d")
         w2 = rw.constant(np.ascontiguousarray(weights[:, :, t]), f"{w.name}_tap{t}")
         extra = [bias] if bias is not None and t == 0 else []
-        y2 = rw.op("Conv", flat, w2, *extra, name=f"{node.name}_tap{t}_conv", **attrs2d)
+        y2 = rw.op("Conv", rw.op("Transpose", images, perm=list(TO_NCHW), name=f"{node.name}_tap{t}_nchw"), w2,
+                   *extra, name=f"{node.name}_tap{t}_conv", **attrs2d)
+        y2 = rw.op("Transpose", y2, perm=list(TO_NHWC), name=f"{node.name}_tap{t}_nhwc")
         total = y2 if total is None else rw.op("Add", total, y2, name=f"{node.name}_tap{t}_sum")
-    split = rw.op("Reshape", total, _shape_const(rw, [n, dout, m, ys[3], ys[4]], f"{node.name}_5d"),
+    split = rw.op("Reshape", total, _shape_const(rw, [n, dout, ys[3], ys[4], m], f"{node.name}_5d"),
                   name=f"{node.name}_5d")
-    return [rw.op("Transpose", split, perm=[0, 2, 1, 3, 4], name=f"{node.name}_ncdhw")]
+    return [rw.op("Transpose", split, perm=list(channels_first_perm(5)), name=f"{node.name}_ncdhw")]
 
 
 def _conv(node: Node, rw: Rewriter):

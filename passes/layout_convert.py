@@ -16,7 +16,7 @@ import numpy as np
 from ..ir.errors import CompilerError
 from ..ir.graph import Node, Value
 from ..ir.ops._window import resolve_window
-from ..ir.ops.layout import TO_NCHW, TO_NHWC
+from ..ir.ops.layout import TO_NHWC, channels_first_perm
 from .match import compatible, const_of
 from .rewriter import Rewriter, Rule, rule_table
 
@@ -51,8 +51,9 @@ def in_nhwc(rw: Rewriter, x: Value) -> Value:
 
 
 def back_to_nchw(rw: Rewriter, y: Value, original: Value) -> Value | None:
-    """y (NHWC) transposed back; None (the rule gives up) when that is not the original's type."""
-    out = rw.op("Transpose", y, perm=list(TO_NCHW))
+    """y (channels-last, NHWC or NDHWC) transposed back; None (the rule gives up) when that is
+    not the original's type."""
+    out = rw.op("Transpose", y, perm=list(channels_first_perm(y.type.rank)))
     return out if compatible(out, original) else None
 
 

@@ -1,6 +1,8 @@
 """Second step of the channels-last layout pass: push every Transpose to NCHW
-(perm [0,3,1,2]) down through the ops that do not care about layout, until it meets a
-Transpose to NHWC and the two cancel.
+(perm [0,3,1,2]; at rank 5, NDHWC to NCDHW, perm [0,4,1,2,3]) down through the ops that
+do not care about layout, until it meets a Transpose to channels-last and the two cancel.
+Rank 5 is the video case: `conv_forms` runs each 3-D convolution in NDHWC between such
+Transposes, and the BN/activation between two of them is layout-free like at rank 4.
 
     Relu(Transpose(a, to_nchw))   ->   Transpose(Relu(a), to_nchw)
 
@@ -25,7 +27,7 @@ import numpy as np
 
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import REGISTRY
-from ..ir.ops.layout import TO_NCHW, TO_NHWC
+from ..ir.ops.layout import channels_first_perm, channels_last_perm
 from ..ir.registry import Category
 from .core import PassContext, PassError, graph_pass
 from .eliminate_dead_code import remove_dead_nodes
@@ -38,10 +40,27 @@ from .simplify_algebra import transpose_pair
 _LAYOUT_BOUND = {"SwiGLU", "RotaryEmbedding", "QuantizeLinear", "DequantizeLinear"}
 
 
+# The ranks whose channels-first/channels-last Transposes sink (NCHW and NCDHW).
+_LAYOUT_RANKS = (4, 5)
+
+
 def _perm_of(node: Node | None) -> tuple[int, ...] | None:
-    if node is None or node.op != "Transpose" or node.inputs[0].type.rank != 4 or node.attrs.get("perm") is None:
+    if (node is None or node.op != "Transpose" or node.inputs[0].type.rank not in _LAYOUT_RANKS
+            or node.attrs.get("perm") is None):
         return None
     return tuple(int(p) for p in node.attrs["perm"])
+
+
+def _to_first(node: Node | None) -> bool:
+    """A Transpose from channels-last to channels-first (the kind that sinks)."""
+    perm = _perm_of(node)
+    return perm is not None and perm == channels_first_perm(len(perm))
+
+
+def _to_last(node: Node | None) -> bool:
+    """A Transpose from channels-first to channels-last (the kind a sunk one cancels against)."""
+    perm = _perm_of(node)
+    return perm is not None and perm == channels_last_perm(len(perm))
 
 
 def _rank(v: Value) -> int | None:
@@ -56,20 +75,22 @@ def _per_tensor_quant(node: Node) -> bool:
 
 
 def is_layout_free(node: Node) -> bool:
-    """An elementwise/broadcast op with one 4-D output whose result does not depend on axis order."""
+    """An elementwise/broadcast op with one 4-D or 5-D output whose result does not depend on axis order."""
     op = REGISTRY.get(node.op)
     elementwise = (node.op not in _LAYOUT_BOUND and "axis" not in node.attrs) or _per_tensor_quant(node)
     return (op is not None and op.category in (Category.ELEMENTWISE, Category.BROADCAST) and elementwise
-            and len(node.outputs) == 1 and _rank(node.outputs[0]) == 4)
+            and len(node.outputs) == 1 and _rank(node.outputs[0]) in _LAYOUT_RANKS)
 
 
 def _is_channel_concat(node: Node) -> bool:
-    return node.op == "Concat" and _rank(node.outputs[0]) == 4 and int(node.attrs.get("axis", 0)) in (1, -3)
+    rank = _rank(node.outputs[0])
+    return (node.op == "Concat" and rank in _LAYOUT_RANKS
+            and int(node.attrs.get("axis", 0)) in (1, 1 - rank))
 
 
 def _is_inference_bn(node: Node) -> bool:
     return (node.op == "BatchNormalization" and len(node.outputs) == 1 and not node.attrs.get("training_mode", 0)
-            and _rank(node.outputs[0]) == 4 and all(const_of(v) is not None for v in node.inputs[1:5]))
+            and _rank(node.outputs[0]) in _LAYOUT_RANKS and all(const_of(v) is not None for v in node.inputs[1:5]))
 
 
 def _channel_split(node: Node) -> tuple[int, int] | None:
@@ -84,7 +105,7 @@ def _channel_split(node: Node) -> tuple[int, int] | None:
 
 def accepts_nhwc(node: Node) -> bool:
     """Can this reader of an NCHW value take the NHWC value instead (after its own rewrite)?"""
-    return (_perm_of(node) == TO_NHWC or is_layout_free(node) or _is_channel_concat(node)
+    return (_to_last(node) or is_layout_free(node) or _is_channel_concat(node)
             or _is_inference_bn(node) or _channel_split(node) is not None)
 
 
@@ -95,15 +116,16 @@ def _shape_constant(rw: Rewriter, dims, hint: str) -> Value | None:
     return rw.constant(np.array([d if isinstance(d, int) else 0 for d in dims], np.int64), hint)
 
 
-def permuted_constant(c: np.ndarray) -> np.ndarray:
-    """A constant broadcast against NCHW, rearranged to broadcast the same way against NHWC.
+def permuted_constant(c: np.ndarray, rank: int = 4) -> np.ndarray:
+    """A constant broadcast against a channels-first tensor of `rank`, rearranged to
+    broadcast the same way against its channels-last form.
 
-    It is padded to rank 4 on the left, transposed, and the leading 1s that padding added
+    It is padded to `rank` on the left, transposed, and the leading 1s that padding added
     are dropped again where possible: [C,1,1] -> [1,1,C], [1,C,1,1] -> [1,1,1,C].
     """
     if c.ndim == 0:
         return c
-    out = c.reshape((1,) * (4 - c.ndim) + c.shape).transpose(TO_NHWC)
+    out = c.reshape((1,) * (rank - c.ndim) + c.shape).transpose(channels_last_perm(rank))
     while out.ndim > c.ndim and out.shape[0] == 1:
         out = out.reshape(out.shape[1:])
     return np.ascontiguousarray(out)
@@ -134,7 +156,7 @@ class _Sinker:
     def _nhwc_source(self, rw: Rewriter, v: Value | None) -> Value | None:
         """`a` when v = Transpose(a, to_nchw) and every reader of v can take `a` instead."""
         producer = rw.producer(v)
-        if _perm_of(producer) != TO_NCHW:
+        if not _to_first(producer):
             return None
         original = self.stands_for.get(v, v)
         if original in self.graph_outputs or rw.is_output(v):
@@ -157,14 +179,14 @@ class _Sinker:
             producer = rw.producer(v)
             if producer is None and v not in self.graph_inputs:
                 continue  # computed later in this sweep: it may well arrive in NHWC
-            if _perm_of(producer) != TO_NCHW and not self._has_nhwc_copy(v):
+            if not _to_first(producer) and not self._has_nhwc_copy(v):
                 return False
         return True
 
     def _has_nhwc_copy(self, v: Value) -> bool:
         """Some reader already transposes v to NHWC (the image feeding both the first conv and
         a residual Add): transposing it once more costs nothing, the copies merge (CSE)."""
-        return any(_perm_of(r) == TO_NHWC for r in self.users.get(self.stands_for.get(v, v), []))
+        return any(_to_last(r) for r in self.users.get(self.stands_for.get(v, v), []))
 
     def _finish(self, rw: Rewriter, node: Node, y: Value) -> list[Value] | None:
         back = back_to_nchw(rw, y, node.outputs[0])
@@ -174,23 +196,28 @@ class _Sinker:
         return [back]
 
     def _operands(self, rw: Rewriter, node: Node, allow_ones: bool) -> list[Value | None] | None:
-        """The node's inputs in NHWC: sunk Transposes dropped, constants permuted; None if
-        some 4-D operand is not available in NHWC, or none came through a Transpose."""
+        """The node's inputs in channels-last: sunk Transposes dropped, constants permuted;
+        None if some operand is not available in channels-last at the node's rank (a sunk
+        operand of lower rank would broadcast against other axes), or none came through a
+        Transpose."""
+        rank = _rank(node.outputs[0])
         out, moved = [], False
         for v in node.inputs:
             source = None if v is None else self._nhwc_source(rw, v)
             if v is None:
                 out.append(None)
-            elif source is not None:
+            elif source is not None and _rank(source) == rank:
                 out.append(source)
                 moved = True
-            elif const_of(v) is not None and v.type.rank <= 4:
+            elif source is not None:
+                return None
+            elif const_of(v) is not None and v.type.rank <= rank:
                 c = const_of(v)
-                out.append(v if c.ndim == 0 else rw.constant(permuted_constant(c), f"{v.name}_nhwc"))
+                out.append(v if c.ndim == 0 else rw.constant(permuted_constant(c, rank), f"{v.name}_nhwc"))
             elif allow_ones and v.type.is_static and all(d == 1 for d in v.type.shape):
                 out.append(v)  # a runtime scalar in disguise: no layout
-            elif _rank(v) == 4 and self._has_nhwc_copy(v):
-                out.append(rw.op("Transpose", v, perm=list(TO_NHWC)))
+            elif _rank(v) == rank and self._has_nhwc_copy(v):
+                out.append(rw.op("Transpose", v, perm=list(channels_last_perm(rank))))
             else:
                 return None
         return out if moved else None
@@ -210,7 +237,8 @@ class _Sinker:
         operands = self._operands(rw, node, allow_ones=False)
         if operands is None:
             return None
-        return self._finish(rw, node, rw.op("Concat", *operands, axis=3, name=node.name))
+        axis = _rank(node.outputs[0]) - 1
+        return self._finish(rw, node, rw.op("Concat", *operands, axis=axis, name=node.name))
 
     def batch_norm(self, node: Node, rw: Rewriter):
         if not _is_inference_bn(node):

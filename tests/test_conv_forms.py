@@ -97,3 +97,32 @@ def test_conv3d_is_a_sum_of_2d_convs_over_depth_taps_and_matches_onnxruntime(cas
     ops = _ops(model)
     assert "Conv" not in ops and ops.count("ConvNhwc") == 3, ops  # one per depth tap
     _check(model, (2, 4, 7, 9, 8))
+
+
+def _video_model(batch: int):
+    """Conv3d -> BN -> Relu -> strided Conv3d -> Relu: a video network's stem."""
+    rng = np.random.default_rng(5)
+    arrays = {"w1": rng.standard_normal((8, 3, 3, 3, 3)).astype(np.float32),
+              "w2": rng.standard_normal((16, 8, 3, 3, 3)).astype(np.float32) * 0.2,
+              "scale": rng.uniform(0.5, 1.5, 8).astype(np.float32), "shift": rng.standard_normal(8).astype(np.float32),
+              "mean": rng.standard_normal(8).astype(np.float32), "var": rng.uniform(0.5, 2, 8).astype(np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 6, strides=[1, 2, 2]),
+             helper.make_node("BatchNormalization", ["c1", "scale", "shift", "mean", "var"], ["b1"]),
+             helper.make_node("Relu", ["b1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1] * 6, strides=[2, 2, 2]),
+             helper.make_node("Relu", ["c2"], ["y"])]
+    graph = helper.make_graph(nodes, "video", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 3, 6, 20, 20])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(a, k) for k, a in arrays.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_video_stem_stays_channels_last_from_conv_to_conv(batch):
+    """Each 3-D conv runs in NDHWC; the move back to NCDHW after the first sinks through the
+    BN and Relu and cancels against the second's move to NDHWC: one Transpose in, one out."""
+    model = _video_model(batch)
+    ops = _ops(model)
+    assert "Conv" not in ops and ops.count("ConvNhwc") == 6, ops
+    assert ops.count("Transpose") == 2, ops
+    _check(model, (batch, 3, 6, 20, 20))

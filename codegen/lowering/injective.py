@@ -87,16 +87,26 @@ def _slice_params(ctx: LowerContext):
     x = ctx.input(0)
     starts = ctx.require_const(1, "starts")
     ctx.require_const(2, "ends")
-    axes = ctx.const(3) if ctx.has(3) else np.arange(len(starts))
+    axes = ctx.const(3) if ctx.has(3) else None
     if ctx.has(3) and axes is None:
         raise NotLowerable("Slice axes (input 3) must be a compile-time constant")
-    steps = ctx.const(4) if ctx.has(4) else np.ones(len(starts), np.int64)
+    steps = ctx.const(4) if ctx.has(4) else None
     if ctx.has(4) and steps is None:
         raise NotLowerable("Slice steps (input 4) must be a compile-time constant")
-    begin, step = [0] * x.rank, [1] * x.rank
-    for s, a, st in zip(starts.tolist(), axes.tolist(), steps.tolist()):
-        a %= x.rank
-        d = x.shape[a]
+    return slice_window(x.shape, starts, axes, steps)
+
+
+def slice_window(shape, starts, axes=None, steps=None) -> tuple[list[int], list[int]]:
+    """(first index, step) per axis of a Slice over `shape` with constant starts/axes/steps
+    (ends fix only the output length, which shape inference already has): negative starts
+    count from the end, starts clamp into the axis."""
+    rank = len(shape)
+    axes = np.arange(len(starts)) if axes is None else axes
+    steps = np.ones(len(starts), np.int64) if steps is None else steps
+    begin, step = [0] * rank, [1] * rank
+    for s, a, st in zip(np.asarray(starts).tolist(), np.asarray(axes).tolist(), np.asarray(steps).tolist()):
+        a %= rank
+        d = shape[a]
         s = s + d if s < 0 else s
         s = min(max(s, 0), d) if st > 0 else min(max(s, 0), d - 1)
         begin[a], step[a] = s, st

@@ -26,6 +26,16 @@ from .reduction import require_float
 TO_NCHW = (0, 3, 1, 2)
 TO_NHWC = (0, 2, 3, 1)
 
+
+def channels_last_perm(rank: int) -> tuple[int, ...]:
+    """The Transpose perm from channels-first to channels-last at `rank` (NCDHW -> NDHWC at 5)."""
+    return (0, *range(2, rank), 1)
+
+
+def channels_first_perm(rank: int) -> tuple[int, ...]:
+    """The inverse of channels_last_perm (NHWC -> NCHW at 4, NDHWC -> NCDHW at 5)."""
+    return (0, rank - 1, *range(1, rank - 1))
+
 _WINDOW_ATTRS = {"strides": Attr("ints", [1, 1]), "pads": Attr("ints", [0, 0, 0, 0]),
                  "dilations": Attr("ints", [1, 1])}
 _CONV_ATTRS = {**_WINDOW_ATTRS, "group": Attr("int", 1), **ACTIVATION_ATTRS,
