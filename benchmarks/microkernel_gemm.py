@@ -41,6 +41,10 @@ CASES = {
     "gemm_512": (512, 512, 512),
     "gemm_1024": (1024, 1024, 1024),
     "gemm_2048x1024x1024": (2048, 1024, 1024),
+    # batch-1 dense layers (matrix-vector products: bandwidth, not FMAs, bounds them):
+    # an LSTM step's recurrent product (256 -> 4 x 256, L2-resident) and AlexNet's fc6
+    "gemv_lstm_256x1024": (1, 1024, 256),
+    "gemv_alexnet_fc6_9216x4096": (1, 4096, 9216),
     # ResNet-50 v1.5 layers (stride on the 3x3), each with its folded BN + ReLU epilogue
     "r50_conv1_7x7s2": ConvProblem(1, 3, 224, 224, 64, 7, 7, (2, 2), (3, 3, 3, 3), epilogue=BN_RELU),
     "r50_l1_1x1_64_64": ConvProblem(1, 64, 56, 56, 64, 1, 1, epilogue=BN_RELU),

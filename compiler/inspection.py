@@ -38,7 +38,7 @@ def inspect_build(graph: Graph, target: str = "llvm", level: int | None = None, 
     summary = {
         "target": str(tgt),
         "level": plan.level,
-        "passes": [p.name for p in pipeline(plan.level, backend.layout_passes)],
+        "passes": [p.name for p in pipeline(plan.level, backend.layout_passes, legalize=backend.legalize_passes)],
         "nodes_before": len(graph.nodes),
         "nodes_after": _nodes_compiled(plan.graph),
         "num_kernels": plan.num_kernels,

@@ -1,14 +1,18 @@
-"""Graph optimization passes: simplify -> fold BatchNorm -> recognize patterns -> layout -> fuse,
-and the arena planner the build runs after lowering (plan memory).
+"""Graph optimization passes: (legalize) -> simplify -> fold BatchNorm -> recognize patterns ->
+layout -> fuse, and the arena planner the build runs after lowering (plan memory).
 
 A pass is a named `Graph -> Graph` function (`core`); `pipeline.pipeline(level, layout)`
-lists the passes of each -O level (with a target's layout passes) and `optimize` runs one.
-One pass per module:
+lists the passes of each -O level (with a target's layout and legalization passes) and
+`optimize` runs one. One pass per module:
 
+    unroll_recurrent                                         RNN/GRU/LSTM as per-step ops (native
+                                                             targets' legalization, every level)
     fold_constants, fold_shapes, simplify_algebra,          simplification (rule tables
     eliminate_dead_code, eliminate_common_subexpressions     run by `rewriter.apply_rules`)
     fold_batchnorm                                           BN into Conv/Gemm/MatMul weights
     recognize_patterns                                       LayerNorm, Gelu, Softmax, Attention, Linear
+    conv_forms                                               1-D/3-D convs and patch ConvTranspose
+                                                             in the forms the conv kernels run
     to_channels_last                                         the CPU layout: NHWC conv chains, epilogues
     fuse                                                     FusedKernel nodes (post-dominator regions)
     plan_memory                                              the arena planner (offsets over call lifetimes)

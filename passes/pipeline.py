@@ -1,7 +1,9 @@
 """The optimization pipeline: one scale of -O levels for every target and every tool
 (`compile`, `compile inspect`, the torch JIT, the conformance backend).
 
-    -O0  nothing: the imported graph as is, one kernel per node
+    -O0  nothing: the imported graph as is, one kernel per node (after the target's
+         legalization: targets that generate code first decompose the ops they have no
+         rule for into ops they have, e.g. recurrent layers unrolled over their steps)
     -O1  simplify: constants, shapes, identities, dead code, common subexpressions
     -O2  O1, then BatchNorm folding, then recognition of decomposed LayerNorm / GELU /
          Softmax / attention / MatMul+Add alternating with simplification, then the
@@ -36,6 +38,7 @@ from .fuse import fuse
 from .recognize_patterns import recognize_patterns
 from .simplify_algebra import simplify_algebra
 from .to_channels_last import to_channels_last
+from .unroll_recurrent import unroll_recurrent
 from .widen_products import widen_products
 
 SIMPLIFY = fixed_point("simplify", [
@@ -56,17 +59,23 @@ RECOGNIZE = fixed_point("recognize", [recognize_patterns, SIMPLIFY])
 # non-overlapping transposed convolutions first take forms those kernels run.
 CHANNELS_LAST = (conv_forms, decompose_qlinear, to_channels_last, fold_qdq, widen_products, SIMPLIFY)
 
+# Decompositions into ops native code has rules for, run first at every level by the
+# targets that generate code (the interpreter runs the original ops as they are).
+LEGALIZE = (unroll_recurrent,)
+
 LEVELS = (0, 1, 2, 3)
 DEFAULT_LEVEL = 3
 
 
-def pipeline(level: int, layout: Sequence[Pass] = (), precision: Sequence[Pass] = ()) -> list[Pass]:
+def pipeline(level: int, layout: Sequence[Pass] = (), precision: Sequence[Pass] = (),
+             legalize: Sequence[Pass] = ()) -> list[Pass]:
     """The passes of -O`level` for a target whose layout passes are `layout`, with the
     `precision` lowering (`passes.lower_precision`) after layout and before fusion: it
-    marks the ConvNhwc and Linear nodes layout leaves, and fusion sees the final ops."""
+    marks the ConvNhwc and Linear nodes layout leaves, and fusion sees the final ops.
+    `legalize` (the target's decompositions) comes first, at every level."""
     if level not in LEVELS:
         raise ValueError(f"optimization level must be one of {LEVELS}, got {level}")
-    passes: list[Pass] = []
+    passes: list[Pass] = list(legalize)
     if level >= 1:
         passes.append(SIMPLIFY)
     if level >= 2:
@@ -82,6 +91,7 @@ PIPELINES: dict[int, list[Pass]] = {level: pipeline(level) for level in LEVELS}
 
 
 def optimize(graph: Graph, level: int = DEFAULT_LEVEL, ctx: PassContext | None = None,
-             layout: Sequence[Pass] = (), precision: Sequence[Pass] = ()) -> Graph:
-    """Run the -O`level` pipeline (with a target's `layout` and `precision` passes) on `graph`."""
-    return run_pipeline(graph, pipeline(level, layout, precision), ctx)
+             layout: Sequence[Pass] = (), precision: Sequence[Pass] = (), legalize: Sequence[Pass] = ()) -> Graph:
+    """Run the -O`level` pipeline (with a target's `legalize`, `layout` and `precision`
+    passes) on `graph`."""
+    return run_pipeline(graph, pipeline(level, layout, precision, legalize), ctx)

@@ -5,7 +5,7 @@ llvm conformance module marks each a strict xfail, so a test that starts passing
 the run until its entry is deleted here. Regenerate the draft by running every node test
 through `compiler.codegen.onnx_backend_llvm.LLVMBackend` and grouping failures by message.
 
-The big groups: ops with no lowering rule yet (Attention, GridSample, the RNNs, TopK...),
+The big groups: ops with no lowering rule yet (Attention, GridSample, TopK...),
 ops that can never be one static native entry (control flow, sequences, strings, random
 numbers, data-dependent output shapes), element types native code lacks (float8, float4,
 4/2-bit ints), and shapes that are computed at run time (static shapes only, for now).
@@ -410,22 +410,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_training_dropout_zero_ratio',
         'test_training_dropout_zero_ratio_mask',
     ),
-    'GRU: no lowering rule for this op yet': (
-        'test_gru_batchwise',
-        'test_gru_bidirectional',
-        'test_gru_defaults',
-        'test_gru_reverse',
-        'test_gru_seq_length',
-        'test_gru_with_initial_bias',
-    ),
-    'LSTM: no lowering rule for this op yet': (
-        'test_lstm_batchwise',
-        'test_lstm_bidirectional',
-        'test_lstm_defaults',
-        'test_lstm_reverse',
-        'test_lstm_with_initial_bias',
-        'test_lstm_with_peepholes',
-    ),
     'Loop: control flow runs subgraphs chosen at run time': (
         'test_loop11',
         'test_range_bfloat16_type_positive_delta_expanded',
@@ -441,14 +425,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_center_crop_pad_crop_expanded',
         'test_center_crop_pad_crop_negative_axes_hwc_expanded',
         'test_center_crop_pad_pad_expanded',
-    ),
-    'RNN: no lowering rule for this op yet': (
-        'test_rnn_seq_length',
-        'test_simple_rnn_batchwise',
-        'test_simple_rnn_bidirectional',
-        'test_simple_rnn_defaults',
-        'test_simple_rnn_reverse',
-        'test_simple_rnn_with_initial_bias',
     ),
     'StringNormalizer: string tensors have no native representation': (
         'test_strnormalizer_export_monday_casesensintive_lower',

@@ -69,6 +69,7 @@ class Backend:
     option_names: tuple[str, ...] = ()  # the `-name=value` options it takes
     default_opt_level: int = 3
     layout_passes: tuple = ()  # its layout passes, run at -O2 and above
+    legalize_passes: tuple = ()  # decompositions into ops it has rules for, run first at every level
     capabilities = None  # codegen.target.Capabilities of its code generator (None: it runs the IR itself)
     static_shapes: bool = False  # its code needs every shape known at compile time
     profiling: bool = False  # can build with timers around every kernel call
@@ -91,7 +92,7 @@ class Backend:
         lowering `options` ask for."""
         from ..passes.pipeline import optimize
 
-        return optimize(graph, level, ctx, self.layout_passes, self.precision_passes(options))
+        return optimize(graph, level, ctx, self.layout_passes, self.precision_passes(options), self.legalize_passes)
 
     def check_precision(self, options: BuildOptions | None) -> str:
         """`options.precision`, refused by name when unknown or when this target does not build it."""

@@ -40,6 +40,12 @@ class CUDABackend(Backend):
     # `codegen/cuda/products.py`, and the attention kernel): reduced precision casts around them
     autocast_ops = ("Conv", "MatMul", "Gemm", "Linear", "Attention")
 
+    @property
+    def legalize_passes(self) -> tuple:
+        from ..passes.pipeline import LEGALIZE
+
+        return LEGALIZE
+
     def precision_passes(self, options: BuildOptions | None) -> tuple:
         """fp16 / bf16: the products' operands cast to the 16-bit type (`passes.autocast`)."""
         from ..passes.autocast import autocast

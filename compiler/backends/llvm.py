@@ -32,6 +32,12 @@ class LLVMBackend(Backend):
     precisions = ("fp32", "bf16", "fp16", "int8")
 
     @property
+    def legalize_passes(self) -> tuple:
+        from ..passes.pipeline import LEGALIZE
+
+        return LEGALIZE
+
+    @property
     def layout_passes(self) -> tuple:
         from ..passes.pipeline import CHANNELS_LAST
 

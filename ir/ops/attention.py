@@ -586,32 +586,42 @@ def _num_directions(ctx) -> int:
     return 2 if direction == "bidirectional" else 1
 
 
-def _activation_fns(ctx, op: str, directions: int) -> list[list]:
-    """Per direction, the cell's activation functions with their alpha/beta bound.
+def recurrent_activations(op: str, attrs: dict, directions: int) -> list[list[tuple[str, float | None, float | None]]]:
+    """Per direction, the cell's activation functions as (lower-case name, alpha, beta);
+    ValueError naming what is wrong with the attributes.
 
     alpha and beta lists are consumed in order by the functions that take them (as ONNX
     Runtime reads them); a function past the end of a list gets its default.
     """
-    a = ctx.attrs
     per_dir = len(_DEFAULT_ACTIVATIONS[op])
-    names = a["activations"] or _DEFAULT_ACTIVATIONS[op] * directions
+    names = attrs["activations"] or _DEFAULT_ACTIVATIONS[op] * directions
     if len(names) == per_dir and directions == 2:
         names = names * 2
     if len(names) != per_dir * directions:
-        raise ctx.error(f"{op} takes {per_dir} activation(s) per direction, got {names}")
-    alphas, betas = list(a["activation_alpha"] or []), list(a["activation_beta"] or [])
-    fns = []
+        raise ValueError(f"{op} takes {per_dir} activation(s) per direction, got {names}")
+    alphas, betas = list(attrs["activation_alpha"] or []), list(attrs["activation_beta"] or [])
+    specs = []
     for name in names:
         key = name.lower()
         if key not in _ACTIVATIONS:
-            raise ctx.error(f"unknown activation {name!r}; known: {sorted(_ACTIVATIONS)}")
-        fn, alpha, beta = _ACTIVATIONS[key]
+            raise ValueError(f"unknown activation {name!r}; known: {sorted(_ACTIVATIONS)}")
+        _, alpha, beta = _ACTIVATIONS[key]
         if alpha is not None and alphas:
             alpha = alphas.pop(0)
         if beta is not None and betas:
             beta = betas.pop(0)
-        fns.append(lambda x, fn=fn, alpha=alpha, beta=beta: fn(x, alpha, beta))
-    return [fns[d * per_dir:(d + 1) * per_dir] for d in range(directions)]
+        specs.append((key, alpha, beta))
+    return [specs[d * per_dir:(d + 1) * per_dir] for d in range(directions)]
+
+
+def _activation_fns(ctx, op: str, directions: int) -> list[list]:
+    """Per direction, the cell's activation functions with their alpha/beta bound."""
+    try:
+        specs = recurrent_activations(op, ctx.attrs, directions)
+    except ValueError as e:
+        raise ctx.error(str(e)) from None
+    return [[lambda x, fn=_ACTIVATIONS[name][0], alpha=alpha, beta=beta: fn(x, alpha, beta)
+             for name, alpha, beta in per_dir] for per_dir in specs]
 
 
 def _recurrent_infer(op: str):
