@@ -3,7 +3,9 @@ before `to_channels_last`.
 
 - A 1-D convolution (X [N, C, W]) is the 2-D convolution of X viewed as [N, C, 1, W] with
   kernel [1, k]: the same sums, so it reaches the conv microkernels (an audio CNN's Conv1d
-  stack ran 1.7x onnxruntime's latency on the generic loop-IR rule).
+  stack ran 1.7x onnxruntime's latency on the generic loop-IR rule). 1-D pools take the
+  same form, and activations move before the views between them, so a 1-D network stays
+  2-D (and channels-last) from conv to conv.
 - A 3-D convolution is a sum over its depth taps of 2-D convolutions of depth slices (each
   tap's slices moved beside the batch), so video convolutions run on the same microkernels
   instead of a 3-D loop nest (a small video CNN ran 14x onnxruntime's latency). It is
@@ -25,10 +27,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Graph, Node
+from ..ir.ops import REGISTRY
+from ..ir.registry import Category
 from ..ir.ops.layout import TO_NCHW, TO_NHWC, channels_first_perm, channels_last_perm
 from .core import PassContext, graph_pass
 from .match import const_of
 from .rewriter import Rewriter, Rule, apply_rules, rule_table
+from .simplify_algebra import reshape_chain
 
 
 def _static(v, rank: int) -> tuple | None:
@@ -147,6 +152,51 @@ def _conv3d(node: Node, rw: Rewriter):
     return [rw.op("Transpose", split, perm=list(channels_first_perm(5)), name=f"{node.name}_ncdhw")]
 
 
+def _pool1d(node: Node, rw: Rewriter):
+    """A 1-D MaxPool / AveragePool is the 2-D one over a height of 1, like the convs around it."""
+    x = node.inputs[0]
+    xs, ys = _static(x, 3), _static(node.outputs[0], 3)
+    a = node.attrs
+    if xs is None or ys is None or not _plain_window(node) or any(v is not None for v in node.outputs[1:]) \
+            or a.get("storage_order", 0):
+        return None
+    pads = list(a.get("pads") or [0, 0])
+    attrs = {**{k: v for k, v in a.items() if k in ("ceil_mode", "count_include_pad")},
+             "kernel_shape": [1, *a["kernel_shape"]], "strides": [1, *(a.get("strides") or [1])],
+             "pads": [0, pads[0], 0, pads[1]]}
+    if a.get("dilations"):
+        attrs["dilations"] = [1, *a["dilations"]]
+    x2 = rw.op("Reshape", x, _shape_const(rw, [xs[0], xs[1], 1, xs[2]], f"{node.name}_as2d"), name=f"{node.name}_as2d")
+    y2 = rw.op(node.op, x2, name=node.name, **attrs)
+    return [rw.op("Reshape", y2, _shape_const(rw, list(ys), f"{node.name}_as1d"), name=f"{node.name}_as1d")] + \
+        [None] * (len(node.outputs) - 1)
+
+
+def _squeeze_like(shape_in, shape_out) -> bool:
+    """A reshape between these static shapes only adds or drops axes of size 1."""
+    return [d for d in shape_in if d != 1] == [d for d in shape_out if d != 1]
+
+
+def _unary_before_view(node: Node, rw: Rewriter):
+    """f(Reshape(a)) -> Reshape(f(a)) for a one-input elementwise f and a reshape that only
+    adds or drops size-1 axes: between the 1-D convs' 2-D forms, the activation then sits
+    next to the 2-D conv (and folds into its epilogue), and the Reshapes back to 1-D and to
+    2-D meet and cancel, so nothing stops the layout pass keeping the chain channels-last."""
+    op = REGISTRY.get(node.op)
+    if (op is None or op.category != Category.ELEMENTWISE or len(node.inputs) != 1 or "axis" in node.attrs
+            or len(node.outputs) != 1):
+        return None
+    view = rw.producer_op(node.inputs[0], "Reshape")
+    if view is None:
+        return None
+    a, out = view.inputs[0], node.outputs[0]
+    if _static(a, a.type.rank or 0) is None or _static(out, out.type.rank or 0) is None \
+            or not _squeeze_like(a.type.shape, out.type.shape):
+        return None
+    y = rw.emit(node.op, [a], node.attrs, name=node.name)[0]
+    return [rw.op("Reshape", y, _shape_const(rw, list(out.type.shape), f"{node.name}_view"), name=f"{node.name}_view")]
+
+
 def _conv(node: Node, rw: Rewriter):
     if _static(node.inputs[0], 3) is not None:
         return _conv1d(node, rw)
@@ -157,6 +207,11 @@ def _conv(node: Node, rw: Rewriter):
 
 RULES = rule_table([
     Rule("Conv", _conv, "a 1-D convolution is the 2-D one over a height of 1; a 3-D one a sum of 2-D ones per depth tap"),
+    *[Rule(op, _pool1d, "a 1-D pool is the 2-D one over a height of 1") for op in ("MaxPool", "AveragePool")],
+    Rule("*", _unary_before_view, "a one-input elementwise op commutes with a reshape that only adds or drops "
+         "size-1 axes"),
+    Rule("Reshape", reshape_chain, "a chain of reshapes ends at the last one's shape (the 1-D forms' way back "
+         "to 1-D and on to 2-D cancel)"),
     Rule("ConvTranspose", _patch_transpose_conv,
          "stride == kernel: patches that do not overlap, one matrix product then depth-to-space"),
 ])

@@ -126,3 +126,32 @@ def test_a_video_stem_stays_channels_last_from_conv_to_conv(batch):
     assert "Conv" not in ops and ops.count("ConvNhwc") == 6, ops
     assert ops.count("Transpose") == 2, ops
     _check(model, (batch, 3, 6, 20, 20))
+
+
+def _audio_model(pool: str):
+    """Conv1d -> Relu -> 1-D pool -> Conv1d -> Sigmoid: an audio network's stem."""
+    rng = np.random.default_rng(6)
+    arrays = {"w1": rng.standard_normal((8, 2, 9)).astype(np.float32),
+              "w2": rng.standard_normal((16, 8, 3)).astype(np.float32) * 0.3,
+              "b2": rng.standard_normal(16).astype(np.float32)}
+    pool_attrs = dict(kernel_shape=[3], strides=[2], pads=[1, 1]) if pool == "MaxPool" else \
+        dict(kernel_shape=[2], strides=[2], count_include_pad=1)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], strides=[2], pads=[4, 4]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node(pool, ["r1"], ["p1"], **pool_attrs),
+             helper.make_node("Conv", ["p1", "w2", "b2"], ["c2"], pads=[1, 1]),
+             helper.make_node("Sigmoid", ["c2"], ["y"])]
+    graph = helper.make_graph(nodes, "audio", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 101])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(a, k) for k, a in arrays.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("pool", ["MaxPool", "AveragePool"])
+def test_a_1d_stem_stays_channels_last_from_conv_to_conv(pool):
+    """1-D pools take the 2-D form too, and the Relu moves before the view back to 1-D, so
+    the views between the convs cancel: one Transpose in, one out, no 1-D kernel left."""
+    model = _audio_model(pool)
+    ops = _ops(model)
+    assert ops.count("Transpose") == 2 and f"{pool}Nhwc" in ops and pool not in ops, ops
+    _check(model, (1, 2, 101))
