@@ -16,6 +16,7 @@ from ..ir.ops import REGISTRY
 from ..ir.types import TensorType
 from . import loop_ir as L
 from .concat_copy import concat_kernel, match_concat
+from .index_simplify import simplify_kernel
 from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel
 from .printer import kernel_text
@@ -91,7 +92,15 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
 
     consts: Value -> compile-time array (weights and folded values); escaping: values the
     rest of the graph reads (they get a parameter even when produced inside the group).
+    Index arithmetic is then simplified under the loops' ranges (`index_simplify`).
     """
+    plan = _build_kernel(name, nodes, consts, escaping, target, schedules)
+    plan.kernel = simplify_kernel(plan.kernel)
+    return plan
+
+
+def _build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
+                  schedules: dict | None = None) -> KernelPlan:
     vector_bits = target.vector_bits
     moved = match_permute(nodes, escaping)
     if moved is not None:  # reshapes around one Transpose: one permuted copy (see permute_copy)

@@ -17,8 +17,9 @@ before `to_channels_last`.
   sum_ci X[n, ci, h, w] W[ci, co, i, j]. That is one matrix product of the pixels
   [N*H*W, Cin] by W as [Cin, Cout*kh*kw], then a depth-to-space permutation, so it runs
   on the GEMM microkernels instead of a scalar loop (a small U-Net: 8.9x onnxruntime's
-  latency before). Overlapping transposed convolutions (stride < kernel) are left to the
-  loop-IR rule.
+  latency before). Any other transposed convolution (overlapping patches, padding, output
+  padding, groups; dilation 1) is one ordinary convolution over the stride's phases
+  followed by an interleave (`_phase_transpose_conv`).
 
 Both need static shapes and constant weights; anything else is left as it is.
 """
@@ -106,6 +107,76 @@ def _patch_transpose_conv(node: Node, rw: Rewriter):
                              name=f"{node.name}_bias"))
         y = rw.op("Add", y, column, name=f"{node.name}_bias_add")
     return [y]
+
+
+def _phase_transpose_conv(node: Node, rw: Rewriter):
+    """A transposed convolution with overlapping (or sparse) patches as one ordinary
+    convolution, then an interleave (the sub-pixel form).
+
+    Output row o (before cropping the pads) = q*s + r receives X[q - m] W[r + m*s] for each
+    m with r + m*s < k: for each phase r, a correlation of X with the phase's taps in
+    reverse. Padded to M = ceil(k / s) taps with zeros, all s*s phases are one convolution
+    with Cout*sh*sw output channels (group, rh, rw, co), kernel M, stride 1, M - 1 rows of padding
+    before and enough after for Q = ceil(full / s) rows; the phases then interleave into
+    rows q*s + r (a Reshape-Transpose-Reshape, one copy) and the pads are cropped. Written in
+    NHWC, between Transposes the layout pass cancels."""
+    found = _operands(node, 4)
+    if found is None:
+        return None
+    x, w, bias, weights, xs, ys = found
+    a = node.attrs
+    if any(d != 1 for d in (a.get("dilations") or [1])) or a.get("output_shape"):
+        return None
+    n, cin, h, wd = xs
+    groups = a.get("group", 1)
+    cout_g, kh, kw = weights.shape[1:]
+    cout = cout_g * groups
+    sh, sw = list(a.get("strides") or [1, 1])
+    pads = list(a.get("pads") or [0, 0, 0, 0])
+    extra = list(a.get("output_padding") or [0, 0])
+    full_h, full_w = (h - 1) * sh + kh + extra[0], (wd - 1) * sw + kw + extra[1]
+    if ys != (n, cout, full_h - pads[0] - pads[2], full_w - pads[1] - pads[3]):
+        return None
+    mh, mw = -(-kh // sh), -(-kw // sw)
+    qh, qw = -(-full_h // sh), -(-full_w // sw)
+    cin_g = cin // groups
+    per_group = weights.reshape(groups, cin_g, cout_g, kh, kw)
+    # output channels ordered (group, rh, rw, co): each group's block stays contiguous for the
+    # grouped conv, and after the interleave a pixel's channels are contiguous runs
+    taps = np.zeros((groups, sh, sw, cout_g, cin_g, mh, mw), weights.dtype)
+    for rh in range(sh):
+        for rw_ in range(sw):
+            for i in range(mh):
+                ti = rh + (mh - 1 - i) * sh
+                for j in range(mw):
+                    tj = rw_ + (mw - 1 - j) * sw
+                    if ti < kh and tj < kw:
+                        taps[:, rh, rw_, :, :, i, j] = per_group[:, :, :, ti, tj].transpose(0, 2, 1)
+    kernel = rw.constant(np.ascontiguousarray(taps.reshape(cout * sh * sw, cin_g, mh, mw)), f"{w.name}_phases")
+    b = None if bias is None else const_of(bias)
+    conv_bias = [] if b is None else [rw.constant(np.ascontiguousarray(np.broadcast_to(
+        np.asarray(b).reshape(groups, 1, 1, cout_g), (groups, sh, sw, cout_g)).reshape(-1)), f"{node.name}_phase_bias")]
+    z = rw.op("Conv", x, kernel, *conv_bias, name=f"{node.name}_phases", kernel_shape=[mh, mw], strides=[1, 1],
+              pads=[mh - 1, mw - 1, qh - h, qw - wd], group=groups)
+    z = rw.op("Transpose", z, perm=list(TO_NHWC), name=f"{node.name}_phases_nhwc")
+    split = rw.op("Reshape", z, _shape_const(rw, [n, qh, qw, groups, sh, sw, cout_g], f"{node.name}_split"),
+                  name=f"{node.name}_split")
+    woven = rw.op("Transpose", split, perm=[0, 1, 4, 2, 5, 3, 6], name=f"{node.name}_weave")
+    y = rw.op("Reshape", woven, _shape_const(rw, [n, qh * sh, qw * sw, cout], f"{node.name}_merge"),
+              name=f"{node.name}_merge")
+    if (qh * sh, qw * sw) != ys[2:]:
+        y = rw.op("Slice", y, _shape_const(rw, [pads[0], pads[1]], f"{node.name}_crop_s"),
+                  _shape_const(rw, [pads[0] + ys[2], pads[1] + ys[3]], f"{node.name}_crop_e"),
+                  _shape_const(rw, [1, 2], f"{node.name}_crop_a"), name=f"{node.name}_crop")
+    y = rw.op("Transpose", y, perm=list(TO_NCHW), name=f"{node.name}_nchw")
+    if bias is not None and b is None:  # a run-time bias: added after
+        y = rw.op("Add", y, rw.op("Reshape", bias, _shape_const(rw, [1, cout, 1, 1], f"{node.name}_bias"),
+                                  name=f"{node.name}_bias"), name=f"{node.name}_bias_add")
+    return [y]
+
+
+def _transpose_conv(node: Node, rw: Rewriter):
+    return _patch_transpose_conv(node, rw) or _phase_transpose_conv(node, rw)
 
 
 def _conv3d(node: Node, rw: Rewriter):
@@ -212,8 +283,9 @@ RULES = rule_table([
          "size-1 axes"),
     Rule("Reshape", reshape_chain, "a chain of reshapes ends at the last one's shape (the 1-D forms' way back "
          "to 1-D and on to 2-D cancel)"),
-    Rule("ConvTranspose", _patch_transpose_conv,
-         "stride == kernel: patches that do not overlap, one matrix product then depth-to-space"),
+    Rule("ConvTranspose", _transpose_conv,
+         "stride == kernel: patches that do not overlap, one matrix product then depth-to-space; otherwise one "
+         "convolution over the stride's phases, then an interleave"),
 ])
 
 

@@ -1,8 +1,9 @@
-"""`passes.conv_forms`: 1-D convolutions as 2-D ones over a height of 1, and transposed
-convolutions whose stride equals their kernel as one matrix product plus depth-to-space, so
-both reach the microkernels. Each form is checked against onnxruntime over the attributes
-that change the arithmetic (stride, dilation, pads, groups, bias), and the cases the rewrite
-must leave alone (overlapping transposed convolutions, padded ones) still run correctly."""
+"""`passes.conv_forms`: 1-D convolutions as 2-D ones over a height of 1, 3-D ones as sums
+of 2-D ones, transposed convolutions whose stride equals their kernel as one matrix product
+plus depth-to-space and the others as one convolution over the stride's phases plus an
+interleave, so all reach the microkernels. Each form is checked against onnxruntime over
+the attributes that change the arithmetic (stride, dilation, pads, groups, bias), and the
+case the rewrite leaves alone (dilated transposed convolutions) still runs correctly."""
 from __future__ import annotations
 
 import numpy as np
@@ -69,12 +70,33 @@ def test_non_overlapping_transposed_conv_is_a_matmul_and_matches_onnxruntime(ker
     _check(model, (2, 6, 7, 9))
 
 
-@pytest.mark.parametrize("attrs", [dict(strides=[2, 2]), dict(strides=[2, 2], pads=[1, 1, 1, 1]),
-                                   dict(strides=[2, 2], group=2)], ids=["overlapping", "padded", "grouped"])
-def test_other_transposed_convs_are_left_alone_and_stay_right(attrs):
+PHASED = {
+    "k3_s2": (dict(strides=[2, 2]), 3),
+    "k4_s2_p1 (GAN/FCN upsampling)": (dict(strides=[2, 2], pads=[1, 1, 1, 1]), 4),
+    "k3_s2_p1_outpad1": (dict(strides=[2, 2], pads=[1, 1, 1, 1], output_padding=[1, 1]), 3),
+    "k5_s3_uneven_pads": (dict(strides=[3, 2], pads=[2, 0, 1, 3]), 5),
+    "k2_s3_sparse": (dict(strides=[3, 3]), 2),
+    "k3_s1": (dict(pads=[1, 1, 1, 1]), 3),
+    "grouped": (dict(strides=[2, 2], group=2, pads=[1, 0, 0, 1]), 3),
+}
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("case", sorted(PHASED))
+def test_other_transposed_convs_are_one_conv_over_phases_and_match_onnxruntime(case, bias):
+    attrs, k = PHASED[case]
     rng = np.random.default_rng(3)
-    w = rng.standard_normal((6, 3 if "group" in attrs else 5, 3, 3)).astype(np.float32)  # [Cin, Cout / group, k, k]
-    model = _model("ConvTranspose", (1, 6, 5, 5), w, **attrs)
+    w = rng.standard_normal((6, 3 if "group" in attrs else 5, k, k)).astype(np.float32)  # [Cin, Cout / group, k, k]
+    b = rng.standard_normal(6 if "group" in attrs else 5).astype(np.float32) if bias else None
+    model = _model("ConvTranspose", (2, 6, 5, 7), w, b, **attrs)
+    ops = _ops(model)
+    assert "ConvTranspose" not in ops and "ConvNhwc" in ops, ops
+    _check(model, (2, 6, 5, 7))
+
+
+def test_dilated_transposed_convs_are_left_alone_and_stay_right():
+    w = np.random.default_rng(3).standard_normal((6, 5, 3, 3)).astype(np.float32)
+    model = _model("ConvTranspose", (1, 6, 5, 5), w, strides=[2, 2], dilations=[2, 2])
     assert "ConvTranspose" in _ops(model)
     _check(model, (1, 6, 5, 5))
 
