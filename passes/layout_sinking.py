@@ -12,7 +12,8 @@ statistics (rewritten as a per-channel Mul and Add over the last axis), a Concat
 the channel axis (which becomes axis 3), and a Reshape that only splits the channel axis
 in two (ShuffleNet's channel shuffle: Reshape to [N, g, C/g, H, W], Transpose of the two
 channel axes, Reshape back; in NHWC the shuffle stays inside the last axes and the
-Transpose to NCHW moves on past the Reshape back).
+Transpose to NCHW moves on past the Reshape back), and a Resize with constant per-axis
+lists (upsampling between convs: FPNs, U-Nets; its NHWC form reads whole channel vectors).
 
 A Transpose moves down only when every reader of its result accepts NHWC: otherwise a
 reader that needs NCHW (a Flatten, a graph output) would keep the old Transpose alive
@@ -103,10 +104,20 @@ def _channel_split(node: Node) -> tuple[int, int] | None:
     return g, k
 
 
+def _is_plain_resize(node: Node) -> bool:
+    """A 4-D Resize over all axes with constant roi / scales / sizes: separable per axis, so
+    the same Resize with those per-axis lists permuted is its NHWC form."""
+    if node.op != "Resize" or _rank(node.outputs[0]) != 4 or node.attrs.get("axes"):
+        return False
+    lists = [const_of(v) for v in node.inputs[1:4] if v is not None]
+    return (len(lists) == len([v for v in node.inputs[1:4] if v is not None]) and all(c is not None for c in lists)
+            and all(c.size in (0, 4, 8) for c in lists))
+
+
 def accepts_nhwc(node: Node) -> bool:
     """Can this reader of an NCHW value take the NHWC value instead (after its own rewrite)?"""
     return (_to_last(node) or is_layout_free(node) or _is_channel_concat(node)
-            or _is_inference_bn(node) or _channel_split(node) is not None)
+            or _is_inference_bn(node) or _channel_split(node) is not None or _is_plain_resize(node))
 
 
 def _shape_constant(rw: Rewriter, dims, hint: str) -> Value | None:
@@ -149,6 +160,8 @@ class _Sinker:
                  "the two parts to where NCHW has them"),
             Rule("Reshape", merge_channels, "merging two channel parts that a Transpose brought to axes 1 and 2 "
                  "is merging them on the last axes, then moving C to axis 1"),
+            Rule("Resize", self.resize, "a Resize is separable per axis: in NHWC it is the same Resize with its "
+                 "per-axis roi, scales and sizes permuted"),
             Rule("*", self.elementwise, "elementwise ops commute with any permutation of their operands' axes "
                  "(constants permuted alike)"),
         ])
@@ -254,6 +267,24 @@ class _Sinker:
         y = rw.op("Add", y, rw.constant(t.astype(dtype), f"{node.name}_shift"), name=f"{node.name}_shift")
         return self._finish(rw, node, y)
 
+
+    def resize(self, node: Node, rw: Rewriter):
+        if not _is_plain_resize(node):
+            return None
+        source = self._nhwc_source(rw, node.inputs[0])
+        if source is None:
+            return None
+        perm = list(channels_last_perm(4))
+        operands = [source]
+        for k, v in enumerate(node.inputs[1:4], start=1):
+            c = None if v is None else const_of(v)
+            if c is None or c.size == 0:
+                operands.append(v)
+                continue
+            moved = np.concatenate([c[:4][perm], c[4:][perm]]) if c.size == 8 else c[perm]
+            operands.append(rw.constant(np.ascontiguousarray(moved), f"{v.name}_nhwc"))
+        y = rw.emit("Resize", operands, node.attrs, name=node.name)[0]
+        return self._finish(rw, node, y)
 
     def split_channels(self, node: Node, rw: Rewriter):
         split = _channel_split(node)

@@ -97,6 +97,38 @@ def test_shuffle_group_is_one_permuted_copy():
     FileCheck().check(" in 0..100 ").check(" in 0..3 ").run(kernel_text(kernel))
 
 
+def _transpose_model(shape, perm):
+    g = helper.make_graph([helper.make_node("Transpose", ["x"], ["y"], perm=list(perm))], "t",
+                          [helper.make_tensor_value_info("x", TP.FLOAT, list(shape))],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, None)])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+
+
+@pytest.mark.parametrize("shape, perm, tiled", [
+    ((1, 28, 28, 32), (0, 3, 1, 2), True),     # NHWC -> NCHW: pixels (784 = 49 runs of 16) gather channels
+    ((2, 48, 5, 3), (0, 2, 3, 1), True),       # NCHW -> NHWC: channel runs of 16 gather pixel rows
+    ((6, 4, 32), (1, 0, 2), False),            # the last axis stays last: rows copy whole
+    ((3, 32, 7), (2, 0, 1), True),             # the source's last axis (7) lands first
+    ((5, 24, 6), (0, 2, 1), False),            # 24 is no multiple of the run length: untiled
+    ((4, 6, 5, 32), (3, 1, 0, 2), False),      # output's last axis 5: untiled
+])
+def test_transposes_are_tiled_where_the_source_axis_moves(shape, perm, tiled):
+    """A copy whose output's last axis is not the source's is tiled: runs of 16 output
+    elements, and for each run the source's last axis next (see permute_copy)."""
+    from compiler.codegen.llvm.target import cpu_target
+    from compiler.codegen.model_builder import build_program
+    from compiler.codegen.permute_copy import TILE
+    from compiler.codegen.printer import kernel_text
+
+    model = _transpose_model(shape, perm)
+    x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    np.testing.assert_array_equal(compiler.compile(model).run({"x": x})["y"], x.transpose(perm))
+    graph = LLVM.optimize(import_onnx(model), 3)
+    call, = build_program(graph, cpu_target()).calls
+    text = kernel_text(call.plan.kernel)
+    assert (f"transpose_tile={TILE}" in text) == tiled, text
+
+
 def _concat_model(axis, widths, shape=(2, 3, 4, 5)):
     """Concat of the graph inputs on `axis` (alone in its group)."""
     nodes, inputs, names = [], [], []

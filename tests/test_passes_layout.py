@@ -222,6 +222,25 @@ def test_concat_on_another_axis_keeps_its_transposes():
     assert all(_producer(out, v).op == "Transpose" for v in concat.inputs)
 
 
+@pytest.mark.parametrize("mode, by", [("nearest", "scales"), ("linear", "scales"), ("cubic", "sizes"),
+                                      ("linear_crop", "sizes")])
+def test_resize_between_convs_runs_in_nhwc(mode, by):
+    """Resize is separable per axis: its NHWC form has the per-axis lists permuted, so an
+    upsampling between convs keeps the chain channels-last."""
+    b = GraphBuilder()
+    x = b.input("x", tensor((1, 4, 6, 5), "f32"))
+    attrs = {"mode": "linear", "coordinate_transformation_mode": "tf_crop_and_resize"} if mode == "linear_crop" \
+        else {"mode": mode}
+    roi = b.const(np.array([0, 0, 0.1, 0.2, 1, 1, 0.8, 0.9], np.float32)) if mode == "linear_crop" else None
+    scales = b.const(np.array([1, 1, 2, 1.5], np.float32)) if by == "scales" else None
+    sizes = b.const(np.array([1, 3, 11, 7], np.int64)) if by == "sizes" else None
+    y = b.op("Resize", _conv(b, x, 4, 3), roi, scales, sizes, **attrs)
+    b.output(_conv(b, y, 3, 2, seed=2))
+    out = _run(b.build())
+    resize, = _ops(out, "Resize")
+    assert _producer(out, resize.inputs[0]).op != "Transpose" and len(real_transposes(out)) == 2
+
+
 def test_broadcast_constants_are_permuted_and_scalars_kept():
     b = GraphBuilder()
     x = b.input("x", tensor((1, 4, 5, 5), "f32"))
