@@ -1,12 +1,13 @@
 """Concatenation without a copy: producers that write straight into their slice of the
 Concat's output.
 
-An NHWC Concat on the channel (last) axis whose every input is a ConvNhwc computed by a
-target's own kernel, read by nothing but that Concat, is dropped when each of those kernels
-can store its rows with the Concat's channel count as row stride
-(`ExternPlan.into_channel_slice`; the llvm target's GEMM-based convs can), and
-its output value lives inside the Concat's output at the byte offset of its first channel
-(Inception and DenseNet blocks, SqueezeNet's fire modules).
+A Concat on the last axis (NHWC channels) whose every input is read by nothing but that
+Concat is dropped when each producer can store its rows with the Concat's last-axis length
+as row stride: a conv computed by a target's own kernel through its channel-slice variant
+(`ExternPlan.into_channel_slice`; the llvm target's GEMM-based convs), any node lowered to
+loop IR through an output tensor with those strides (`row_length`: pools, activations,
+copies). Each input value lives inside the Concat's output at the byte offset of its first
+channel (Inception and DenseNet blocks, SqueezeNet's fire modules, a U-Net's skip joins).
 
 A Concat whose inputs are whole contiguous slabs of its output (every axis before the
 Concat's is 1: stacking along the leading axis) needs nothing from its producers: any
@@ -33,6 +34,7 @@ class ConcatSlices:
     dropped: set = field(default_factory=set)  # Concat nodes computed by their producers
     plans: dict = field(default_factory=dict)  # conv Node -> ExternPlan writing into its slice
     inside: dict = field(default_factory=dict)  # conv output Value -> (Concat output Value, byte offset)
+    row_length: dict = field(default_factory=dict)  # loop-IR output Value -> the Concat's last-axis length
 
 
 def find(graph: Graph, todo: list[Node], externs: dict[Node, ExternPlan]) -> ConcatSlices:
@@ -51,21 +53,23 @@ def find(graph: Graph, todo: list[Node], externs: dict[Node, ExternPlan]) -> Con
         z = node.outputs[0]
         rank = z.type.rank
         axis = REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"]
-        if rank != 4 or axis not in (-1, rank - 1) or z.type.dtype.name != "float32":
+        if rank is None or rank < 2 or axis not in (-1, rank - 1):
             continue
         ins = list(node.inputs)
-        if len(set(ins)) != len(ins) or any(v is None or v in graph_outputs or readers.get(v) != 1 for v in ins):
-            continue
-        convs = [producer.get(v) for v in ins]
-        if any(c is None or c.op != "ConvNhwc" or c not in externs for c in convs):
+        if len(set(ins)) != len(ins) or any(v is None or v in graph_outputs or readers.get(v) != 1
+                                            or v.type.dtype != z.type.dtype for v in ins):
             continue
         channels = z.type.shape[-1]
-        sliced = [externs[c].into_channel_slice(channels) for c in convs]
-        if any(p is None for p in sliced):
+        made_by = [producer.get(v) for v in ins]
+        writers = [_slice_writer(n, externs, channels) for n in made_by]
+        if any(w is None for w in writers):
             continue
         start = 0
-        for conv, plan, v in zip(convs, sliced, ins):
-            result.plans[conv] = plan
+        for maker, writer, v in zip(made_by, writers, ins):
+            if writer is _LOOP_IR:
+                result.row_length[v] = channels
+            else:
+                result.plans[maker] = writer
             result.inside[v] = (z, start * z.type.dtype.itemsize)
             start += v.type.shape[-1]
         result.dropped.add(node)
@@ -73,6 +77,20 @@ def find(graph: Graph, todo: list[Node], externs: dict[Node, ExternPlan]) -> Con
         if node.op == "Concat" and node not in result.dropped:
             _stack_in_place(node, producer, graph_outputs, result)
     return result
+
+
+_LOOP_IR = object()  # a producer whose loop-IR kernel stores its rows at the Concat's stride
+
+
+def _slice_writer(maker: Node | None, externs: dict, channels: int):
+    """How `maker` can write its output rows `channels` apart: its extern plan's channel-slice
+    variant, _LOOP_IR for a node lowered to loop IR (any kernel stores through the strides
+    it is given), None when it cannot (an extern without the variant, a view, no kernel)."""
+    if maker is None or REGISTRY[maker.op].view or len([v for v in maker.outputs if v is not None]) != 1:
+        return None
+    if maker in externs:
+        return externs[maker].into_channel_slice(channels) if maker.op == "ConvNhwc" else None
+    return _LOOP_IR
 
 
 def _stack_in_place(node: Node, producer: dict, graph_outputs: set, result: ConcatSlices) -> None:

@@ -21,8 +21,19 @@ from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel
 from .printer import kernel_text
 from .slice_copy import match_slice, slice_kernel
-from .te import Compute, Reduce, Tensor, numel
+from .te import Compute, Reduce, Tensor, numel, strides_of
 from .verify import verify_kernel
+
+
+class RowsOf(Tensor):
+    """A tensor whose last-axis rows lie `row_length` elements apart in its buffer (its
+    channels' slice of a Concat's output)."""
+
+    contiguous = False
+
+    def __init__(self, buffer: L.Buffer, shape, row_length: int):
+        super().__init__(buffer, shape)
+        self.strides = strides_of(tuple(shape[:-1]) + (row_length,))[:-1] + (1,)
 
 
 @dataclass
@@ -86,22 +97,26 @@ class InlineTensor:
 
 
 def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
-                 schedules: dict | None = None) -> KernelPlan:
+                 schedules: dict | None = None, row_length: dict | None = None) -> KernelPlan:
     """Lower `nodes` (topologically ordered) into one kernel for `target` (a CodegenTarget:
     its vector width shapes the schedules, its capabilities bound what the kernel may use).
 
     consts: Value -> compile-time array (weights and folded values); escaping: values the
-    rest of the graph reads (they get a parameter even when produced inside the group).
-    Index arithmetic is then simplified under the loops' ranges (`index_simplify`).
+    rest of the graph reads (they get a parameter even when produced inside the group);
+    row_length: outputs stored as rows of a wider last axis (Value -> its length: a Concat's
+    slice, `concat_in_place`). Index arithmetic is then simplified under the loops' ranges
+    (`index_simplify`).
     """
-    plan = _build_kernel(name, nodes, consts, escaping, target, schedules)
+    plan = _build_kernel(name, nodes, consts, escaping, target, schedules, row_length or {})
     plan.kernel = simplify_kernel(plan.kernel)
     return plan
 
 
 def _build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
-                  schedules: dict | None = None) -> KernelPlan:
-    vector_bits = target.vector_bits
+                  schedules: dict | None, row_length: dict) -> KernelPlan:
+    strided = {v: row_length[v] for n in nodes for v in n.outputs if v in row_length}
+    if strided:  # the copy fast paths store packed outputs: lower the group op by op instead
+        return _lowered(name, nodes, consts, escaping, target, schedules, strided)
     moved = match_permute(nodes, escaping)
     if moved is not None:  # reshapes around one Transpose: one permuted copy (see permute_copy)
         source, result, shape, perm = moved
@@ -116,6 +131,13 @@ def _build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
     if concat is not None:  # a Concat alone: one copy per input (see concat_copy)
         kernel, values = concat_kernel(name, concat, target)
         return KernelPlan(kernel, [("value", v) for v in values])
+    return _lowered(name, nodes, consts, escaping, target, schedules, {})
+
+
+def _lowered(name: str, nodes: list, consts: dict, escaping: set, target, schedules: dict | None,
+             strided: dict) -> KernelPlan:
+    """The group lowered op by op through the lowering rules (see build_kernel)."""
+    vector_bits = target.vector_bits
     params: list[L.Buffer] = []
     args: list = []
     tensors: dict = {}
@@ -123,10 +145,16 @@ def _build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
     klass = REGISTRY[nodes[-1].op].kernel_class
 
     def param(value, dtype, shape, binding) -> Tensor:
-        buf = L.Buffer(f"p{len(params)}", dtype, max(1, numel(shape)))
+        if value in strided:  # rows `strided[value]` apart: its slice of a wider tensor
+            rows, run = numel(shape[:-1]), shape[-1]
+            buf = L.Buffer(f"p{len(params)}", dtype, max(1, (rows - 1) * strided[value] + run))
+            tensor = RowsOf(buf, shape, strided[value])
+        else:
+            buf = L.Buffer(f"p{len(params)}", dtype, max(1, numel(shape)))
+            tensor = Tensor(buf, shape)
         params.append(buf)
         args.append(binding)
-        return Tensor(buf, shape)
+        return tensor
 
     for node in nodes:
         ins = []

@@ -280,7 +280,7 @@ def build_program(graph: Graph, target: CodegenTarget, schedules: Schedules = HE
                 continue
             escaping = set(graph.outputs) | {v for n in todo if n not in piece for v in n.inputs if v is not None}
             try:
-                plan = build_kernel(name, piece, known, escaping, target)
+                plan = build_kernel(name, piece, known, escaping, target, row_length=slices.row_length)
             except NotLowerable as e:
                 problems.append((node.describe(), str(e)))
                 continue

@@ -447,6 +447,31 @@ def test_stacking_a_graph_input_is_copied():
     _check(graph, feeds)
 
 
+@pytest.mark.parametrize("second_reader", [False, True])
+def test_loop_ir_branches_write_their_channel_slices_too(second_reader):
+    """Branches computed by loop-IR kernels (a pool with a fused Relu, an elementwise op)
+    store their rows at the Concat's width beside a conv's; a branch read elsewhere too keeps
+    its own buffer, and the Concat copies."""
+    from compiler.codegen.model_builder import IN_PLACE
+
+    rng = _rng(8)
+    b = GraphBuilder()
+    x = b.input("x", tensor([2, 7, 6, 5], "f32"))
+    conv = b.op("ConvNhwc", x, b.const(rng.standard_normal((4, 5, 3, 3)).astype(np.float32) / 5), pads=[1, 1, 1, 1],
+                name="conv")
+    pooled = b.op("Relu", b.op("MaxPoolNhwc", x, kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="pool"), name="relu")
+    gate = b.op("Sigmoid", x, name="gate")
+    z = b.op("Concat", conv, pooled, gate, axis=3, name="cat")
+    outs = [b.op("Exp", z, name="after")]
+    if second_reader:
+        outs.append(b.op("Neg", pooled, name="other_reader"))
+    b.output(*outs)
+    graph = b.build()
+    paths, _ = _paths(graph)
+    assert (paths["cat"] == IN_PLACE) != second_reader
+    _check(graph, {"x": rng.standard_normal((2, 7, 6, 5)).astype(np.float32)})
+
+
 @pytest.mark.parametrize("spoil", ["depthwise", "residual", "second_reader", "axis"])
 def test_concat_is_copied_when_a_branch_cannot_write_in_place(spoil):
     graph, feeds = _branchy_graph(seed=1, spoil=spoil)
