@@ -108,6 +108,29 @@ def test_worker_protocol_times_runs_and_saves_outputs(tiny, tmp_path):
     np.testing.assert_allclose(saved[0], saved[1], rtol=1e-4, atol=1e-5)
 
 
+class _FakeWorker:
+    """A worker that records the run counts it is asked for and times every run at 1 ms."""
+
+    def __init__(self, system):
+        self.system, self.error, self.calls = system, None, []
+
+    def run(self, n, timeout):
+        self.calls.append(n)
+        return [1_000_000] * n
+
+
+def test_every_turn_starts_with_an_untimed_run(monkeypatch):
+    """After the pause before a system's turn, one run warms it up and is not counted."""
+    monkeypatch.setattr(bench, "SETTLE_S", 0.0)
+    workers = [_FakeWorker("ours"), _FakeWorker("onnxruntime")]
+    results = bench.measure_interleaved(workers, Plan(runs=6, warmup=2, rounds=3))
+    assert all(w.calls == [2, 1, 2, 1, 2, 1, 2] for w in workers), [w.calls for w in workers]
+    assert {k: v["runs"] for k, v in results.items()} == {"ours": 6, "onnxruntime": 6}
+    bare = _FakeWorker("ours")
+    bench.measure_interleaved([bare], Plan(runs=6, warmup=2, rounds=3, turn_warmup=0))
+    assert bare.calls == [2, 2, 2, 2]
+
+
 def test_worker_reports_setup_failures(tiny, tmp_path):
     p = SystemProcess("torch", _spec(tiny, tmp_path), 1, str(tmp_path))  # no torch definition of this model
     assert not p.wait_ready(timeout=300)
