@@ -21,19 +21,8 @@ from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel
 from .printer import kernel_text
 from .slice_copy import match_slice, slice_kernel
-from .te import Compute, Reduce, Tensor, numel, strides_of
+from .te import Compute, Reduce, StridedTensor, Tensor, numel, strides_of
 from .verify import verify_kernel
-
-
-class RowsOf(Tensor):
-    """A tensor whose last-axis rows lie `row_length` elements apart in its buffer (its
-    channels' slice of a Concat's output)."""
-
-    contiguous = False
-
-    def __init__(self, buffer: L.Buffer, shape, row_length: int):
-        super().__init__(buffer, shape)
-        self.strides = strides_of(tuple(shape[:-1]) + (row_length,))[:-1] + (1,)
 
 
 @dataclass
@@ -134,6 +123,32 @@ def _build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
     return _lowered(name, nodes, consts, escaping, target, schedules, {})
 
 
+def _stores_by_input(node) -> bool:
+    """A Concat (ending its group) of static inputs: stored input by input, see _concat_stages."""
+    return (node.op == "Concat" and all(v is not None and v.type.is_static for v in node.inputs)
+            and node.outputs[0].type.is_static)
+
+
+def _concat_stages(node, ins: list, param, stages: list) -> Tensor:
+    """The group's last node, a Concat, as one stage per input storing that input's values
+    (computed inline from the group) into its slice of the output. Its lowering rule would
+    compute every output element by asking each input whether the element is its own (a
+    select chain evaluating all of them per element: a DLRM's stack of nine embedding
+    lookups took 0.1 ms for 9K values that way)."""
+    out = node.outputs[0]
+    shape = out.type.shape
+    axis = REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"] % len(shape)
+    whole = param(out, out.type.dtype, shape, ("value", out))
+    start = 0
+    for v, t in zip(node.inputs, ins):
+        if numel(v.type.shape):
+            view = StridedTensor(whole.buffer, v.type.shape, whole.strides,
+                                 getattr(whole, "offset", 0) + start * whole.strides[axis])
+            stages.append((Compute(v.type.shape, out.type.dtype, lambda idx, t=t: L.cast(t[idx], out.type.dtype)), view))
+        start += v.type.shape[axis]
+    return whole
+
+
 def _lowered(name: str, nodes: list, consts: dict, escaping: set, target, schedules: dict | None,
              strided: dict) -> KernelPlan:
     """The group lowered op by op through the lowering rules (see build_kernel)."""
@@ -148,7 +163,7 @@ def _lowered(name: str, nodes: list, consts: dict, escaping: set, target, schedu
         if value in strided:  # rows `strided[value]` apart: its slice of a wider tensor
             rows, run = numel(shape[:-1]), shape[-1]
             buf = L.Buffer(f"p{len(params)}", dtype, max(1, (rows - 1) * strided[value] + run))
-            tensor = RowsOf(buf, shape, strided[value])
+            tensor = StridedTensor(buf, shape, strides_of(tuple(shape[:-1]) + (strided[value],)))
         else:
             buf = L.Buffer(f"p{len(params)}", dtype, max(1, numel(shape)))
             tensor = Tensor(buf, shape)
@@ -166,6 +181,9 @@ def _lowered(name: str, nodes: list, consts: dict, escaping: set, target, schedu
             else:
                 tensors[v] = param(v, v.type.dtype, v.type.shape, ("value", v))
                 ins.append(tensors[v])
+        if node is nodes[-1] and len(nodes) > 1 and _stores_by_input(node):
+            tensors[node.outputs[0]] = _concat_stages(node, ins, param, stages)
+            continue
         opdef = REGISTRY[node.op]
         attrs = opdef.resolve_attrs(node.attrs, node.describe())
         out_types = [v.type if isinstance(v.type, TensorType) else None for v in node.outputs]

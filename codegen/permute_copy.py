@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..ir.graph import Node, Value
 from ..ir.ops import get_op
 from . import loop_ir as L
-from .te import Compute, Tensor, numel, strides_of
+from .te import Compute, StridedTensor, Tensor, numel, strides_of
 
 
 def match_permute(nodes: list[Node], escaping: set) -> tuple[Value, Value, tuple, tuple] | None:
@@ -56,16 +56,6 @@ def collapse(shape: tuple, perm: tuple) -> tuple[tuple, tuple]:
 TILE = 16
 
 
-class _StridedView(Tensor):
-    """An iteration space over `shape` stored at `strides` (elements) of a flat buffer."""
-
-    contiguous = False
-
-    def __init__(self, buffer: L.Buffer, shape: tuple, strides: tuple):
-        super().__init__(buffer, shape)
-        self.strides = tuple(strides)
-
-
 def permute_kernel(name: str, source: Value, result: Value, shape: tuple, perm: tuple, target):
     """The loop-IR kernel copying `source` (read as `shape`) into `result` transposed by `perm`.
 
@@ -99,7 +89,7 @@ def permute_kernel(name: str, source: Value, result: Value, shape: tuple, perm: 
             return L.Load(src.dtype, src, flat)
 
         stage = Compute(space, result.type.dtype, element)
-        body = target.lower_stage(stage, _StridedView(dst, space, strides), "injective")
+        body = target.lower_stage(stage, StridedTensor(dst, space, strides), "injective")
         knobs = {**target.schedule_knobs("injective"), "transpose_tile": TILE}  # shown in the kernel listing
         return L.Kernel(name, (src, dst), body, "injective", knobs)
 

@@ -107,6 +107,20 @@ def identity(kind: str, dtype: DType) -> L.Expr:
     return L.const(_init(kind, dtype), dtype)
 
 
+class StridedTensor(Tensor):
+    """A tensor stored at `strides` (elements) from `offset` in its buffer: a slice of a
+    wider tensor (a Concat's output a producer writes into, a tiled copy's iteration space)."""
+
+    contiguous = False
+
+    def __init__(self, buffer: L.Buffer, shape: Sequence[int], strides: Sequence[int], offset: int = 0):
+        super().__init__(buffer, shape)
+        self.strides, self.offset = tuple(int(x) for x in strides), int(offset)
+
+    def flat_index(self, idx: Sequence) -> L.Expr:
+        return L.add(super().flat_index(idx), L.const(self.offset))
+
+
 @dataclass
 class Reduce:
     """`combiner` over the reduce axes of `body(rvars)`; `finalize(acc)` post-processes."""

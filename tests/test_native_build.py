@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto as TP
-from onnx import helper
+from onnx import helper, numpy_helper
 
 import compiler
 from compiler.codegen.permute_copy import collapse
@@ -210,3 +210,33 @@ def test_cli_tune_subcommand(tmp_path, capsys):
     path = tmp_path / "m.onnx"
     onnx.save(_shuffle_model(), path)
     assert main(["tune", str(path), "--threads", "1", "--budget", "5"]) == 0
+
+
+def test_a_concat_ending_a_fused_group_stores_each_input_into_its_slice():
+    """Lookups and activations fused with the Concat (a DLRM's stack of embeddings) are
+    stored input by input into the output's slices: no per-element choice among inputs."""
+    from compiler.codegen.llvm.target import cpu_target
+    from compiler.codegen.model_builder import build_program
+    from compiler.codegen import loop_ir as L
+    from compiler.codegen.printer import kernel_text
+
+    rng = np.random.default_rng(3)
+    table = rng.standard_normal((50, 16)).astype(np.float32)
+    axes = helper.make_tensor("axes", TP.INT64, [1], [1])
+    nodes = [helper.make_node("Gather", ["table", "ids"], ["e"]),
+             helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Sigmoid", ["x"], ["s"])]
+    nodes += [helper.make_node("Unsqueeze", [v, "axes"], [f"{v}1"]) for v in ("e", "r", "s")]
+    nodes.append(helper.make_node("Concat", ["e1", "r1", "s1"], ["y"], axis=1))
+    g = helper.make_graph(nodes, "stack", [helper.make_tensor_value_info("x", TP.FLOAT, [4, 16]),
+                                           helper.make_tensor_value_info("ids", TP.INT64, [4])],
+                          [helper.make_tensor_value_info("y", TP.FLOAT, [4, 3, 16])],
+                          [numpy_helper.from_array(table, "table"), axes])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    x, ids = rng.standard_normal((4, 16)).astype(np.float32), np.array([3, 0, 49, 7])
+    want = np.stack([table[ids], np.maximum(x, 0), 1 / (1 + np.exp(-x))], axis=1)
+    np.testing.assert_allclose(compiler.compile(model).run({"x": x, "ids": ids})["y"], want, rtol=1e-6, atol=1e-6)
+    graph = LLVM.optimize(import_onnx(model), 3)
+    calls = [c for c in build_program(graph, cpu_target()).calls if "Concat" in [n.op for n in c.nodes]]
+    kernel = calls[0].plan.kernel
+    stores = [n for n in L.walk(kernel.body) if isinstance(n, L.Store)]
+    assert len(calls) == 1 and len(calls[0].nodes) > 1 and len(stores) == 3, kernel_text(kernel)  # one per input
