@@ -1297,15 +1297,16 @@ class _Gen:
         p = self.p
         weight_bytes = p.groups * p.k * p.n * p.b_bytes(self.s.half_b)
         # Few FLOPs alone do not make a product small: a dense layer at batch 1 streams
-        # every weight once, and one core's share of the memory bandwidth is about half of
-        # two cores' (ZFNet's 1024 x 1000 fc8, 2 MFLOP over 4 MB: 0.29 -> 0.15 ms on 2).
-        # Weights that fit one core's L2 (an LSTM step's 1 MB recurrent matrix) stay serial.
+        # every weight once, and one core's share of the bandwidth is about half of two
+        # cores' - from memory (ZFNet's 1024 x 1000 fc8, 2 MFLOP over 4 MB: 0.29 -> 0.15 ms
+        # on 2) and from L2 alike (an LSTM step's 1 MiB recurrent product, which each core's
+        # L2 holds whole: 6.8 -> 5.5 us). Below PARALLEL_MIN_WEIGHT_BYTES the hand-off costs more.
         small = p.flops < parallel_min_flops and weight_bytes < PARALLEL_MIN_WEIGHT_BYTES
         return entry_point(self.module, self.name, self.worker(), small)
 
 
 # Weight bytes from which a product runs on the pool whatever its FLOPs (see _Gen.entry).
-PARALLEL_MIN_WEIGHT_BYTES = 2 << 20
+PARALLEL_MIN_WEIGHT_BYTES = 512 << 10
 
 
 def entry_point(module: ir.Module, name: str, worker: ir.Function, serial: bool,
