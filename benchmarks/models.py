@@ -30,7 +30,7 @@ FIXED_BATCH = {"mlp": 64}  # models whose batch is part of their definition
 # The unseen-architecture set (`benchmarks/unseen.py`, `--models unseen`): exported from
 # torch as a user would; each runs at the batch its definition gives (1; DLRM 16).
 UNSEEN = ("audio1d", "unet", "mobilenetv3", "efficientnet", "convnext", "vit", "window_attention", "gpt_decoder",
-          "lstm", "dlrm", "video3d")
+          "lstm", "dlrm", "video3d", "dcgan")
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The unseen-architecture set: eleven architectures the compiler was not written against,
+"""The unseen-architecture set: twelve architectures the compiler was not written against,
 defined here in torch with seeded weights and exported to ONNX like a user's model would
 be (`torch.onnx.export`, opset 17), for `benchmarks.run --models unseen`.
 
@@ -6,8 +6,8 @@ Each is small enough to time in seconds at batch 1 on 2 threads, and each stress
 something the zoo does not: 1-D and 3-D convolutions, transposed convolutions and skip
 concatenations, squeeze-excitation, hard-swish, large depthwise kernels with LayerNorm,
 patch embeddings and attention written out as matmuls, windowed attention (reshape and
-permute heavy), a causal decoder, recurrent layers (ONNX LSTM), and embedding lookups with
-pairwise interactions.
+permute heavy), a causal decoder, recurrent layers (ONNX LSTM), embedding lookups with
+pairwise interactions, and overlapping transposed convolutions (a DCGAN generator).
 """
 from __future__ import annotations
 
@@ -298,8 +298,18 @@ def video3d():
     return model, (torch.randn(1, 3, 8, 112, 112),)
 
 
+def dcgan():
+    torch, nn = _torch()
+
+    def up(cin, cout, stride, pad):
+        return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, stride, pad, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+    model = nn.Sequential(up(100, 512, 1, 0), up(512, 256, 2, 1), up(256, 128, 2, 1), up(128, 64, 2, 1),
+                          nn.ConvTranspose2d(64, 3, 4, 2, 1), nn.Tanh())
+    return model, (torch.randn(1, 100, 1, 1),)
+
+
 ARCHITECTURES = {f.__name__: f for f in (audio1d, unet, mobilenetv3, efficientnet, convnext, vit, window_attention,
-                                          gpt_decoder, lstm, dlrm, video3d)}
+                                          gpt_decoder, lstm, dlrm, video3d, dcgan)}
 
 
 def export(name: str, path: Path) -> dict[str, np.ndarray]:

@@ -161,18 +161,7 @@ def _replace_loads(e: L.Expr, swap) -> L.Expr:
         got = swap(e)
         if got is not None:
             return got
-        return L.Load(e.dtype, e.buffer, _replace_loads(e.index, swap),
-                      None if e.pred is None else _replace_loads(e.pred, swap),
-                      None if e.other is None else _replace_loads(e.other, swap))
-    if isinstance(e, L.Binary):
-        return L.Binary(e.dtype, e.op, _replace_loads(e.a, swap), _replace_loads(e.b, swap))
-    if isinstance(e, L.Call):
-        return L.Call(e.dtype, e.name, tuple(_replace_loads(a, swap) for a in e.args))
-    if isinstance(e, L.Cast):
-        return L.Cast(e.dtype, _replace_loads(e.value, swap))
-    if isinstance(e, L.Select):
-        return L.Select(e.dtype, _replace_loads(e.cond, swap), _replace_loads(e.a, swap), _replace_loads(e.b, swap))
-    return e
+    return L.map_children(e, lambda x: _replace_loads(x, swap))
 
 
 def _vectorized(stage: Compute, out: Tensor, n: int, threads: int) -> L.Stmt | None:

@@ -135,18 +135,7 @@ def simplify_expr(e, ranges: _Ranges):
         if a is e.a and b is e.b:
             return e
         return L.Binary(e.dtype, e.op, a, b) if e.op in L.COMPARE_OPS else L.binary(e.op, a, b)
-    if isinstance(e, L.Load):
-        return L.Load(e.dtype, e.buffer, simplify_expr(e.index, ranges), simplify_expr(e.pred, ranges),
-                      simplify_expr(e.other, ranges))
-    if isinstance(e, L.Call):
-        return L.Call(e.dtype, e.name, tuple(simplify_expr(x, ranges) for x in e.args))
-    if isinstance(e, L.Cast):
-        return L.Cast(e.dtype, simplify_expr(e.value, ranges))
-    if isinstance(e, L.Select):
-        return L.Select(e.dtype, simplify_expr(e.cond, ranges), simplify_expr(e.a, ranges), simplify_expr(e.b, ranges))
-    if isinstance(e, L.WarpShuffle):
-        return L.WarpShuffle(e.dtype, e.mode, simplify_expr(e.value, ranges), simplify_expr(e.lane, ranges), e.width)
-    return e
+    return L.map_children(e, lambda x: simplify_expr(x, ranges))
 
 
 def _stmt(s, ranges: _Ranges):

@@ -411,6 +411,31 @@ def children(node) -> list:
     return []
 
 
+def map_children(e: Expr, fn) -> Expr:
+    """`e` rebuilt with `fn` applied to each direct sub-expression (the same node when
+    `fn` changes none); leaves (constants, variables, thread indices) come back as they are."""
+    if isinstance(e, Load):
+        parts = [e.index, e.pred, e.other]
+        new = [None if x is None else fn(x) for x in parts]
+        return e if all(a is b for a, b in zip(new, parts)) else Load(e.dtype, e.buffer, *new)
+    if isinstance(e, Binary):
+        a, b = fn(e.a), fn(e.b)
+        return e if a is e.a and b is e.b else Binary(e.dtype, e.op, a, b)
+    if isinstance(e, Call):
+        args = tuple(fn(x) for x in e.args)
+        return e if all(a is b for a, b in zip(args, e.args)) else Call(e.dtype, e.name, args)
+    if isinstance(e, Cast):
+        v = fn(e.value)
+        return e if v is e.value else Cast(e.dtype, v)
+    if isinstance(e, Select):
+        c, a, b = fn(e.cond), fn(e.a), fn(e.b)
+        return e if c is e.cond and a is e.a and b is e.b else Select(e.dtype, c, a, b)
+    if isinstance(e, WarpShuffle):
+        v, lane = fn(e.value), fn(e.lane)
+        return e if v is e.value and lane is e.lane else WarpShuffle(e.dtype, e.mode, v, lane, e.width)
+    return e
+
+
 def walk(node):
     """Pre-order over every expression and statement under `node`."""
     stack = [node]

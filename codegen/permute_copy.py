@@ -16,20 +16,28 @@ from . import loop_ir as L
 from .te import Compute, StridedTensor, Tensor, numel, strides_of
 
 
-def match_permute(nodes: list[Node], escaping: set) -> tuple[Value, Value, tuple, tuple] | None:
-    """(source, result, view shape S, perm) when `nodes` is a chain of views with exactly one
-    Transpose and only the last value leaves the group; else None."""
-    if not nodes or any(not (get_op(n.op).view or n.op == "Transpose") for n in nodes):
+def views_around(nodes: list[Node], escaping: set, op: str) -> Node | None:
+    """The one `op` node when `nodes` is a chain of views with exactly one `op` in it and
+    only the last value leaves the group (a pure data-movement group); else None."""
+    if not nodes or any(not (get_op(n.op).view or n.op == op) for n in nodes):
         return None
-    transposes = [n for n in nodes if n.op == "Transpose"]
-    if len(transposes) != 1:
+    found = [n for n in nodes if n.op == op]
+    if len(found) != 1:
         return None
     for prev, node in zip(nodes, nodes[1:]):
         if not node.inputs or node.inputs[0] is not prev.outputs[0]:
             return None
     if any(n.outputs[0] in escaping for n in nodes[:-1]):
         return None
-    t = transposes[0]
+    return found[0]
+
+
+def match_permute(nodes: list[Node], escaping: set) -> tuple[Value, Value, tuple, tuple] | None:
+    """(source, result, view shape S, perm) when `nodes` is a chain of views with exactly one
+    Transpose and only the last value leaves the group; else None."""
+    t = views_around(nodes, escaping, "Transpose")
+    if t is None:
+        return None
     shape = t.inputs[0].type.shape
     perm = tuple(t.attrs.get("perm") or range(len(shape) - 1, -1, -1))
     return nodes[0].inputs[0], nodes[-1].outputs[0], tuple(shape), perm

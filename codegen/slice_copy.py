@@ -11,28 +11,19 @@ is read with step 1: the depth taps become [Dout, H*W*C], a long contiguous run 
 from __future__ import annotations
 
 from ..ir.graph import Node, Value
-from ..ir.ops import get_op
 from . import loop_ir as L
 from .lowering.injective import slice_window
+from .permute_copy import views_around
 from .te import Compute, Tensor, numel, strides_of
 
 
 def match_slice(nodes: list[Node], escaping: set, consts: dict) -> tuple[Value, Value, tuple, tuple, list, list] | None:
     """(source, result, the Slice's input shape S and output shape, first index and step per
-    axis of S) when `nodes`
-    is a chain of views with exactly one Slice whose window is constant, and only the last
-    value leaves the group; else None."""
-    if not nodes or any(not (get_op(n.op).view or n.op == "Slice") for n in nodes):
+    axis of S) when `nodes` is a chain of views with exactly one Slice whose window is
+    constant, and only the last value leaves the group; else None."""
+    sl = views_around(nodes, escaping, "Slice")
+    if sl is None:
         return None
-    slices = [n for n in nodes if n.op == "Slice"]
-    if len(slices) != 1:
-        return None
-    for prev, node in zip(nodes, nodes[1:]):
-        if not node.inputs or node.inputs[0] is not prev.outputs[0]:
-            return None
-    if any(n.outputs[0] in escaping for n in nodes[:-1]):
-        return None
-    sl = slices[0]
     shape, counts = sl.inputs[0].type.shape, sl.outputs[0].type.shape
     window = [None if i >= len(sl.inputs) or sl.inputs[i] is None else consts.get(sl.inputs[i]) for i in range(1, 5)]
     starts, ends, axes, steps = window
