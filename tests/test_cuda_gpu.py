@@ -148,3 +148,21 @@ def test_per_call_overhead_of_the_cuda_graph(capsys):
         times.append(time.perf_counter() - start)
     with capsys.disabled():
         print(f"\nper-call time of a one-launch model: median {np.median(times) * 1e6:.1f} us")
+
+
+def test_out_of_range_indices_on_the_gpu_are_refused_by_name():
+    """Token ids handed over as a GPU tensor are read back and checked like host ones."""
+    torch = pytest.importorskip("torch")
+    from compiler.ir.errors import InputError
+
+    table = np.random.default_rng(2).standard_normal((100, 8)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"], name="lookup")], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [5, 8])],
+                              [onnx.numpy_helper.from_array(table, "table")])
+    cm = compiler.compile(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), target="cuda",
+                          cache=False)
+    good = torch.tensor([0, 5, 99, -1, 7], device="cuda")
+    np.testing.assert_array_equal(cm.run({"ids": good})["y"], table[good.cpu().numpy()])
+    with pytest.raises(InputError, match=r"input 'ids': index 100 is out of range for node 'lookup'"):
+        cm.run({"ids": torch.tensor([0, 5, 100, 1, 2], device="cuda")})

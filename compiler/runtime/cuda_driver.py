@@ -211,6 +211,22 @@ class CudaModel(OpensOnce, GpuProgramModel):
         self._graph = graph
         return _ok(cu.cuGraphInstantiate(graph, 0), "instantiating the model's CUDA graph")
 
+    def _guarded_on_host(self, cu, guards: list, host: dict) -> dict:
+        """The inputs the index guards read, as host arrays: device ones copied back."""
+        arrays = {}
+        for spec, dt in zip(self.inputs, self._in_dtypes):
+            x = host.get(spec.name)
+            if spec.name not in {g["input"] for g in guards} or x is None:
+                continue
+            if isinstance(x, np.ndarray):
+                arrays[spec.name] = x
+                continue
+            a = np.empty(spec.shape, dt)
+            if a.nbytes:
+                _ok(cu.cuMemcpyDtoH(a.ctypes.data, x, a.nbytes), f"reading device input '{spec.name}' to check its indices")
+            arrays[spec.name] = a
+        return arrays
+
     def run(self, feeds: Mapping[str, Any], device_outputs: bool = False) -> dict:
         """Like every model's run(); inputs may also be device arrays (`__cuda_array_interface__`),
         and with `device_outputs` the outputs come back as `DeviceArray`s on the GPU."""
@@ -242,13 +258,12 @@ class CudaModel(OpensOnce, GpuProgramModel):
                     raise InputError(f"input '{spec.name}': expected element type {spec.dtype}, got {np.dtype(cai['typestr'])}")
                 check_array(spec, spec.dtype, cai["shape"])
                 host[spec.name] = int(cai["data"][0])
-        # indices from the host are checked; device arrays stay on the GPU (the kernels clamp)
         guards = self.manifest.get("index_guards")
-        if guards:
-            check_index_guards(guards, {k: v for k, v in host.items() if isinstance(v, np.ndarray)})
         cu = _driver()
         with self._lock:
             self._set_context()
+            if guards:  # indices on the GPU are read back (index tensors are small) and checked like host ones
+                check_index_guards(guards, self._guarded_on_host(cu, guards, host))
             for k, (spec, dt) in enumerate(zip(self.inputs, self._in_dtypes)):
                 x = host[spec.name]
                 n = int(np.prod(spec.shape)) * dt.itemsize
