@@ -52,6 +52,11 @@ def _shape_const(rw: Rewriter, dims, hint: str):
     return rw.constant(np.asarray(dims, np.int64), hint)
 
 
+def _view(rw: Rewriter, v, dims, name: str):
+    """v reshaped to `dims` (a node and its shape constant both called `name`)."""
+    return rw.op("Reshape", v, _shape_const(rw, list(dims), name), name=name)
+
+
 def _operands(node: Node, rank: int):
     """(x, w, bias, weights, x shape, y shape) of a conv-like node with static rank-`rank`
     input and output, constant weights of that rank and explicit padding; None otherwise."""
@@ -73,10 +78,10 @@ def _conv1d(node: Node, rw: Rewriter):
     attrs = {"kernel_shape": [1, weights.shape[2]], "strides": [1, *(a.get("strides") or [1])],
              "pads": [0, pads[0], 0, pads[1]], "dilations": [1, *(a.get("dilations") or [1])],
              "group": a.get("group", 1)}
-    x2 = rw.op("Reshape", x, _shape_const(rw, [xs[0], xs[1], 1, xs[2]], f"{node.name}_as2d"), name=f"{node.name}_as2d")
+    x2 = _view(rw, x, [xs[0], xs[1], 1, xs[2]], f"{node.name}_as2d")
     w2 = rw.constant(weights.reshape(weights.shape[0], weights.shape[1], 1, weights.shape[2]), f"{w.name}_2d")
     y2 = rw.op("Conv", x2, w2, *([bias] if bias is not None else []), name=node.name, **attrs)
-    return [rw.op("Reshape", y2, _shape_const(rw, list(ys), f"{node.name}_as1d"), name=f"{node.name}_as1d")]
+    return [_view(rw, y2, list(ys), f"{node.name}_as1d")]
 
 
 def _patch_transpose_conv(node: Node, rw: Rewriter):
@@ -96,15 +101,13 @@ def _patch_transpose_conv(node: Node, rw: Rewriter):
     pixels = rw.op("Transpose", x, perm=[0, 2, 3, 1], name=f"{node.name}_pixels")
     matrix = rw.constant(np.ascontiguousarray(weights.reshape(cin, cout * kh * kw)), f"{w.name}_matrix")
     patches = rw.op("MatMul", pixels, matrix, name=f"{node.name}_patches")
-    split = rw.op("Reshape", patches, _shape_const(rw, [n, h, wd, cout, kh, kw], f"{node.name}_split"),
-                  name=f"{node.name}_split")
+    split = _view(rw, patches, [n, h, wd, cout, kh, kw], f"{node.name}_split")
     placed = rw.op("Transpose", split, perm=[0, 3, 1, 4, 2, 5], name=f"{node.name}_place")
-    y = rw.op("Reshape", placed, _shape_const(rw, list(ys), f"{node.name}_merge"), name=f"{node.name}_merge")
+    y = _view(rw, placed, list(ys), f"{node.name}_merge")
     if bias is not None:
         b = const_of(bias)
         column = (rw.constant(np.asarray(b).reshape(1, cout, 1, 1), f"{bias.name}_column") if b is not None
-                  else rw.op("Reshape", bias, _shape_const(rw, [1, cout, 1, 1], f"{node.name}_bias"),
-                             name=f"{node.name}_bias"))
+                  else _view(rw, bias, [1, cout, 1, 1], f"{node.name}_bias"))
         y = rw.op("Add", y, column, name=f"{node.name}_bias_add")
     return [y]
 
@@ -159,19 +162,16 @@ def _phase_transpose_conv(node: Node, rw: Rewriter):
     z = rw.op("Conv", x, kernel, *conv_bias, name=f"{node.name}_phases", kernel_shape=[mh, mw], strides=[1, 1],
               pads=[mh - 1, mw - 1, qh - h, qw - wd], group=groups)
     z = rw.op("Transpose", z, perm=list(TO_NHWC), name=f"{node.name}_phases_nhwc")
-    split = rw.op("Reshape", z, _shape_const(rw, [n, qh, qw, groups, sh, sw, cout_g], f"{node.name}_split"),
-                  name=f"{node.name}_split")
+    split = _view(rw, z, [n, qh, qw, groups, sh, sw, cout_g], f"{node.name}_split")
     woven = rw.op("Transpose", split, perm=[0, 1, 4, 2, 5, 3, 6], name=f"{node.name}_weave")
-    y = rw.op("Reshape", woven, _shape_const(rw, [n, qh * sh, qw * sw, cout], f"{node.name}_merge"),
-              name=f"{node.name}_merge")
+    y = _view(rw, woven, [n, qh * sh, qw * sw, cout], f"{node.name}_merge")
     if (qh * sh, qw * sw) != ys[2:]:
         y = rw.op("Slice", y, _shape_const(rw, [pads[0], pads[1]], f"{node.name}_crop_s"),
                   _shape_const(rw, [pads[0] + ys[2], pads[1] + ys[3]], f"{node.name}_crop_e"),
                   _shape_const(rw, [1, 2], f"{node.name}_crop_a"), name=f"{node.name}_crop")
     y = rw.op("Transpose", y, perm=list(TO_NCHW), name=f"{node.name}_nchw")
     if bias is not None and b is None:  # a run-time bias: added after
-        y = rw.op("Add", y, rw.op("Reshape", bias, _shape_const(rw, [1, cout, 1, 1], f"{node.name}_bias"),
-                                  name=f"{node.name}_bias"), name=f"{node.name}_bias_add")
+        y = rw.op("Add", y, _view(rw, bias, [1, cout, 1, 1], f"{node.name}_bias"), name=f"{node.name}_bias_add")
     return [y]
 
 
@@ -210,16 +210,14 @@ def _conv3d(node: Node, rw: Rewriter):
                      _shape_const(rw, [start + (dout - 1) * strides[0] + 1], f"{node.name}_e{t}"),
                      _shape_const(rw, [1], f"{node.name}_a{t}"), _shape_const(rw, [strides[0]], f"{node.name}_st{t}"),
                      name=f"{node.name}_tap{t}")
-        images = rw.op("Reshape", taps, _shape_const(rw, [n * dout, h, wd, c], f"{node.name}_tap{t}_2d"),
-                       name=f"{node.name}_tap{t}_2d")
+        images = _view(rw, taps, [n * dout, h, wd, c], f"{node.name}_tap{t}_2d")
         w2 = rw.constant(np.ascontiguousarray(weights[:, :, t]), f"{w.name}_tap{t}")
         extra = [bias] if bias is not None and t == 0 else []
         y2 = rw.op("Conv", rw.op("Transpose", images, perm=list(TO_NCHW), name=f"{node.name}_tap{t}_nchw"), w2,
                    *extra, name=f"{node.name}_tap{t}_conv", **attrs2d)
         y2 = rw.op("Transpose", y2, perm=list(TO_NHWC), name=f"{node.name}_tap{t}_nhwc")
         total = y2 if total is None else rw.op("Add", total, y2, name=f"{node.name}_tap{t}_sum")
-    split = rw.op("Reshape", total, _shape_const(rw, [n, dout, ys[3], ys[4], m], f"{node.name}_5d"),
-                  name=f"{node.name}_5d")
+    split = _view(rw, total, [n, dout, ys[3], ys[4], m], f"{node.name}_5d")
     return [rw.op("Transpose", split, perm=list(channels_first_perm(5)), name=f"{node.name}_ncdhw")]
 
 
@@ -237,9 +235,9 @@ def _pool1d(node: Node, rw: Rewriter):
              "pads": [0, pads[0], 0, pads[1]]}
     if a.get("dilations"):
         attrs["dilations"] = [1, *a["dilations"]]
-    x2 = rw.op("Reshape", x, _shape_const(rw, [xs[0], xs[1], 1, xs[2]], f"{node.name}_as2d"), name=f"{node.name}_as2d")
+    x2 = _view(rw, x, [xs[0], xs[1], 1, xs[2]], f"{node.name}_as2d")
     y2 = rw.op(node.op, x2, name=node.name, **attrs)
-    return [rw.op("Reshape", y2, _shape_const(rw, list(ys), f"{node.name}_as1d"), name=f"{node.name}_as1d")] + \
+    return [_view(rw, y2, list(ys), f"{node.name}_as1d")] + \
         [None] * (len(node.outputs) - 1)
 
 
@@ -265,7 +263,7 @@ def _unary_before_view(node: Node, rw: Rewriter):
             or not _squeeze_like(a.type.shape, out.type.shape):
         return None
     y = rw.emit(node.op, [a], node.attrs, name=node.name)[0]
-    return [rw.op("Reshape", y, _shape_const(rw, list(out.type.shape), f"{node.name}_view"), name=f"{node.name}_view")]
+    return [_view(rw, y, list(out.type.shape), f"{node.name}_view")]
 
 
 def _conv(node: Node, rw: Rewriter):

@@ -267,7 +267,6 @@ class _Sinker:
         y = rw.op("Add", y, rw.constant(t.astype(dtype), f"{node.name}_shift"), name=f"{node.name}_shift")
         return self._finish(rw, node, y)
 
-
     def resize(self, node: Node, rw: Rewriter):
         if not _is_plain_resize(node):
             return None
@@ -276,7 +275,7 @@ class _Sinker:
             return None
         perm = list(channels_last_perm(4))
         operands = [source]
-        for k, v in enumerate(node.inputs[1:4], start=1):
+        for v in node.inputs[1:4]:
             c = None if v is None else const_of(v)
             if c is None or c.size == 0:
                 operands.append(v)
