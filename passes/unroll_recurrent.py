@@ -24,12 +24,10 @@ import numpy as np
 from ..ir import dtypes
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import REGISTRY
-from ..ir.ops.attention import recurrent_activations
+from ..ir.ops.attention import NUM_GATES, recurrent_activations
 from .core import PassContext, graph_pass
 from .match import const_of
 from .rewriter import Rewriter, Rule, apply_rules, rule_table
-
-_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 
 # ONNX activation name -> how to emit it: an op with its attributes, or a composition.
 _PLAIN = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softsign": "Softsign", "softplus": "Softplus"}
@@ -60,7 +58,7 @@ class _Layer:
         self.node, self.rw, self.attrs, self.specs = node, rw, attrs, specs
         self.steps, self.batch, self.hidden = steps, batch, hidden
         self.dtype = node.inputs[0].type.dtype.numpy
-        self.gates = _GATES[node.op]
+        self.gates = NUM_GATES[node.op]
 
     # -- values --------------------------------------------------------------------------
     def const(self, array, hint: str) -> Value:

@@ -575,7 +575,7 @@ _ACTIVATIONS = {
     "softplus": (lambda x, a, b: np.logaddexp(0, x), None, None),
 }
 
-_NUM_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+NUM_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}  # gate blocks stacked in W, R and B, per op
 _DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
 
 
@@ -635,10 +635,10 @@ def _recurrent_infer(op: str):
         if hidden is None:
             hidden = r.shape[2] if r.shape is not None else fresh_dim("hidden")
         for name, t in (("W", w), ("R", r)):
-            expected = (directions, _dim_mul(_NUM_GATES[op], hidden))
+            expected = (directions, _dim_mul(NUM_GATES[op], hidden))
             if t.shape is not None and any(isinstance(a, int) and isinstance(b, int) and a != b
                                            for a, b in zip(t.shape[:2], expected)):
-                raise ctx.error(f"{name} must be ({directions}, {_NUM_GATES[op]} * hidden_size, ...) "
+                raise ctx.error(f"{name} must be ({directions}, {NUM_GATES[op]} * hidden_size, ...) "
                                 f"for direction {ctx.attrs['direction']!r}, got {t}")
         if x.shape is None:
             return [TensorType(None, x.dtype)] * ctx.num_outputs
@@ -697,7 +697,7 @@ def _recurrent_reference(op: str):
         a = ctx.attrs
         directions = _num_directions(ctx)
         fns = _activation_fns(ctx, op, directions)
-        gates, hidden = _NUM_GATES[op], r.shape[-1]
+        gates, hidden = NUM_GATES[op], r.shape[-1]
         if a["layout"]:  # batch-major in and out; the computation is time-major
             x = x.swapaxes(0, 1)
             initial_h = None if initial_h is None else initial_h.swapaxes(0, 1)
