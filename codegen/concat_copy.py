@@ -28,6 +28,11 @@ class SliceOf(Tensor):
         return L.add(L.add(L.mul(idx[0], self.strides[0]), idx[1]), L.const(self.offset))
 
 
+def concat_axis(node: Node) -> int:
+    """The axis a Concat joins along, counted from 0."""
+    return REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"] % node.outputs[0].type.rank
+
+
 def match_concat(nodes: list[Node]) -> Node | None:
     """The group's Concat when it is the group's only node and every input is a value."""
     if len(nodes) != 1 or nodes[0].op != "Concat" or any(v is None for v in nodes[0].inputs):
@@ -40,7 +45,7 @@ def concat_kernel(name: str, node: Node, target) -> tuple[L.Kernel, list[Value]]
     the inputs then the output (the values returned, in that order)."""
     out = node.outputs[0]
     shape = out.type.shape
-    axis = REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"] % len(shape)
+    axis = concat_axis(node)
     outer, inner = numel(shape[:axis]), numel(shape[axis + 1:])
     total = shape[axis] * inner
     dst = L.Buffer(f"p{len(node.inputs)}", out.type.dtype, max(1, numel(shape)))

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import REGISTRY
+from .concat_copy import concat_axis
 from .extern import ExternPlan
 
 
@@ -52,8 +53,7 @@ def find(graph: Graph, todo: list[Node], externs: dict[Node, ExternPlan]) -> Con
             continue
         z = node.outputs[0]
         rank = z.type.rank
-        axis = REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"]
-        if rank is None or rank < 2 or axis not in (-1, rank - 1):
+        if rank is None or rank < 2 or concat_axis(node) != rank - 1:
             continue
         ins = list(node.inputs)
         if len(set(ins)) != len(ins) or any(v is None or v in graph_outputs or readers.get(v) != 1
@@ -98,7 +98,7 @@ def _stack_in_place(node: Node, producer: dict, graph_outputs: set, result: Conc
     can write there (see the module doc)."""
     z = node.outputs[0]
     shape = z.type.shape
-    axis = REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"] % len(shape)
+    axis = concat_axis(node)
     ins = list(node.inputs)
     if any(d != 1 for d in shape[:axis]) or len(set(ins)) != len(ins):
         return

@@ -15,7 +15,7 @@ from ..ir import dtypes
 from ..ir.ops import REGISTRY
 from ..ir.types import TensorType
 from . import loop_ir as L
-from .concat_copy import concat_kernel, match_concat
+from .concat_copy import concat_axis, concat_kernel, match_concat
 from .index_simplify import simplify_kernel
 from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel
@@ -137,13 +137,13 @@ def _concat_stages(node, ins: list, param, stages: list) -> Tensor:
     lookups took 0.1 ms for 9K values that way)."""
     out = node.outputs[0]
     shape = out.type.shape
-    axis = REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"] % len(shape)
+    axis = concat_axis(node)
     whole = param(out, out.type.dtype, shape, ("value", out))
     start = 0
     for v, t in zip(node.inputs, ins):
         if numel(v.type.shape):
             view = StridedTensor(whole.buffer, v.type.shape, whole.strides,
-                                 getattr(whole, "offset", 0) + start * whole.strides[axis])
+                                 whole.offset + start * whole.strides[axis])
             stages.append((Compute(v.type.shape, out.type.dtype, lambda idx, t=t: L.cast(t[idx], out.type.dtype)), view))
         start += v.type.shape[axis]
     return whole

@@ -41,6 +41,7 @@ class Tensor:
     """A dense row-major tensor backed by a flat buffer; indexing builds loads."""
 
     contiguous = True  # element i of the row-major order at buffer position i (views say False)
+    offset = 0  # buffer elements before its first element (StridedTensor's slices set it)
 
     def __init__(self, buffer: L.Buffer, shape: Sequence[int]):
         self.buffer = buffer

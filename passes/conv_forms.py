@@ -32,16 +32,9 @@ from ..ir.ops import REGISTRY
 from ..ir.registry import Category
 from ..ir.ops.layout import TO_NCHW, TO_NHWC, channels_first_perm, channels_last_perm
 from .core import PassContext, graph_pass
-from .match import const_of
+from .match import const_of, static_shape
 from .rewriter import Rewriter, Rule, apply_rules, rule_table
 from .simplify_algebra import reshape_chain
-
-
-def _static(v, rank: int) -> tuple | None:
-    shape = v.type.shape if v is not None and hasattr(v.type, "shape") else None
-    if shape is None or len(shape) != rank or not all(isinstance(d, int) for d in shape):
-        return None
-    return tuple(shape)
 
 
 def _plain_window(node: Node) -> bool:
@@ -62,7 +55,7 @@ def _operands(node: Node, rank: int):
     input and output, constant weights of that rank and explicit padding; None otherwise."""
     x, w = node.inputs[0], node.inputs[1]
     weights = const_of(w)
-    xs, ys = _static(x, rank), _static(node.outputs[0], rank)
+    xs, ys = static_shape(x, rank), static_shape(node.outputs[0], rank)
     if xs is None or ys is None or weights is None or weights.ndim != rank or not _plain_window(node):
         return None
     return x, w, (node.inputs[2] if len(node.inputs) > 2 else None), weights, xs, ys
@@ -224,7 +217,7 @@ def _conv3d(node: Node, rw: Rewriter):
 def _pool1d(node: Node, rw: Rewriter):
     """A 1-D MaxPool / AveragePool is the 2-D one over a height of 1, like the convs around it."""
     x = node.inputs[0]
-    xs, ys = _static(x, 3), _static(node.outputs[0], 3)
+    xs, ys = static_shape(x, 3), static_shape(node.outputs[0], 3)
     a = node.attrs
     if xs is None or ys is None or not _plain_window(node) or any(v is not None for v in node.outputs[1:]) \
             or a.get("storage_order", 0):
@@ -259,7 +252,7 @@ def _unary_before_view(node: Node, rw: Rewriter):
     if view is None:
         return None
     a, out = view.inputs[0], node.outputs[0]
-    if _static(a, a.type.rank or 0) is None or _static(out, out.type.rank or 0) is None \
+    if static_shape(a, a.type.rank or 0) is None or static_shape(out, out.type.rank or 0) is None \
             or not _squeeze_like(a.type.shape, out.type.shape):
         return None
     y = rw.emit(node.op, [a], node.attrs, name=node.name)[0]
@@ -267,9 +260,9 @@ def _unary_before_view(node: Node, rw: Rewriter):
 
 
 def _conv(node: Node, rw: Rewriter):
-    if _static(node.inputs[0], 3) is not None:
+    if static_shape(node.inputs[0], 3) is not None:
         return _conv1d(node, rw)
-    if _static(node.inputs[0], 5) is not None:
+    if static_shape(node.inputs[0], 5) is not None:
         return _conv3d(node, rw)
     return None
 

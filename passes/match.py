@@ -31,6 +31,14 @@ def near(x: float | None, target: float, rel: float = 1e-3) -> bool:
     return x is not None and abs(x - target) <= rel * abs(target)
 
 
+def static_shape(v: Value | None, rank: int) -> tuple | None:
+    """v's shape when it is a tensor of `rank` with every dim a known int; else None."""
+    shape = getattr(v.type, "shape", None) if v is not None else None
+    if shape is None or len(shape) != rank or not all(isinstance(d, int) for d in shape):
+        return None
+    return tuple(shape)
+
+
 def same_type(a: Value, b: Value) -> bool:
     """Equal types with a known rank: evidence that two values have the same shape (equal
     symbols are equal sizes). Two tensors of unknown rank prove nothing."""

@@ -26,19 +26,12 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.ops import REGISTRY
 from ..ir.ops.attention import NUM_GATES, recurrent_activations
 from .core import PassContext, graph_pass
-from .match import const_of
+from .match import const_of, static_shape
 from .rewriter import Rewriter, Rule, apply_rules, rule_table
 
 # ONNX activation name -> how to emit it: an op with its attributes, or a composition.
 _PLAIN = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "softsign": "Softsign", "softplus": "Softplus"}
 _WITH_ALPHA = {"leakyrelu": "LeakyRelu", "thresholdedrelu": "ThresholdedRelu", "elu": "Elu"}
-
-
-def _static(v: Value | None, rank: int) -> tuple | None:
-    shape = getattr(v.type, "shape", None) if v is not None else None
-    if shape is None or len(shape) != rank or not all(isinstance(d, int) for d in shape):
-        return None
-    return tuple(shape)
 
 
 def _zero(v: Value | None) -> bool:
@@ -234,8 +227,8 @@ def _direction(layer: _Layer, d: int, reverse: bool, x: Value, inputs: dict, liv
 
 def _unroll(node: Node, rw: Rewriter):
     x = node.inputs[0]
-    xs = _static(x, 3)
-    w_shape, r_shape = _static(_input(node, 1), 3), _static(_input(node, 2), 3)
+    xs = static_shape(x, 3)
+    w_shape, r_shape = static_shape(_input(node, 1), 3), static_shape(_input(node, 2), 3)
     if xs is None or w_shape is None or r_shape is None or x.type.dtype.numpy not in (np.float32, np.float64):
         return None
     attrs = REGISTRY[node.op].resolve_attrs(node.attrs, node.describe())
@@ -256,7 +249,7 @@ def _unroll(node: Node, rw: Rewriter):
     known = None if lengths is None else const_of(lengths)
     live = None  # every sequence runs every step
     if lengths is not None and (known is None or not np.all(known == steps)):
-        if _static(lengths, 1) != (batch,):
+        if static_shape(lengths, 1) != (batch,):
             return None
         live = _StepMasks(layer, lengths)
     if layout:  # batch-major in and out; the computation is time-major

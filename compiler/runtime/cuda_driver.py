@@ -213,10 +213,10 @@ class CudaModel(OpensOnce, GpuProgramModel):
 
     def _guarded_on_host(self, cu, guards: list, host: dict) -> dict:
         """The inputs the index guards read, as host arrays: device ones copied back."""
-        arrays = {}
+        arrays, guarded = {}, {g["input"] for g in guards}
         for spec, dt in zip(self.inputs, self._in_dtypes):
             x = host.get(spec.name)
-            if spec.name not in {g["input"] for g in guards} or x is None:
+            if spec.name not in guarded or x is None:
                 continue
             if isinstance(x, np.ndarray):
                 arrays[spec.name] = x
