@@ -63,7 +63,7 @@ CONV_CASES = {
     "residual_after": (1, 6, 6, 8, 8, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1,
                        {"residual": True, "activation": "relu", "residual_after_activation": 1}),
     **{f"act_{a}": (1, 5, 6, 7, 11, 3, 3, (1, 1), (1, 1, 1, 1), (1, 1), 1, {"activation": a})
-       for a in ("none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu")},
+       for a in ("none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu", "hardswish")},
 }
 
 

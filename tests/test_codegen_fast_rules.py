@@ -104,7 +104,7 @@ def test_global_average_pool_nhwc_vectorizes_over_channels():
 
 # ---- ConvNhwc fallback (float64) and Linear's activations -------------------------------------
 
-ACTS = ["none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu"]
+ACTS = ["none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu", "hardswish"]
 
 
 @pytest.mark.parametrize("activation", ACTS)

@@ -35,6 +35,7 @@ EPILOGUES = {
     "gelu_tanh": Epilogue(bias=True, activation="gelu_tanh"),
     "gelu_erf": Epilogue(activation="gelu_erf"),
     "silu_res_after": Epilogue(bias=True, residual=True, activation="silu", residual_after_activation=True),
+    "hardswish": Epilogue(bias=True, activation="hardswish"),
 }
 EPI_SHAPE = (37, 45, 29)
 

@@ -26,6 +26,8 @@ def _activation(b: GraphBuilder, y, name: str, lo: float, hi: float):
         return b.op("Gelu", y, approximate="tanh")
     if name == "gelu_erf":
         return b.op("Gelu", y)
+    if name == "hardswish":
+        return b.op("HardSwish", y)
     return b.op("Mul", y, b.op("Sigmoid", y))
 
 
@@ -81,7 +83,7 @@ def test_conv_nhwc_equals_transposed_conv(case, with_bias):
 
 @pytest.mark.parametrize("activation, residual, after", [
     (a, r, after) for a, r, after in itertools.product(
-        ["none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu"], [False, True], [0, 1]) if r or not after])
+        ["none", "relu", "clip", "gelu_tanh", "gelu_erf", "silu", "hardswish"], [False, True], [0, 1]) if r or not after])
 def test_conv_nhwc_epilogue_equals_separate_ops(activation, residual, after):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 6, 6, 4), dtype=np.float32)
@@ -176,7 +178,7 @@ def test_pool_nhwc_infers_and_rejects():
         b.op("LRNNhwc", x, size=0)
 
 
-@pytest.mark.parametrize("activation", ["relu", "clip", "gelu_tanh", "gelu_erf", "silu"])
+@pytest.mark.parametrize("activation", ["relu", "clip", "gelu_tanh", "gelu_erf", "silu", "hardswish"])
 def test_linear_activation_equals_separate_ops(activation):
     rng = np.random.default_rng(5)
     a = rng.standard_normal((3, 8), dtype=np.float32)

@@ -181,3 +181,23 @@ def test_a_very_long_chain_compiles_in_kernels_of_bounded_size():
     want = compiler.compile(model, target="reference").run({"v0": x})[f"v{n}"]
     np.testing.assert_array_equal(cm.run({"v0": x})[f"v{n}"], want)
     assert cm.manifest["kernel_calls"] >= n // MAX_KERNEL_NODES
+
+
+def test_a_gate_read_broadcast_stays_its_own_kernel():
+    """An SE gate (Sigmoid of a [1, C] vector) scaling a [64, C] map: fused, the Sigmoid
+    would run once per element of the map; apart, once per channel."""
+    b = GraphBuilder()
+    x = b.input("x", tensor([64, 16], "f32"))
+    s = b.input("s", tensor([1, 16], "f32"))
+    b.output(b.op("Mul", x, b.op("Sigmoid", s)))
+    groups, _ = kernels(b.build())
+    assert groups == [["Sigmoid"], ["Mul"]]
+
+
+def test_a_value_read_at_its_own_size_or_slightly_broadcast_still_fuses():
+    b = GraphBuilder()
+    x = b.input("x", tensor([4, 16], "f32"))
+    s = b.input("s", tensor([1, 16], "f32"))
+    b.output(b.op("Mul", x, b.op("Sigmoid", s)))  # 4x: below BROADCAST_SPLIT
+    groups, _ = kernels(b.build())
+    assert groups == [["Sigmoid", "Mul"]]

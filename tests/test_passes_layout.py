@@ -384,6 +384,7 @@ def test_per_channel_constant_add_folds_into_the_bias():
     (lambda b, y: b.op("Mul", b.op("Sigmoid", y), y), "silu"),
     (lambda b, y: b.op("Clip", y, b.const(np.float32(-1)), b.const(np.float32(1))), "clip"),
     (lambda b, y: b.op("Clip", y, b.const(np.float32(0))), "relu"),
+    (lambda b, y: b.op("HardSwish", y), "hardswish"),
 ])
 def test_activations_fuse_into_the_conv(make, activation):
     b = GraphBuilder()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from ...ir.ops.activations import ACTIVATIONS
 from .. import loop_ir as L
 from .context import NotLowerable
-from .elementwise import _c, gelu, sigmoid
+from .elementwise import _c, _hard_sigmoid, gelu, sigmoid
 
 # name -> (x, clip_min, clip_max) -> expr
 _FORMS = {
@@ -19,6 +19,7 @@ _FORMS = {
     "gelu_tanh": lambda x, lo, hi: gelu(x, "tanh"),
     "gelu_erf": lambda x, lo, hi: gelu(x, "none"),
     "silu": lambda x, lo, hi: L.mul(x, sigmoid(x)),  # x * sigmoid(x): the stable form of x / (1 + exp(-x))
+    "hardswish": lambda x, lo, hi: L.mul(x, _hard_sigmoid(x, 1 / 6, 0.5)),
 }
 for _name, _form in _FORMS.items():
     ACTIVATIONS[_name].implement("loop_ir", _form)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..registry import Attr
-from .elementwise import _gelu, sigmoid
+from .elementwise import _gelu, _hard_swish, sigmoid
 
 ACTIVATION_ATTRS = {"activation": Attr("string", "none"), "clip_min": Attr("float", 0.0),
                     "clip_max": Attr("float", 6.0)}
@@ -59,6 +59,7 @@ ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
     Activation("gelu_tanh", lambda y, attrs: _gelu(y, "tanh"), "Gelu", {"approximate": "tanh"}),
     Activation("gelu_erf", lambda y, attrs: _gelu(y, "none"), "Gelu", {"approximate": "none"}),
     Activation("silu", lambda y, attrs: y * sigmoid(y), "Swish", {"alpha": 1.0}),  # also Mul(x, Sigmoid(x))
+    Activation("hardswish", lambda y, attrs: _hard_swish(y), "HardSwish"),  # MobileNetV3's
 )}
 
 

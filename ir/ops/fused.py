@@ -63,7 +63,7 @@ def _ref_fused_kernel(ctx, *inputs):
 LINEAR = OpDef(
     "Linear", ("A", "B", "bias?"), ("Y",), _infer_linear, _ref_linear,
     Category.OUT_FUSABLE, Precision.ACCUMULATE_FP32, attrs={**ACTIVATION_ATTRS, **COMPUTE_ATTR},
-    doc="MatMul(A, B) + bias, then an activation (none, relu, clip, gelu_tanh, gelu_erf, silu) in one op "
+    doc="MatMul(A, B) + bias, then an activation (none, relu, clip, gelu_tanh, gelu_erf, silu, hardswish) in one op "
         "(numpy matmul and broadcasting); bias and activation are the matmul's epilogue. `compute` "
         "(bfloat16, float16) rounds A and B to that type first, accumulating in float32.", flops=flops.matmul)
 

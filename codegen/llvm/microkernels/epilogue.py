@@ -1,6 +1,6 @@
 """Fused epilogues of GEMM/conv microkernels, applied to the accumulator registers before
 the store: folded BatchNorm (per-column scale and shift), per-column bias, a residual
-tensor, and an activation (relu, clip, gelu with tanh or erf, silu).
+tensor, and an activation (relu, clip, gelu with tanh or erf, silu, hardswish).
 
 Order (fixed, the order conv -> BN -> add -> relu appears in ResNets):
     y = acc * scale[n] + shift[n]       if scale_shift
@@ -123,8 +123,14 @@ def _act_silu(b, x, lanes, ep):
     return b.fdiv(x, b.fadd(fconst(1.0, lanes), e))
 
 
+def _act_hardswish(b, x, lanes, ep):
+    gate = b.fadd(b.fmul(x, fconst(1.0 / 6.0, lanes)), fconst(0.5, lanes))
+    gate = intrinsic(b, "minimum", [intrinsic(b, "maximum", [gate, fconst(0.0, lanes)]), fconst(1.0, lanes)])
+    return b.fmul(x, gate)
+
+
 for _name, _form in {"none": _act_none, "relu": _act_relu, "clip": _act_clip, "gelu_tanh": _act_gelu_tanh,
-                     "gelu_erf": _act_gelu_erf, "silu": _act_silu}.items():
+                     "gelu_erf": _act_gelu_erf, "silu": _act_silu, "hardswish": _act_hardswish}.items():
     ACTIVATIONS[_name].implement("llvm_vector", _form)
 
 
