@@ -87,6 +87,66 @@ int affinity(int *on_caller, int threads, int calls) {
 """
 
 
+# The caller pins itself to its CPU and the pool's worker to the same CPU (as the kernel's
+# wake-affine placement does after an idle spell), then runs jobs whose tasks record the
+# CPU they ran on (-1: the caller's own tasks).
+COLOCATED_DRIVER = r"""
+#define _GNU_SOURCE
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+void cm_parallel(void (*fn)(void *), void *data, int nthreads, unsigned flags);
+int cm_task_index(void);
+
+struct job { int caller; int *cpu; _Atomic int worker; };
+
+static void task(void *p) {
+    struct job *j = p;
+    int me = (int)syscall(SYS_gettid);
+    j->cpu[cm_task_index()] = me == j->caller ? -1 : sched_getcpu();
+    if (me != j->caller)
+        atomic_store(&j->worker, me);
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    do clock_gettime(CLOCK_MONOTONIC, &b);
+    while ((b.tv_sec - a.tv_sec) * 1000000000L + (b.tv_nsec - a.tv_nsec) < 20000);
+}
+
+/* Returns the caller's CPU, or -1 when no worker took part to be pinned. */
+int colocated(int *cpu) {
+    struct job j = { (int)syscall(SYS_gettid), cpu, 0 };
+    for (int r = 0; r < 50 && !atomic_load(&j.worker); r++)
+        cm_parallel(task, &j, 2, 0);
+    if (!atomic_load(&j.worker))
+        return -1;
+    int here = sched_getcpu();
+    cpu_set_t one, saved;
+    sched_getaffinity(0, sizeof saved, &saved);
+    CPU_ZERO(&one);
+    CPU_SET(here, &one);
+    sched_setaffinity(0, sizeof one, &one);
+    sched_setaffinity(atomic_load(&j.worker), sizeof one, &one);
+    usleep(20000);
+    /* Calls with pauses between them, as a model's runs: the worker gets the shared CPU
+     * in a pause, sees it is the caller's, and leaves. Reported: the CPUs of the first
+     * call after the tenth in which the worker took part. */
+    for (int r = 0; r < 400; r++) {
+        for (int i = 0; i < 64; i++)
+            cpu[i] = -2;
+        atomic_store(&j.worker, 0);
+        cm_parallel(task, &j, 2, 0);
+        if (r >= 10 && atomic_load(&j.worker))
+            break;
+        usleep(500);
+    }
+    sched_setaffinity(0, sizeof saved, &saved);
+    return here;
+}
+"""
+
+
 def _build(driver_source: str, d: str):
     driver = os.path.join(d, "driver.c")
     with open(driver, "w") as f:
@@ -137,6 +197,19 @@ def test_each_thread_runs_its_own_tasks_call_after_call():
     # Stealing keeps a late thread from stalling the call, so not every call is exact.
     assert on_caller[:, :count // 2].mean() > 0.75
     assert 1 - on_caller[:, count // 2:].mean() > 0.75
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs")
+def test_a_worker_on_the_callers_cpu_moves_off_it():
+    with tempfile.TemporaryDirectory(prefix="cm-pool-test-") as d:
+        lib = _build(COLOCATED_DRIVER, d)
+        cpus = np.full(64, -2, np.int32)
+        here = lib.colocated(ctypes.c_void_p(cpus.ctypes.data))
+    assert here >= 0, "no worker took part in 50 calls"
+    worker_cpus = [int(c) for c in cpus if c >= 0]
+    # Pinned to the caller's CPU, the worker would have run its tasks there (or none at all,
+    # the caller stealing them while the two share the core).
+    assert worker_cpus and here not in worker_cpus
 
 
 def test_all_cores_by_default(pool_library):
