@@ -109,45 +109,45 @@ def _phase_transpose_conv(node: Node, rw: Rewriter):
     """A transposed convolution with overlapping (or sparse) patches as one ordinary
     convolution, then an interleave (the sub-pixel form).
 
-    Output row o (before cropping the pads) = q*s + r receives X[q - m] W[r + m*s] for each
-    m with r + m*s < k: for each phase r, a correlation of X with the phase's taps in
-    reverse. Padded to M = ceil(k / s) taps with zeros, all s*s phases are one convolution
-    with Cout*sh*sw output channels (group, rh, rw, co), kernel M, stride 1, M - 1 rows of padding
-    before and enough after for Q = ceil(full / s) rows; the phases then interleave into
-    rows q*s + r (a Reshape-Transpose-Reshape, one copy) and the pads are cropped. Written in
-    NHWC, between Transposes the layout pass cancels."""
+    Tap t of the kernel (dilation d) lands X[i] W[t] on output row o = i*s + t*d (before
+    cropping the pads). Written o = q*s + r, that is phase r = (t*d) mod s at offset
+    m = (t*d) div s: phase r's rows are a correlation of X with its taps at offsets m,
+    in reverse. Padded to M = (k - 1)*d div s + 1 taps with zeros (M = ceil(k / s) without
+    dilation), all s*s phases are one convolution with Cout*sh*sw output channels (group,
+    rh, rw, co), kernel M, stride 1, M - 1 rows of padding before and enough after for
+    Q = ceil(full / s) rows; the phases then interleave into rows q*s + r (a
+    Reshape-Transpose-Reshape, one copy) and the pads are cropped. Written in NHWC, between
+    Transposes the layout pass cancels."""
     found = _operands(node, 4)
     if found is None:
         return None
     x, w, bias, weights, xs, ys = found
     a = node.attrs
-    if any(d != 1 for d in (a.get("dilations") or [1])) or a.get("output_shape"):
+    if a.get("output_shape"):
         return None
     n, cin, h, wd = xs
     groups = a.get("group", 1)
     cout_g, kh, kw = weights.shape[1:]
     cout = cout_g * groups
     sh, sw = list(a.get("strides") or [1, 1])
+    dh, dw = list(a.get("dilations") or [1, 1])
     pads = list(a.get("pads") or [0, 0, 0, 0])
     extra = list(a.get("output_padding") or [0, 0])
-    full_h, full_w = (h - 1) * sh + kh + extra[0], (wd - 1) * sw + kw + extra[1]
+    full_h, full_w = (h - 1) * sh + (kh - 1) * dh + 1 + extra[0], (wd - 1) * sw + (kw - 1) * dw + 1 + extra[1]
     if ys != (n, cout, full_h - pads[0] - pads[2], full_w - pads[1] - pads[3]):
         return None
-    mh, mw = -(-kh // sh), -(-kw // sw)
+    mh, mw = (kh - 1) * dh // sh + 1, (kw - 1) * dw // sw + 1
     qh, qw = -(-full_h // sh), -(-full_w // sw)
     cin_g = cin // groups
     per_group = weights.reshape(groups, cin_g, cout_g, kh, kw)
     # output channels ordered (group, rh, rw, co): each group's block stays contiguous for the
     # grouped conv, and after the interleave a pixel's channels are contiguous runs
     taps = np.zeros((groups, sh, sw, cout_g, cin_g, mh, mw), weights.dtype)
-    for rh in range(sh):
-        for rw_ in range(sw):
-            for i in range(mh):
-                ti = rh + (mh - 1 - i) * sh
-                for j in range(mw):
-                    tj = rw_ + (mw - 1 - j) * sw
-                    if ti < kh and tj < kw:
-                        taps[:, rh, rw_, :, :, i, j] = per_group[:, :, :, ti, tj].transpose(0, 2, 1)
+    for ti in range(kh):
+        mi, rh = divmod(ti * dh, sh)
+        for tj in range(kw):
+            mj, rw_ = divmod(tj * dw, sw)
+            taps[:, rh, rw_, :, :, mh - 1 - mi, mw - 1 - mj] = per_group[:, :, :, ti, tj].transpose(0, 2, 1)
     kernel = rw.constant(np.ascontiguousarray(taps.reshape(cout * sh * sw, cin_g, mh, mw)), f"{w.name}_phases")
     b = None if bias is None else const_of(bias)
     conv_bias = [] if b is None else [rw.constant(np.ascontiguousarray(np.broadcast_to(

@@ -3,7 +3,7 @@ of 2-D ones, transposed convolutions whose stride equals their kernel as one mat
 plus depth-to-space and the others as one convolution over the stride's phases plus an
 interleave, so all reach the microkernels. Each form is checked against onnxruntime over
 the attributes that change the arithmetic (stride, dilation, pads, groups, bias), and the
-case the rewrite leaves alone (dilated transposed convolutions) still runs correctly."""
+case the rewrite leaves alone (an explicit output_shape) still runs correctly."""
 from __future__ import annotations
 
 import numpy as np
@@ -78,6 +78,10 @@ PHASED = {
     "k2_s3_sparse": (dict(strides=[3, 3]), 2),
     "k3_s1": (dict(pads=[1, 1, 1, 1]), 3),
     "grouped": (dict(strides=[2, 2], group=2, pads=[1, 0, 0, 1]), 3),
+    "dilated_s2_d2 (phases without taps)": (dict(strides=[2, 2], dilations=[2, 2]), 3),
+    "dilated_s2_d3": (dict(strides=[2, 2], dilations=[3, 3], pads=[1, 2, 0, 1]), 3),
+    "dilated_s3_d2_outpad": (dict(strides=[3, 2], dilations=[2, 3], output_padding=[1, 1]), 2),
+    "dilated_s1_d2": (dict(dilations=[2, 2], pads=[2, 2, 2, 2]), 3),
 }
 
 
@@ -94,9 +98,9 @@ def test_other_transposed_convs_are_one_conv_over_phases_and_match_onnxruntime(c
     _check(model, (2, 6, 5, 7))
 
 
-def test_dilated_transposed_convs_are_left_alone_and_stay_right():
+def test_transposed_convs_with_an_output_shape_are_left_alone_and_stay_right():
     w = np.random.default_rng(3).standard_normal((6, 5, 3, 3)).astype(np.float32)
-    model = _model("ConvTranspose", (1, 6, 5, 5), w, strides=[2, 2], dilations=[2, 2])
+    model = _model("ConvTranspose", (1, 6, 5, 5), w, strides=[2, 2], output_shape=[12, 12])
     assert "ConvTranspose" in _ops(model)
     _check(model, (1, 6, 5, 5))
 
