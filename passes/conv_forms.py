@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..ir.errors import CompilerError
 from ..ir.graph import Graph, Node
 from ..ir.ops import REGISTRY
 from ..ir.registry import Category
+from ..ir.ops.conv import transpose_geometry
 from ..ir.ops.layout import TO_NCHW, TO_NHWC, channels_first_perm, channels_last_perm
 from .core import PassContext, graph_pass
 from .match import const_of, static_shape
@@ -50,13 +52,14 @@ def _view(rw: Rewriter, v, dims, name: str):
     return rw.op("Reshape", v, _shape_const(rw, list(dims), name), name=name)
 
 
-def _operands(node: Node, rank: int):
+def _operands(node: Node, rank: int, any_window: bool = False):
     """(x, w, bias, weights, x shape, y shape) of a conv-like node with static rank-`rank`
-    input and output, constant weights of that rank and explicit padding; None otherwise."""
+    input and output, constant weights of that rank and explicit padding (any padding
+    with `any_window`: the caller works it out); None otherwise."""
     x, w = node.inputs[0], node.inputs[1]
     weights = const_of(w)
     xs, ys = static_shape(x, rank), static_shape(node.outputs[0], rank)
-    if xs is None or ys is None or weights is None or weights.ndim != rank or not _plain_window(node):
+    if xs is None or ys is None or weights is None or weights.ndim != rank or not (any_window or _plain_window(node)):
         return None
     return x, w, (node.inputs[2] if len(node.inputs) > 2 else None), weights, xs, ys
 
@@ -117,24 +120,25 @@ def _phase_transpose_conv(node: Node, rw: Rewriter):
     rh, rw, co), kernel M, stride 1, M - 1 rows of padding before and enough after for
     Q = ceil(full / s) rows; the phases then interleave into rows q*s + r (a
     Reshape-Transpose-Reshape, one copy) and the pads are cropped. Written in NHWC, between
-    Transposes the layout pass cancels."""
-    found = _operands(node, 4)
+    Transposes the layout pass cancels. The padding may come from pads, auto_pad or an
+    explicit output_shape (`transpose_geometry` says where the output window starts); a
+    window reaching past the full result is left to the loop-IR rule."""
+    found = _operands(node, 4, any_window=True)
     if found is None:
         return None
     x, w, bias, weights, xs, ys = found
-    a = node.attrs
-    if a.get("output_shape"):
-        return None
+    a = REGISTRY["ConvTranspose"].resolve_attrs(node.attrs, node.describe())
     n, cin, h, wd = xs
-    groups = a.get("group", 1)
+    groups = a["group"]
     cout_g, kh, kw = weights.shape[1:]
     cout = cout_g * groups
-    sh, sw = list(a.get("strides") or [1, 1])
-    dh, dw = list(a.get("dilations") or [1, 1])
-    pads = list(a.get("pads") or [0, 0, 0, 0])
-    extra = list(a.get("output_padding") or [0, 0])
+    try:
+        begins, outs, (sh, sw), (dh, dw) = transpose_geometry(a, (h, wd), (kh, kw), CompilerError)
+    except CompilerError:
+        return None
+    extra = list(a["output_padding"] or [0, 0])
     full_h, full_w = (h - 1) * sh + (kh - 1) * dh + 1 + extra[0], (wd - 1) * sw + (kw - 1) * dw + 1 + extra[1]
-    if ys != (n, cout, full_h - pads[0] - pads[2], full_w - pads[1] - pads[3]):
+    if ys != (n, cout, *outs) or min(begins) < 0 or begins[0] + outs[0] > full_h or begins[1] + outs[1] > full_w:
         return None
     mh, mw = (kh - 1) * dh // sh + 1, (kw - 1) * dw // sw + 1
     qh, qw = -(-full_h // sh), -(-full_w // sw)
@@ -159,8 +163,8 @@ def _phase_transpose_conv(node: Node, rw: Rewriter):
     woven = rw.op("Transpose", split, perm=[0, 1, 4, 2, 5, 3, 6], name=f"{node.name}_weave")
     y = _view(rw, woven, [n, qh * sh, qw * sw, cout], f"{node.name}_merge")
     if (qh * sh, qw * sw) != ys[2:]:
-        y = rw.op("Slice", y, _shape_const(rw, [pads[0], pads[1]], f"{node.name}_crop_s"),
-                  _shape_const(rw, [pads[0] + ys[2], pads[1] + ys[3]], f"{node.name}_crop_e"),
+        y = rw.op("Slice", y, _shape_const(rw, begins, f"{node.name}_crop_s"),
+                  _shape_const(rw, [begins[0] + ys[2], begins[1] + ys[3]], f"{node.name}_crop_e"),
                   _shape_const(rw, [1, 2], f"{node.name}_crop_a"), name=f"{node.name}_crop")
     y = rw.op("Transpose", y, perm=list(TO_NCHW), name=f"{node.name}_nchw")
     if bias is not None and b is None:  # a run-time bias: added after

@@ -3,7 +3,7 @@ of 2-D ones, transposed convolutions whose stride equals their kernel as one mat
 plus depth-to-space and the others as one convolution over the stride's phases plus an
 interleave, so all reach the microkernels. Each form is checked against onnxruntime over
 the attributes that change the arithmetic (stride, dilation, pads, groups, bias), and the
-case the rewrite leaves alone (an explicit output_shape) still runs correctly."""
+case the rewrite leaves alone (weights known only at run time) still runs correctly."""
 from __future__ import annotations
 
 import numpy as np
@@ -82,6 +82,9 @@ PHASED = {
     "dilated_s2_d3": (dict(strides=[2, 2], dilations=[3, 3], pads=[1, 2, 0, 1]), 3),
     "dilated_s3_d2_outpad": (dict(strides=[3, 2], dilations=[2, 3], output_padding=[1, 1]), 2),
     "dilated_s1_d2": (dict(dilations=[2, 2], pads=[2, 2, 2, 2]), 3),
+    "output_shape": (dict(strides=[2, 2], output_shape=[9, 12]), 3),
+    "auto_pad_same_upper": (dict(strides=[2, 2], auto_pad="SAME_UPPER"), 3),
+    "auto_pad_same_lower": (dict(strides=[2, 2], auto_pad="SAME_LOWER"), 4),
 }
 
 
@@ -98,11 +101,18 @@ def test_other_transposed_convs_are_one_conv_over_phases_and_match_onnxruntime(c
     _check(model, (2, 6, 5, 7))
 
 
-def test_transposed_convs_with_an_output_shape_are_left_alone_and_stay_right():
-    w = np.random.default_rng(3).standard_normal((6, 5, 3, 3)).astype(np.float32)
-    model = _model("ConvTranspose", (1, 6, 5, 5), w, strides=[2, 2], output_shape=[12, 12])
+def test_transposed_convs_with_run_time_weights_are_left_alone_and_stay_right():
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((6, 5, 3, 3)).astype(np.float32)
+    node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="conv", strides=[2, 2], dilations=[2, 2])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 5, 5]),
+                                            helper.make_tensor_value_info("w", TensorProto.FLOAT, list(w.shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     assert "ConvTranspose" in _ops(model)
-    _check(model, (1, 6, 5, 5))
+    feeds = {"x": rng.standard_normal((1, 6, 5, 5)).astype(np.float32), "w": w}
+    want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    np.testing.assert_allclose(compiler.compile(model).run(feeds)["y"], want, rtol=1e-4, atol=1e-4)
 
 
 CONV3D = {

@@ -233,11 +233,11 @@ def _conv_integer(ctx: LowerContext):
 
 
 def _conv_transpose(ctx: LowerContext):
-    from ...ir.ops.conv import _transpose_geometry
+    from ...ir.ops.conv import transpose_geometry
 
     x, w = ctx.input(0), ctx.input(1)
     kernel = list(w.shape[2:])
-    begins, _, strides, dilations = _transpose_geometry(ctx.attrs, x.shape[2:], kernel, NotLowerable)
+    begins, _, strides, dilations = transpose_geometry(ctx.attrs, x.shape[2:], kernel, NotLowerable)
     group = ctx.attrs["group"]
     icg, ocg = x.shape[1] // group, w.shape[1]
     acc = _acc(x.dtype)

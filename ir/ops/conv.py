@@ -153,7 +153,7 @@ def _ref_qlinear_conv(ctx, x, x_scale, x_zero_point, w, w_scale, w_zero_point, y
 
 # ---------------------------------------------------------------- ConvTranspose
 
-def _transpose_geometry(attrs: dict, spatial, kernel, fail):
+def transpose_geometry(attrs: dict, spatial, kernel, fail):
     """(pads at the beginning, output sizes) of a transposed convolution.
 
     The natural size is stride * (in - 1) + output_padding + extent; an explicit
@@ -202,7 +202,7 @@ def _infer_conv_transpose(ctx: InferContext):
     kernel = kernel_from(ctx.attrs, w.shape, n, ctx.error)
     if kernel is None:
         return [TensorType((x.shape[0], m) + tuple(fresh_dim("out") for _ in range(n)), dtype)]
-    _, outs, _, _ = _transpose_geometry(ctx.attrs, x.shape[2:], kernel, ctx.error)
+    _, outs, _, _ = transpose_geometry(ctx.attrs, x.shape[2:], kernel, ctx.error)
     return [TensorType((x.shape[0], m) + tuple(outs), dtype)]
 
 
@@ -216,7 +216,7 @@ def _ref_conv_transpose(ctx, x, w, b=None):
     w_t = w_a.reshape(group, C // group, -1).transpose(0, 2, 1)
     cols = np.matmul(w_t, x_a.reshape(N, group, C // group, -1))
     cols = cols.reshape((N, group * m_per_group) + kernel + spatial)
-    begins, outs, strides, dilations = _transpose_geometry(ctx.attrs, spatial, kernel, ctx.error)
+    begins, outs, strides, dilations = transpose_geometry(ctx.attrs, spatial, kernel, ctx.error)
     full = [s * (i - 1) + (k - 1) * d + 1 for s, i, k, d in zip(strides, spatial, kernel, dilations)]
     y = crop_or_pad(scatter_windows(cols, full, strides, dilations), begins, outs)
     if b is not None:
