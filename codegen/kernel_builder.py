@@ -103,8 +103,8 @@ def build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
 
 def _build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
                   schedules: dict | None, row_length: dict) -> KernelPlan:
-    strided = {v: row_length[v] for n in nodes for v in n.outputs if v in row_length}
-    if strided:  # the copy fast paths store packed outputs: lower the group op by op instead
+    strided = {v: row_length[v] for n in nodes for v in (*n.inputs, *n.outputs) if v is not None and v in row_length}
+    if strided:  # the copy fast paths read and store packed tensors: lower the group op by op instead
         return _lowered(name, nodes, consts, escaping, target, schedules, strided)
     moved = match_permute(nodes, escaping)
     if moved is not None:  # reshapes around one Transpose: one permuted copy (see permute_copy)

@@ -121,6 +121,15 @@ class StridedTensor(Tensor):
     def flat_index(self, idx: Sequence) -> L.Expr:
         return L.add(super().flat_index(idx), L.const(self.offset))
 
+    def load_flat(self, flat: L.Expr) -> L.Expr:
+        """The element at row-major position `flat`, split back into indices (its buffer
+        position is not `flat`: the rows are apart)."""
+        idx = []
+        for d in reversed(self.shape):
+            idx.append(L.mod(flat, L.const(d)))
+            flat = L.div(flat, L.const(d))
+        return self[list(reversed(idx))]
+
 
 @dataclass
 class Reduce:

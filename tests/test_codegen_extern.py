@@ -362,8 +362,8 @@ def _branchy_graph(seed=0, spoil=None):
     outs = [b.op("Relu", z, name="relu")]
     if spoil != "axis":
         outs.append(conv(z, 4, 3, "after", cin=z.type.shape[-1]))
-    if spoil == "second_reader":
-        outs.append(b.op("Sigmoid", y2, name="other_reader"))
+    if spoil == "conv_reader":  # a target's own kernel reads its input packed
+        outs.append(conv(y2, 4, 1, "other_reader", cin=widths[1]))
     b.output(*outs)
     return b.build(), {"x": rng.standard_normal((2, 9, 8, 6)).astype(np.float32)}
 
@@ -450,8 +450,8 @@ def test_stacking_a_graph_input_is_copied():
 @pytest.mark.parametrize("second_reader", [False, True])
 def test_loop_ir_branches_write_their_channel_slices_too(second_reader):
     """Branches computed by loop-IR kernels (a pool with a fused Relu, an elementwise op)
-    store their rows at the Concat's width beside a conv's; a branch read elsewhere too keeps
-    its own buffer, and the Concat copies."""
+    store their rows at the Concat's width beside a conv's; a loop-IR kernel that reads a
+    branch too reads it there, rows apart."""
     from compiler.codegen.model_builder import IN_PLACE
 
     rng = _rng(8)
@@ -468,11 +468,43 @@ def test_loop_ir_branches_write_their_channel_slices_too(second_reader):
     b.output(*outs)
     graph = b.build()
     paths, _ = _paths(graph)
-    assert (paths["cat"] == IN_PLACE) != second_reader
+    assert paths["cat"] == IN_PLACE
     _check(graph, {"x": rng.standard_normal((2, 7, 6, 5)).astype(np.float32)})
 
 
-@pytest.mark.parametrize("spoil", ["depthwise", "residual", "second_reader", "axis"])
+@pytest.mark.parametrize("reader", ["elementwise", "row_reduction"])
+def test_a_chain_of_concats_lives_in_the_last_one(reader):
+    """A DenseNet block: each layer concatenates the previous concatenation with a new conv
+    output, and each concatenation is also read by the next layer (a BN-Relu, here an
+    affine map and a Relu, or a scaling by a mean over the last two axes, whose rows are
+    not contiguous there). All of them
+    live in the last concatenation's buffer: the convs store their channels there, the
+    readers read the prefixes there, rows apart, and no Concat copies anything."""
+    from compiler.codegen.model_builder import IN_PLACE
+
+    rng = _rng(9)
+    b = GraphBuilder()
+    x = b.input("x", tensor([1, 6, 5, 8], "f32"))
+    z = b.op("MaxPoolNhwc", x, kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="pool")
+    for i in range(3):
+        c = z.type.shape[-1]
+        if reader == "elementwise":
+            pre = b.op("Relu", b.op("Add", b.op("Mul", z, b.const(rng.standard_normal(c).astype(np.float32))),
+                                    b.const(rng.standard_normal(c).astype(np.float32))), name=f"bn{i}")
+        else:
+            pre = b.op("Mul", z, b.op("ReduceMean", z, b.const(np.array([2, 3], np.int64)), name=f"mean{i}"), name=f"scale{i}")
+        new = b.op("ConvNhwc", pre, b.const(rng.standard_normal((4, c, 3, 3)).astype(np.float32) / c), pads=[1, 1, 1, 1],
+                   name=f"conv{i}")
+        z = b.op("Concat", z, new, axis=3, name=f"cat{i}")
+    b.output(b.op("Relu", z, name="out"))
+    graph = b.build()
+    paths, program = _paths(graph)
+    assert [paths[f"cat{i}"] for i in range(3)] == [IN_PLACE] * 3
+    assert not any("concat" in c.plan.kernel.name for c in program.calls)
+    _check(graph, {"x": rng.standard_normal((1, 6, 5, 8)).astype(np.float32)})
+
+
+@pytest.mark.parametrize("spoil", ["depthwise", "residual", "conv_reader", "axis"])
 def test_concat_is_copied_when_a_branch_cannot_write_in_place(spoil):
     graph, feeds = _branchy_graph(seed=1, spoil=spoil)
     paths, _ = _paths(graph)

@@ -79,15 +79,16 @@ def row_reduce(ctx: LowerContext, out_shape, n: int, combiner: str, value_at, ac
 def row_element(x, src: list, axes: list[int], j: L.Expr) -> L.Expr:
     """x at `src` with the trailing reduce `axes` replaced by the j-th element of their flattened row.
 
-    One axis: plain indexing. Several trailing axes of a stored tensor: the row is contiguous
-    in memory, so the load is base + j (affine in j, hence a vector load). An inlined
-    producer over several axes: j is split back into indices with div/mod.
+    One axis: plain indexing. Several trailing axes of a stored packed tensor: the row is
+    contiguous in memory, so the load is base + j (affine in j, hence a vector load). An
+    inlined producer, or a tensor whose rows are apart, over several axes: j is split back
+    into indices with div/mod.
     """
     src = list(src)
     if len(axes) == 1:
         src[axes[0]] = j
         return x[src]
-    if isinstance(x, Tensor):
+    if isinstance(x, Tensor) and x.contiguous:
         for a in axes:
             src[a] = L.const(0)
         return x.load_flat(L.add(x.flat_index(src), j))
