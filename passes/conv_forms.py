@@ -14,8 +14,9 @@ before `to_channels_last`.
 - A transposed convolution whose stride equals its kernel (no padding, dilation, groups or
   output padding: U-Net's and most segmentation heads' 2x2/2 upsampling) writes each input
   pixel's kernel-sized patch without overlap: Y[n, co, h*kh + i, w*kw + j] = b[co] +
-  sum_ci X[n, ci, h, w] W[ci, co, i, j]. That is one matrix product of the pixels
-  [N*H*W, Cin] by W as [Cin, Cout*kh*kw], then a depth-to-space permutation, so it runs
+  sum_ci X[n, ci, h, w] W[ci, co, i, j]. That is one dense layer of the pixels
+  [N*H*W, Cin] by W as [Cin, kh*kw*Cout] (the bias tiled along), then a depth-to-space
+  permutation in NHWC, so it runs
   on the GEMM microkernels instead of a scalar loop (a small U-Net: 8.9x onnxruntime's
   latency before). Any other transposed convolution (overlapping patches, padding, output
   padding, groups; dilation 1) is one ordinary convolution over the stride's phases
@@ -94,18 +95,24 @@ def _patch_transpose_conv(node: Node, rw: Rewriter):
     cout, kh, kw = weights.shape[1], kernel[0], kernel[1]
     if ys != (n, cout, h * kh, wd * kw):
         return None
-    pixels = rw.op("Transpose", x, perm=[0, 2, 3, 1], name=f"{node.name}_pixels")
-    matrix = rw.constant(np.ascontiguousarray(weights.reshape(cin, cout * kh * kw)), f"{w.name}_matrix")
-    patches = rw.op("MatMul", pixels, matrix, name=f"{node.name}_patches")
-    split = _view(rw, patches, [n, h, wd, cout, kh, kw], f"{node.name}_split")
-    placed = rw.op("Transpose", split, perm=[0, 3, 1, 4, 2, 5], name=f"{node.name}_place")
-    y = _view(rw, placed, list(ys), f"{node.name}_merge")
-    if bias is not None:
-        b = const_of(bias)
-        column = (rw.constant(np.asarray(b).reshape(1, cout, 1, 1), f"{bias.name}_column") if b is not None
-                  else _view(rw, bias, [1, cout, 1, 1], f"{node.name}_bias"))
-        y = rw.op("Add", y, column, name=f"{node.name}_bias_add")
-    return [y]
+    # Columns ordered (i, j, co) and the result placed in NHWC: the depth-to-space step
+    # then moves runs of kw * Cout contiguous values (patch row j of every channel), and
+    # the bias is a vector along the last axis. (In the (co, i, j) order, placed in NCHW,
+    # every value moved alone: the permutation took 15% of a U-Net's time.)
+    pixels = rw.op("Transpose", x, perm=list(TO_NHWC), name=f"{node.name}_pixels")
+    matrix = rw.constant(np.ascontiguousarray(weights.transpose(0, 2, 3, 1).reshape(cin, kh * kw * cout)),
+                         f"{w.name}_matrix")
+    rows = _view(rw, pixels, [n * h * wd, cin], f"{node.name}_rows")
+    b = None if bias is None else const_of(bias)
+    # with a constant bias, each (i, j, co) column's: a dense layer's bias, added in its epilogue
+    tiled = [] if b is None else [rw.constant(np.ascontiguousarray(np.tile(np.asarray(b), kh * kw)), f"{bias.name}_tiled")]
+    patches = rw.op("Gemm", rows, matrix, *tiled, name=f"{node.name}_patches")
+    split = _view(rw, patches, [n, h, wd, kh, kw, cout], f"{node.name}_split")
+    placed = rw.op("Transpose", split, perm=[0, 1, 3, 2, 4, 5], name=f"{node.name}_place")
+    y = _view(rw, placed, [n, h * kh, wd * kw, cout], f"{node.name}_merge")
+    if bias is not None and b is None:  # a run-time bias: added after
+        y = rw.op("Add", y, _view(rw, bias, [1, 1, 1, cout], f"{node.name}_bias"), name=f"{node.name}_bias_add")
+    return [rw.op("Transpose", y, perm=list(TO_NCHW), name=f"{node.name}_nchw")]
 
 
 def _phase_transpose_conv(node: Node, rw: Rewriter):
