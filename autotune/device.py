@@ -1,8 +1,8 @@
 """The device a tuning result belongs to: CPU, the ISA features the code may use, the
-vector lanes and the thread count the timings were taken with.
+vector lanes, the cores the machine has and the thread count the timings were taken with.
 
 Two targets with the same key run the same schedules at the same speed (as far as the
-tuner can tell), so they share one cache file; anything else gets its own.
+tuner can tell), so they share the tuning database's rows; anything else has its own.
 """
 from __future__ import annotations
 
@@ -19,11 +19,12 @@ class Device:
     cpu: str
     features: tuple[str, ...]  # sorted: the order LLVM reports them in must not matter
     lanes: int
+    cores: int  # CPUs the machine has (os.cpu_count): cache and core sharing differ between machine sizes
     threads: int
 
     @property
     def key(self) -> str:
-        """A short stable hash of every field: the cache file's name."""
+        """A short stable hash of every field: the device column of the tuning database."""
         text = json.dumps(self.describe(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
@@ -39,4 +40,5 @@ def default_threads() -> int:
 
 def device_of(target, threads: int | None = None) -> Device:
     """The Device for an llvm CPUTarget; `threads` None = the runtime's default thread count."""
-    return Device(target.cpu, tuple(sorted(target.required)), target_lanes(target), threads or default_threads())
+    return Device(target.cpu, tuple(sorted(target.required)), target_lanes(target), os.cpu_count() or 1,
+                  threads or default_threads())

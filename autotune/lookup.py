@@ -14,13 +14,14 @@ whose results apply (default: all cores, what a model runs with unless told othe
 """
 from __future__ import annotations
 
+import sqlite3
 import sys
 import warnings
 
 from ..codegen.llvm.microkernels.conv import default_schedule_for
 from ..codegen.schedule import Schedules
 from . import space
-from .cache import TuningCache
+from .database import TuningDatabase
 from .device import default_threads, device_of
 from .problems import describe, problem_key, tuning_problem
 from .tuner import stderr_reporter, tune_problem
@@ -45,7 +46,7 @@ class TunedSchedules(Schedules):
     def for_extern(self, problem, target):
         """The schedule for `problem` (a GemmProblem or ConvProblem) on `target`."""
         default = default_schedule_for(problem, target)  # first: its CompilerError says "no microkernels here"
-        cache = TuningCache(device_of(target, self.threads))
+        cache = TuningDatabase(device_of(target, self.threads))
         p, key = tuning_problem(problem), problem_key(problem)
         cached = cache.schedule(key)
         if cached is not None and space.same_kind(cached, p, target):
@@ -57,8 +58,8 @@ class TunedSchedules(Schedules):
         prefix = f"autotune [{self.tuned}{of}] {describe(p)}"
         result = tune_problem(p, target, self.threads, self.budget_s, report=stderr_reporter(prefix, self.stream))
         try:
-            cache.put(key, result.schedule, result.ms, result.default_ms, result.candidates)
-        except OSError as exc:  # a read-only cache costs the next compile a re-tune, not this one its result
+            cache.put(key, result.schedule, result.ms, result.default_ms, result.candidates, result.timings)
+        except (OSError, sqlite3.Error) as exc:  # a read-only cache costs the next compile a re-tune, not this one its result
             warnings.warn(f"autotune: could not write {cache.path}: {exc}", RuntimeWarning, stacklevel=2)
         print(f"\r{prefix}: {result.ms:.3f} ms (default {result.default_ms:.3f} ms, {result.candidates} candidates)",
               file=self.stream, flush=True)
@@ -68,4 +69,4 @@ class TunedSchedules(Schedules):
 def fingerprint(target, threads: int | None = None) -> str:
     """A hash of the tuning results the code generator would use for `target` ("" when
     none): part of any compile-cache key, as tuned schedules change the compiled code."""
-    return TuningCache(device_of(target, threads)).fingerprint()
+    return TuningDatabase(device_of(target, threads)).fingerprint()

@@ -10,7 +10,7 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .cache import TuningCache, schedule_from_json
+from .database import TuningDatabase
 from .device import device_of
 from .problems import describe, flops, problem_key, problems_of_graph
 from .tuner import stderr_reporter, tune_problem
@@ -37,14 +37,14 @@ def tune_graph(graph, target, threads: int, budget_s: float, *, retune: bool = F
     that the cache has no valid result for (all of them with `retune`)."""
     stream = stream or sys.stderr
     problems = problems_of_graph(graph, target)
-    cache = TuningCache(device_of(target, threads))
+    cache = TuningDatabase(device_of(target, threads))
     deadline = time.perf_counter() + budget_s
     reports = []
     for i, (problem, count) in enumerate(problems):
         key, name = problem_key(problem), describe(problem)
         prefix = f"autotune [{i + 1}/{len(problems)}] {name}"
         entry = None if retune else cache.entries().get(key)
-        schedule = None if entry is None else schedule_from_json(entry.get("schedule"))
+        schedule = None if entry is None else entry["schedule"]
         if schedule is not None:
             reports.append(ProblemReport(name, count, problem.flops / 1e9, entry["default_ms"], entry["ms"], schedule,
                                          "cached"))
@@ -52,7 +52,7 @@ def tune_graph(graph, target, threads: int, budget_s: float, *, retune: bool = F
             continue
         share = max(deadline - time.perf_counter(), 0.0) / (len(problems) - i)
         result = tune_problem(problem, target, threads, share, report=stderr_reporter(prefix, stream))
-        cache.put(key, result.schedule, result.ms, result.default_ms, result.candidates)
+        cache.put(key, result.schedule, result.ms, result.default_ms, result.candidates, result.timings)
         print(f"\r{prefix}: {result.ms:.3f} ms (default {result.default_ms:.3f} ms, {result.candidates} candidates)",
               file=stream, flush=True)
         reports.append(ProblemReport(name, count, flops(problem) / 1e9, result.default_ms, result.ms, result.schedule,

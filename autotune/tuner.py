@@ -43,6 +43,7 @@ class TuneResult:
     default_ms: float
     candidates: int  # timed (including the default)
     rejected: list[str] = field(default_factory=list)  # "schedule: why" for candidates that failed
+    timings: list[tuple] = field(default_factory=list)  # (schedule, ms) of every candidate timed, the default first
 
     @property
     def speedup(self) -> float:
@@ -159,7 +160,7 @@ def tune_problem(problem, target, threads: int, budget_s: float, *, strict: bool
     if ranked and ranked[0][1].score_ms < default_ms:
         winner, ms, default_ms = _final(search, default, ranked)
     return TuneResult(problem_key(problem), describe(problem), winner, ms, default_ms, len(search.timed),
-                      search.rejected)
+                      search.rejected, [(schedule, timing.score_ms) for schedule, timing, _ in search.timed])
 
 
 def stderr_reporter(prefix: str, stream=None) -> Callable[[str], None]:

@@ -3,7 +3,8 @@
     compile MODEL.onnx --target T -o OUT.cmod [--input-shape name=1,3,224,224] [-O 0|1|2|3]
     compile inspect MODEL.onnx [--target T] [--input-shape ...] [-O N] [--dump-ir DIR] [--json]
     compile run OUT.cmod [--inputs x.npz] [-o y.npz]
-    compile tune MODEL.onnx [--target T] [--threads N] [--budget S]   # kernel schedules, cached per device
+    compile tune MODEL.onnx [--target T] [--threads N] [--budget S]   # kernel schedules, kept per device
+    compile tune [MODEL.onnx] [--import FILE] [--export FILE]         # move tuning records between machines
 
 `-O` means the same everywhere (`passes.pipeline`): 0 as imported, 1 simplified, 2 all
 graph passes with the target's layout, 3 fused kernels (the default of compiled targets).
@@ -248,13 +249,19 @@ def cmd_run(argv: list[str]) -> int:
 
 def cmd_tune(argv: list[str]) -> int:
     """`compile tune`: tune every kernel problem of a model for this device and thread count,
-    cache the results ($COMPILER_CACHE_DIR/autotune/), and print default vs tuned ms per
-    problem. Later compiles of any model with those problems use the tuned schedules."""
+    keep every timing in the tuning database ($COMPILER_CACHE_DIR/autotune/tuning.sqlite3),
+    and print default vs tuned ms per problem. Later compiles of any model with those
+    problems use the tuned schedules. --import adds another machine's export (same device
+    fingerprint) first; --export writes this device's records after any tuning."""
     import os
 
     p = argparse.ArgumentParser(prog="compile tune", description="Tune a model's kernel schedules for this device.")
-    p.add_argument("model", help="ONNX model file")
+    p.add_argument("model", nargs="?", help="ONNX model file (optional with --import / --export)")
     _add_shape_arg(p)
+    p.add_argument("--import", dest="import_file", metavar="FILE",
+                   help="add the tuning records of FILE (a --export of a machine with this device fingerprint)")
+    p.add_argument("--export", dest="export_file", metavar="FILE",
+                   help="write this device's tuning records (every timing) to FILE as JSON lines")
     p.add_argument("--threads", type=at_least(1), default=os.cpu_count() or 1,
                    help="threads the kernels are timed with (default: all cores, what a model runs with)")
     p.add_argument("--budget", type=positive_float, default=300.0, help="total seconds of tuning (default 300)")
@@ -270,14 +277,26 @@ def cmd_tune(argv: list[str]) -> int:
 
     if args.threads < 1:
         raise CompilerError(f"--threads {args.threads}: expected 1 or more")
+    if args.model is None and not (args.import_file or args.export_file):
+        p.error("give a model to tune, or --import / --export")
     target = parse_target(args.target)
-    try:
-        reports = target.backend.tune(import_model(args.model, _shapes(args)), target, args.threads, args.budget,
-                                      retune=args.retune, precision=args.precision)
-    except OSError as exc:  # an unreadable model file
-        raise CompilerError(f"{args.model}: {exc.strerror or exc}") from None
-    print(f"{args.model}: {target}, {args.threads} thread(s)")
-    print(format_table(reports) if reports else "no tunable kernel problems in this model")
+    database = target.backend.tuning_database(target, args.threads)
+    if args.import_file:
+        print(f"{args.import_file}: imported {database.import_records(args.import_file)} records")
+    if args.model is not None:
+        try:
+            reports = target.backend.tune(import_model(args.model, _shapes(args)), target, args.threads,
+                                          args.budget, retune=args.retune, precision=args.precision)
+        except OSError as exc:  # an unreadable model file
+            raise CompilerError(f"{args.model}: {exc.strerror or exc}") from None
+        print(f"{args.model}: {target}, {args.threads} thread(s)")
+        print(format_table(reports) if reports else "no tunable kernel problems in this model")
+    if args.export_file:
+        try:
+            count = database.export(args.export_file)
+        except OSError as exc:
+            raise CompilerError(f"--export {args.export_file}: {exc.strerror or exc}") from None
+        print(f"{args.export_file}: exported {count} records ({args.threads} thread(s) on this device)")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The microkernel autotuner (compiler.autotune): every candidate of the search space is a
-valid schedule that computes what numpy computes; the per-device JSON cache survives bad
-files; `TunedSchedules` gives the default until a tuning run caches something better; and a
+valid schedule that computes what numpy computes; the tuning database keeps every timing,
+ignores foreign and stale rows and survives bad files; `TunedSchedules` gives the default until a tuning run caches something better; and a
 model compiled while tuning matches the reference interpreter.
 
 Candidate kernels are compiled into one library per problem (one O3 + link each) and run
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiler.autotune import cache as C
+from compiler.autotune import database as D
 from compiler.autotune import TunedSchedules, space
 from compiler.autotune.device import device_of
 from compiler.codegen.llvm.microkernels.conv import default_schedule_for as default_for
@@ -196,10 +196,10 @@ def test_a_single_row_gemm_tries_single_row_tiles_first(target):
     assert tiles[1].mr == 1  # after the default: no rows of padding
 
 
-# ------------------------------------------------------------------ cache
+# ------------------------------------------------------------------ tuning database
 
-def _cache(target, threads=2) -> C.TuningCache:
-    return C.TuningCache(device_of(target, threads))
+def _cache(target, threads=2) -> D.TuningDatabase:
+    return D.TuningDatabase(device_of(target, threads))
 
 
 def _non_default(target, problem) -> GemmSchedule:
@@ -207,45 +207,72 @@ def _non_default(target, problem) -> GemmSchedule:
     return replace(d, mr=4, nr=3 * d.lanes, kc=128)  # 24 columns on AVX2, 48 on AVX-512
 
 
-def test_cache_round_trip(target, tmp_path):
+def _rows(db, table):
+    import sqlite3
+
+    with sqlite3.connect(db.path) as conn:
+        return conn.execute(f"SELECT * FROM {table}").fetchall()
+
+
+def test_database_round_trip_keeps_every_timing(target, tmp_path):
     problem = tuning_problem(PROBLEMS["conv_3x3_pad1"])
     dw = PROBLEMS["depthwise_3x3"]
-    cache = _cache(target)
-    assert cache.path.parent == tmp_path / "cache" / "autotune"
-    assert cache.schedule(problem_key(problem)) is None
-    cache.put(problem_key(problem), _non_default(target, problem), 1.0, 1.5, 12)
-    cache.put(problem_key(dw), DepthwiseSchedule(2, 4, 8), 0.5, 0.6, 9)
-    assert cache.schedule(problem_key(problem)) == _non_default(target, problem)
-    assert cache.schedule(problem_key(dw)) == DepthwiseSchedule(2, 4, 8)
-    data = json.loads(cache.path.read_text())
-    assert data["format"] == C.FORMAT and data["device"]["threads"] == 2
-    entry = data["entries"][problem_key(problem)]
-    assert entry["ms"] == 1.0 and entry["default_ms"] == 1.5 and entry["candidates"] == 12
-    assert entry["schedule"]["kind"] == "gemm"
+    db = _cache(target)
+    assert db.path == tmp_path / "cache" / "autotune" / "tuning.sqlite3"
+    assert db.schedule(problem_key(problem)) is None
+    default, better = default_for(problem, target), _non_default(target, problem)
+    db.put(problem_key(problem), better, 1.0, 1.5, 2, [(default, 1.5), (better, 1.0)])
+    db.put(problem_key(dw), DepthwiseSchedule(2, 4, 8), 0.5, 0.6, 9)
+    assert db.schedule(problem_key(problem)) == better
+    assert db.schedule(problem_key(dw)) == DepthwiseSchedule(2, 4, 8)
+    entry = db.entries()[problem_key(problem)]
+    assert (entry["ms"], entry["default_ms"], entry["candidates"]) == (1.0, 1.5, 2)
+    assert db.timings(problem_key(problem)) == [(default, 1.5, True), (better, 1.0, False)]
+    import sqlite3
+
+    with sqlite3.connect(db.path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == D.SCHEMA_VERSION
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    device = json.loads(_rows(db, "devices")[0][1])
+    assert device["threads"] == 2 and device["cores"] >= 1
 
 
-@pytest.mark.parametrize("content", ["{not json", "[1, 2]", json.dumps({"format": 99, "entries": {}}), ""])
-def test_unreadable_cache_files_read_as_empty_and_are_rewritten(target, content):
+@pytest.mark.parametrize("content", [b"{not a database", b"SQLite format 3\x00" + b"\x00" * 40, b"",
+                                     "sqlite_other_schema"])
+def test_a_file_that_is_not_a_tuning_database_is_moved_aside_and_rebuilt(target, content):
     problem = tuning_problem(PROBLEMS["gemm_m64"])
-    cache = _cache(target)
-    cache.path.parent.mkdir(parents=True)
-    cache.path.write_text(content)
-    assert cache.entries() == {} and cache.schedule(problem_key(problem)) is None
+    db = _cache(target)
+    db.path.parent.mkdir(parents=True)
+    if content == "sqlite_other_schema":
+        import sqlite3
+
+        with sqlite3.connect(db.path) as conn:
+            conn.execute("CREATE TABLE best (x)")
+    else:
+        db.path.write_bytes(content)
+    if content == b"":  # an empty file is an empty SQLite database: simply used
+        assert db.entries() == {}
+    else:
+        with pytest.warns(RuntimeWarning, match="not a tuning database"):
+            assert db.entries() == {} and db.schedule(problem_key(problem)) is None
+        assert db.path.with_name("tuning.sqlite3.corrupt").exists()
     assert TunedSchedules().for_extern(problem, target) is not None  # no exception reaches the code generator
-    cache.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
-    assert json.loads(cache.path.read_text())["format"] == C.FORMAT
+    db.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
+    assert db.schedule(problem_key(problem)) == _non_default(target, problem)
 
 
 @pytest.mark.parametrize("bad", [{"mr": 15}, {"nr": 20}, {"mr": 14, "nr": 64}, {"lanes": 4}, {"kind": "gpu"},
                                  {"unknown_knob": 1}])
-def test_entries_whose_schedule_no_longer_validates_are_ignored(target, bad):
+def test_rows_whose_schedule_no_longer_validates_are_ignored(target, bad):
+    import sqlite3
+
     problem = tuning_problem(PROBLEMS["gemm_m64"])
-    cache = _cache(target)
-    cache.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
-    data = json.loads(cache.path.read_text())
-    data["entries"][problem_key(problem)]["schedule"].update(bad)
-    cache.path.write_text(json.dumps(data))
-    assert cache.schedule(problem_key(problem)) is None
+    db = _cache(target)
+    db.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
+    stored = json.loads(_rows(db, "best")[0][4])
+    with sqlite3.connect(db.path) as conn:
+        conn.execute("UPDATE best SET schedule = ?", (json.dumps({**stored, **bad}),))
+    assert db.schedule(problem_key(problem)) is None and db.entries() == {}
     assert TunedSchedules(threads=2).for_extern(problem, target) == default_for(problem, target)
 
 
@@ -260,7 +287,7 @@ def test_a_schedule_that_does_not_fit_the_problem_is_ignored(target):
     assert TunedSchedules(threads=2).for_extern(problem, target) == default_for(problem, target)
 
 
-def test_other_devices_do_not_see_the_entries(target):
+def test_other_devices_compilers_and_search_spaces_do_not_see_the_rows(target, monkeypatch):
     problem = tuning_problem(PROBLEMS["gemm_m64"])
     mine = _cache(target, threads=2)
     mine.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
@@ -268,27 +295,73 @@ def test_other_devices_do_not_see_the_entries(target):
     avx2 = cpu_target({"mcpu": "x86-64-v3"})
     if avx2.required != target.required:
         assert _cache(avx2, threads=2).schedule(problem_key(problem)) is None
-    # a file renamed onto another device's key still names its own device inside: ignored
-    other = _cache(target, threads=1)
-    other.path.write_bytes(mine.path.read_bytes())
-    assert other.entries() == {}
+    # rows written by another compiler version, or over another search space, are stale
+    with monkeypatch.context() as m:
+        m.setattr(D, "COMPILER", D.COMPILER + "-next")
+        assert _cache(target, threads=2).schedule(problem_key(problem)) is None
+    with monkeypatch.context() as m:
+        m.setattr(D, "SPACE", "another-space")
+        assert _cache(target, threads=2).schedule(problem_key(problem)) is None
+    assert _cache(target, threads=2).schedule(problem_key(problem)) == _non_default(target, problem)
 
 
-def test_writes_are_atomic_and_leave_no_temp_files(target, monkeypatch):
+def test_concurrent_tuners_keep_every_problem(target):
+    """Four threads, each with its own connections, record 10 problems each at once."""
+    import threading
+
     problem = tuning_problem(PROBLEMS["gemm_m64"])
-    cache = _cache(target)
-    cache.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
-    before = cache.path.read_bytes()
-    assert sorted(p.name for p in cache.path.parent.iterdir()) == [cache.path.name]
+    schedule = _non_default(target, problem)
 
-    def broken_dump(*args, **kwargs):
+    def tuner(t):
+        db = _cache(target)
+        for i in range(10):
+            db.put(f"w{t}_{i}", schedule, 1.0, 2.0, 3, [(schedule, 1.0)])
+
+    threads = [threading.Thread(target=tuner, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    db = _cache(target)
+    assert len(db.entries()) == 40 and len(_rows(db, "timings")) == 40
+
+
+def test_a_failed_write_leaves_the_database_as_it_was(target, monkeypatch):
+    problem = tuning_problem(PROBLEMS["gemm_m64"])
+    db = _cache(target)
+    db.put(problem_key(problem), _non_default(target, problem), 1.0, 2.0, 3)
+    before = db.entries()
+
+    def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(C.json, "dump", broken_dump)
-    with pytest.raises(OSError):
-        cache.put("another", _non_default(target, problem), 1.0, 2.0, 3)
-    assert cache.path.read_bytes() == before  # the old file is intact ...
-    assert sorted(p.name for p in cache.path.parent.iterdir()) == [cache.path.name]  # ... and no temp file is left
+    with monkeypatch.context() as m:
+        m.setattr(D, "schedule_to_json", broken)
+        with pytest.raises(OSError):
+            db.put("another", _non_default(target, problem), 1.0, 2.0, 3)
+    assert db.entries() == before
+
+
+def test_export_and_import_move_rows_between_machines_of_one_device(target, tmp_path, monkeypatch):
+    from compiler.ir.errors import CompilerError
+
+    problem = tuning_problem(PROBLEMS["gemm_m64"])
+    default, better = default_for(problem, target), _non_default(target, problem)
+    source = _cache(target)
+    source.put(problem_key(problem), better, 1.0, 2.0, 2, [(default, 2.0), (better, 1.0)])
+    exported = tmp_path / "tuning.jsonl"
+    assert source.export(exported) == 3
+    monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "elsewhere"))
+    target_db = _cache(target)
+    assert target_db.schedule(problem_key(problem)) is None
+    assert target_db.import_records(exported) == 3
+    assert target_db.schedule(problem_key(problem)) == better
+    assert target_db.timings(problem_key(problem)) == [(default, 2.0, True), (better, 1.0, False)]
+    with pytest.raises(CompilerError, match="device_key"):
+        _cache(target, threads=1).import_records(exported)
+    (tmp_path / "junk.jsonl").write_text("not json\n")
+    with pytest.raises(CompilerError, match="not a tuning export|cannot read"):
+        target_db.import_records(tmp_path / "junk.jsonl")
 
 
 def test_fingerprint_changes_with_the_entries(target):
@@ -370,7 +443,7 @@ def test_tiny_cnn_compiled_while_tuning_matches_the_reference(target, capsys):
     assert_close(got, want, "float32", end_to_end=True)
 
 
-def test_command_line_tunes_a_model_and_prints_the_table(target, tmp_path, capsys):
+def test_command_line_tunes_a_model_and_prints_the_table(target, tmp_path, capsys, monkeypatch):
     import onnx
 
     from compiler.cli import main
@@ -383,6 +456,43 @@ def test_command_line_tunes_a_model_and_prints_the_table(target, tmp_path, capsy
     assert main(["tune", str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3"]) == 0
     again = capsys.readouterr()
     assert again.out.count("(cached)") == 3 and again.err.count(": cached") == 3  # nothing re-timed
+    # the records move to another machine of this device: its tune has nothing left to time
+    exported = tmp_path / "tuning.jsonl"
+    assert main(["tune", "--threads", "2", "--export", str(exported)]) == 0
+    assert "exported" in capsys.readouterr().out
+    monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "other_machine"))
+    assert main(["tune", str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3",
+                 "--import", str(exported)]) == 0
+    moved = capsys.readouterr()
+    assert "imported" in moved.out and moved.out.count("(cached)") == 3
+    assert main(["tune", "--threads", "1", "--import", str(exported)]) == 1  # another thread count: refused
+    assert "device_key" in capsys.readouterr().err
+
+
+def test_an_interrupted_tune_keeps_the_problems_it_finished(target, tmp_path, monkeypatch, capsys):
+    import onnx
+
+    import compiler.autotune.model as M
+    from compiler.cli import main
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(build_tiny_cnn(), path)
+    real, calls = M.tune_problem, []
+
+    def interrupted_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    args = ["tune", str(path), "--input-shape", "image=1,3,32,32", "--threads", "2", "--budget", "3"]
+    with monkeypatch.context() as m:
+        m.setattr(M, "tune_problem", interrupted_on_the_second)
+        with pytest.raises(KeyboardInterrupt):
+            main(args)
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("(cached)") == 1  # the first problem's result survived
 
 
 def test_command_line_reports_bad_input(tmp_path, capsys):

@@ -178,6 +178,10 @@ class Backend:
              precision: str = "fp32"):
         raise TargetError(f"target {self.kind!r} has no schedules to tune")
 
+    def tuning_database(self, target, threads: int):
+        """The tuning database rows of this device and thread count (`autotune.database`)."""
+        raise TargetError(f"target {self.kind!r} has no schedules to tune")
+
     def describe(self) -> dict:
         """JSON-ready: what this backend is and supports."""
         caps = self.capabilities.describe() if self.capabilities is not None else None

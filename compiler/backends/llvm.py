@@ -129,6 +129,12 @@ class LLVMBackend(Backend):
         return (f"{target} -O{self.level(options)} precision={precision} "
                 f"tuned={fingerprint(self.cpu(target), options.num_threads)}")
 
+    def tuning_database(self, target, threads: int):
+        from ..autotune.database import TuningDatabase
+        from ..autotune.device import device_of
+
+        return TuningDatabase(device_of(self.cpu(target), threads))
+
     def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False,
              precision: str = "fp32"):
         """Tune every extern kernel problem of the model, built at `precision`, for this
