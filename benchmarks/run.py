@@ -124,6 +124,14 @@ def expand_precisions(systems: list[str], precisions: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def add_tuned(systems: list[str]) -> list[str]:
+    """`ours-tuned` (the tuning database's schedules) right after `ours` (the heuristic ones)."""
+    out: list[str] = []
+    for s in systems:
+        out += [s, "ours-tuned"] if s == "ours" else [s]
+    return list(dict.fromkeys(out))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(models.MODELS),
@@ -141,10 +149,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated precisions `ours` runs at, each as its own system "
                          "(fp32: ours, bf16: ours-bf16, fp16: ours-fp16, int8: ours-int8, calibrated on the benchmark's "
                          "inputs and seeded variations, like onnxruntime-int8); default fp32")
+    ap.add_argument("--tuned", action="store_true",
+                    help="also run ours-tuned: fp32 with the tuning database's schedules (`compile tune` fills it) "
+                         "beside ours, the untuned build")
     args = ap.parse_args(argv)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
     names = [n for m in names for n in (models.UNSEEN if m == "unseen" else (m,))]  # the unseen set by its name
     systems = expand_precisions([s.strip() for s in args.systems.split(",") if s.strip()], args.precision)
+    if args.tuned:
+        systems = add_tuned(systems)
     known = models.MODELS + models.UNSEEN
     bad = [n for n in names if n not in known] + [s for s in systems if s not in SYSTEMS]
     if bad:

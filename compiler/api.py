@@ -31,7 +31,7 @@ def import_model(model, input_shapes: Mapping[str, Sequence] | None = None):
 
 def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence] | None = None,
             num_threads: int | None = None, cache: bool = True, opt_level: int | None = None, tune: bool = False,
-            tune_budget_s: float = 10.0, precision: str = "fp32", exclude: Sequence[str] = (), calibration=None,
+            tune_budget_s: float = 10.0, tuned: bool = True, precision: str = "fp32", exclude: Sequence[str] = (), calibration=None,
             calibration_method: str = "minmax"):
     """Compile an ONNX model (path, bytes or onnx.ModelProto) for `target`.
 
@@ -42,7 +42,9 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     llvm: `num_threads` for parallel loops (None/0 = all cores); `cache=False` skips the
     on-disk compile cache; `tune=True` times extern-kernel schedules this device (CPU and
     thread count) has not tuned yet, `tune_budget_s` seconds each, and caches them
-    (`compiler.autotune`); later compiles use the cached schedules either way.
+    (`compiler.autotune`); later compiles use the tuned schedules either way, unless
+    `tuned=False`: the heuristic defaults only, whatever the tuning database holds (the
+    untuned build a benchmark compares against).
     `precision` "fp32" (default) or "bf16" (llvm on CPUs with AVX512-BF16): convolutions and
     matrix products compute with bfloat16 operands and float32 accumulation, what the
     registry's precision policies keep in fp32 stays there; inputs and outputs keep the
@@ -71,8 +73,10 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
     backend = tgt.backend
     if isinstance(exclude, str):
         exclude = [exclude]
+    if tune and not tuned:
+        raise CompilerError("tune=True with tuned=False: tuning fills the database a build with tuned=False ignores")
     options = BuildOptions(opt_level=opt_level, num_threads=num_threads, tune=tune, tune_budget_s=tune_budget_s,
-                           precision=precision, exclude=tuple(exclude))
+                           tuned=tuned, precision=precision, exclude=tuple(exclude))
     backend.check_precision(options)  # before the cache: a refused precision never finds an fp32 entry
     samples = where = scales = None
     if options.precision == "int8":

@@ -91,6 +91,7 @@ class ModelSpec:
     seed: int = 0
     target: str = "llvm"  # what "ours" compiles for
     precision: str = "fp32"  # what "ours" computes products in (`compiler.compile(precision=...)`)
+    tuned: bool = False  # "ours" runs the heuristic schedules; "ours-tuned" the tuning database's
 
 
 @dataclass
@@ -140,7 +141,7 @@ def _setup_ours(spec: ModelSpec, threads: int) -> Runner:
     calibration = calibration_feeds(spec) if spec.precision == "int8" else None
     try:
         cm = compile_model(spec.model, target=spec.target, input_shapes=spec.input_shapes or None,
-                           num_threads=threads, precision=spec.precision, calibration=calibration)
+                           num_threads=threads, precision=spec.precision, calibration=calibration, tuned=spec.tuned)
     except TargetError as e:
         # The llvm target is not in this build: the interpreter stands in, under a label that says so.
         cm = compile_model(spec.model, target="reference", input_shapes=spec.input_shapes or None)
@@ -148,7 +149,9 @@ def _setup_ours(spec: ModelSpec, threads: int) -> Runner:
     from .backends import backend_for
 
     interpreted = backend_for(cm.target).capabilities is None  # no code generator: the IR runs as is
-    label = "ours (reference interpreter, not compiled)" if interpreted else f"ours ({cm.target}, {spec.precision})"
+    tuned = ", tuned" if spec.tuned else ""
+    label = ("ours (reference interpreter, not compiled)" if interpreted
+             else f"ours ({cm.target}, {spec.precision}{tuned})")
     names = [s.name for s in cm.outputs]
     return Runner(label, lambda: cm.run(feeds), lambda out: [np.asarray(out[n]) for n in names], note)
 
@@ -283,6 +286,7 @@ SYSTEMS: dict[str, Callable[[ModelSpec, int], Runner]] = {
     "ours-bf16": lambda spec, threads: _setup_ours(replace(spec, precision="bf16"), threads),
     "ours-fp16": lambda spec, threads: _setup_ours(replace(spec, precision="fp16"), threads),
     "ours-int8": lambda spec, threads: _setup_ours(replace(spec, precision="int8"), threads),
+    "ours-tuned": lambda spec, threads: _setup_ours(replace(spec, tuned=True), threads),
     "onnxruntime": _setup_onnxruntime,
     "onnxruntime-int8": _setup_onnxruntime_int8,
     "openvino": _setup_openvino,

@@ -70,6 +70,8 @@ def cmd_build(argv: list[str]) -> int:
                    help="llvm: time microkernel schedules for problems this device has not tuned yet (cached)")
     p.add_argument("--tune-budget", type=positive_float, default=10.0, metavar="SECONDS",
                    help="per problem (default 10)")
+    p.add_argument("--untuned", action="store_true",
+                   help="llvm: the heuristic schedules only, whatever the tuning database holds")
     p.add_argument("--threads", type=at_least(1), default=None, help="llvm: threads the model runs (and is tuned) with")
     _add_precision_args(p)
     p.add_argument("--save-scales", metavar="FILE.json",
@@ -80,8 +82,8 @@ def cmd_build(argv: list[str]) -> int:
     from .calibration import save_scales
 
     cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args), opt_level=args.level,
-                       tune=args.tune, tune_budget_s=args.tune_budget, num_threads=args.threads,
-                       precision=args.precision, exclude=args.exclude, calibration=args.calibrate,
+                       tune=args.tune, tune_budget_s=args.tune_budget, tuned=not args.untuned,
+                       num_threads=args.threads, precision=args.precision, exclude=args.exclude, calibration=args.calibrate,
                        calibration_method=args.calibration_method)
     out = args.output or str(Path(args.model).with_suffix(".cmod"))
     cm.save(out)

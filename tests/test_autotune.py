@@ -393,6 +393,29 @@ def test_tuned_schedules_give_the_default_until_tuned(target):
     assert TunedSchedules(threads=1).for_extern(conv, target) == default  # another thread count: another device
 
 
+def test_an_untuned_build_ignores_the_database(target):
+    """tuned=False (the untuned build `benchmarks.run --tuned` compares against) takes the
+    heuristic schedules even where the database has others; the default build takes those."""
+    import compiler
+    from compiler.api import import_model
+    from compiler.backends import BuildOptions, parse_target
+
+    model = build_tiny_cnn()
+    llvm = parse_target("llvm")
+    graph = llvm.backend.optimize(import_model(model, {"image": [1, 3, 32, 32]}), 3, options=BuildOptions())
+    problems = [p for p, _ in problems_of_graph(graph, target) if isinstance(p, GemmProblem)]
+    assert problems
+    for p in problems:
+        _cache(target, 2).put(problem_key(p), _non_default(target, p), 1.0, 2.0, 3)
+    marker = repr(_non_default(target, problems[0]))
+    shapes = {"image": [1, 3, 32, 32]}
+    tuned = compiler.compile(model, input_shapes=shapes, num_threads=2, cache=False)
+    untuned = compiler.compile(model, input_shapes=shapes, num_threads=2, cache=False, tuned=False)
+    assert marker in tuned.kernel_listing and marker not in untuned.kernel_listing
+    x = {"image": np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)}
+    np.testing.assert_allclose(list(tuned.run(x).values())[0], list(untuned.run(x).values())[0], rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("name", ["conv_1x1", "depthwise_3x3", "gemm_odd"])
 def test_tune_problem_returns_a_checked_candidate(target, name):
     problem = tuning_problem(PROBLEMS[name])

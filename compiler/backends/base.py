@@ -25,6 +25,7 @@ class BuildOptions:
     num_threads: int | None = None  # threads the model runs (and is tuned) with; None: all cores
     tune: bool = False  # time schedules this device has not tuned yet, and cache them
     tune_budget_s: float = 10.0  # per problem tuned
+    tuned: bool = True  # schedules from the tuning database where it has them; False: heuristic defaults only
     profile: bool = False  # timers around every kernel call (`compile bench --profile`)
     precision: str = "fp32"  # what products compute in (`ir.registry.PRECISIONS`)
     exclude: tuple[str, ...] = ()  # node names or op types kept in fp32 whatever `precision` says

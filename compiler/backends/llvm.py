@@ -56,7 +56,10 @@ class LLVMBackend(Backend):
 
     def _schedules(self, options: BuildOptions):
         from ..autotune import TunedSchedules
+        from ..codegen.schedule import HEURISTIC
 
+        if not options.tuned:
+            return HEURISTIC
         return TunedSchedules(threads=options.num_threads, tune=options.tune, budget_s=options.tune_budget_s)
 
     def plan(self, graph: Graph, target, options: BuildOptions, ctx=None) -> BuildPlan:
@@ -126,8 +129,8 @@ class LLVMBackend(Backend):
         if options.profile:
             return None
         precision = options.precision + "".join(f" -exclude={x}" for x in sorted(options.exclude))
-        return (f"{target} -O{self.level(options)} precision={precision} "
-                f"tuned={fingerprint(self.cpu(target), options.num_threads)}")
+        tuned = fingerprint(self.cpu(target), options.num_threads) if options.tuned else "off"
+        return f"{target} -O{self.level(options)} precision={precision} tuned={tuned}"
 
     def tuning_database(self, target, threads: int):
         from ..autotune.database import TuningDatabase
