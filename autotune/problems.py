@@ -29,6 +29,8 @@ def tuning_problem(problem):
         p = dataclasses.replace(p, quant=TUNING_QUANT)
     if getattr(p, "out_quant", None) is not None:
         p = dataclasses.replace(p, out_quant=TUNING_QUANT)
+    if getattr(p, "res_quant", None) is not None:
+        p = dataclasses.replace(p, res_quant=TUNING_QUANT)
     return p
 
 

@@ -36,10 +36,15 @@ def quantize_activation(x: np.ndarray, scale: float, zero_point: int) -> np.ndar
     return np.clip(q, ACT_QMIN, ACT_QMAX).astype(np.uint8)
 
 
+def dequantize_activation(codes: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """uint8 codes -> float32: (code - zero_point) * scale, in float32 as the kernels do."""
+    return (np.asarray(codes).astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
 def fake_quantize_activation(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """x as the int8 product sees it: quantized to uint8 and back, in x's float type."""
-    q = quantize_activation(x, scale, zero_point).astype(np.float32)
-    return ((q - np.float32(zero_point)) * np.float32(scale)).astype(np.asarray(x).dtype, copy=False)
+    q = quantize_activation(x, scale, zero_point)
+    return dequantize_activation(q, scale, zero_point).astype(np.asarray(x).dtype, copy=False)
 
 
 def weight_scales(w: np.ndarray, axis: int) -> np.ndarray:

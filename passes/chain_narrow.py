@@ -20,8 +20,12 @@ the bytes.
 
 A max pool between products (VGG's stage ends) runs on the narrow values: quantizing and
 rounding are monotone, so max commutes with them, and the producer narrows for the pool's
-readers. A value that is a graph output, or that any other op reads (a residual Add, an
-average pool, a concat), stays float32.
+readers. int8 only: an int8 conv that adds the value as its residual (a ResNet block's
+input, read by the next block's first conv and added by its last) takes it as those codes
+too, dequantized as its epilogue loads it (`residual_scale`, `residual_zero_point`), as
+onnxruntime's QDQ form quantizes both inputs of the Add; its activation readers decide the
+codes. A value that is a graph output, or that any other op reads (an average pool, a
+concat, a float Add), stays float32.
 
 bf16 only: a value that an elementwise node computes (DenseNet's concatenated features
 after BatchNorm and ReLU, a pre-activation block's ReLU) and that only bf16 products read
@@ -70,6 +74,7 @@ def _reader_form(v: Value, users: dict, outputs: set, through: list) -> tuple | 
     if v in outputs or not readers or not isinstance(v.type, TensorType) or v.type.dtype is not dtypes.float32:
         return None
     forms = set()
+    residual = False
     for reader in readers:
         if reader.op == "MaxPoolNhwc" and len(reader.outputs) == 1:
             inner = _reader_form(reader.outputs[0], users, outputs, through)
@@ -79,9 +84,22 @@ def _reader_form(v: Value, users: dict, outputs: set, through: list) -> tuple | 
             forms.add(inner)
         elif _form(reader) is not None and not any(u is v for u in reader.inputs[1:]):
             forms.add(_form(reader))
+        elif _adds_as_residual(reader, v):
+            residual = True
         else:
             return None
-    return forms.pop() if len(forms) == 1 else None
+    if len(forms) != 1 or residual and next(iter(forms))[0] != "int8":
+        return None  # a residual reader takes the codes its activation readers agree on, and only int8 ones
+    return forms.pop()
+
+
+def _adds_as_residual(reader: Node, v: Value) -> bool:
+    """Whether `reader` is an int8 conv adding `v` as its residual (and reading it no other way):
+    it can take v as the chain's uint8 codes, dequantized in its epilogue."""
+    form = _form(reader)
+    ins = reader.inputs
+    return (reader.op == "ConvNhwc" and form is not None and form[0] == "int8" and len(ins) > 3 and ins[3] is v
+            and not any(u is v for u in ins[:3]))
 
 
 def _narrowed(node: Node, form: tuple | None) -> tuple[dict, object]:
@@ -119,17 +137,24 @@ def chain_narrow(graph: Graph, ctx: PassContext) -> Graph:
     values, node_names = all_names(graph)
     names, node_scope = NameScope(values), NameScope(node_names)
     nodes = []
+    codes: dict[Value, tuple] = {}  # uint8 value -> (scale, zero point) of its codes
     for node in graph.nodes:
         inputs = [narrow.get(v, v) for v in node.inputs]
         produced = id(node)
+        attrs = node.attrs
+        if len(inputs) > 3 and inputs[3] in codes and node.op == "ConvNhwc":  # an int8 chain's residual
+            attrs = {**attrs, "residual_scale": codes[inputs[3]][0], "residual_zero_point": codes[inputs[3]][1]}
         if id(node) in chained or id(node) in pools:
-            attrs, dtype = _narrowed(node, chained.get(id(node)))
+            attrs, dtype = _narrowed(dataclasses.replace(node, attrs=attrs), chained.get(id(node)))
             y = node.outputs[0]
             out = Value(y.name, TensorType(y.type.shape, dtype or pools[id(node)]))
             narrow[y] = out
+            if out.type.dtype is dtypes.uint8:
+                codes[out] = ((attrs["out_scale"], attrs["out_zero_point"]) if id(node) in chained
+                              else codes[inputs[0]])  # a max pool keeps its input's codes
             node = dataclasses.replace(node, inputs=inputs, outputs=[out], attrs=attrs)
-        elif inputs != node.inputs:
-            node = dataclasses.replace(node, inputs=inputs)
+        elif inputs != node.inputs or attrs is not node.attrs:
+            node = dataclasses.replace(node, inputs=inputs, attrs=attrs)
         nodes.append(node)
         if produced in rounded:  # the Cast that fusion appends to this producer's kernel
             y = rounded[produced]

@@ -11,10 +11,12 @@ that cancel to near zero).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
-from compiler.codegen.llvm.microkernels import AOperand, GemmProblem, default_schedule, pack_weights
+from compiler.codegen.llvm.microkernels import AOperand, ConvProblem, Epilogue, GemmProblem, default_schedule, pack_weights
 from compiler.codegen.llvm.microkernels import epilogue as E
 from compiler.codegen.llvm.target import cpu_target
 from compiler.ir import int8
@@ -182,6 +184,70 @@ def test_int8_chain_conv_reads_and_writes_codes(chain_lib, key):
     qw, sw = int8.quantize_weights(w, axis=0)
     acc = conv_reference(x.astype(np.float64) - SIGNED[1], qw.astype(np.float64), c) * (np.float32(SIGNED[0]) * sw)
     _codes_close(y, E.reference(c.epilogue, acc, residual=res, **vecs))
+
+
+# int8 chains: the residual given as uint8 codes too (`GemmProblem.res_quant`), with the
+# output as codes or as float32; odd channel counts leave masked tails in every row.
+RES = int8.activation_params(-0.5, 2.0)
+RESIDUAL_CONVS = {
+    "1x1_res_relu_odd": (ConvProblem(2, 24, 7, 9, 37, 1, 1, epilogue=Epilogue(bias=True, residual=True,
+                                                                                 activation="relu")), True),
+    "3x3_res_after_relu": (ConvProblem(1, 16, 10, 10, 20, 3, 3, (1, 1), (1, 1, 1, 1),
+                                       epilogue=Epilogue(scale_shift=True, residual=True, activation="relu",
+                                                         residual_after_activation=True)), True),
+    "3x3_s2_res_float_out": (ConvProblem(1, 32, 11, 11, 48, 3, 3, (2, 2), (1, 1, 1, 1),
+                                         epilogue=Epilogue(residual=True)), False),
+}
+
+
+@pytest.fixture(scope="module")
+def residual_lib():
+    from compiler.codegen.llvm.microkernels import emit_conv
+    from compiler.codegen.llvm.microkernels.build import compile_module, new_module
+
+    target, mod, kernels = _host(), new_module(), {}
+    for key, (conv, codes_out) in RESIDUAL_CONVS.items():
+        fields = {"quant": SIGNED, "a_codes": True, "res_quant": RES, "out_quant": OUT if codes_out else None}
+        kernels[key] = emit_conv(mod, key, dataclasses.replace(conv, **fields), target)
+    return compile_module(mod, target), kernels
+
+
+@pytest.mark.parametrize("key", sorted(RESIDUAL_CONVS))
+def test_int8_chain_conv_adds_a_residual_given_as_codes(residual_lib, key):
+    """The residual's codes are dequantized as they are loaded ((code - zero point) * scale)."""
+    library, kernels = residual_lib
+    c = kernels[key].problem
+    codes_out = RESIDUAL_CONVS[key][1]
+    rng = np.random.default_rng(len(key) + 3)
+    x = rng.integers(0, 256, (c.batch, c.in_h, c.in_w, c.in_c), dtype=np.uint8)
+    w = rand(rng, c.out_c, c.in_c // c.groups, c.kh, c.kw)
+    vecs = {name: rand(rng, c.out_c) for name in ("bias", "scale", "shift")}
+    res = rng.integers(0, 256, (c.batch, c.out_h, c.out_w, c.out_c), dtype=np.uint8)
+    y = np.zeros(res.shape, np.uint8 if codes_out else np.float32)
+    ptr = {name: vecs[name].ctypes.data if name in vecs else None for name in ("bias", "scale", "shift")}
+    packed = kernels[key].pack(w)  # held: ctypes takes only its address
+    library.function(key)(x.ctypes.data, packed.ctypes.data, y.ctypes.data, ptr["bias"], ptr["scale"], ptr["shift"],
+                          res.ctypes.data, 2)
+    qw, sw = int8.quantize_weights(w, axis=0)
+    acc = conv_reference(x.astype(np.float64) - SIGNED[1], qw.astype(np.float64), c) * (np.float32(SIGNED[0]) * sw)
+    want = E.reference(c.epilogue, acc, residual=int8.dequantize_activation(res, *RES), **vecs)
+    if codes_out:
+        _codes_close(y, want)
+    else:
+        np.testing.assert_allclose(y, want, rtol=2e-5, atol=2e-5)
+
+
+def test_residual_codes_belong_to_int8_problems_with_a_residual():
+    from compiler.codegen.llvm.microkernels import emit_gemm
+    from compiler.codegen.llvm.microkernels.build import new_module
+    from compiler.ir.errors import CompilerError
+
+    target = cpu_target({"mcpu": "znver4"})
+    for prob, why in ((GemmProblem(AOperand.matrix(8, 32), 16, epilogue=Epilogue(residual=True), res_quant=RES),
+                       "belong to int8 problems"),
+                      (GemmProblem(AOperand.matrix(8, 32), 16, quant=SIGNED, res_quant=RES), "does not add")):
+        with pytest.raises(CompilerError, match=why):
+            emit_gemm(new_module(), "g", prob, default_schedule(target, prob))
 
 
 def test_int8_chain_refuses_k_in_chunks():

@@ -77,14 +77,23 @@ def _quant(attrs: dict) -> tuple[float, int] | None:
     return float(attrs["act_scale"]), int(attrs["act_zero_point"])
 
 
-def _int8_fields(attrs: dict, x, y) -> dict:
+def _int8_fields(attrs: dict, x, y, residual=None) -> dict:
     """The int8 fields of a product's problem: quant, and in an int8 chain a_codes (X is
-    uint8 codes) and out_quant (Y is)."""
+    uint8 codes), out_quant (Y is) and res_quant (the residual is)."""
     quant = _quant(attrs)
     if quant is None:
         return {}
     out = (float(attrs["out_scale"]), int(attrs["out_zero_point"])) if attrs.get("out_scale") else None
-    return {"quant": quant, "a_codes": x.type.dtype.name == "uint8", "out_quant": out}
+    fields = {"quant": quant, "a_codes": x.type.dtype.name == "uint8", "out_quant": out}
+    if _residual_codes(attrs, residual):
+        fields["res_quant"] = (float(attrs["residual_scale"]), int(attrs["residual_zero_point"]))
+    return fields
+
+
+def _residual_codes(attrs: dict, residual) -> bool:
+    """An int8 conv's residual arriving as an int8 chain's uint8 codes."""
+    return (residual is not None and residual.type.dtype.name == "uint8" and is_int8(attrs)
+            and bool(attrs.get("residual_scale")))
 
 
 def _product_types_ok(attrs: dict, x, y, *floats) -> bool:
@@ -194,7 +203,8 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
     bias, residual = _input(node, 2), _input(node, 3)
     weights = consts.get(w)
     attrs = _attrs(node)
-    if weights is None or not _product_types_ok(attrs, x, y, w, bias, residual) or x.type.rank != 4 or weights.ndim != 4:
+    floats = [w, bias] + ([] if _residual_codes(attrs, residual) else [residual])
+    if weights is None or not _product_types_ok(attrs, x, y, *floats) or x.type.rank != 4 or weights.ndim != 4:
         return None
     batch, in_h, in_w, in_c = _shape(x)
     if 0 in _shape(x) or 0 in weights.shape or 0 in _shape(y):
@@ -206,7 +216,7 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
                            tuple(attrs["strides"]), tuple(attrs["pads"]), tuple(attrs["dilations"]), attrs["group"],
                            epilogue)
         if not conv.depthwise:
-            conv = replace(conv, **_narrow_float(attrs, x, y), **_int8_fields(attrs, x, y))
+            conv = replace(conv, **_narrow_float(attrs, x, y), **_int8_fields(attrs, x, y, residual))
         elif _quant(attrs) is not None:
             return None  # depthwise int8: the loop-IR rule (the precision pass keeps these fp32)
         lanes = target_lanes(target)

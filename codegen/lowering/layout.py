@@ -166,6 +166,9 @@ def _conv_nhwc(ctx: LowerContext):
             if bias is not None:
                 s = L.add(s, L.cast(wide(bias[[m]]), acc))
             res = L.cast(wide(residual[idx]), acc) if residual is not None else None
+            if res is not None and residual.dtype.name == "uint8":  # an int8 chain's codes
+                res = L.mul(L.sub(res, L.const(float(ctx.attrs["residual_zero_point"]), acc)),
+                            L.const(float(ctx.attrs["residual_scale"]), acc))
             if res is not None and not after:
                 s = L.add(s, res)
             s = act(s)

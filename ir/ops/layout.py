@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import flops
+from .. import flops, int8
 from ..registry import Attr, Category, InferContext, OpDef, Precision, RefContext
 from ..types import TensorType
 from .activations import ACTIVATION_ATTRS, apply_activation, check_activation
 from ._window import resolve_window
 from .conv import _ref_conv
-from .matmul import COMPUTE_ATTR, accumulator, product_operands, product_result, product_types
+from .matmul import COMPUTE_ATTR, accumulator, check_uint8_params, product_operands, product_result, product_types
 from .normalization import _lrn_reference
 from .pool import _ref_average_pool, _ref_max_pool
 from .reduction import require_float
@@ -38,8 +38,11 @@ def channels_first_perm(rank: int) -> tuple[int, ...]:
 
 _WINDOW_ATTRS = {"strides": Attr("ints", [1, 1]), "pads": Attr("ints", [0, 0, 0, 0]),
                  "dilations": Attr("ints", [1, 1])}
+# An int8 product's residual may arrive as uint8 codes of (residual_scale, residual_zero_point):
+# an int8 chain's value (`passes.chain_narrow`), dequantized where it is added.
 _CONV_ATTRS = {**_WINDOW_ATTRS, "group": Attr("int", 1), **ACTIVATION_ATTRS,
-               "residual_after_activation": Attr("int", 0), **COMPUTE_ATTR}
+               "residual_after_activation": Attr("int", 0), "residual_scale": Attr("float", 0.0),
+               "residual_zero_point": Attr("int", 0), **COMPUTE_ATTR}
 _POOL_ATTRS = {**_WINDOW_ATTRS, "kernel_shape": Attr("ints"), "ceil_mode": Attr("int", 0)}
 
 
@@ -94,8 +97,17 @@ def _infer_conv_nhwc(ctx: InferContext):
     shape = (n, out[0], out[1], m)
     if ctx.has(3):
         r = ctx.input(3)
-        if r.dtype != dtype or (r.shape is not None and not _same_shape(r.shape, shape)):
-            raise ctx.error(f"residual must be {dtype} of exactly the output's shape {list(shape)}, got {r}")
+        codes = r.dtype.name == "uint8"
+        if codes:
+            compute = ctx.attrs["compute"]
+            if compute is None or compute.name != "int8":
+                raise ctx.error(f"a uint8 residual (int8 codes) belongs to a compute=int8 conv, got {r}")
+            check_uint8_params(ctx, "residual_scale", "residual_zero_point", "the residual's uint8 codes")
+        if (r.dtype != dtype and not codes) or (r.shape is not None and not _same_shape(r.shape, shape)):
+            raise ctx.error(f"residual must be {dtype} (or int8 codes) of exactly the output's shape {list(shape)}, "
+                            f"got {r}")
+    elif ctx.attrs["residual_scale"]:
+        raise ctx.error("residual_scale is set but there is no residual")
     return [TensorType(shape, out_dtype)]
 
 
@@ -114,6 +126,8 @@ def _ref_conv_nhwc(ctx, x, w, b=None, residual=None):
     y = _ref_conv(_forwarded(ctx, conv_attrs), x.astype(acc).transpose(TO_NCHW), w.astype(acc),
                   None if b is None else b.astype(acc)).transpose(TO_NHWC)
     after = bool(attrs["residual_after_activation"])
+    if residual is not None and residual.dtype == np.uint8:  # an int8 chain's codes
+        residual = int8.dequantize_activation(residual, attrs["residual_scale"], attrs["residual_zero_point"])
     if residual is not None and not after:
         y = y + residual.astype(acc)
     y = apply_activation(y, attrs)

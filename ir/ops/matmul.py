@@ -40,7 +40,7 @@ COMPUTE_ATTR = {"compute": Attr("dtype", None), "act_scale": Attr("float", 0.0),
 COMPUTE_TYPES = ("bfloat16", "float16", "int8")
 
 
-def _check_uint8_params(ctx: InferContext, scale_attr: str, zp_attr: str, what: str) -> None:
+def check_uint8_params(ctx: InferContext, scale_attr: str, zp_attr: str, what: str) -> None:
     scale, zp = ctx.attrs[scale_attr], ctx.attrs[zp_attr]
     if not (scale > 0 and np.isfinite(scale)) or not 0 <= zp <= 255:
         raise ctx.error(f"compute=int8 needs {scale_attr} > 0 and {zp_attr} in 0..255 ({what}), "
@@ -72,9 +72,9 @@ def product_types(ctx: InferContext, x_dtype, w_dtype):
     if w_dtype.name != "float32" or x_dtype.name not in ("float32", "uint8"):
         raise ctx.error(f"compute=int8 takes float32 weights and a float32 or uint8 (codes) activation; "
                         f"got {x_dtype.name} and {w_dtype.name}")
-    _check_uint8_params(ctx, "act_scale", "act_zero_point", "the activation's uint8 quantization")
+    check_uint8_params(ctx, "act_scale", "act_zero_point", "the activation's uint8 quantization")
     if out_scale:
-        _check_uint8_params(ctx, "out_scale", "out_zero_point", "the output's uint8 quantization")
+        check_uint8_params(ctx, "out_scale", "out_zero_point", "the output's uint8 quantization")
         return w_dtype, dtypes.uint8
     return w_dtype, w_dtype
 
@@ -99,7 +99,7 @@ def product_operands(attrs: dict, x: np.ndarray, w: np.ndarray, channel_axis: in
     if compute.name == "int8":
         scale, zp = attrs["act_scale"], attrs["act_zero_point"]
         if x.dtype == np.uint8:  # already codes
-            x = (x.astype(np.float32) - np.float32(zp)) * np.float32(scale)
+            x = int8.dequantize_activation(x, scale, zp)
         return (int8.fake_quantize_activation(x, scale, zp),
                 int8.fake_quantize_weights(w, channel_axis).astype(w.dtype, copy=False))
     w = w.astype(compute.numpy).astype(w.dtype)

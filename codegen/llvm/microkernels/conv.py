@@ -53,6 +53,7 @@ class ConvProblem:
     fp16: bool = False  # float16 weights (`GemmProblem.fp16`); depthwise convs ignore it
     a_bf16: bool = False  # bfloat16: X holds bfloat16 bits (`GemmProblem.a_bf16`); not depthwise
     out_bf16: bool = False  # bfloat16: Y as bfloat16 bits (`GemmProblem.out_bf16`); not depthwise
+    res_quant: tuple[float, int] | None = None  # int8: the residual as uint8 codes (`GemmProblem.res_quant`)
 
     def __post_init__(self):
         if self.in_c % self.groups or self.out_c % self.groups:
@@ -83,7 +84,7 @@ class ConvProblem:
         a = G.AOperand(self.batch, self.in_h, self.in_w, self.in_c, self.out_h, self.out_w, self.in_c // self.groups,
                        self.kh, self.kw, self.stride, self.pads[:2], self.dilation)
         return G.GemmProblem(a, self.out_c // self.groups, self.groups, self.out_c, self.epilogue, self.bf16, self.quant,
-                             self.a_codes, self.out_quant, self.fp16, self.a_bf16, self.out_bf16)
+                             self.a_codes, self.out_quant, self.fp16, self.a_bf16, self.out_bf16, self.res_quant)
 
 
 @dataclass(frozen=True)

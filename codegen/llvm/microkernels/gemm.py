@@ -47,8 +47,8 @@ compensation -zero_point * sum_k B_q[k, n] (int32) and the dequantization scale
 scale_a * scale_w[n] (float32); the epilogue adds the one, converts, multiplies by the
 other, and then runs the float32 epilogue as usual. In an int8 chain (`a_codes`,
 `out_quant`) A is already uint8 codes, so packing copies bytes (padding taps read the zero
-point's code), and the epilogue quantizes its float32 result to uint8 codes and stores
-bytes; such a problem keeps K in one chunk (partial sums have no int32 home in a uint8 C).
+point's code), the epilogue quantizes its float32 result to uint8 codes and stores
+bytes, and a residual may arrive as codes too (`res_quant`: dequantized as it is loaded); such a problem keeps K in one chunk (partial sums have no int32 home in a uint8 C).
 AMX tiles (`GemmSchedule.amx`, Sapphire Rapids and later; `microkernels.amx`): bfloat16 and
 int8 problems with the same packed B (each chunk padded to whole 16-slot tile rows) and a
 tile-major packed A (per 16 rows and 16 k slots one contiguous KiB, `_Gen._retile`); the
@@ -74,8 +74,8 @@ from ...schedule import Knob
 from . import amx as AMX
 from . import epilogue as E
 from .irutil import (F32, F32P, HALF, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16,
-                     dot_u8s8, entry_alloca, fma, i64, imin, load_half_vec, load_vec, new_function, store_codes,
-                     store_narrow, store_vec, to_bf16, u8_codes, vec_type)
+                     dot_u8s8, entry_alloca, fconst, fma, i64, imin, load_codes, load_half_vec, load_vec, new_function,
+                     store_codes, store_narrow, store_vec, to_bf16, u8_codes, vec_type)
 
 # ------------------------------------------------------------------ problem description
 
@@ -137,6 +137,7 @@ class GemmProblem:
     fp16: bool = False  # B rounded to float16 (stored so with half_b), A and products float32 (F16C)
     a_bf16: bool = False  # bf16: A arrives as bfloat16 bits (a bfloat16 chain), not float32
     out_bf16: bool = False  # bf16: C leaves as bfloat16 bits, rounded once in the epilogue
+    res_quant: tuple[float, int] | None = None  # int8: the residual arrives as uint8 codes of (scale, zero point)
 
     @property
     def narrow_out(self) -> bool:
@@ -643,8 +644,10 @@ class _Gen:
         if prob.fp16 and per > 1:
             raise CompilerError(f"gemm {name}: float16 weights go with float32 A, not bf16={prob.bf16}, "
                                 f"quant={prob.quant}")
-        if (prob.a_codes or prob.out_quant is not None) and prob.quant is None:
+        if (prob.a_codes or prob.out_quant is not None or prob.res_quant is not None) and prob.quant is None:
             raise CompilerError(f"gemm {name}: uint8 codes in or out belong to int8 problems (quant is unset)")
+        if prob.res_quant is not None and not prob.epilogue.residual:
+            raise CompilerError(f"gemm {name}: res_quant describes a residual the epilogue does not add")
         if (prob.a_bf16 or prob.out_bf16) and not prob.bf16:
             raise CompilerError(f"gemm {name}: bfloat16 A or C belong to bfloat16 problems (bf16 is unset)")
         if prob.narrow_out and len(self.chunks) > 1:
@@ -1144,7 +1147,14 @@ class _Gen:
         v32 = ir.VectorType(I32, L)
         for i in range(mr):
             for v in range(nv):
-                res = load_vec(b, c_ptr(A["res"], rows[i], v), L, lanes_of[v]) if ep.residual else None
+                res = None
+                if ep.residual and self.p.res_quant is not None:  # an int8 chain's codes, dequantized
+                    at = b.add(b.mul(rows[i], i64(self.p.out_stride)), b.add(n0, i64(v * L)))
+                    res_scale, res_zp = self.p.res_quant
+                    codes = load_codes(b, b.gep(b.bitcast(A["res"], I8P), [at]), L, lanes_of[v])
+                    res = b.fmul(b.fsub(codes, fconst(float(res_zp), L)), fconst(float(res_scale), L))
+                elif ep.residual:
+                    res = load_vec(b, c_ptr(A["res"], rows[i], v), L, lanes_of[v])
                 value = b.load(acc[i][v])
                 if quant:  # int32 sums -> float32: (acc + compensation) * scale_a * scale_w[n]
                     exact = b.add(b.bitcast(value, v32), b.bitcast(cols[v]["comp"], v32))

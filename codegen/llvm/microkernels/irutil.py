@@ -196,6 +196,20 @@ def u8_codes(b: ir.IRBuilder, vec, inverse_scale: float, zero_point: int):
     return b.fptosi(q, ir.VectorType(I32, lanes))
 
 
+def load_codes(b: ir.IRBuilder, ptr, lanes: int, active: int | None = None):
+    """`lanes` uint8 codes at `ptr` (i8*) as a float vector of their values (0 to 255);
+    only the first `active` bytes touch memory."""
+    vty = ir.VectorType(I8, lanes)
+    vp = b.bitcast(ptr, vty.as_pointer())
+    if active is None or active >= lanes:
+        raw = b.load(vp, align=1)
+    else:
+        fn = declare(b.module, f"llvm.masked.load.v{lanes}i8.p0", vty,
+                     [vty.as_pointer(), I32, _mask(lanes, active).type, vty])
+        raw = b.call(fn, [vp, ir.Constant(I32, 1), _mask(lanes, active), ir.Constant(vty, None)])
+    return b.uitofp(raw, vec_type(lanes))
+
+
 def store_codes(b: ir.IRBuilder, codes, ptr, count) -> None:
     """Store the first `count` lanes (an i32 value, or a constant int) of <16 x i32> codes
     as bytes at `ptr` (i8*), with AVX-512's truncating masked store (`vpmovdb` to memory).
