@@ -24,8 +24,11 @@ readers. int8 only: an int8 conv that adds the value as its residual (a ResNet b
 input, read by the next block's first conv and added by its last) takes it as those codes
 too, dequantized as its epilogue loads it (`residual_scale`, `residual_zero_point`), as
 onnxruntime's QDQ form quantizes both inputs of the Add; its activation readers decide the
-codes. A value that is a graph output, or that any other op reads (an average pool, a
-concat, a float Add), stays float32.
+codes. A channel Concat of int8 products' results that int8 products read (Inception's
+and SqueezeNet's joins) joins codes: each producer quantizes with the readers' parameters,
+calibrated on the joined values, and the Concat is written in place by them as before. A
+value that is a graph output, or that any other op reads (an average pool, a float Add),
+stays float32.
 
 bf16 only: a value that an elementwise node computes (DenseNet's concatenated features
 after BatchNorm and ReLU, a pre-activation block's ReLU) and that only bf16 products read
@@ -65,7 +68,7 @@ def _form(node: Node) -> tuple | None:
     return _BF16 if compute.name == "bfloat16" else None
 
 
-def _reader_form(v: Value, users: dict, outputs: set, through: list) -> tuple | None:
+def _reader_form(v: Value, users: dict, outputs: set, through: list, concats: dict | None = None) -> tuple | None:
     """The one form every reader of float32 `v` narrows it with, when all of them are
     reduced-precision products reading it as their activation, or max pools whose outputs
     are read that way (collected in `through`: narrowing commutes with max, so the pool can
@@ -77,7 +80,7 @@ def _reader_form(v: Value, users: dict, outputs: set, through: list) -> tuple | 
     residual = False
     for reader in readers:
         if reader.op == "MaxPoolNhwc" and len(reader.outputs) == 1:
-            inner = _reader_form(reader.outputs[0], users, outputs, through)
+            inner = _reader_form(reader.outputs[0], users, outputs, through, concats)
             if inner is None:
                 return None
             through.append(reader)
@@ -86,6 +89,8 @@ def _reader_form(v: Value, users: dict, outputs: set, through: list) -> tuple | 
             forms.add(_form(reader))
         elif _adds_as_residual(reader, v):
             residual = True
+        elif concats and id(reader) in concats:  # a Concat of int8 products' codes (`_code_concats`)
+            forms.add(concats[id(reader)][0])
         else:
             return None
     if len(forms) != 1 or residual and next(iter(forms))[0] != "int8":
@@ -112,10 +117,34 @@ def _narrowed(node: Node, form: tuple | None) -> tuple[dict, object]:
     return {**node.attrs, "out_dtype": dtypes.bfloat16}, dtypes.bfloat16
 
 
+def _code_concats(graph: Graph, users: dict, outputs: set) -> dict:
+    """id(Concat) -> (form, max pools after it) for the channel Concats that can join uint8
+    codes: every input a float32 result of an int8 product that nothing else reads, and the
+    output read (directly or through max pools) by int8 products as their activation. Each
+    input's producer then quantizes with the readers' parameters, so the codes join as they
+    are (the readers' range was calibrated on the joined values)."""
+    made_by = {v: n for n in graph.nodes for v in n.outputs}
+    found = {}
+    for node in graph.nodes:
+        z = node.outputs[0] if node.op == "Concat" and node.outputs else None
+        if z is None or z.type.rank != 4 or int(node.attrs.get("axis", 0)) % 4 != 3 or z in outputs:
+            continue
+        through: list[Node] = []
+        form = _reader_form(z, users, outputs, through)
+        if form is None or form[0] != "int8" or len(set(node.inputs)) != len(node.inputs):
+            continue
+        if all(v is not None and v not in outputs and v.type.dtype is dtypes.float32 and users.get(v) == [node]
+               and v in made_by and (_form(made_by[v]) or ("",))[0] == "int8" and not made_by[v].attrs.get("out_scale")
+               for v in node.inputs):
+            found[id(node)] = (form, through)
+    return found
+
+
 @graph_pass
 def chain_narrow(graph: Graph, ctx: PassContext) -> Graph:
     users = graph.users()
     outputs = set(graph.outputs)
+    concats = _code_concats(graph, users, outputs)
     narrow: dict[Value, Value] = {}  # float32 value -> the narrow value that replaces it
     chained: dict[int, tuple] = {}  # id(product) -> the form its output leaves in
     pools: dict[int, object] = {}  # id(max pool) running on narrow values -> their dtype
@@ -124,7 +153,7 @@ def chain_narrow(graph: Graph, ctx: PassContext) -> Graph:
         form = _form(node)
         through: list[Node] = []
         if form is not None and not node.attrs.get("out_scale") and node.attrs.get("out_dtype") is None:
-            readers = _reader_form(node.outputs[0], users, outputs, through)
+            readers = _reader_form(node.outputs[0], users, outputs, through, concats)
             if readers is not None and readers[0] == form[0]:  # int8 feeds int8, bf16 feeds bf16
                 chained[id(node)] = readers
                 pools.update((id(p), _narrowed(node, readers)[1]) for p in through)
@@ -132,6 +161,8 @@ def chain_narrow(graph: Graph, ctx: PassContext) -> Graph:
             if _reader_form(node.outputs[0], users, outputs, through) == _BF16:
                 rounded[id(node)] = node.outputs[0]
                 pools.update((id(p), dtypes.bfloat16) for p in through)
+    for form, through in concats.values():
+        pools.update((id(p), dtypes.uint8) for p in through)
     if not chained and not rounded:
         return graph
     values, node_names = all_names(graph)
@@ -144,7 +175,14 @@ def chain_narrow(graph: Graph, ctx: PassContext) -> Graph:
         attrs = node.attrs
         if len(inputs) > 3 and inputs[3] in codes and node.op == "ConvNhwc":  # an int8 chain's residual
             attrs = {**attrs, "residual_scale": codes[inputs[3]][0], "residual_zero_point": codes[inputs[3]][1]}
-        if id(node) in chained or id(node) in pools:
+        if id(node) in concats:  # its inputs arrive as codes of its readers' form: it joins codes
+            form = concats[id(node)][0]
+            y = node.outputs[0]
+            out = Value(y.name, TensorType(y.type.shape, dtypes.uint8))
+            narrow[y] = out
+            codes[out] = (form[1], form[2])
+            node = dataclasses.replace(node, inputs=inputs, outputs=[out], attrs=attrs)
+        elif id(node) in chained or id(node) in pools:
             attrs, dtype = _narrowed(dataclasses.replace(node, attrs=attrs), chained.get(id(node)))
             y = node.outputs[0]
             out = Value(y.name, TensorType(y.type.shape, dtype or pools[id(node)]))

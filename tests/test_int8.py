@@ -484,3 +484,52 @@ def test_int8_chain_hands_a_residual_over_as_codes():
     got = compiler.compile(model, precision="int8", calibration=samples).run(feeds)["y"]
     np.testing.assert_allclose(got, run_graph(lowered, feeds)["y"], rtol=1e-4, atol=1e-4)
     assert _cosine(got, compiler.compile(model).run(feeds)["y"]) > 0.99
+
+
+def _joined_branches(extra_reader: bool = False) -> onnx.ModelProto:
+    """Two conv branches joined on the channels, the join read by a conv (and with
+    `extra_reader` by a Sigmoid too, which keeps it float32)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    inits = [numpy_helper.from_array((rng.standard_normal(s) / np.sqrt(np.prod(s[1:]))).astype(np.float32), n)
+             for n, s in (("wa", (8, 3, 1, 1)), ("wb", (12, 3, 3, 3)), ("wc", (8, 20, 3, 3)))]
+    nodes = [helper.make_node("Conv", ["x", "wa"], ["a"]), helper.make_node("Relu", ["a"], ["ra"]),
+             helper.make_node("Conv", ["x", "wb"], ["b"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["b"], ["rb"]),
+             helper.make_node("Concat", ["ra", "rb"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "wc"], ["y"], pads=[1, 1, 1, 1])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8, 12, 12])]
+    if extra_reader:
+        nodes.append(helper.make_node("Sigmoid", ["cat"], ["gate"]))
+        outputs.append(helper.make_tensor_value_info("gate", TensorProto.FLOAT, [2, 20, 12, 12]))
+    graph = helper.make_graph(nodes, "joined", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 12, 12])],
+                              outputs, inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("extra_reader", [False, True], ids=["conv_reads_the_join", "a_float_reader_too"])
+def test_int8_chain_joins_codes_in_a_concat(extra_reader):
+    """Both branches quantize with the reading conv's parameters, so the Concat joins their
+    uint8 codes (written in place by the branches); a float reader of the join keeps it float."""
+    model = _joined_branches(extra_reader)
+    samples, _ = _calibration()
+    options = BuildOptions(precision="int8", calibration=Calibration(tuple(samples)))
+    lowered = parse_target("llvm").backend.optimize(import_model(model), 2, PassContext(verify=True), options)
+    cat = next(n for n in lowered.nodes if n.op == "Concat")
+    reader = next(n for n in lowered.nodes if n.op == "ConvNhwc" and n.inputs[0] is cat.outputs[0])
+    branches = [n for n in lowered.nodes if n.op == "ConvNhwc" and n.outputs[0] in cat.inputs]
+    assert len(branches) == 2
+    if extra_reader:
+        assert cat.outputs[0].type.dtype is dtypes.float32 and not any(b.attrs.get("out_scale") for b in branches)
+    else:
+        assert cat.outputs[0].type.dtype is dtypes.uint8
+        assert all((b.attrs["out_scale"], b.attrs["out_zero_point"]) ==
+                   (reader.attrs["act_scale"], reader.attrs["act_zero_point"]) for b in branches)
+    feeds = _feeds()
+    _needs_vnni()
+    cm = compiler.compile(model, precision="int8", calibration=samples)
+    got = cm.run(feeds)["y"]
+    np.testing.assert_allclose(got, run_graph(lowered, feeds)["y"], rtol=1e-4, atol=1e-4)
+    assert _cosine(got, compiler.compile(model).run(feeds)["y"]) > 0.99
+    if not extra_reader:
+        assert not any("concat" in c["kernel"] for c in cm.calls)  # written in place
