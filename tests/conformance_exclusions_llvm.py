@@ -333,16 +333,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_castlike_FLOAT4E2M1_to_FLOAT_expanded',
         'test_castlike_FLOAT_to_FLOAT4E2M1_expanded',
     ),
-    'RotaryEmbedding: no lowering rule for this op yet': (
-        'test_rotary_embedding',
-        'test_rotary_embedding_3d_input',
-        'test_rotary_embedding_interleaved',
-        'test_rotary_embedding_no_position_ids',
-        'test_rotary_embedding_no_position_ids_interleaved',
-        'test_rotary_embedding_no_position_ids_rotary_dim',
-        'test_rotary_embedding_with_interleaved_rotary_dim',
-        'test_rotary_embedding_with_rotary_dim',
-    ),
     'TfIdfVectorizer: string tensors have no native representation': (
         'test_tfidfvectorizer_tf_batch_onlybigrams_skip0',
         'test_tfidfvectorizer_tf_batch_onlybigrams_skip5',
@@ -497,12 +487,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_string_concat_empty_string',
         'test_string_concat_utf8',
         'test_string_concat_zero_dimensional',
-    ),
-    'AffineGrid: no lowering rule for this op yet': (
-        'test_affine_grid_2d',
-        'test_affine_grid_2d_align_corners',
-        'test_affine_grid_3d',
-        'test_affine_grid_3d_align_corners',
     ),
     'Cast: a value has element type f8e8m0, which native code does not support yet': (
         'test_cast_e8m0_FLOAT16_to_FLOAT8E8M0',

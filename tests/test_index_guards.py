@@ -64,3 +64,31 @@ def test_computed_indices_are_clamped_never_read_out_of_bounds():
     y = compiler.compile(model, cache=False).run({"x": x})["y"]
     rows = np.minimum(np.argmax(x, 1) + 7, 9)
     np.testing.assert_array_equal(y, np.arange(40, dtype=np.float32).reshape(10, 4)[rows])
+
+
+def _rotary(interleaved=0):
+    """RotaryEmbedding of x [1, 2, 3, 8] (B, H, S, D) with position_ids [1, 3] a graph input
+    into caches of 6 positions."""
+    rng = np.random.default_rng(0)
+    cos = numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "cos")
+    sin = numpy_helper.from_array(rng.standard_normal((6, 4)).astype(np.float32), "sin")
+    node = helper.make_node("RotaryEmbedding", ["x", "cos", "sin", "pos"], ["y"], name="rope", interleaved=interleaved)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 8]),
+                                            helper.make_tensor_value_info("pos", TensorProto.INT64, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 3, 8])], [cos, sin])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 23)])
+
+
+@pytest.mark.parametrize("target", TARGETS, ids=["llvm", "reference", "cuda"])
+@pytest.mark.parametrize("interleaved", [0, 1])
+def test_rotary_positions_past_the_caches_are_refused_by_name(target, interleaved):
+    if target.startswith("cuda"):
+        pytest.importorskip("cuda.bindings.nvrtc")
+    model = _rotary(interleaved)
+    cm = compiler.compile(model, target=target, cache=False)
+    x = np.random.default_rng(1).standard_normal((1, 2, 3, 8)).astype(np.float32)
+    good = np.array([[0, 5, -1]], np.int64)  # negative positions count from the end, as numpy's do
+    want = compiler.compile(model, target="reference").run({"x": x, "pos": good})["y"]
+    np.testing.assert_allclose(cm.run({"x": x, "pos": good})["y"], want, rtol=1e-5, atol=1e-6)
+    with pytest.raises(InputError, match="input 'pos': index 6 is out of range for node 'rope' \\(RotaryEmbedding\\)"):
+        cm.run({"x": x, "pos": np.array([[0, 6, 1]], np.int64)})

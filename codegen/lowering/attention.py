@@ -189,4 +189,61 @@ def _attention(ctx: LowerContext):
                     lambda idx: y[[idx[0], L.div(idx[2], v_head), idx[1], L.mod(idx[2], v_head)]])]
 
 
-RULES = {"Attention": _attention}
+def _rotary_embedding(ctx: LowerContext):
+    """RotaryEmbedding: each output element is its own input element, or one of the two
+    rotated values of its pair (halves, or interleaved neighbours) with the position's cos
+    and sin. Every index a lane computes is clamped into range (the select keeps the lane
+    that is right; position_ids graph inputs are checked before the run, `passes/index_guards`)."""
+    x, cos, sin = ctx.input(0), ctx.input(1), ctx.input(2)
+    pos = ctx.input(3) if ctx.has(3) else None
+    a = ctx.attrs
+    shape = ctx.out_shape()
+    packed = x.rank == 3
+    d_head = shape[-1] // a["num_heads"] if packed else shape[-1]
+    rot = a["rotary_embedding_dim"] or d_head
+    half = rot // 2
+    if rot % 2 or rot > d_head or cos.shape[-1] < half:
+        raise NotLowerable(f"rotary_embedding_dim {rot} against heads of {d_head} and caches of {cos.shape[-1]}")
+    acc = _acc(x.dtype)
+
+    def clamp(i, hi):
+        return L.binary("min", L.binary("max", i, L.const(0)), L.const(hi - 1))
+
+    def element(idx):
+        if packed:
+            b, s, hd = idx
+            d, base = L.mod(hd, d_head), L.mul(L.div(hd, d_head), d_head)
+
+            def at(dd):
+                return wide(x[[b, s, L.add(base, dd)]])
+        else:
+            b, h, s, d = idx
+
+            def at(dd):
+                return wide(x[[b, h, s, dd]])
+        if a["interleaved"]:
+            i = L.div(d, 2)
+            real = L.binary("eq", L.mod(d, 2), L.const(0))
+            first, second = L.mul(i, 2), L.add(L.mul(i, 2), 1)
+        else:
+            real = L.binary("lt", d, L.const(half))
+            i = L.select(real, d, L.sub(d, half))
+            first, second = i, L.add(i, half)
+        i = clamp(i, half)
+        first, second = clamp(first, d_head), clamp(second, d_head)
+        if pos is not None:
+            p = L.cast(pos[[b, s]], dtypes.int64)
+            p = clamp(L.select(L.binary("lt", p, L.const(0)), L.add(p, cos.shape[0]), p), cos.shape[0])  # numpy's wrap
+            c, sn = wide(cos[[p, i]]), wide(sin[[p, i]])
+        else:
+            c, sn = wide(cos[[b, s, i]]), wide(sin[[b, s, i]])
+        x1, x2 = L.cast(at(first), acc), L.cast(at(second), acc)
+        c, sn = L.cast(c, acc), L.cast(sn, acc)
+        rotated = L.select(real, L.sub(L.mul(c, x1), L.mul(sn, x2)), L.add(L.mul(sn, x1), L.mul(c, x2)))
+        y = L.select(L.binary("lt", d, L.const(rot)), rotated, L.cast(at(clamp(d, d_head)), acc))
+        return L.cast(y, x.dtype)
+
+    return [Compute(shape, x.dtype, element)]
+
+
+RULES = {"Attention": _attention, "RotaryEmbedding": _rotary_embedding}

@@ -82,4 +82,35 @@ def _resize(ctx: LowerContext):
     return [Compute(ctx.out_shape(), out_dt, element)]
 
 
-RULES = {"Resize": _resize}
+def _affine_grid(ctx: LowerContext):
+    """AffineGrid: grid[n, ..., k] = theta[n, k, :] . (x, y[, z], 1), the normalized
+    coordinates of each output position (pixel centres with align_corners, cell centres
+    without) computed from its index."""
+    theta = ctx.input(0)
+    size = ctx.const(1)
+    if size is None:
+        raise NotLowerable("size (input 1) is known only at run time")
+    dims = [int(d) for d in np.asarray(size).reshape(-1)[2:]]
+    align = bool(ctx.attrs["align_corners"])
+    acc = dtypes.float64 if theta.dtype is dtypes.float64 else dtypes.float32
+
+    def position(i, length):
+        """Normalized coordinate of index i along an axis of `length` (`ir.ops.image._grid_positions`)."""
+        if align and length == 1:
+            return L.const(0.0, acc)
+        step, first = (2.0 / (length - 1), -1.0) if align else (2.0 / length, 1.0 / length - 1.0)
+        return L.add(L.mul(L.cast(i, acc), L.const(step, acc)), L.const(first, acc))
+
+    def element(idx):
+        n, spatial, k = idx[0], idx[1:-1], idx[-1]
+        # homogeneous point: the last spatial axis (x) first, then ..., then 1
+        coords = [position(i, d) for i, d in zip(reversed(spatial), reversed(dims))]
+        total = L.cast(theta[[n, k, L.const(len(dims))]], acc)
+        for j, c in enumerate(coords):
+            total = L.add(total, L.mul(L.cast(theta[[n, k, L.const(j)]], acc), c))
+        return L.cast(total, theta.dtype)
+
+    return [Compute(ctx.out_shape(), theta.dtype, element)]
+
+
+RULES = {"Resize": _resize, "AffineGrid": _affine_grid}

@@ -369,8 +369,7 @@ ROTARY_EMBEDDING = OpDef(
     infer=_rotary_infer, reference=_rotary_reference,
     category=Category.BROADCAST, precision=Precision.FOLLOW,
     attrs={"interleaved": Attr("int", 0), "rotary_embedding_dim": Attr("int", 0), "num_heads": Attr("int", None)},
-    doc="Rotary position embedding: rotates (halves or interleaved pairs of) each head by cos/sin of its position.",
-    not_lowerable=PENDING_RULE)
+    doc="Rotary position embedding: rotates (halves or interleaved pairs of) each head by cos/sin of its position.")
 
 
 # ---- LinearAttention ------------------------------------------------------------------

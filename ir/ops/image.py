@@ -363,7 +363,7 @@ AFFINE_GRID = OpDef(
     category=Category.OPAQUE, precision=Precision.FP32,
     attrs={"align_corners": Attr("int", 0)},
     doc="Sampling grid (N, *spatial, 2|3) of affine-transformed normalized coordinates, for GridSample.",
-    not_lowerable=PENDING_RULE)
+    shape_inputs=("size",))
 
 
 # ---- RoiAlign --------------------------------------------------------------------------------
