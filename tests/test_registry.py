@@ -16,7 +16,7 @@ from compiler.ir.registry import ATTR_KINDS, KERNEL_CLASSES, PENDING_RULE, Categ
 PENDING = {
     "BitCast", "BlackmanWindow", "CausalConvWithState", "Col2Im",
     "ConstantOfShape", "DFT", "DeformConv",
-    "Det", "GRU", "GridSample",
+    "Det", "GRU",
     "HammingWindow", "HannWindow", "LSTM", "LinearAttention",
     "MaxUnpool", "MelWeightMatrix",
     "QLinearConv", "RNN", "Range",

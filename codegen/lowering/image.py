@@ -82,6 +82,96 @@ def _resize(ctx: LowerContext):
     return [Compute(ctx.out_shape(), out_dt, element)]
 
 
+def _reflect(v, lo: float, hi: float, work):
+    """Coordinates outside [lo, hi] folded back in, mirrored at the borders as often as needed
+    (`ir.ops.image._reflect`)."""
+    span = hi - lo
+    if span <= 0:
+        return L.const(lo, work)
+    below, above = L.binary("lt", v, L.const(lo, work)), L.binary("gt", v, L.const(hi, work))
+    dist = L.select(below, L.sub(L.const(lo, work), v), L.sub(v, L.const(hi, work)))
+    flips = L.call("floor", L.div(dist, L.const(span, work)))
+    rest = L.sub(dist, L.mul(flips, L.const(span, work)))
+    even = L.binary("eq", L.sub(flips, L.mul(L.call("floor", L.mul(flips, L.const(0.5, work))), L.const(2.0, work))),
+                    L.const(0.0, work))
+    up, down = L.add(L.const(lo, work), rest), L.sub(L.const(hi, work), rest)
+    return L.select(below, L.select(even, up, down), L.select(above, L.select(even, down, up), v))
+
+
+def _cubic_weight(t, work, a: float = -0.75):
+    """Keys' cubic kernel at t (PyTorch's a = -0.75, as GridSample's bicubic)."""
+    t = L.call("abs", t)
+    c = lambda value: L.const(value, work)  # noqa: E731
+    near = L.add(L.mul(L.mul(L.sub(L.mul(c(a + 2), t), c(a + 3)), t), t), c(1.0))
+    far = L.sub(L.mul(L.add(L.mul(L.sub(L.mul(c(a), t), c(5 * a)), t), c(8 * a)), t), c(4 * a))
+    return L.select(L.binary("le", t, c(1.0)), near, L.select(L.binary("lt", t, c(2.0)), far, c(0.0)))
+
+
+def _grid_sample(ctx: LowerContext):
+    """GridSample: per output element, each spatial axis's source coordinate from the grid
+    (unnormalized, rounded for nearest, clamped or reflected by the padding mode), its taps
+    (1, 2 or 4) and weights, and the weighted sum over every combination of taps - the
+    reference's arithmetic (`ir.ops.image._grid_sample_reference`) per element. Every index
+    read is clamped into the input; zeros padding zeroes the weights of taps outside."""
+    from itertools import product
+
+    x, grid = ctx.input(0), ctx.input(1)
+    a = ctx.attrs
+    mode, padding, align = a["mode"], a["padding_mode"], bool(a["align_corners"])
+    spatial = list(x.shape[2:])
+    work = dtypes.float64 if grid.dtype is dtypes.float64 else dtypes.float32
+
+    def c(value):
+        return L.const(float(value), work)
+
+    def taps_along(axis: int, length: int, n, out_sp):
+        g = L.cast(grid[[n, *out_sp, L.const(len(spatial) - 1 - axis)]], work)  # the grid lists x first
+        coord = (L.mul(L.mul(L.add(g, c(1)), c(0.5)), c(length - 1)) if align
+                 else L.mul(L.sub(L.mul(L.add(g, c(1)), c(length)), c(1)), c(0.5)))
+        if mode == "nearest":
+            coord = L.call("round", coord)  # half to even, as PyTorch
+        lo, hi = (0.0, length - 1.0) if align else (-0.5, length - 0.5)
+        if padding == "border":
+            clipped = L.binary("min", L.binary("max", coord, c(0)), c(length - 1))
+            outside = L.binary("or", L.binary("lt", coord, c(lo)), L.binary("gt", coord, c(hi)))
+            coord = L.select(outside, clipped, coord)
+        elif padding == "reflection":
+            coord = _reflect(coord, lo, hi, work)
+        if mode == "nearest":
+            pairs = [(coord, c(1))]
+        else:
+            base = L.call("floor", coord)
+            frac = L.sub(coord, base)
+            if mode == "linear":
+                pairs = [(base, L.sub(c(1), frac)), (L.add(base, c(1)), frac)]
+            else:
+                pairs = [(L.add(base, c(k)), _cubic_weight(L.sub(frac, c(k)), work)) for k in (-1, 0, 1, 2)]
+        taps = []
+        for index, weight in pairs:
+            valid = L.binary("and", L.binary("ge", index, c(0)), L.binary("lt", index, c(length)))
+            if padding == "reflection":
+                index = _reflect(index, lo, hi, work)  # the cast below truncates toward zero, as np.trunc
+            if padding == "zeros":
+                weight = L.select(valid, weight, c(0))
+            inside = L.binary("min", L.binary("max", index, c(0)), c(length - 1))
+            taps.append((L.cast(inside, dtypes.int64), weight))
+        return taps
+
+    def element(idx):
+        n, ch, out_sp = idx[0], idx[1], idx[2:]
+        per_axis = [taps_along(axis, length, n, out_sp) for axis, length in enumerate(spatial)]
+        total = None
+        for combo in product(*per_axis):
+            weight = combo[0][1]
+            for _, w in combo[1:]:
+                weight = L.mul(weight, w)
+            term = L.mul(L.cast(x[[n, ch, *[i for i, _ in combo]]], work), weight)
+            total = term if total is None else L.add(total, term)
+        return L.cast(total, x.dtype)
+
+    return [Compute(ctx.out_shape(), x.dtype, element)]
+
+
 def _affine_grid(ctx: LowerContext):
     """AffineGrid: grid[n, ..., k] = theta[n, k, :] . (x, y[, z], 1), the normalized
     coordinates of each output position (pixel centres with align_corners, cell centres
@@ -113,4 +203,4 @@ def _affine_grid(ctx: LowerContext):
     return [Compute(ctx.out_shape(), theta.dtype, element)]
 
 
-RULES = {"Resize": _resize, "AffineGrid": _affine_grid}
+RULES = {"Resize": _resize, "AffineGrid": _affine_grid, "GridSample": _grid_sample}

@@ -316,8 +316,7 @@ GRID_SAMPLE = OpDef(
     infer=_grid_sample_infer, reference=_grid_sample_reference,
     category=Category.INJECTIVE, precision=Precision.FP32,  # a small data-dependent stencil, like Resize
     attrs={"mode": Attr("string", "linear"), "padding_mode": Attr("string", "zeros"), "align_corners": Attr("int", 0)},
-    doc="Samples X at normalized grid coordinates (nearest, linear or cubic; zeros, border or reflection padding).",
-    not_lowerable=PENDING_RULE)
+    doc="Samples X at normalized grid coordinates (nearest, linear or cubic; zeros, border or reflection padding).")
 
 
 # ---- AffineGrid ------------------------------------------------------------------------------
