@@ -552,10 +552,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_batchnorm_epsilon_training_mode',
         'test_batchnorm_example_training_mode',
     ),
-    'BlackmanWindow: no lowering rule for this op yet': (
-        'test_blackmanwindow',
-        'test_blackmanwindow_symmetric',
-    ),
     'Det: no lowering rule for this op yet': (
         'test_det_2d',
         'test_det_nd',
@@ -567,14 +563,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     'Expand: a value has shape [...], not static (shapes computed at run time)': (
         'test_affine_grid_2d_align_corners_expanded',
         'test_affine_grid_2d_expanded',
-    ),
-    'HammingWindow: no lowering rule for this op yet': (
-        'test_hammingwindow',
-        'test_hammingwindow_symmetric',
-    ),
-    'HannWindow: no lowering rule for this op yet': (
-        'test_hannwindow',
-        'test_hannwindow_symmetric',
     ),
     "MaxPool: MaxPool's Indices output is not lowered": (
         'test_maxpool_with_argmax_2d_precomputed_pads',

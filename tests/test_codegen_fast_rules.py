@@ -339,3 +339,21 @@ def test_vector_pow_inline_where_it_is_accurate_and_libm_elsewhere():
     assert got[0] == -8.0 and got[1] == 0.0 and got[2] == np.inf
     asm = emit_assembly(compile_graph(graph, cpu_target()).llvm_ir, cpu_target())
     FileCheck().check("powf").run(asm)  # the per-lane fallback exists, behind the inline path
+
+
+# ---- cosine windows: folded when their size is a constant, so the rule is run here unfolded
+
+@pytest.mark.parametrize("op", ["HannWindow", "HammingWindow", "BlackmanWindow"])
+@pytest.mark.parametrize("periodic", [0, 1])
+def test_cosine_window_rule_matches_the_reference(op, periodic, monkeypatch):
+    import compiler.codegen.model_builder as MB
+
+    monkeypatch.setattr(MB, "fold_constants", lambda graph: {c: c.const for c in graph.constants})
+    b = GraphBuilder(fold_constants=False)
+    b.output(b.op(op, b.const(np.array(10, np.int64)), periodic=periodic))
+    graph = b.build()
+    model, listing = native(graph)
+    assert "cos" in listing  # computed by the kernel, not folded
+    got, want = model.run({}), run_graph(graph, {})
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7)

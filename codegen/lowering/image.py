@@ -203,4 +203,28 @@ def _affine_grid(ctx: LowerContext):
     return [Compute(ctx.out_shape(), theta.dtype, element)]
 
 
-RULES = {"Resize": _resize, "AffineGrid": _affine_grid, "GridSample": _grid_sample}
+def _cosine_window(ctx: LowerContext):
+    """Hann, Hamming and Blackman windows: w[n] = a_0 + sum_k (-1)^k a_k cos(2 pi k n / N),
+    in float64 as the reference (`ir.ops.image._window`), then in the output type."""
+    from ...ir.ops.image import WINDOW_TERMS
+
+    (size,) = ctx.out_shape()
+    period = size if ctx.attrs["periodic"] else size - 1
+    terms = WINDOW_TERMS[ctx.node.op]
+    f64 = dtypes.float64
+
+    def element(idx):
+        phase = (L.mul(L.cast(idx[0], f64), L.const(2 * np.pi / period, f64)) if period else L.const(0.0, f64))
+        w = None
+        for k, a in enumerate(terms):
+            if k:
+                term = L.mul(L.const((-1) ** k * a, f64), L.call("cos", L.mul(L.const(float(k), f64), phase)))
+                w = term if w is None else L.add(w, term)
+        w = L.add(w, L.const(terms[0], f64))  # the constant last, as the reference adds it
+        return L.cast(w, ctx.out_dtype())
+
+    return [Compute((size,), ctx.out_dtype(), element)]
+
+
+RULES = {"Resize": _resize, "AffineGrid": _affine_grid, "GridSample": _grid_sample,
+         **dict.fromkeys(("HannWindow", "HammingWindow", "BlackmanWindow"), _cosine_window)}

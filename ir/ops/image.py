@@ -713,8 +713,14 @@ def _window_infer(ctx: InferContext) -> list[TensorType]:
     return [TensorType((size[0] if size else fresh_dim("window"),), ctx.attrs["output_datatype"])]
 
 
-def _window(name: str, terms: tuple[float, ...], doc: str, **facts) -> OpDef:
+# The generalized cosine windows' coefficients a_k, read by the references and the loop-IR rule.
+# ONNX (like ONNX Runtime) uses the exact Hamming coefficients 25/46 and 21/46, not 0.54/0.46.
+WINDOW_TERMS = {"HannWindow": (0.5, 0.5), "HammingWindow": (25 / 46, 21 / 46), "BlackmanWindow": (0.42, 0.5, 0.08)}
+
+
+def _window(name: str, doc: str, **facts) -> OpDef:
     """A generalized cosine window w[n] = sum_k (-1)^k a_k cos(2 pi k n / N)."""
+    terms = WINDOW_TERMS[name]
 
     def reference(ctx, size):
         size = int(size)
@@ -728,16 +734,12 @@ def _window(name: str, terms: tuple[float, ...], doc: str, **facts) -> OpDef:
     return OpDef(name=name, inputs=("size",), outputs=("output",), infer=_window_infer, reference=reference,
                  category=Category.OPAQUE, precision=Precision.EXACT,
                  attrs={"periodic": Attr("int", 1), "output_datatype": Attr("dtype", dtypes.float32)}, doc=doc,
-                 **facts)
+                 shape_inputs=("size",), **facts)
 
 
-HANN_WINDOW = _window("HannWindow", (0.5, 0.5), "Hann window of the given size (periodic or symmetric).",
-not_lowerable=PENDING_RULE)
-# ONNX (like ONNX Runtime) uses the exact Hamming coefficients 25/46 and 21/46, not 0.54/0.46.
-HAMMING_WINDOW = _window("HammingWindow", (25 / 46, 21 / 46),
-                         "Hamming window of the given size (periodic or symmetric).", not_lowerable=PENDING_RULE)
-BLACKMAN_WINDOW = _window("BlackmanWindow", (0.42, 0.5, 0.08),
-                          "Blackman window of the given size (periodic or symmetric).", not_lowerable=PENDING_RULE)
+HANN_WINDOW = _window("HannWindow", "Hann window of the given size (periodic or symmetric).")
+HAMMING_WINDOW = _window("HammingWindow", "Hamming window of the given size (periodic or symmetric).")
+BLACKMAN_WINDOW = _window("BlackmanWindow", "Blackman window of the given size (periodic or symmetric).")
 
 
 def _mel_infer(ctx: InferContext) -> list[TensorType]:
