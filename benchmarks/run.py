@@ -6,7 +6,7 @@
 Per model, every system gets its own worker subprocess (compiler.bench), thread pools
 sized to --threads; set-up (import, compile, first run) happens before any timing. Then a
 warm-up, then interleaved rounds: each round gives every system a few runs in turn (after
-a pause, and one untimed run: `Plan.turn_warmup`), the order rotating, only one system
+a pause, and untimed runs for at least 5 ms: `Plan.turn_warmup`), the order rotating, only one system
 computing at any moment. Outputs are compared with
 onnxruntime's so a fast wrong answer shows. The machine's FMA peak is measured first, in
 its own subprocess with the same thread count. Results are rewritten after every model
@@ -176,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": report.machine_info(), "threads": args.threads, "batches": args.batch, "peak": peak,
               "plan": {"runs": plan.runs, "warmup": plan.warmup, "rounds": plan.rounds, "turn_warmup": plan.turn_warmup,
+                       "turn_warmup_s": plan.turn_warmup_s,
                        "budget_s": plan.budget_s,
                        "min_runs": plan.min_runs, "caps": plan.caps},
               "models": []}

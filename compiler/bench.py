@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import select
 import subprocess
@@ -422,8 +423,12 @@ class Plan:
     # cold, a state no model serving requests back to back is in. Measured on the small
     # unseen models (a 1-D audio CNN, an LSTM, 0.7-1.5 ms a run): the first two runs after
     # the pause took 2-5x the steady time, so with 3 runs a turn the medians showed mostly
-    # that. Every system gets the same warm-up.
+    # that. Every system gets the same warm-up: `turn_warmup` runs, or as many as take
+    # `turn_warmup_s` seconds if that is more (a 0.1 ms model: about fifty), since a few
+    # runs are not enough to leave that state behind (DLRM, 0.08 ms steady, had medians of
+    # 0.1-0.24 ms over 3-run turns, onnxruntime's alike).
     turn_warmup: int = 1
+    turn_warmup_s: float = 0.005
     budget_s: float = 120.0
     min_runs: int = 5
     caps: dict = field(default_factory=dict)
@@ -460,10 +465,13 @@ def measure_interleaved(procs: list[SystemProcess], plan: Plan, progress: Progre
     Returns system -> summarize() plus `reduced_runs` (True when the plan cut its runs);
     a worker that fails on the way gets `error` set and no entry."""
     per_round: dict[str, list[int]] = {}
+    turn_warmup: dict[str, int] = {}
     for p in procs:
         warm = _timed_runs(p, max(1, plan.warmup), timeout) if p.error is None else None
         if warm is not None:  # the warm-up's fastest run decides how many runs fit the budget
             per_round[p.system] = chunks(plan.runs_for(p.system, min(warm) / 1e9), plan.rounds)
+            turn_warmup[p.system] = max(plan.turn_warmup, math.ceil(plan.turn_warmup_s / max(min(warm) / 1e9, 1e-9)))
+            turn_warmup[p.system] = turn_warmup[p.system] if plan.turn_warmup else 0
     if progress is not None:
         progress.total = max(1, sum(sum(c) for c in per_round.values()))
     times: dict[str, list[int]] = {s: [] for s in per_round}
@@ -476,7 +484,7 @@ def measure_interleaved(procs: list[SystemProcess], plan: Plan, progress: Progre
             # a run; the next system's first runs would share the cores with them. Let them
             # go idle first, so only one system computes at any moment.
             time.sleep(SETTLE_S)
-            if r < len(sizes) and plan.turn_warmup and _timed_runs(p, plan.turn_warmup, timeout) is None:
+            if r < len(sizes) and turn_warmup[p.system] and _timed_runs(p, turn_warmup[p.system], timeout) is None:
                 continue
             got = _timed_runs(p, sizes[r], timeout) if r < len(sizes) else []
             if got is None:

@@ -109,22 +109,26 @@ def test_worker_protocol_times_runs_and_saves_outputs(tiny, tmp_path):
 
 
 class _FakeWorker:
-    """A worker that records the run counts it is asked for and times every run at 1 ms."""
+    """A worker that records the run counts it is asked for and times every run at `ms`."""
 
-    def __init__(self, system):
-        self.system, self.error, self.calls = system, None, []
+    def __init__(self, system, ms=1.0):
+        self.system, self.error, self.calls, self.ns = system, None, [], int(ms * 1e6)
 
     def run(self, n, timeout):
         self.calls.append(n)
-        return [1_000_000] * n
+        return [self.ns] * n
 
 
-def test_every_turn_starts_with_an_untimed_run(monkeypatch):
-    """After the pause before a system's turn, one run warms it up and is not counted."""
+def test_every_turn_starts_with_untimed_runs(monkeypatch):
+    """After the pause before a system's turn, one run (or as many as take turn_warmup_s)
+    warms it up and is not counted."""
     monkeypatch.setattr(bench, "SETTLE_S", 0.0)
     workers = [_FakeWorker("ours"), _FakeWorker("onnxruntime")]
-    results = bench.measure_interleaved(workers, Plan(runs=6, warmup=2, rounds=3))
+    results = bench.measure_interleaved(workers, Plan(runs=6, warmup=2, rounds=3, turn_warmup_s=0.0))
     assert all(w.calls == [2, 1, 2, 1, 2, 1, 2] for w in workers), [w.calls for w in workers]
+    fast, slow = _FakeWorker("ours", ms=0.1), _FakeWorker("onnxruntime", ms=20.0)
+    bench.measure_interleaved([fast, slow], Plan(runs=6, warmup=2, rounds=3, turn_warmup_s=0.005))
+    assert fast.calls == [2, 50, 2, 50, 2, 50, 2] and slow.calls == [2, 1, 2, 1, 2, 1, 2]
     assert {k: v["runs"] for k, v in results.items()} == {"ours": 6, "onnxruntime": 6}
     bare = _FakeWorker("ours")
     bench.measure_interleaved([bare], Plan(runs=6, warmup=2, rounds=3, turn_warmup=0))
