@@ -169,21 +169,29 @@ def test_int8_chain_gemm_reads_and_writes_codes(chain_lib, shape):
 @pytest.mark.parametrize("key", sorted(CHAIN_CONVS))
 def test_int8_chain_conv_reads_and_writes_codes(chain_lib, key):
     """Padding taps read the zero point's code (the code of 0.0), so they add nothing."""
-    library, kernels = chain_lib
-    c = kernels[key].problem
+    c = chain_lib[1][key].problem
     rng = np.random.default_rng(len(key))
+    res = rand(rng, c.batch, c.out_h, c.out_w, c.out_c)
+    y, acc, vecs = _run_codes_conv(chain_lib, key, rng, res, np.uint8)
+    _codes_close(y, E.reference(c.epilogue, acc, residual=res, **vecs))
+
+
+def _run_codes_conv(lib, key, rng, res, out_dtype):
+    """Run conv `key` of `lib` on seeded uint8 codes with residual `res`: (its output, the
+    float64 reference accumulator before the epilogue, the epilogue vectors)."""
+    library, kernels = lib
+    c = kernels[key].problem
     x = rng.integers(0, 256, (c.batch, c.in_h, c.in_w, c.in_c), dtype=np.uint8)
     w = rand(rng, c.out_c, c.in_c // c.groups, c.kh, c.kw)
     vecs = {name: rand(rng, c.out_c) for name in ("bias", "scale", "shift")}
-    res = rand(rng, c.batch, c.out_h, c.out_w, c.out_c)
-    y = np.zeros(res.shape, np.uint8)
-    ptr = {name: vecs[name].ctypes.data if name in vecs else None for name in ("bias", "scale", "shift")}
+    y = np.zeros(res.shape, out_dtype)
+    ptr = {name: vecs[name].ctypes.data for name in ("bias", "scale", "shift")}
     packed = kernels[key].pack(w)  # held: ctypes takes only its address
     library.function(key)(x.ctypes.data, packed.ctypes.data, y.ctypes.data, ptr["bias"], ptr["scale"], ptr["shift"],
                           res.ctypes.data, 2)
     qw, sw = int8.quantize_weights(w, axis=0)
     acc = conv_reference(x.astype(np.float64) - SIGNED[1], qw.astype(np.float64), c) * (np.float32(SIGNED[0]) * sw)
-    _codes_close(y, E.reference(c.epilogue, acc, residual=res, **vecs))
+    return y, acc, vecs
 
 
 # int8 chains: the residual given as uint8 codes too (`GemmProblem.res_quant`), with the
@@ -215,21 +223,11 @@ def residual_lib():
 @pytest.mark.parametrize("key", sorted(RESIDUAL_CONVS))
 def test_int8_chain_conv_adds_a_residual_given_as_codes(residual_lib, key):
     """The residual's codes are dequantized as they are loaded ((code - zero point) * scale)."""
-    library, kernels = residual_lib
-    c = kernels[key].problem
+    c = residual_lib[1][key].problem
     codes_out = RESIDUAL_CONVS[key][1]
     rng = np.random.default_rng(len(key) + 3)
-    x = rng.integers(0, 256, (c.batch, c.in_h, c.in_w, c.in_c), dtype=np.uint8)
-    w = rand(rng, c.out_c, c.in_c // c.groups, c.kh, c.kw)
-    vecs = {name: rand(rng, c.out_c) for name in ("bias", "scale", "shift")}
     res = rng.integers(0, 256, (c.batch, c.out_h, c.out_w, c.out_c), dtype=np.uint8)
-    y = np.zeros(res.shape, np.uint8 if codes_out else np.float32)
-    ptr = {name: vecs[name].ctypes.data if name in vecs else None for name in ("bias", "scale", "shift")}
-    packed = kernels[key].pack(w)  # held: ctypes takes only its address
-    library.function(key)(x.ctypes.data, packed.ctypes.data, y.ctypes.data, ptr["bias"], ptr["scale"], ptr["shift"],
-                          res.ctypes.data, 2)
-    qw, sw = int8.quantize_weights(w, axis=0)
-    acc = conv_reference(x.astype(np.float64) - SIGNED[1], qw.astype(np.float64), c) * (np.float32(SIGNED[0]) * sw)
+    y, acc, vecs = _run_codes_conv(residual_lib, key, rng, res, np.uint8 if codes_out else np.float32)
     want = E.reference(c.epilogue, acc, residual=int8.dequantize_activation(res, *RES), **vecs)
     if codes_out:
         _codes_close(y, want)
