@@ -440,13 +440,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_castlike_UINT4_to_FLOAT16',
         'test_castlike_UINT4_to_UINT8',
     ),
-    'Col2Im: no lowering rule for this op yet': (
-        'test_col2im',
-        'test_col2im_5d',
-        'test_col2im_dilations',
-        'test_col2im_pads',
-        'test_col2im_strides',
-    ),
     'Compress: the output shape depends on the input values': (
         'test_compress_0',
         'test_compress_1',

@@ -366,7 +366,43 @@ def _count_expr(counts: Reduce, acc) -> L.Expr:
     return total
 
 
+def _col2im(ctx: LowerContext):
+    """Col2Im (torch.nn.Fold) as a gather: output pixel p of channel c sums, over the block
+    taps t, column c*prod(block) + t at the block position q with q*stride - pad + t*dilation
+    = p on every axis (when that q is whole and inside), in the accumulation type."""
+    from ...ir.ops._window import resolve_window
+
+    cols = ctx.input(0)
+    image, block = ctx.const(1), ctx.const(2)
+    if image is None or block is None:
+        raise NotLowerable("image_shape and block_shape (inputs 1, 2) are known only at run time")
+    image, block = [int(v) for v in np.asarray(image).reshape(-1)], [int(v) for v in np.asarray(block).reshape(-1)]
+    win = resolve_window(ctx.attrs, image, block, NotLowerable)
+    acc, nb = _acc(cols.dtype), int(np.prod(block))
+
+    def element(idx):
+        n, c, pixel = idx[0], idx[1], idx[2:]
+
+        def value(taps):
+            ok, position, tap = L.const(True, dtypes.bool_), L.const(0), L.const(0)
+            for p, t, count, s, d, pad, k in zip(pixel, taps, win.out, win.strides, win.dilations, win.pads_begin,
+                                                 block):
+                shifted = L.sub(L.add(p, pad), L.mul(t, d))  # q * stride when this tap lands on p
+                at = L.binary("max", shifted, L.const(0))  # (negative: masked below; kept off div/mod)
+                q = L.div(at, s)
+                lands = L.binary("and", L.binary("eq", L.mod(at, s), L.const(0)), L.binary("lt", q, L.const(count)))
+                ok = L.binary("and", ok, L.binary("and", L.binary("ge", shifted, L.const(0)), lands))
+                position = L.add(L.mul(position, count), L.binary("min", q, L.const(count - 1)))
+                tap = L.add(L.mul(tap, k), t)
+            return L.cast(cols.load_if([n, L.add(L.mul(c, nb), tap), position], ok, 0), acc)
+
+        return Reduce("sum", tuple(block), value, lambda s: L.cast(s, cols.dtype), acc)
+
+    return [Compute(ctx.out_shape(), cols.dtype, element)]
+
+
 RULES = {
+    "Col2Im": _col2im,
     "MatMul": _matmul,
     "MatMulInteger": _matmul_integer,
     "QLinearMatMul": _qlinear_matmul,

@@ -342,5 +342,6 @@ OPS = [
     OpDef("Col2Im", ("input", "image_shape", "block_shape"), ("output",), _infer_col2im, _ref_col2im,
           Category.OPAQUE, Precision.ACCUMULATE_FP32,
           attrs={"dilations": Attr("ints", None), "pads": Attr("ints", None), "strides": Attr("ints", None)},
-          doc="Sum sliding-window columns back into a batched N-D image (torch.nn.Fold).", not_lowerable=PENDING_RULE),
+          doc="Sum sliding-window columns back into a batched N-D image (torch.nn.Fold).",
+          shape_inputs=("image_shape", "block_shape")),
 ]
