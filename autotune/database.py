@@ -59,6 +59,7 @@ CREATE TABLE best (workload TEXT NOT NULL, device TEXT NOT NULL, compiler TEXT N
                    PRIMARY KEY (workload, device, compiler, space));
 """
 _TABLES = {"devices", "timings", "best"}
+_OURS = "device = ? AND compiler = ? AND space = ?"  # a row of this device, compiler and search space
 
 
 class _ForeignSchema(sqlite3.DatabaseError):
@@ -186,19 +187,15 @@ class TuningDatabase:
                 rows_of(conn)
                 conn.execute("COMMIT")
                 return
-            except sqlite3.DatabaseError as exc:
+            except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                if attempt or not _not_ours(exc):
+                if attempt or not (isinstance(exc, sqlite3.DatabaseError) and _not_ours(exc)):
                     raise
-                conn.close()
-                self._move_aside(exc)
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                corrupt = exc
             finally:
                 conn.close()
+            self._move_aside(corrupt)
 
     def _read(self, query: str, args: tuple = ()) -> list[tuple]:
         """Rows of a query on our rows; [] (with a warning) when the file cannot be read.
@@ -223,7 +220,7 @@ class TuningDatabase:
     def entries(self) -> dict[str, dict]:
         """Workload -> {"schedule", "ms", "default_ms", "candidates"} of our valid rows."""
         rows = self._read("SELECT workload, schedule, ms, default_ms, candidates FROM best "
-                          "WHERE device = ? AND compiler = ? AND space = ? ORDER BY workload", self._ours)
+                          f"WHERE {_OURS} ORDER BY workload", self._ours)
         found = {}
         for workload, text, ms, default_ms, candidates in rows:
             schedule = schedule_from_json(text)
@@ -233,14 +230,14 @@ class TuningDatabase:
 
     def schedule(self, workload: str):
         """The best schedule recorded for `workload`, or None (missing, stale or invalid)."""
-        rows = self._read("SELECT schedule FROM best WHERE workload = ? AND device = ? AND compiler = ? AND space = ?",
+        rows = self._read(f"SELECT schedule FROM best WHERE workload = ? AND {_OURS}",
                           (workload, *self._ours))
         return schedule_from_json(rows[0][0]) if rows else None
 
     def timings(self, workload: str) -> list[tuple[object, float, bool]]:
         """Every (schedule, ms, is default) timed for `workload` on this device, oldest first."""
-        rows = self._read("SELECT schedule, ms, is_default FROM timings WHERE workload = ? AND device = ? "
-                          "AND compiler = ? AND space = ? ORDER BY id", (workload, *self._ours))
+        rows = self._read(f"SELECT schedule, ms, is_default FROM timings WHERE workload = ? AND {_OURS} ORDER BY id",
+                          (workload, *self._ours))
         return [(s, ms, bool(d)) for text, ms, d in rows if (s := schedule_from_json(text)) is not None]
 
     def fingerprint(self) -> str:
@@ -281,9 +278,9 @@ class TuningDatabase:
         head = {"format": "compiler-tuning", "schema": SCHEMA_VERSION, "device": self.device.describe(),
                 "device_key": self.device.key, "compiler": COMPILER, "space": SPACE}
         best = self._read("SELECT workload, schedule, ms, default_ms, candidates FROM best "
-                          "WHERE device = ? AND compiler = ? AND space = ?", self._ours)
+                          f"WHERE {_OURS}", self._ours)
         timed = self._read("SELECT workload, schedule, ms, is_default FROM timings "
-                           "WHERE device = ? AND compiler = ? AND space = ? ORDER BY id", self._ours)
+                           f"WHERE {_OURS} ORDER BY id", self._ours)
         with open(path, "w") as f:
             f.write(json.dumps(head, sort_keys=True) + "\n")
             for w, s, ms, d, c in best:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 from ..ir.graph import Graph, Node, Value
 from ..ir.ops import REGISTRY
-from .concat_copy import concat_axis
+from ..passes.match import concat_axis
 from .extern import ExternPlan
 
 
@@ -96,8 +96,6 @@ class _Placement:
         start = 0
         for v in ins:
             others = [n for n in reader_nodes.get(v, []) if n is not node]
-            if len(others) + 1 != len(reader_nodes.get(v, [])):
-                return False  # read twice by this Concat
             if others and not all(_reads_strided(n, externs) for n in others):
                 return False
             offset = base + start * z.type.dtype.itemsize

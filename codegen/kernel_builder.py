@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from ..ir import dtypes
 from ..ir.ops import REGISTRY
 from ..ir.types import TensorType
+from ..passes.match import concat_axis
 from . import loop_ir as L
-from .concat_copy import concat_axis, concat_kernel, match_concat
+from .concat_copy import concat_kernel, match_concat
 from .index_simplify import simplify_kernel
 from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel

@@ -470,8 +470,8 @@ def measure_interleaved(procs: list[SystemProcess], plan: Plan, progress: Progre
         warm = _timed_runs(p, max(1, plan.warmup), timeout) if p.error is None else None
         if warm is not None:  # the warm-up's fastest run decides how many runs fit the budget
             per_round[p.system] = chunks(plan.runs_for(p.system, min(warm) / 1e9), plan.rounds)
-            turn_warmup[p.system] = max(plan.turn_warmup, math.ceil(plan.turn_warmup_s / max(min(warm) / 1e9, 1e-9)))
-            turn_warmup[p.system] = turn_warmup[p.system] if plan.turn_warmup else 0
+            runs_in_s = math.ceil(plan.turn_warmup_s / max(min(warm) / 1e9, 1e-9))
+            turn_warmup[p.system] = max(plan.turn_warmup, runs_in_s) if plan.turn_warmup else 0
     if progress is not None:
         progress.total = max(1, sum(sum(c) for c in per_round.values()))
     times: dict[str, list[int]] = {s: [] for s in per_round}

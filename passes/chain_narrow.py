@@ -51,6 +51,7 @@ from ..ir.graph import Graph, Node, Value
 from ..ir.types import TensorType
 from .core import PassContext, graph_pass
 from .fuse import ELEMENTWISE, fusion_kind
+from .match import concat_axis
 from .rewriter import all_names
 
 _PRODUCTS = ("ConvNhwc", "Linear")
@@ -127,7 +128,7 @@ def _code_concats(graph: Graph, users: dict, outputs: set) -> dict:
     found = {}
     for node in graph.nodes:
         z = node.outputs[0] if node.op == "Concat" and node.outputs else None
-        if z is None or z.type.rank != 4 or int(node.attrs.get("axis", 0)) % 4 != 3 or z in outputs:
+        if z is None or z.type.rank != 4 or concat_axis(node) != 3 or z in outputs:
             continue
         through: list[Node] = []
         form = _reader_form(z, users, outputs, through)

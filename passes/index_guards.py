@@ -2,9 +2,10 @@
 are errors, not reads past a buffer".
 
 An index operand of Gather, GatherElements, GatherND, ScatterElements or ScatterND (or the
-position_ids of RotaryEmbedding, rows of its cos/sin caches) that is a graph input (directly, or through ops that keep integer values as they are: Identity,
-Reshape, Flatten, Squeeze, Unsqueeze, an integer Cast that widens) is recorded with the
-dims it indexes. The runtime (`runtime.signature.check_index_guards`) checks such inputs
+position_ids of RotaryEmbedding, rows of its cos/sin caches) that is a graph input
+(directly, or through ops that keep integer values as they are: Identity, Reshape,
+Flatten, Squeeze, Unsqueeze, an integer Cast that widens) is recorded with the dims it
+indexes. The runtime (`runtime.signature.check_index_guards`) checks such inputs
 before anything runs, so a token id past the vocabulary is refused naming the input, the
 node and the bad index, and nothing is computed. Constant indices were checked at compile
 time (`ir/ops/tensor.py`); indices computed inside the graph are clamped into range by the

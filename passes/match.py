@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir.graph import Node, Value
+from ..ir.ops import REGISTRY
 from ..ir.types import TensorType
 from .rewriter import Rewriter
 
@@ -99,3 +100,8 @@ def deterministic(node: Node) -> bool:
         training = node.inputs[2].const
         return training is not None and not bool(training)
     return True
+
+
+def concat_axis(node: Node) -> int:
+    """The axis a Concat joins along, counted from 0."""
+    return REGISTRY["Concat"].resolve_attrs(node.attrs, node.describe())["axis"] % node.outputs[0].type.rank

@@ -26,6 +26,7 @@ from ...ir import dtypes
 from .. import loop_ir as L
 from ..te import Compute, Reduce, compute_operand, is_narrow_float, wide
 from .context import LowerContext, NotLowerable
+from .injective import index_value
 from .rowreduce import row_reduce
 
 
@@ -232,8 +233,7 @@ def _rotary_embedding(ctx: LowerContext):
         i = clamp(i, half)
         first, second = clamp(first, d_head), clamp(second, d_head)
         if pos is not None:
-            p = L.cast(pos[[b, s]], dtypes.int64)
-            p = clamp(L.select(L.binary("lt", p, L.const(0)), L.add(p, cos.shape[0]), p), cos.shape[0])  # numpy's wrap
+            p = index_value(pos, [b, s], cos.shape[0])  # negative counts from the end, as numpy's does
             c, sn = wide(cos[[p, i]]), wide(sin[[p, i]])
         else:
             c, sn = wide(cos[[b, s, i]]), wide(sin[[b, s, i]])

@@ -123,7 +123,7 @@ def _slice(ctx: LowerContext):
     return [Compute(ctx.out_shape(), x.dtype, element)]
 
 
-def _index_value(t: Tensor, idx, dim: int) -> L.Expr:
+def index_value(t: Tensor, idx, dim: int) -> L.Expr:
     """An index read from a tensor, as int64, negative values counting from the end, clamped
     into [0, dim): native code never reads past the buffer. Out-of-range indices are
     refused before they get here (constants at compile time, graph inputs by the runtime,
@@ -139,7 +139,7 @@ def _gather(ctx: LowerContext):
 
     def element(idx):
         k = ind.rank
-        src = list(idx[:axis]) + [_index_value(ind, idx[axis:axis + k], x.shape[axis])] + list(idx[axis + k:])
+        src = list(idx[:axis]) + [index_value(ind, idx[axis:axis + k], x.shape[axis])] + list(idx[axis + k:])
         return x[src]
 
     return [Compute(ctx.out_shape(), x.dtype, element)]
@@ -151,7 +151,7 @@ def _gather_elements(ctx: LowerContext):
 
     def element(idx):
         src = list(idx)
-        src[axis] = _index_value(ind, idx, x.shape[axis])
+        src[axis] = index_value(ind, idx, x.shape[axis])
         return x[src]
 
     return [Compute(ctx.out_shape(), x.dtype, element)]
@@ -328,7 +328,7 @@ def _gather_nd(ctx: LowerContext):
 
     def element(idx):
         pos = list(idx[:q])
-        src = list(idx[:b]) + [_index_value(ind, pos + [L.const(k)], x.shape[b + k]) for k in range(last)]
+        src = list(idx[:b]) + [index_value(ind, pos + [L.const(k)], x.shape[b + k]) for k in range(last)]
         return x[src + list(idx[q:])]
 
     return [Compute(ctx.out_shape(), x.dtype, element)]
@@ -355,7 +355,7 @@ def _array_feature_extractor(ctx: LowerContext):
         raise NotLowerable("ArrayFeatureExtractor with indices of rank other than 1")
 
     def element(idx):  # picks entries of X's last axis
-        return x[list(idx[:-1]) + [_index_value(ind, [idx[-1]], x.shape[-1])]]
+        return x[list(idx[:-1]) + [index_value(ind, [idx[-1]], x.shape[-1])]]
 
     return [Compute(ctx.out_shape(), x.dtype, element)]
 

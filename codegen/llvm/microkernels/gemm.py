@@ -48,7 +48,8 @@ scale_a * scale_w[n] (float32); the epilogue adds the one, converts, multiplies 
 other, and then runs the float32 epilogue as usual. In an int8 chain (`a_codes`,
 `out_quant`) A is already uint8 codes, so packing copies bytes (padding taps read the zero
 point's code), the epilogue quantizes its float32 result to uint8 codes and stores
-bytes, and a residual may arrive as codes too (`res_quant`: dequantized as it is loaded); such a problem keeps K in one chunk (partial sums have no int32 home in a uint8 C).
+bytes, and a residual may arrive as codes too (`res_quant`: dequantized as it is
+loaded); such a problem keeps K in one chunk (partial sums have no int32 home in a uint8 C).
 AMX tiles (`GemmSchedule.amx`, Sapphire Rapids and later; `microkernels.amx`): bfloat16 and
 int8 problems with the same packed B (each chunk padded to whole 16-slot tile rows) and a
 tile-major packed A (per 16 rows and 16 k slots one contiguous KiB, `_Gen._retile`); the
@@ -1147,11 +1148,11 @@ class _Gen:
         v32 = ir.VectorType(I32, L)
         for i in range(mr):
             for v in range(nv):
+                pos = b.add(b.mul(rows[i], i64(self.p.out_stride)), b.add(n0, i64(v * L)))  # element of C and res
                 res = None
                 if ep.residual and self.p.res_quant is not None:  # an int8 chain's codes, dequantized
-                    at = b.add(b.mul(rows[i], i64(self.p.out_stride)), b.add(n0, i64(v * L)))
                     res_scale, res_zp = self.p.res_quant
-                    codes = load_codes(b, b.gep(b.bitcast(A["res"], I8P), [at]), L, lanes_of[v])
+                    codes = load_codes(b, b.gep(b.bitcast(A["res"], I8P), [pos]), L, lanes_of[v])
                     res = b.fmul(b.fsub(codes, fconst(float(res_zp), L)), fconst(float(res_scale), L))
                 elif ep.residual:
                     res = load_vec(b, c_ptr(A["res"], rows[i], v), L, lanes_of[v])
@@ -1161,13 +1162,11 @@ class _Gen:
                     value = b.fmul(b.sitofp(exact, vec_type(L)), cols[v]["dq"])
                 y = E.apply(b, ep, value, L, cols[v], res)
                 if self.p.out_quant is not None:  # an int8 chain: the consumer reads uint8 codes
-                    at = b.add(b.mul(rows[i], i64(self.p.out_stride)), b.add(n0, i64(v * L)))
                     out_scale, out_zp = self.p.out_quant
                     codes = u8_codes(b, y, float(int8.inverse_scale(out_scale)), out_zp)
-                    store_codes(b, codes, b.gep(b.bitcast(A["y"], I8P), [at]), lanes_of[v])
+                    store_codes(b, codes, b.gep(b.bitcast(A["y"], I8P), [pos]), lanes_of[v])
                 elif self.p.out_bf16:  # a bfloat16 chain: rounded once, half the bytes stored
-                    at = b.add(b.mul(rows[i], i64(self.p.out_stride)), b.add(n0, i64(v * L)))
-                    store_narrow(b, to_bf16(b, y), b.gep(b.bitcast(A["y"], I16.as_pointer()), [at]), lanes_of[v])
+                    store_narrow(b, to_bf16(b, y), b.gep(b.bitcast(A["y"], I16.as_pointer()), [pos]), lanes_of[v])
                 else:
                     store_vec(b, y, c_ptr(A["y"], rows[i], v), L, lanes_of[v])
 
