@@ -5,6 +5,8 @@
     compile run OUT.cmod [--inputs x.npz] [-o y.npz]
     compile tune MODEL.onnx [--target T] [--threads N] [--budget S]   # kernel schedules, kept per device
     compile tune [MODEL.onnx] [--import FILE] [--export FILE]         # move tuning records between machines
+    compile MODEL.onnx --batch-sizes 1,4,16 -o REPO/NAME/1            # a served version's batch buckets
+    compile serve REPO [--port 8000] [--metrics-port 8002]            # Open Inference Protocol (KServe v2)
 
 `-O` means the same everywhere (`passes.pipeline`): 0 as imported, 1 simplified, 2 all
 graph passes with the target's layout, 3 fused kernels (the default of compiled targets).
@@ -14,6 +16,7 @@ Errors a user can act on print as one `error: ...` line and exit 1; no traceback
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from .ir.int8 import CALIBRATION_METHODS as METHODS
 from .ir.registry import PRECISIONS
 from .shape_args import shape_override
 
-SUBCOMMANDS = ("inspect", "run", "bench", "tune")
+SUBCOMMANDS = ("inspect", "run", "bench", "tune", "serve")
 
 
 def _shapes(args) -> dict:
@@ -76,21 +79,85 @@ def cmd_build(argv: list[str]) -> int:
     _add_precision_args(p)
     p.add_argument("--save-scales", metavar="FILE.json",
                    help="int8: write the activation ranges the build chose, for a later --calibrate FILE.json")
+    p.add_argument("--batch-sizes", type=_batch_sizes, metavar="N,N,...",
+                   help="one artifact per batch size (the leading dim of every input), written as "
+                        "OUTDIR/model_b<N>.cmod: a served version's batch buckets (`compile serve`)")
     _add_shape_arg(p)
     args = p.parse_args(argv)
     from .api import compile as compile_model
     from .calibration import save_scales
 
-    cm = compile_model(args.model, target=args.target, input_shapes=_shapes(args), opt_level=args.level,
-                       tune=args.tune, tune_budget_s=args.tune_budget, tuned=not args.untuned,
-                       num_threads=args.threads, precision=args.precision, exclude=args.exclude, calibration=args.calibrate,
-                       calibration_method=args.calibration_method)
+    options = dict(target=args.target, opt_level=args.level, tune=args.tune, tune_budget_s=args.tune_budget,
+                   tuned=not args.untuned, num_threads=args.threads, precision=args.precision, exclude=args.exclude,
+                   calibration=args.calibrate, calibration_method=args.calibration_method)
+    if args.batch_sizes:
+        return _build_batch_sizes(args, options)
+    cm = compile_model(args.model, input_shapes=_shapes(args), **options)
     out = args.output or str(Path(args.model).with_suffix(".cmod"))
     cm.save(out)
     print(f"compiled {args.model} for {cm.target} -> {out}")
     if args.save_scales:
         save_scales(cm, args.save_scales)
         print(f"activation scales -> {args.save_scales}")
+    return 0
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of batch sizes") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: batch sizes are positive integers")
+    return sizes
+
+
+def _build_batch_sizes(args, options: dict) -> int:
+    from .batch_variants import compile_batch_sizes
+
+    if args.save_scales:
+        raise CompilerError("--save-scales with --batch-sizes: save the scales from a single build")
+    out = args.output or str(Path(args.model).with_suffix(""))
+    written = compile_batch_sizes(args.model, args.batch_sizes, out, input_shapes=_shapes(args),
+                                  progress=lambda b: print(f"compiling {args.model} at batch {b} ...", flush=True),
+                                  **options)
+    for path in written:
+        print(f"  -> {path}")
+    return 0
+
+
+def cmd_serve(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="compile serve", description="Serve a model repository (REPO/<model>/<version>/"
+                                "*.cmod, optional REPO/<model>/config.json) over the Open Inference Protocol "
+                                "(KServe v2 REST) with dynamic batching, a response cache and Prometheus metrics.")
+    p.add_argument("repository", help="model repository directory")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=at_least(0), default=8000, help="HTTP port (default 8000)")
+    p.add_argument("--metrics-port", type=at_least(0), default=8002,
+                   help="Prometheus /metrics port (default 8002; /metrics is on the HTTP port too)")
+    p.add_argument("--no-metrics-port", action="store_true", help="no separate metrics listener")
+    p.add_argument("--poll-interval", type=positive_float, default=2.0, metavar="SECONDS",
+                   help="how often the repository is rescanned for new versions (default 2)")
+    p.add_argument("--cache-size", type=at_least(0), default=256, metavar="MIB",
+                   help="response cache capacity in MiB, for models whose config enables it (default 256)")
+    p.add_argument("--max-request-size", type=at_least(1), default=256, metavar="MIB",
+                   help="largest request body accepted (default 256 MiB); larger ones get 413")
+    p.add_argument("--threads", type=at_least(1), default=None,
+                   help="threads each model's native code runs with (default: all cores; config.json's num_threads wins)")
+    p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
+    args = p.parse_args(argv)
+    from .serving import Server
+
+    server = Server(args.repository, host=args.host, port=args.port,
+                    metrics_port=None if args.no_metrics_port else args.metrics_port, poll_interval_s=args.poll_interval,
+                    cache_bytes=args.cache_size << 20, max_request_bytes=args.max_request_size << 20,
+                    num_threads=args.threads)
+    for row in server.repository.index():
+        state = row["state"] + (f" ({row['reason']})" if "reason" in row else "")
+        print(f"  {row['name']} version {row['version'] or '-'}: {state}")
+    # uvicorn drains and then re-raises the signal it caught; after a graceful stop that is a clean exit
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.run(log_level=args.log_level, announce=lambda url: print(f"serving {args.repository} at {url}", flush=True))
     return 0
 
 
@@ -311,7 +378,7 @@ def cmd_bench(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench, "tune": cmd_tune}
+    commands = {"inspect": cmd_inspect, "run": cmd_run, "bench": cmd_bench, "tune": cmd_tune, "serve": cmd_serve}
     try:
         if argv and argv[0] in commands:
             return commands[argv[0]](argv[1:])
