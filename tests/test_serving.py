@@ -155,6 +155,29 @@ def test_requests_queued_while_a_batch_runs_merge_up_to_max_batch_size():
     assert v.groups[1] == [1, 2, 3] and v.groups[2] == [4, 5, 6]  # 1+1+2 = 4: full; then the rest
 
 
+def test_batches_fill_the_largest_preferred_size_instead_of_padding():
+    v = RecordingVersion()
+    b = _batcher(v, max_batch_size=16, preferred=(1, 2, 4, 8, 16))
+    v.gate.clear()
+    futures = [b.submit(_pending(0))]
+    time.sleep(0.05)
+    futures += [b.submit(_pending(i)) for i in range(1, 10)]  # 9 queued behind the first
+    futures += [b.submit(_pending(10, batch=3))]
+    v.gate.set()
+    [f.result(5) for f in futures]
+    b.close()
+    # 12 samples queued: 8 run now (not 12 padded to 16); then 1 + 3 = 4
+    assert [len(g) for g in v.groups] == [1, 8, 2]
+    assert v.groups[2] == [9, 10]
+
+
+def test_efficient_sizes_skip_batches_slower_per_sample():
+    from compiler.serving.repository import efficient_sizes
+
+    assert efficient_sizes({1: 2.5, 2: 5.0, 4: 9.4, 8: 21.4, 16: 43.8}) == (1, 2, 4)
+    assert efficient_sizes({1: 10.0, 4: 30.0, 16: 100.0}) == (1, 4, 16)
+
+
 def test_requests_of_another_shape_never_share_a_batch():
     v = RecordingVersion()
     b = _batcher(v)

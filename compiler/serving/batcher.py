@@ -45,6 +45,7 @@ class DynamicBatcher:
         self._version = version
         self._max = max(1, max_batch_size)
         self._merge = merge and max_batch_size > 1
+        self._preferred = tuple(sorted(preferred))
         self._full = max(preferred) if preferred else self._max  # run at once when a batch reaches this
         self._delay_ns = delay_us * 1000
         self._max_queue = max_queue
@@ -129,7 +130,23 @@ class DynamicBatcher:
                     total += p.batch
                     if total == self._max:
                         return group, total
-        return group, total
+        return self._trim(group, total)
+
+    def _trim(self, group: list[Pending], total: int) -> tuple[list[Pending], int]:
+        """The largest preferred size the queue can fill, as Triton forms batches: 9 queued
+        with artifacts for 8 and 16 run as 8 now and 1 next, not as 16 with 7 rows of padding.
+        The oldest request always goes; fewer than it needs run as they are (padded)."""
+        head = group[0]
+        fits = [s for s in self._preferred if head.batch <= s <= total]
+        if not fits or total in self._preferred:
+            return group, total
+        target = max(fits)
+        kept, size = [head], head.batch
+        for p in group[1:]:  # priority and arrival order kept; a request never splits
+            if size + p.batch <= target:
+                kept.append(p)
+                size += p.batch
+        return kept, size
 
     def _expire(self, now: int) -> None:
         for level in self._levels:

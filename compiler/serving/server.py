@@ -8,6 +8,7 @@ A poller thread rescans the repository every `poll_interval_s` for new or change
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .repository import Repository
 
 DEFAULT_CACHE_BYTES = 256 << 20
 DEFAULT_MAX_REQUEST_BYTES = 256 << 20
+SWITCH_INTERVAL_S = 0.0005
 
 
 class Server:
@@ -52,6 +54,7 @@ class Server:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]  # port 0: the one the system chose
+        sock.listen(2048)  # from here a client may connect: it waits in the backlog until uvicorn accepts
         return sock
 
     def _prepare(self, log_level: str):
@@ -82,6 +85,10 @@ class Server:
 
     def run(self, log_level: str = "warning", announce=None) -> None:
         """Serve in the foreground until SIGINT/SIGTERM; `announce(url)` once listening."""
+        # A batch worker coming back from native code waits for the GIL while the event loop
+        # parses requests: Python's default 5 ms switch interval would stall every batch by
+        # up to that much. The server process owns its interpreter, so it sets it lower.
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         sock = self._prepare(log_level)
         if announce is not None:
             announce(self.url)
