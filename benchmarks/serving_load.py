@@ -1,7 +1,7 @@
 """Load generator for `compile serve`, in the manner of Triton's perf_analyzer.
 
     .venv/bin/python -m benchmarks.serving_load [--models squeezenet,bert] [--concurrency 1,2,4,8,16]
-                                                [--rates 20,50] [--threads 2] [--out benchmarks/results_serving]
+                                                [--rate-fractions 0.5,0.8] [--threads 2] [--out benchmarks/results_serving]
 
 Per model: the zoo file is compiled at batch 1, 2, 4, 8 and 16 into a repository served
 twice, with dynamic batching (`<model>`) and without (`<model>_nobatch`: every request runs
@@ -13,7 +13,8 @@ with pre-encoded binary bodies so the client costs little CPU beside the server.
 measured in windows of --window seconds until three in a row agree within 10% on
 throughput (perf_analyzer's stability rule; at most --max-windows); the three windows are
 reported: throughput, p50/p90/p99 latency, and the mean merged batch from the server's
-statistics. --rates adds open-loop runs with Poisson arrivals at those request rates.
+statistics. --rate-fractions adds open-loop runs with Poisson arrivals at those fractions of
+the model's best offline throughput (requests per second).
 
 Writes `serving.csv`, `serving.md` (the bars: p50 at concurrency 1 against `run()`, and
 throughput at concurrency 16 against the best offline throughput) and `serving.png`.
@@ -60,7 +61,7 @@ def build_repository(root: Path, names: list[str], threads: int) -> dict[str, di
             path = version / f"model_b{b}.cmod"
             if not path.exists():
                 print(f"  compiling {name} at batch {b}", flush=True)
-                compiler.compile(spec.onnx_path, num_threads=threads).save(path)
+                compiler.compile(spec.onnx_path, input_shapes=spec.input_shapes, num_threads=threads).save(path)
             link = plain / "1" / path.name
             if not link.exists():
                 link.symlink_to(path.resolve())
@@ -323,7 +324,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default="squeezenet,bert")
     p.add_argument("--concurrency", default="1,2,4,8,16")
-    p.add_argument("--rates", default="", help="Poisson request rates per second (open loop), e.g. 20,50")
+    p.add_argument("--rate-fractions", default="0.5,0.8",
+                   help="open-loop Poisson rates, as fractions of the best offline throughput ('' for none)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--window", type=float, default=3.0, help="seconds per measurement window")
     p.add_argument("--max-windows", type=int, default=8)
@@ -333,7 +335,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     names = [m for m in args.models.split(",") if m]
     levels = [int(c) for c in args.concurrency.split(",") if c]
-    rates = [float(r) for r in args.rates.split(",") if r]
+    fractions = [float(r) for r in args.rate_fractions.split(",") if r]
     os.environ.update(thread_env(args.threads))
     print("building the repository", flush=True)
     inputs = build_repository(args.repo, names, args.threads)
@@ -358,7 +360,8 @@ def main(argv=None) -> int:
                     print(f"{served} c={c}: {row['throughput']:.1f}/s p50 {row['p50_ms']:.2f} ms p99 "
                           f"{row['p99_ms']:.2f} ms batch {row['mean_batch']:.2f}", flush=True)
                     write_report(args.out, rows, offline_rows, meta)
-                for r in rates:
+                best = max(v["throughput"] for v in offline_rows[name].values())
+                for r in (round(f * best, 1) for f in fractions):
                     row = poisson(host, served, body, headers, r, args.window * 3)
                     rows.append(dict(row, model=name, batching=batching, mode="poisson", load=r))
                     print(f"{served} rate={r}: {row['throughput']:.1f}/s p50 {row['p50_ms']:.2f} ms p99 "

@@ -174,7 +174,8 @@ def test_batches_fill_the_largest_preferred_size_instead_of_padding():
 def test_efficient_sizes_skip_batches_slower_per_sample():
     from compiler.serving.repository import efficient_sizes
 
-    assert efficient_sizes({1: 2.5, 2: 5.0, 4: 9.4, 8: 21.4, 16: 43.8}) == (1, 2, 4)
+    assert efficient_sizes({1: 2.5, 2: 5.0, 4: 9.4, 8: 21.4, 16: 43.8}) == (1, 2, 4, 8, 16)  # flat within 15%
+    assert efficient_sizes({1: 2.5, 2: 5.0, 4: 9.4, 8: 25.0, 16: 43.8}) == (1, 2, 4, 16)  # 8 is 25% slower per sample
     assert efficient_sizes({1: 10.0, 4: 30.0, 16: 100.0}) == (1, 4, 16)
 
 

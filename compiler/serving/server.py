@@ -75,8 +75,14 @@ class Server:
         if self.metrics_port is not None:
             self._metrics_server, _ = start_http_server(self.metrics_port, addr=self.host, registry=self.registry)
             self.metrics_port = self._metrics_server.server_port
-        self._poller.start()
+        self.start_services()
         return sock
+
+    def start_services(self) -> None:
+        """What runs beside the HTTP server: the repository poller (an ASGI host other than
+        uvicorn, such as Ray Serve, calls this and serves `app` itself)."""
+        if not self._poller.is_alive():
+            self._poller.start()
 
     @property
     def url(self) -> str:
