@@ -131,6 +131,10 @@ def _malformed(x: np.ndarray) -> list:
         ("/v2/models/mlp/infer", b"\x1f\x8b not gzip", {"Content-Encoding": "gzip"}),  # corrupt compression
         ("/v2/models/mlp/infer", as_json({"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32",
                                                        "data": [0.0] * 16}], "outputs": [{"name": "w"}]}), {}),
+        ("/v2/models/mlp/infer", as_json({"inputs": [{"name": "x", "shape": [1, 16], "datatype": "FP32",
+                                                       "data": [0.0] * 16}], "parameters": {"priority": 5}}), {}),
+        ("/v2/models/mlp/infers", good, binary),  # no such endpoint
+        ("/v2/health/live", b"", {}),  # POST where only GET is allowed
     ]
 
 

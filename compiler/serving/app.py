@@ -75,12 +75,18 @@ class ServingApp:
                        Route(prefix + "/config", self.model_config), Route(prefix + "/stats", self.stats),
                        Route(prefix + "/infer", self.infer, methods=["POST"])]
         self.asgi = Starlette(routes=[Route(r.path, _guarded(r.endpoint), methods=r.methods) for r in routes],
-                              lifespan=self._lifespan)
+                              lifespan=self._lifespan, exception_handlers={404: self._no_route, 405: self._no_route})
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app):
         yield
         self.server.shutdown()  # after uvicorn closed the connections: drain the queues
+
+    async def _no_route(self, request: Request, exc):
+        """An unknown path or method, answered in the protocol's form."""
+        if exc.status_code == 405:
+            return _error(405, f"{request.method} is not allowed on {request.url.path}")
+        return _error(404, f"no endpoint {request.url.path}; this server speaks the Open Inference Protocol (/v2/...)")
 
     def _version(self, request: Request):
         p = request.path_params
