@@ -155,12 +155,30 @@ class TuningDatabase:
             self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
         os.replace(self.path, aside)
 
+    @staticmethod
+    def _wal(conn: sqlite3.Connection) -> None:
+        """WAL mode (kept in the file, so set once). Switching takes a lock the busy timeout
+        does not wait for: a tuner that loses that race to another retries."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._wal(conn)
+            # one read snapshot: a tuner creating the schema meanwhile is seen whole or not at all
+            # (read apart, its commit could fall between the two reads: version 0 with every
+            # table there, taken for a foreign database and moved aside with its rows)
+            conn.execute("BEGIN")
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            conn.execute("COMMIT")
             if version == 0 and not tables:
                 conn.execute("BEGIN IMMEDIATE")
                 if not conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:  # nobody beat us to it
