@@ -32,12 +32,21 @@ class ProblemReport:
 
 
 def tune_graph(graph, target, threads: int, budget_s: float, *, retune: bool = False,
-               stream=None) -> list[ProblemReport]:
+               stream=None, ray: str | None = None) -> list[ProblemReport]:
     """Tune the problems of an optimized graph (the llvm backend's -O pipeline output)
-    that the cache has no valid result for (all of them with `retune`)."""
+    that the cache has no valid result for (all of them with `retune`). `ray`: a Ray
+    cluster address ("local", "auto", HOST:PORT) to build candidates on Ray tasks and time
+    them on the device's actor (`distributed`); None tunes in this process."""
     stream = stream or sys.stderr
     problems = problems_of_graph(graph, target)
-    cache = TuningDatabase(device_of(target, threads))
+    device = device_of(target, threads)
+    cache = TuningDatabase(device)
+    actor = None
+    if ray is not None and problems:
+        from .distributed import connect, device_tuner
+
+        connect(ray, device)
+        actor = device_tuner(device)
     deadline = time.perf_counter() + budget_s
     reports = []
     for i, (problem, count) in enumerate(problems):
@@ -51,7 +60,12 @@ def tune_graph(graph, target, threads: int, budget_s: float, *, retune: bool = F
             print(f"{prefix}: cached, {entry['ms']:.3f} ms", file=stream, flush=True)
             continue
         share = max(deadline - time.perf_counter(), 0.0) / (len(problems) - i)
-        result = tune_problem(problem, target, threads, share, report=stderr_reporter(prefix, stream))
+        if actor is not None:
+            from .distributed import tune_on
+
+            result = tune_on(actor, problem, target, threads, share)
+        else:
+            result = tune_problem(problem, target, threads, share, report=stderr_reporter(prefix, stream))
         cache.put(key, result.schedule, result.ms, result.default_ms, result.candidates, result.timings)
         print(f"\r{prefix}: {result.ms:.3f} ms (default {result.default_ms:.3f} ms, {result.candidates} candidates)",
               file=stream, flush=True)

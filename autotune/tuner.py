@@ -54,8 +54,9 @@ class _Search:
     """State of one problem's search: the workload, the reference output, the best so far."""
 
     def __init__(self, problem, target, threads: int, deadline: float, strict: bool,
-                 report: Callable[[str], None]):
+                 report: Callable[[str], None], builder: Callable = measure.compile_all):
         self.problem, self.target, self.threads = problem, target, threads
+        self.builder = builder
         self.deadline, self.strict, self.report = deadline, strict, report
         self.workload = measure.Workload(problem)
         self.reference = None
@@ -82,7 +83,7 @@ class _Search:
                     return
                 batch = batch[:1]  # no time at all: the default alone
             timers = []
-            for schedule, lib in zip(batch, measure.compile_all(self.problem, batch, self.target, pool)):
+            for schedule, lib in zip(batch, self.builder(self.problem, batch, self.target, pool)):
                 self.tried.append(schedule)
                 if isinstance(lib, Exception):
                     self._reject(schedule, f"does not build: {lib}")
@@ -139,12 +140,14 @@ def _final(search: _Search, default: tuple, ranked: list[tuple]) -> tuple:
 
 
 def tune_problem(problem, target, threads: int, budget_s: float, *, strict: bool = False,
-                 report: Callable[[str], None] = lambda line: None) -> TuneResult:
+                 report: Callable[[str], None] = lambda line: None, builder: Callable = measure.compile_all) -> TuneResult:
     """Search `problem`'s candidates (space.py) for `budget_s` seconds (the default schedule
     is always measured, however small the budget). `strict`: a candidate that computes a
-    wrong result raises CandidateMismatch (tests) instead of being skipped with a warning."""
+    wrong result raises CandidateMismatch (tests) instead of being skipped with a warning.
+    `builder(problem, schedules, target, pool)` compiles a batch of candidates (the local
+    thread pool, or Ray tasks: `distributed.RayBuilder`)."""
     problem = tuning_problem(problem)
-    search = _Search(problem, target, threads, time.perf_counter() + budget_s, strict, report)
+    search = _Search(problem, target, threads, time.perf_counter() + budget_s, strict, report, builder)
     with ThreadPoolExecutor(max_workers=search.workers) as pool:
         first = (space.depthwise_candidates(problem, target) if isinstance(problem, ConvProblem)
                  else space.tile_stage(problem, target))

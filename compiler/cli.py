@@ -3,7 +3,7 @@
     compile MODEL.onnx --target T -o OUT.cmod [--input-shape name=1,3,224,224] [-O 0|1|2|3]
     compile inspect MODEL.onnx [--target T] [--input-shape ...] [-O N] [--dump-ir DIR] [--json]
     compile run OUT.cmod [--inputs x.npz] [-o y.npz]
-    compile tune MODEL.onnx [--target T] [--threads N] [--budget S]   # kernel schedules, kept per device
+    compile tune MODEL.onnx [--target T] [--threads N] [--budget S] [--ray local|auto|ADDR]   # kernel schedules, kept per device
     compile tune [MODEL.onnx] [--import FILE] [--export FILE]         # move tuning records between machines
     compile MODEL.onnx --batch-sizes 1,4,16 -o REPO/NAME/1            # a served version's batch buckets
     compile serve REPO [--port 8000] [--metrics-port 8002]            # Open Inference Protocol (KServe v2)
@@ -336,6 +336,9 @@ def cmd_tune(argv: list[str]) -> int:
     p.add_argument("--budget", type=positive_float, default=300.0, help="total seconds of tuning (default 300)")
     _add_target_arg(p)
     p.add_argument("--retune", action="store_true", help="tune problems the cache already has too")
+    p.add_argument("--ray", metavar="local|auto|HOST:PORT",
+                   help="build candidates as Ray tasks and time them on the device's Ray actor (the 'ray' extra): "
+                        "'local' starts a cluster of this machine, 'auto' joins the one `ray start` set up")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="tune the kernels a build at this precision runs (bf16, fp16 and int8 products are problems "
                         "of their own; int8 needs no calibration to tune)")
@@ -355,7 +358,7 @@ def cmd_tune(argv: list[str]) -> int:
     if args.model is not None:
         try:
             reports = target.backend.tune(import_model(args.model, _shapes(args)), target, args.threads,
-                                          args.budget, retune=args.retune, precision=args.precision)
+                                          args.budget, retune=args.retune, precision=args.precision, ray=args.ray)
         except OSError as exc:  # an unreadable model file
             raise CompilerError(f"{args.model}: {exc.strerror or exc}") from None
         print(f"{args.model}: {target}, {args.threads} thread(s)")

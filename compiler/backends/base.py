@@ -176,7 +176,7 @@ class Backend:
         return None
 
     def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False,
-             precision: str = "fp32"):
+             precision: str = "fp32", ray: str | None = None):
         raise TargetError(f"target {self.kind!r} has no schedules to tune")
 
     def tuning_database(self, target, threads: int):

@@ -139,7 +139,7 @@ class LLVMBackend(Backend):
         return TuningDatabase(device_of(self.cpu(target), threads))
 
     def tune(self, graph: Graph, target, threads: int, budget_s: float, retune: bool = False,
-             precision: str = "fp32"):
+             precision: str = "fp32", ray: str | None = None):
         """Tune every extern kernel problem of the model, built at `precision`, for this
         device and thread count (bf16 and int8 products are problems of their own; int8
         needs no calibration here, its tuning key leaves the activation ranges out)."""
@@ -155,4 +155,4 @@ class LLVMBackend(Backend):
             calibration = Calibration(placeholder=True)
         optimized = self.optimize(graph, self.default_opt_level,
                                   options=BuildOptions(precision=precision, calibration=calibration))
-        return tune_graph(optimized, cpu, threads, budget_s, retune=retune)
+        return tune_graph(optimized, cpu, threads, budget_s, retune=retune, ray=ray)
