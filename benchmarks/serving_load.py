@@ -318,6 +318,7 @@ def plot(path: Path, rows: list[dict]) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)  # redrawn after every level
 
 
 def main(argv=None) -> int:
