@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints-dev.txt -e ".[test,torch,cuda,serve,ray]"
+	$(PY) -m pip install -q -c constraints-dev.txt -e ".[test,torch,cuda,serve,ray,tune]"
 	touch $(STAMP)
 
 # The main job on a shipped example: inspect, compile, and run it.

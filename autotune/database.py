@@ -39,12 +39,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from ..codegen.llvm.microkernels import DEPTHWISE_SPACE, GEMM_SPACE, DepthwiseSchedule, GemmSchedule
+from ..codegen.schedule import SPACES as LOOP_SPACES
+from ..codegen.schedule import HeuristicDefault
+from ..codegen.schedule import Schedule as LoopSchedule
 from ..ir.errors import CompilerError
 from .device import Device
 
 SCHEMA_VERSION = 1
 FILE_NAME = "tuning.sqlite3"
-SCHEDULE_KINDS = {"gemm": GemmSchedule, "depthwise": DepthwiseSchedule}
+SCHEDULE_KINDS = {"gemm": GemmSchedule, "depthwise": DepthwiseSchedule, "loop": LoopSchedule,
+                  "loop-default": HeuristicDefault}
 BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
@@ -81,7 +85,8 @@ def _compiler_fingerprint() -> str:
     depends on (an edit of a generator between releases makes the old timings stale too)."""
     from importlib import metadata
 
-    from ..codegen.llvm import microkernels
+    from ..codegen import schedule
+    from ..codegen.llvm import emitter, microkernels
 
     try:
         version = metadata.version("compiler")
@@ -89,6 +94,7 @@ def _compiler_fingerprint() -> str:
         version = "unreleased"
     h = hashlib.sha256(version.encode())
     sources = sorted(Path(microkernels.__file__).resolve().parent.glob("*.py"))
+    sources += [Path(schedule.__file__).resolve(), Path(emitter.__file__).resolve()]  # loop-IR schedules' meaning
     for path in sources:
         h.update(path.read_bytes())
     return f"{version}+{h.hexdigest()[:12]}"
@@ -96,7 +102,8 @@ def _compiler_fingerprint() -> str:
 
 COMPILER = _compiler_fingerprint()
 SPACE = _hash(json.dumps({space_name: [[k.name, list(k.choices)] for k in knobs] for space_name, knobs in
-                          (("gemm", GEMM_SPACE), ("depthwise", DEPTHWISE_SPACE))}, sort_keys=True))
+                          (("gemm", GEMM_SPACE), ("depthwise", DEPTHWISE_SPACE),
+                           *((f"loop-{c}", knobs) for c, knobs in LOOP_SPACES.items()))}, sort_keys=True))
 
 
 def database_root() -> Path:
@@ -109,7 +116,7 @@ def schedule_to_json(schedule) -> dict:
     return {"kind": kind, **asdict(schedule)}
 
 
-def schedule_from_json(data) -> GemmSchedule | DepthwiseSchedule | None:
+def schedule_from_json(data) -> GemmSchedule | DepthwiseSchedule | LoopSchedule | HeuristicDefault | None:
     """The schedule, or None when `data` is not one the current constructors accept."""
     if isinstance(data, str):
         try:

@@ -1,5 +1,7 @@
 """Distributed tuning on Ray: candidates are built as Ray tasks anywhere in the cluster and
 timed on one Ray actor per device, writing into the same tuning database as a local run.
+(Loop-IR kernels' candidates are built on Ray tasks too, sent as loop_ir_json data, and
+timed by the driver on its own device: their rebuild reaches into the model's graph.)
 
     compile tune model.onnx --ray local      # a Ray cluster of this machine alone
     compile tune model.onnx --ray auto       # the cluster `ray start` set up on this machine
@@ -91,6 +93,39 @@ class RayBuilder:
         for built in self._ray.get(refs):
             out.append(Library(built) if isinstance(built, bytes) else CompilerError(built))
         return out
+
+
+def _build_loop(kernels_json: list[dict], target):
+    """Ray task body: one shared library of loop-IR kernels (sent as loop_ir_json data, never
+    pickled code), as bytes, or why it did not build."""
+    from ..codegen.loop_ir_json import decode_kernel
+    from ..codegen.llvm.emitter import ModuleBuilder
+    from ..codegen.llvm.toolchain import emit_object, link_shared
+
+    try:
+        mb = ModuleBuilder("tune_loop", runtime=True, internal=False)
+        for k in kernels_json:
+            mb.add_kernel(decode_kernel(k))
+        return link_shared(emit_object(str(mb.module), target))
+    except Exception as e:  # reported per candidate, as a local build failure is
+        return f"{type(e).__name__}: {e}"
+
+
+def loop_ray_builder():
+    """`loop_kernels.build_local`'s contract on a Ray task: (kernels, target) -> Library."""
+    from ..codegen.loop_ir_json import encode_kernel
+    from ..codegen.llvm.microkernels.build import Library
+
+    ray = _ray()
+    task = ray.remote(num_cpus=1)(_build_loop)
+
+    def build(kernels: list, target):
+        built = ray.get(task.remote([encode_kernel(k) for k in kernels], target))
+        if isinstance(built, str):
+            raise CompilerError(built)
+        return Library(built)
+
+    return build
 
 
 class DeviceTuner:

@@ -1,5 +1,6 @@
 """What a build asks the tuner: `TunedSchedules`, the `codegen.schedule.Schedules` source
-that gives each extern kernel the schedule this device has tuned for it.
+that gives each extern kernel (`for_extern`) and each loop-IR kernel (`for_loop_kernel`)
+the schedule this device has tuned for it.
 
     TunedSchedules(threads=2).for_extern(problem, target)
         the cached tuned schedule for this device and thread count, else the heuristic
@@ -21,6 +22,7 @@ import warnings
 from ..codegen.llvm.microkernels.conv import default_schedule_for
 from ..codegen.schedule import Schedules
 from . import space
+from .cost_model import CostModel
 from .database import TuningDatabase
 from .device import default_threads, device_of
 from .problems import describe, problem_key, tuning_problem
@@ -42,6 +44,8 @@ class TunedSchedules(Schedules):
         self.expected = expected
         self.stream = stream or sys.stderr
         self.tuned = 0  # problems tuned by this source so far
+        self._loop_entries: dict | None = None
+        self.cost_model = CostModel()  # learns from every loop kernel this source tunes
 
     def for_extern(self, problem, target):
         """The schedule for `problem` (a GemmProblem or ConvProblem) on `target`."""
@@ -64,6 +68,41 @@ class TunedSchedules(Schedules):
         print(f"\r{prefix}: {result.ms:.3f} ms (default {result.default_ms:.3f} ms, {result.candidates} candidates)",
               file=self.stream, flush=True)
         return result.schedule
+
+
+    def for_loop_kernel(self, plan, rebuild, target, consts: dict):
+        """A loop-IR kernel's plan under its tuned schedule (the default plan when the
+        database has none for this device, or the kernel cannot be tuned); with `tune`, a
+        miss is tuned now (on the same per-problem budget) and recorded."""
+        from .loop_kernels import LoopTask, tune_loop_kernel
+
+        task = LoopTask(plan, rebuild, consts)
+        if task.why_not_tunable() is not None:
+            return plan
+        cache = TuningDatabase(device_of(target, self.threads))
+        if self._loop_entries is None:  # one read for the whole build, not one per kernel
+            self._loop_entries = {k: e for k, e in cache.entries().items() if k.startswith("loop:")}
+        entry = self._loop_entries.get(task.key)
+        if entry is not None:
+            tuned = task.schedule_plan(entry["schedule"])
+            if tuned is not None:
+                return tuned
+        if not self.tune:
+            return plan
+        self.tuned += 1
+        prefix = f"autotune [{self.tuned}] {task.name}"
+        result = tune_loop_kernel(task, target, self.threads, self.budget_s, model=self.cost_model,
+                                  report=stderr_reporter(prefix, self.stream))
+        if result is None:
+            return plan
+        try:
+            cache.put(task.key, result.schedule, result.ms, result.default_ms, result.candidates, result.timings)
+        except (OSError, sqlite3.Error) as exc:
+            warnings.warn(f"autotune: could not write {cache.path}: {exc}", RuntimeWarning, stacklevel=2)
+        self._loop_entries[task.key] = {"schedule": result.schedule}
+        print(f"\r{prefix}: {result.ms:.4f} ms (default {result.default_ms:.4f} ms, {result.candidates} candidates)",
+              file=self.stream, flush=True)
+        return task.schedule_plan(result.schedule) or plan
 
 
 def fingerprint(target, threads: int | None = None) -> str:

@@ -15,6 +15,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import ml_dtypes
 import numpy as np
@@ -151,24 +152,22 @@ class Timing:
     cut_short: bool  # stopped early: clearly slower than the best so far
 
 
-class Timer:
-    """One compiled candidate ready to call: its arguments bound, its per-sample call count
-    calibrated by a warm-up call, its samples (wall ms per call) collected."""
+class CallTimer:
+    """One compiled candidate ready to call (`call()` runs it once on bound arguments): its
+    per-sample call count calibrated by a warm-up call, its samples (wall ms per call)."""
 
-    def __init__(self, library, workload: Workload, schedule, target, threads: int):
-        self.schedule, self.library, self.threads = schedule, library, threads
-        self.arrays = workload.arrays(schedule, target)  # kept alive: the pointers below point into them
-        self.fn = library.function(KERNEL)
-        self.ptrs = [self.arrays[p].ctypes.data if self.arrays.get(p) is not None else None for p in PARAMS]
+    def __init__(self, schedule, library, call: Callable[[], None]):
+        self.schedule, self.library, self.call = schedule, library, call
         self.calls = max(1, int(MIN_SAMPLE_S / max(self.sample(1), 1e-7)))  # warm-up: page faults, thread team
         self.samples: list[float] = []
         self.cut_short = False
 
     def sample(self, calls: int) -> float:
         """Wall seconds per call over `calls` calls."""
+        call = self.call
         start = time.perf_counter()
         for _ in range(calls):
-            self.fn(*self.ptrs, self.threads)
+            call()
         return (time.perf_counter() - start) / calls
 
     def take(self) -> None:
@@ -180,6 +179,16 @@ class Timer:
     def timing(self) -> Timing:
         return Timing(self.score(), statistics.median(self.samples), min(self.samples), len(self.samples),
                       self.cut_short)
+
+
+class Timer(CallTimer):
+    """A microkernel candidate on the problem's workload."""
+
+    def __init__(self, library, workload: Workload, schedule, target, threads: int):
+        self.arrays = workload.arrays(schedule, target)  # kept alive: the pointers below point into them
+        fn = library.function(KERNEL)
+        ptrs = [self.arrays[p].ctypes.data if self.arrays.get(p) is not None else None for p in PARAMS]
+        super().__init__(schedule, library, lambda: fn(*ptrs, threads))
 
 
 def time_interleaved(timers: list[Timer], best_ms: float | None, rounds: int = 15) -> None:

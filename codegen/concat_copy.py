@@ -12,6 +12,7 @@ from __future__ import annotations
 from ..ir.graph import Node, Value
 from ..passes.match import concat_axis
 from . import loop_ir as L
+from .schedule import recorded_knobs
 from .te import Compute, Tensor, numel
 
 
@@ -35,9 +36,10 @@ def match_concat(nodes: list[Node]) -> Node | None:
     return nodes[0]
 
 
-def concat_kernel(name: str, node: Node, target) -> tuple[L.Kernel, list[Value]]:
+def concat_kernel(name: str, node: Node, target, schedule=None) -> tuple[L.Kernel, list[Value]]:
     """The loop-IR kernel copying each input of `node` into its slice; its parameters are
-    the inputs then the output (the values returned, in that order)."""
+    the inputs then the output (the values returned, in that order). `schedule`: an
+    injective-class Schedule, else the target's default."""
     out = node.outputs[0]
     shape = out.type.shape
     axis = concat_axis(node)
@@ -55,7 +57,7 @@ def concat_kernel(name: str, node: Node, target) -> tuple[L.Kernel, list[Value]]
                 return L.Load(src.dtype, src, L.add(L.mul(idx[0], run), idx[1]))
 
             stage = Compute((outer, run), out.type.dtype, element)
-            stages.append(target.lower_stage(stage, SliceOf(dst, outer, run, total, offset), "injective"))
+            stages.append(target.lower_stage(stage, SliceOf(dst, outer, run, total, offset), "injective", schedule))
         offset += run
-    kernel = L.Kernel(name, (*srcs, dst), L.seq(*stages), "injective", target.schedule_knobs("injective"))
+    kernel = L.Kernel(name, (*srcs, dst), L.seq(*stages), "injective", recorded_knobs(target, "injective", schedule))
     return kernel, [*node.inputs, out]

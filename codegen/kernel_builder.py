@@ -21,6 +21,7 @@ from .index_simplify import simplify_kernel
 from .lowering import LowerContext, NotLowerable
 from .permute_copy import match_permute, permute_kernel
 from .printer import kernel_text
+from .schedule import recorded_knobs
 from .slice_copy import match_slice, slice_kernel
 from .te import Compute, Reduce, StridedTensor, Tensor, numel, strides_of
 from .verify import verify_kernel
@@ -107,19 +108,20 @@ def _build_kernel(name: str, nodes: list, consts: dict, escaping: set, target,
     strided = {v: row_length[v] for n in nodes for v in (*n.inputs, *n.outputs) if v is not None and v in row_length}
     if strided:  # the copy fast paths read and store packed tensors: lower the group op by op instead
         return _lowered(name, nodes, consts, escaping, target, schedules, strided)
+    copy = (schedules or {}).get("injective")  # the copy kernels' schedule
     moved = match_permute(nodes, escaping)
     if moved is not None:  # reshapes around one Transpose: one permuted copy (see permute_copy)
         source, result, shape, perm = moved
-        return KernelPlan(permute_kernel(name, source, result, shape, perm, target),
+        return KernelPlan(permute_kernel(name, source, result, shape, perm, target, copy),
                           [("value", source), ("value", result)])
     window = match_slice(nodes, escaping, consts)
     if window is not None:  # views around one constant Slice: one strided copy (see slice_copy)
         source, result, shape, counts, begin, step = window
-        return KernelPlan(slice_kernel(name, source, result, shape, counts, begin, step, target),
+        return KernelPlan(slice_kernel(name, source, result, shape, counts, begin, step, target, copy),
                           [("value", source), ("value", result)])
     concat = match_concat(nodes)
     if concat is not None:  # a Concat alone: one copy per input (see concat_copy)
-        kernel, values = concat_kernel(name, concat, target)
+        kernel, values = concat_kernel(name, concat, target, copy)
         return KernelPlan(kernel, [("value", v) for v in values])
     return _lowered(name, nodes, consts, escaping, target, schedules, {})
 
@@ -210,8 +212,10 @@ def _lowered(name: str, nodes: list, consts: dict, escaping: set, target, schedu
             else:
                 tensors[v] = param(v, v.type.dtype, v.type.shape, ("value", v))
                 stages.append((stage, tensors[v]))
-    body = target.lower_stages(stages, klass, (schedules or {}).get(klass))
-    kernel = target.finish_kernel(L.Kernel(name, tuple(params), L.seq(*body), klass, target.schedule_knobs(klass)))
+    schedule = (schedules or {}).get(klass)
+    body = target.lower_stages(stages, klass, schedule)
+    kernel = target.finish_kernel(L.Kernel(name, tuple(params), L.seq(*body), klass,
+                                           recorded_knobs(target, klass, schedule)))
     verify_kernel(kernel, target.capabilities)
     return KernelPlan(kernel, args)
 

@@ -23,6 +23,7 @@ Shapes must be static: symbolic input dims are refused with a message naming the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -206,7 +207,8 @@ def _why_not(node: Node, target: CodegenTarget) -> str | None:
 
 
 def build_program(graph: Graph, target: CodegenTarget, schedules: Schedules = HEURISTIC) -> NativeProgram:
-    """`schedules`: where extern kernels' schedules come from (heuristic defaults, or tuned)."""
+    """`schedules`: where kernels' schedules come from (heuristic defaults, or tuned): extern
+    kernels' problems and loop-IR kernels alike."""
     graph, groups = kernel_groups(graph)
     known = fold_constants(graph)
     todo = check_compilable(graph, known, target)
@@ -284,6 +286,8 @@ def build_program(graph: Graph, target: CodegenTarget, schedules: Schedules = HE
             except NotLowerable as e:
                 problems.append((node.describe(), str(e)))
                 continue
+            plan = schedules.for_loop_kernel(plan, partial(_rebuild, name, piece, known, escaping, target,
+                                                           slices.row_length), target, known)
             add(plan, piece)
             paths.update((n, LOOP_IR) for n in piece)
     # Graph outputs that are inputs, constants, aliases or repeats get a copy kernel.
@@ -300,6 +304,11 @@ def build_program(graph: Graph, target: CodegenTarget, schedules: Schedules = HE
     program = _place(graph, plans, kernels, known, inputs, outputs, root, offset_of)
     program.paths = paths
     return program
+
+
+def _rebuild(name, piece, known, escaping, target, row_length, schedule) -> KernelPlan:
+    """The kernel of `piece` again, under `schedule` (a tuner's candidate)."""
+    return build_kernel(name, piece, known, escaping, target, {schedule.kernel_class: schedule}, row_length)
 
 
 def _extern_plans(todo: list[Node], known: dict, target: CodegenTarget, schedules: Schedules) -> dict[Node, ExternPlan]:

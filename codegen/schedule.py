@@ -70,6 +70,15 @@ class Schedule:
         return self.knobs[name]
 
 
+@dataclass(frozen=True)
+class HeuristicDefault:
+    """A loop-IR kernel under the target's heuristic default (per stage: a native vector
+    register of its element type, parallel, unroll 4): what a tuning record names when no
+    candidate beat the kernel as built untuned."""
+
+    kernel_class: str
+
+
 class Schedules:
     """Where a build's schedule choices come from. This base gives the heuristic defaults
     (`default_schedule`; a target's `default_extern_schedule` for its own kernels); the
@@ -80,6 +89,13 @@ class Schedules:
     def for_extern(self, problem, target):
         """The schedule of an extern kernel's `problem` on `target`."""
         return target.default_extern_schedule(problem)
+
+    def for_loop_kernel(self, plan, rebuild, target, consts: dict):
+        """The plan to use for a loop-IR kernel built under the heuristic default (`plan`, a
+        kernel_builder.KernelPlan). `rebuild(schedule)` builds the same kernel under another
+        `Schedule` of its class; `consts` holds the compile-time values among its arguments.
+        The default plan here; a tuner gives the one it measured fastest."""
+        return plan
 
 
 HEURISTIC = Schedules()
@@ -92,6 +108,22 @@ def default_schedule(kernel_class: str, vector_bits: int = 256, elem_bits: int =
     if any(k.name == "unroll" for k in SPACES[kernel_class]):
         knobs["unroll"] = 4
     return Schedule(kernel_class, knobs)
+
+
+def recorded_knobs(target, kernel_class: str, schedule=None) -> dict:
+    """The knobs a kernel records (shown in its listing, part of its identity): the
+    schedule's it was lowered under, else the target's default for its class."""
+    return dict(schedule.knobs) if isinstance(schedule, Schedule) else target.schedule_knobs(kernel_class)
+
+
+def space_points(kernel_class: str) -> list[Schedule]:
+    """Every schedule of the class's declared space, in a fixed order (the autotuner's
+    domain: every point is valid, the heuristic default among them)."""
+    knobs = SPACES[kernel_class]
+    points = [{}]
+    for knob in knobs:
+        points = [{**p, knob.name: c} for p in points for c in knob.choices]
+    return [Schedule(kernel_class, p) for p in points]
 
 
 # ------------------------------------------------------------------------ stage lowering

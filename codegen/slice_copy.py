@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ..ir.graph import Node, Value
 from . import loop_ir as L
+from .schedule import recorded_knobs
 from .lowering.injective import slice_window
 from .permute_copy import views_around
 from .te import Compute, Tensor, numel, strides_of
@@ -55,8 +56,9 @@ def collapse(shape: tuple, counts: tuple, begin: list, step: list) -> tuple[int,
 
 
 def slice_kernel(name: str, source: Value, result: Value, shape: tuple, counts: tuple, begin: list, step: list,
-                 target):
-    """The loop-IR kernel copying the window of `source` (read as `shape`) into `result`."""
+                 target, schedule=None):
+    """The loop-IR kernel copying the window of `source` (read as `shape`) into `result`
+    (`schedule`: an injective-class Schedule, else the target's default)."""
     offset, axes = collapse(shape, counts, begin, step)
     src = L.Buffer("p0", source.type.dtype, max(1, numel(source.type.shape)))
     dst = L.Buffer("p1", result.type.dtype, max(1, numel(result.type.shape)))
@@ -69,5 +71,5 @@ def slice_kernel(name: str, source: Value, result: Value, shape: tuple, counts: 
         return L.Load(src.dtype, src, flat)
 
     stage = Compute(out_shape, result.type.dtype, element)
-    body = target.lower_stage(stage, Tensor(dst, out_shape), "injective")
-    return L.Kernel(name, (src, dst), body, "injective", target.schedule_knobs("injective"))
+    body = target.lower_stage(stage, Tensor(dst, out_shape), "injective", schedule)
+    return L.Kernel(name, (src, dst), body, "injective", recorded_knobs(target, "injective", schedule))
