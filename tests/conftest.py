@@ -1,4 +1,5 @@
-"""Shared pytest set-up: the `cuda` marker's skip, and the conformance count in the summary."""
+"""Shared pytest set-up: the `cuda` marker's skip, the conformance count in the summary, and
+the CPU target the tuner's tests time kernels on."""
 from __future__ import annotations
 
 from collections import Counter
@@ -19,6 +20,18 @@ def _has_gpu() -> bool:
         return True
     except Exception:  # no cuda-bindings, no driver, no GPU: the cuda tests skip
         return False
+
+
+@pytest.fixture(scope="module")
+def tuning_target():
+    """This CPU as the llvm target, for tests that build and time microkernels (skipped on a
+    host without AVX2+FMA, where the microkernels do not run)."""
+    from compiler.codegen.llvm.target import cpu_target
+
+    t = cpu_target()
+    if "fma" not in t.required:
+        pytest.skip("host has no AVX2+FMA: the microkernels do not run here")
+    return t
 
 
 def pytest_collection_modifyitems(config, items):

@@ -53,11 +53,8 @@ SAMPLE = 10  # candidates per problem compiled and run (plus the extremes of eve
 
 
 @pytest.fixture(scope="module")
-def target():
-    t = cpu_target()
-    if "fma" not in t.required:
-        pytest.skip("host has no AVX2+FMA: the microkernels do not run here")
-    return t
+def target(tuning_target):
+    return tuning_target
 
 
 @pytest.fixture(autouse=True)

@@ -26,7 +26,6 @@ from compiler.autotune.model import loop_tasks_of_graph
 from compiler.autotune.tuner import CandidateMismatch
 from compiler.backends import parse_target
 from compiler.backends.base import BuildOptions
-from compiler.codegen.llvm.target import cpu_target
 from compiler.codegen.schedule import SPACES, HeuristicDefault, Schedule, default_schedule, space_points
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -34,8 +33,8 @@ from make_example import build_tiny_cnn  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def target():
-    return cpu_target()
+def target(tuning_target):
+    return tuning_target
 
 
 @pytest.fixture(autouse=True)

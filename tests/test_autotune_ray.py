@@ -16,7 +16,6 @@ from compiler.autotune.distributed import connect, device_resource, device_tuner
 from compiler.autotune.problems import tuning_problem  # noqa: E402
 from compiler.autotune.tuner import tune_problem  # noqa: E402
 from compiler.codegen.llvm.microkernels import AOperand, Epilogue, GemmProblem  # noqa: E402
-from compiler.codegen.llvm.target import cpu_target  # noqa: E402
 from compiler.ir.errors import CompilerError  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -26,11 +25,8 @@ PROBLEM = GemmProblem(AOperand.matrix(64, 128), 96, epilogue=Epilogue(bias=True,
 
 
 @pytest.fixture(scope="module")
-def target():
-    t = cpu_target()
-    if "fma" not in t.required:
-        pytest.skip("host has no AVX2+FMA: the microkernels do not run here")
-    return t
+def target(tuning_target):
+    return tuning_target
 
 
 @pytest.fixture(scope="module")
