@@ -9,7 +9,8 @@ alone); the response cache is off. First the artifacts' own offline numbers: `ru
 latency and throughput at each batch size, in this process, before the server starts.
 Then `compile serve` in a subprocess, and closed-loop clients at each concurrency (each
 sends its next request when the last one is answered), over persistent HTTP connections
-with pre-encoded binary bodies so the client costs little CPU beside the server. A level is
+driven by one event loop with prebuilt binary requests (`load_client`), so the client costs
+little CPU beside the server; the cores it used are reported per level. A level is
 measured in windows of --window seconds until three in a row agree within 10% on
 throughput (perf_analyzer's stability rule; at most --max-windows); the three windows are
 reported: throughput, p50/p90/p99 latency, and the mean merged batch from the server's
@@ -38,6 +39,7 @@ import numpy as np
 from compiler.bench import thread_env
 
 from . import models
+from .load_client import build_request, run_closed, run_poisson
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results_serving"
 BATCH_SIZES = (1, 2, 4, 8, 16)
@@ -108,20 +110,6 @@ def encode(inputs: dict[str, np.ndarray]) -> tuple[bytes, dict]:
     return body, {"Inference-Header-Content-Length": str(len(h)), "Content-Type": "application/octet-stream"}
 
 
-class Client:
-    """One persistent connection."""
-
-    def __init__(self, host: str):
-        self.conn = http.client.HTTPConnection(host, timeout=120)
-
-    def post(self, path: str, body: bytes, headers: dict) -> None:
-        self.conn.request("POST", path, body=body, headers=headers)
-        r = self.conn.getresponse()
-        data = r.read()
-        if r.status != 200:
-            raise RuntimeError(f"{path}: HTTP {r.status}: {data[:300]!r}")
-
-
 def _stats(host: str, model: str) -> tuple[int, int]:
     conn = http.client.HTTPConnection(host, timeout=30)
     conn.request("GET", f"/v2/models/{model}/stats")
@@ -139,39 +127,23 @@ def _summary(latencies: list[float], seconds: float, count: int) -> dict:
 def closed_loop(host: str, model: str, body: bytes, headers: dict, concurrency: int, window_s: float,
                 max_windows: int) -> dict:
     """`concurrency` clients back to back, measured in windows until three agree within 10%."""
-    path = f"/v2/models/{model}/infer"
+    request = build_request(host, f"/v2/models/{model}/infer", body, headers)
     done: list[tuple[float, float]] = []  # (finish time, latency)
     lock = threading.Lock()
     stop = threading.Event()
-    errors = []
-
-    def client():
-        c = Client(host)
-        while not stop.is_set():
-            t = time.perf_counter()
-            try:
-                c.post(path, body, headers)
-            except Exception as e:
-                errors.append(e)
-                stop.set()
-                return
-            end = time.perf_counter()
-            with lock:
-                done.append((end, end - t))
-
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
+    errors: list = []
+    thread = run_closed(host, request, concurrency, done, lock, stop, errors)
     time.sleep(min(1.0, window_s / 2))  # warm-up: connections open, queues in steady state
     windows = []
     counts = _stats(host, model)
+    cpu0 = time.process_time()
     for _ in range(max_windows):
         start = time.perf_counter()
         time.sleep(window_s)
         end = time.perf_counter()
         with lock:
             lat = [d for f, d in done if start <= f < end]
-        windows.append((start, end, lat, _stats(host, model)))
+        windows.append((start, end, lat, _stats(host, model), time.process_time()))
         if errors:
             break
         if len(windows) >= 3:
@@ -179,63 +151,41 @@ def closed_loop(host: str, model: str, body: bytes, headers: dict, concurrency: 
             if max(tp) <= 1.1 * min(tp):
                 break
     stop.set()
-    for t in threads:
-        t.join(120)
+    thread.join(120)
     if errors:
         raise errors[0]
     last = windows[-3:]
     before = counts if len(windows) <= 3 else windows[-4][3]
+    cpu_before = cpu0 if len(windows) <= 3 else windows[-4][4]
     after = last[-1][3]
     tp = [len(w[2]) / (w[1] - w[0]) for w in last]
-    row = _summary([x for w in last for x in w[2]], sum(w[1] - w[0] for w in last), sum(len(w[2]) for w in last))
+    seconds = sum(w[1] - w[0] for w in last)
+    row = _summary([x for w in last for x in w[2]], seconds, sum(len(w[2]) for w in last))
     row.update(windows=len(windows), stable=len(last) == 3 and max(tp) <= 1.1 * min(tp),
-               mean_batch=(after[0] - before[0]) / max(1, after[1] - before[1]))
+               mean_batch=(after[0] - before[0]) / max(1, after[1] - before[1]),
+               client_cpu=(last[-1][4] - cpu_before) / (last[-1][1] - last[0][0]))  # cores the client used
     return row
 
 
 def poisson(host: str, model: str, body: bytes, headers: dict, rate: float, seconds: float, seed: int = 0) -> dict:
     """Open loop: arrivals at `rate` per second (exponential gaps); latency counts from the
     scheduled arrival, so a client that falls behind shows as latency, not as a lower rate."""
-    path = f"/v2/models/{model}/infer"
+    request = build_request(host, f"/v2/models/{model}/infer", body, headers)
     rng = np.random.default_rng(seed)
     arrivals = np.cumsum(rng.exponential(1 / rate, int(rate * seconds * 1.2) + 10))
     arrivals = arrivals[arrivals < seconds]
-    nxt = iter(range(len(arrivals)))
-    lock = threading.Lock()
     latencies, errors = [], []
-    start = time.perf_counter() + 0.2
-
-    def sender():
-        c = Client(host)
-        while True:
-            with lock:
-                i = next(nxt, None)
-            if i is None:
-                return
-            due = start + arrivals[i]
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
-            try:
-                c.post(path, body, headers)
-            except Exception as e:
-                errors.append(e)
-                return
-            with lock:
-                latencies.append(time.perf_counter() - due)
-
     counts = _stats(host, model)
-    threads = [threading.Thread(target=sender, daemon=True) for _ in range(32)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    cpu0 = time.process_time()
+    start = time.perf_counter() + 0.2
+    run_poisson(host, request, arrivals, start, latencies, errors).join()
     if errors:
         raise errors[0]
     elapsed = time.perf_counter() - start
     after = _stats(host, model)
     row = _summary(latencies, elapsed, len(latencies))
-    row.update(windows=1, stable=True, mean_batch=(after[0] - counts[0]) / max(1, after[1] - counts[1]))
+    row.update(windows=1, stable=True, mean_batch=(after[0] - counts[0]) / max(1, after[1] - counts[1]),
+               client_cpu=(time.process_time() - cpu0) / elapsed)
     return row
 
 
@@ -253,7 +203,7 @@ def start_server(root: Path, threads: int) -> tuple[subprocess.Popen, str]:
 def write_report(out: Path, rows: list[dict], offline_rows: dict, meta: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     fields = ["model", "batching", "mode", "load", "throughput", "p50_ms", "p90_ms", "p99_ms", "mean_batch",
-              "windows", "stable"]
+              "client_cpu", "windows", "stable"]
     with open(out / "serving.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         w.writeheader()
@@ -281,12 +231,13 @@ def write_report(out: Path, rows: list[dict], offline_rows: dict, meta: dict) ->
         lines.append(f"| {name} | " + " | ".join(f"{off[b]['latency_ms']:.2f} ms, {off[b]['throughput']:.0f}/s"
                                                  for b in BATCH_SIZES) + " |")
     lines += ["", "Every level (closed loop: concurrency; open loop: Poisson rate per second):", "",
-              "| model | batching | mode | load | req/s | p50 ms | p90 ms | p99 ms | mean batch | windows |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+              "| model | batching | mode | load | req/s | p50 ms | p90 ms | p99 ms | mean batch | client cores | windows |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['model']} | {'on' if r['batching'] else 'off'} | {r['mode']} | {r['load']} | "
                      f"{r['throughput']:.1f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['p99_ms']:.2f} | "
-                     f"{r['mean_batch']:.2f} | {r['windows']}{'' if r['stable'] else ' (unstable)'} |")
+                     f"{r['mean_batch']:.2f} | {r.get('client_cpu', float('nan')):.2f} | "
+                     f"{r['windows']}{'' if r['stable'] else ' (unstable)'} |")
     (out / "serving.md").write_text("\n".join(lines) + "\n")
     plot(out / "serving.png", rows)
 
