@@ -7,7 +7,7 @@ through `compiler.codegen.onnx_backend_llvm.LLVMBackend` and grouping failures b
 
 The big groups: ops with no lowering rule yet (Attention, GridSample, TopK...),
 ops that can never be one static native entry (control flow, sequences, strings, random
-numbers, data-dependent output shapes), element types native code lacks (float8, float4,
+numbers, data-dependent output shapes), element types native code lacks (float8e8m0, float4,
 4/2-bit ints), and shapes that are computed at run time (static shapes only, for now).
 """
 from __future__ import annotations
@@ -126,62 +126,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_causal_conv_with_state_with_bias',
         'test_causal_conv_with_state_with_bias_and_past_state',
         'test_causal_conv_with_state_with_past_state',
-    ),
-    'Cast: a value has element type f8e4m3fn, which native code does not support yet': (
-        'test_cast_FLOAT16_to_FLOAT8E4M3FN',
-        'test_cast_FLOAT8E4M3FN_to_FLOAT',
-        'test_cast_FLOAT8E4M3FN_to_FLOAT16',
-        'test_cast_FLOAT_to_FLOAT8E4M3FN',
-        'test_cast_no_saturate_FLOAT16_to_FLOAT8E4M3FN',
-        'test_cast_no_saturate_FLOAT_to_FLOAT8E4M3FN',
-        'test_castlike_FLOAT16_to_FLOAT8E4M3FN_expanded',
-        'test_castlike_FLOAT8E4M3FN_to_FLOAT16_expanded',
-        'test_castlike_FLOAT8E4M3FN_to_FLOAT_expanded',
-        'test_castlike_FLOAT_to_FLOAT8E4M3FN_expanded',
-        'test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FN_expanded',
-        'test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FN_expanded',
-    ),
-    'Cast: a value has element type f8e4m3fnuz, which native code does not support yet': (
-        'test_cast_FLOAT16_to_FLOAT8E4M3FNUZ',
-        'test_cast_FLOAT8E4M3FNUZ_to_FLOAT',
-        'test_cast_FLOAT8E4M3FNUZ_to_FLOAT16',
-        'test_cast_FLOAT_to_FLOAT8E4M3FNUZ',
-        'test_cast_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ',
-        'test_cast_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ',
-        'test_castlike_FLOAT16_to_FLOAT8E4M3FNUZ_expanded',
-        'test_castlike_FLOAT8E4M3FNUZ_to_FLOAT16_expanded',
-        'test_castlike_FLOAT8E4M3FNUZ_to_FLOAT_expanded',
-        'test_castlike_FLOAT_to_FLOAT8E4M3FNUZ_expanded',
-        'test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ_expanded',
-        'test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ_expanded',
-    ),
-    'Cast: a value has element type f8e5m2, which native code does not support yet': (
-        'test_cast_FLOAT16_to_FLOAT8E5M2',
-        'test_cast_FLOAT8E5M2_to_FLOAT',
-        'test_cast_FLOAT8E5M2_to_FLOAT16',
-        'test_cast_FLOAT_to_FLOAT8E5M2',
-        'test_cast_no_saturate_FLOAT16_to_FLOAT8E5M2',
-        'test_cast_no_saturate_FLOAT_to_FLOAT8E5M2',
-        'test_castlike_FLOAT16_to_FLOAT8E5M2_expanded',
-        'test_castlike_FLOAT8E5M2_to_FLOAT16_expanded',
-        'test_castlike_FLOAT8E5M2_to_FLOAT_expanded',
-        'test_castlike_FLOAT_to_FLOAT8E5M2_expanded',
-        'test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2_expanded',
-        'test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2_expanded',
-    ),
-    'Cast: a value has element type f8e5m2fnuz, which native code does not support yet': (
-        'test_cast_FLOAT16_to_FLOAT8E5M2FNUZ',
-        'test_cast_FLOAT8E5M2FNUZ_to_FLOAT',
-        'test_cast_FLOAT8E5M2FNUZ_to_FLOAT16',
-        'test_cast_FLOAT_to_FLOAT8E5M2FNUZ',
-        'test_cast_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ',
-        'test_cast_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ',
-        'test_castlike_FLOAT16_to_FLOAT8E5M2FNUZ_expanded',
-        'test_castlike_FLOAT8E5M2FNUZ_to_FLOAT16_expanded',
-        'test_castlike_FLOAT8E5M2FNUZ_to_FLOAT_expanded',
-        'test_castlike_FLOAT_to_FLOAT8E5M2FNUZ_expanded',
-        'test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ_expanded',
-        'test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ_expanded',
     ),
     'preview.FlexAttention: no lowering rule for this op yet': (
         'test_flexattention',
@@ -340,38 +284,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_unique_sorted_with_negative_axis',
         'test_unique_sorted_without_axis',
     ),
-    'CastLike: a value has element type f8e4m3fn, which native code does not support yet': (
-        'test_castlike_FLOAT16_to_FLOAT8E4M3FN',
-        'test_castlike_FLOAT8E4M3FN_to_FLOAT',
-        'test_castlike_FLOAT8E4M3FN_to_FLOAT16',
-        'test_castlike_FLOAT_to_FLOAT8E4M3FN',
-        'test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FN',
-        'test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FN',
-    ),
-    'CastLike: a value has element type f8e4m3fnuz, which native code does not support yet': (
-        'test_castlike_FLOAT16_to_FLOAT8E4M3FNUZ',
-        'test_castlike_FLOAT8E4M3FNUZ_to_FLOAT',
-        'test_castlike_FLOAT8E4M3FNUZ_to_FLOAT16',
-        'test_castlike_FLOAT_to_FLOAT8E4M3FNUZ',
-        'test_castlike_no_saturate_FLOAT16_to_FLOAT8E4M3FNUZ',
-        'test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ',
-    ),
-    'CastLike: a value has element type f8e5m2, which native code does not support yet': (
-        'test_castlike_FLOAT16_to_FLOAT8E5M2',
-        'test_castlike_FLOAT8E5M2_to_FLOAT',
-        'test_castlike_FLOAT8E5M2_to_FLOAT16',
-        'test_castlike_FLOAT_to_FLOAT8E5M2',
-        'test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2',
-        'test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2',
-    ),
-    'CastLike: a value has element type f8e5m2fnuz, which native code does not support yet': (
-        'test_castlike_FLOAT16_to_FLOAT8E5M2FNUZ',
-        'test_castlike_FLOAT8E5M2FNUZ_to_FLOAT',
-        'test_castlike_FLOAT8E5M2FNUZ_to_FLOAT16',
-        'test_castlike_FLOAT_to_FLOAT8E5M2FNUZ',
-        'test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ',
-        'test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ',
-    ),
     'Dropout: Dropout with a run-time or true training_mode is not lowered': (
         'test_training_dropout',
         'test_training_dropout_default',
@@ -496,11 +408,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_bernoulli_double',
         'test_bernoulli_seed',
     ),
-    'DequantizeLinear: a value has element type f8e4m3fn, which native code does not support yet': (
-        'test_dequantizelinear_e4m3fn',
-        'test_dequantizelinear_e4m3fn_float16',
-        'test_dequantizelinear_e4m3fn_zero_point',
-    ),
     'If: control flow runs subgraphs chosen at run time': (
         'test_if',
         'test_if_opt',
@@ -595,9 +502,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     'DequantizeLinear: a value has element type f4e2m1, which native code does not support yet': (
         'test_dequantizelinear_float4e2m1',
     ),
-    'DequantizeLinear: a value has element type f8e5m2, which native code does not support yet': (
-        'test_dequantizelinear_e5m2',
-    ),
     'DequantizeLinear: a value has element type i2, which native code does not support yet': (
         'test_dequantizelinear_int2',
     ),
@@ -651,12 +555,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     ),
     'QuantizeLinear: a value has element type f4e2m1, which native code does not support yet': (
         'test_quantizelinear_float4e2m1',
-    ),
-    'QuantizeLinear: a value has element type f8e4m3fn, which native code does not support yet': (
-        'test_quantizelinear_e4m3fn',
-    ),
-    'QuantizeLinear: a value has element type f8e5m2, which native code does not support yet': (
-        'test_quantizelinear_e5m2',
     ),
     'QuantizeLinear: a value has element type i2, which native code does not support yet': (
         'test_quantizelinear_int2',

@@ -22,6 +22,8 @@ from ...ir import dtypes
 from ...ir.dtypes import DType
 from .. import loop_ir as L
 from ..renderer import CodegenError, Renderer
+from ..float8_formats import FLOAT8
+from . import float8
 from .parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from .vector_math import pow_fast, vector_f32_math
 
@@ -42,15 +44,18 @@ def value_type(dt: DType) -> ir.Type:
         return ir.DoubleType()
     if dt is dtypes.float16:
         return ir.HalfType()
-    if dt is dtypes.bfloat16:
-        return ir.FloatType()  # bfloat16 values live in float32 registers, rounded when converted
+    if dt is dtypes.bfloat16 or dt in FLOAT8:
+        return ir.FloatType()  # bfloat16 and float8 values live in float32 registers, rounded when converted
     raise CodegenError(f"element type {dt} has no LLVM lowering yet")
 
 
 def memory_type(dt: DType) -> ir.Type:
-    """The LLVM type of `dt` in memory (bool is a byte, like numpy's; bfloat16 its 16 bits)."""
+    """The LLVM type of `dt` in memory (bool is a byte, like numpy's; bfloat16 its 16 bits;
+    float8 its 8-bit codes)."""
     if dt is dtypes.bfloat16:
         return ir.IntType(16)
+    if dt in FLOAT8:
+        return I8
     return I8 if dt.kind == "bool" else value_type(dt)
 
 
@@ -427,6 +432,8 @@ class FunctionEmitter(Renderer):
             nan = b.fcmp_unordered("uno", v, v)
             top = b.select(nan, self._const_like(v, i32, 0x7FC00000), rounded)
             return b.trunc(b.lshr(top, self._const_like(v, i32, 16)), self._like(v, ir.IntType(16)))
+        if dt in FLOAT8:
+            return float8.encode(self.b, v, dt, lambda name, args: self.call_intrinsic("llvm." + name, args))
         if dt.kind != "bool":
             return v
         return self.b.zext(v, self._like(v, I8))
@@ -436,6 +443,8 @@ class FunctionEmitter(Renderer):
             b, i32 = self.b, ir.IntType(32)
             wide = b.shl(b.zext(v, self._like(v, i32)), self._const_like(v, i32, 16))
             return b.bitcast(wide, self._like(v, ir.FloatType()))
+        if dt in FLOAT8:
+            return float8.decode(self.b, v, dt)
         if dt.kind != "bool":
             return v
         return self.b.icmp_unsigned("!=", v, ir.Constant(v.type, None))
@@ -444,9 +453,9 @@ class FunctionEmitter(Renderer):
         """numpy-style conversions (float -> bool is x != 0, bool -> number is 0/1)."""
         if src is dst:
             return v
-        if dst is dtypes.bfloat16:  # convert to float32, then round to bfloat16's precision
+        if dst is dtypes.bfloat16 or dst in FLOAT8:  # convert to float32, then round to dst's precision
             return self.from_memory(self.to_memory(self.convert(v, src, dtypes.float32), dst), dst)
-        if src is dtypes.bfloat16:
+        if src is dtypes.bfloat16 or src in FLOAT8:
             src = dtypes.float32
             if dst is src:
                 return v

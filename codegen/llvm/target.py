@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from ...ir import dtypes
 from ...ir.errors import TargetError
+from ..float8_formats import FLOAT8
 from ..target import CPU_LOOP_KINDS, Capabilities, CodegenTarget, native_dtype
 from ..amx_permission import AMX_FEATURES, request_amx
 
@@ -50,7 +51,8 @@ CPU_EXTRA_FEATURES = {
 
 CAPABILITIES = Capabilities(
     loop_kinds=CPU_LOOP_KINDS, scopes=frozenset({"global", "local"}),
-    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if native_dtype(d)), gpu=False,
+    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if native_dtype(d)) | {d.name for d in FLOAT8},  # float8: emitter
+    gpu=False,
     extern_kernels=("gemm", "conv", "depthwise_conv", "attention"))
 
 

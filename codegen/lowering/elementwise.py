@@ -10,6 +10,7 @@ import math
 
 from ...ir import dtypes
 from .. import loop_ir as L
+from ..float8_formats import FLOAT8, max_finite
 from ..te import Compute, wide
 from .context import LowerContext, NotLowerable
 
@@ -163,7 +164,16 @@ def _cast(ctx, xs):
     src, dst = ctx.inputs[0].dtype, ctx.out_dtype()
     if dst.kind in ("string",) or src.kind == "string" or dst.bits < 8 and dst.kind != "bool":
         raise NotLowerable(f"Cast from {src} to {dst}")
+    if dst in FLOAT8 and ctx.attrs.get("saturate", 1):  # out of range -> the largest finite value
+        return saturate(L.cast(xs[0], dtypes.float32), dst)
     return xs[0]  # the stage casts to the output type when storing
+
+
+def saturate(x, dst):
+    """float32 `x` clamped to float8 type `dst`'s finite range (NaN stays NaN: its
+    comparisons are false)."""
+    top = max_finite(dst)
+    return L.select(L.binary("gt", x, _c(top, x)), _c(top, x), L.select(L.binary("lt", x, _c(-top, x)), _c(-top, x), x))
 
 
 def _isinf(x, detect_negative, detect_positive):

@@ -13,8 +13,10 @@ import numpy as np
 
 from ...ir import dtypes
 from .. import loop_ir as L
+from ..float8_formats import FLOAT8
 from ..te import Compute, wide
 from .context import LowerContext, NotLowerable
+from .elementwise import saturate
 
 F64 = dtypes.float64
 
@@ -34,12 +36,12 @@ def _param(ctx: LowerContext, i: int, idx, rank: int):
 
 
 def _integer_target(dt):
-    if not (dt.is_int and dt.bits >= 8):
-        raise NotLowerable(f"quantization to {dt} (only 8, 16 and 32-bit integers are lowered)")
+    if not (dt.is_int and dt.bits >= 8) and dt not in FLOAT8:
+        raise NotLowerable(f"quantization to {dt} (only 8, 16 and 32-bit integers and float8 are lowered)")
 
 
 def _work_type(integer) -> dtypes.DType:
-    """The float type (de)quantization to/from `integer` computes in (see the module doc)."""
+    """The float type (de)quantization to/from `integer` (or float8) computes in (see the module doc)."""
     return dtypes.float32 if integer.bits <= 16 else F64
 
 
@@ -47,8 +49,17 @@ def _quantize(ctx: LowerContext):
     x = ctx.input(0)
     out = ctx.out_dtype()
     _integer_target(out)
-    info = np.iinfo(out.numpy)
     work = _work_type(out)
+    if out in FLOAT8:  # no rounding to integers: the store rounds to out's grid; saturate clamps first
+        def element(idx):
+            scale = wide(_param(ctx, 1, idx, x.rank))
+            q = L.cast(L.div(L.cast(wide(x[idx]), scale.dtype), scale), work)
+            if ctx.has(2):
+                q = L.add(q, L.cast(_param(ctx, 2, idx, x.rank), work))
+            return saturate(q, out) if ctx.attrs.get("saturate", 1) else q
+
+        return [Compute(ctx.out_shape(), out, element)]
+    info = np.iinfo(out.numpy)
 
     def element(idx):
         scale = wide(_param(ctx, 1, idx, x.rank))

@@ -14,18 +14,10 @@ import numpy as np
 
 from ..ir.errors import ArtifactError
 from .calling import ArtifactSections, PositionalCall
-from .signature import TensorSpec, host_arrays
+from .signature import TensorSpec, host_arrays, np_dtype
 
 LAUNCH_ABI = "cuda-launch-v1"  # the launch table's format (codegen.cuda.build.launch_table)
 STORAGE_KINDS = ("input", "output", "weight", "arena")
-
-
-def np_dtype(name: str) -> np.dtype:
-    if name == "bfloat16":
-        import ml_dtypes
-
-        return np.dtype(ml_dtypes.bfloat16)
-    return np.dtype(name)
 
 
 class GpuProgramModel(ArtifactSections, PositionalCall):

@@ -25,7 +25,7 @@ from ..ir.errors import ArtifactError
 from .calling import ArtifactSections, OpensOnce, PositionalCall
 from ..codegen.amx_permission import request_amx
 from .cpu import missing_features
-from .signature import TensorSpec, host_arrays
+from .signature import TensorSpec, host_arrays, np_dtype
 
 _ALIGN = 64
 NATIVE_ABI = "cm_entry-v1"  # int cm_entry(void **inputs, void **outputs, void *weights, void *arena)
@@ -80,8 +80,8 @@ class NativeModel(OpensOnce, ArtifactSections, PositionalCall):
         self.target = manifest.get("target", "llvm")
         self.inputs = [TensorSpec.from_json(d) for d in manifest["inputs"]]
         self.outputs = [TensorSpec.from_json(d) for d in manifest["outputs"]]
-        self._in_dtypes = [np.dtype(s.dtype) for s in self.inputs]
-        self._out_dtypes = [np.dtype(s.dtype) for s in self.outputs]
+        self._in_dtypes = [np_dtype(s.dtype) for s in self.inputs]
+        self._out_dtypes = [np_dtype(s.dtype) for s in self.outputs]
         self._arena_size = max(1, int(manifest.get("arena_size", 0)))
         self._arenas: list[np.ndarray] = []
         self._lock = threading.Lock()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import numpy as np
+
 from ..ir.errors import InputError
 
 
@@ -58,6 +60,17 @@ def check_names(specs: list[TensorSpec], feeds: Mapping[str, Any]) -> None:
     if unknown or missing:
         parts = ([f"unknown input(s) {unknown}"] if unknown else []) + ([f"missing input(s) {missing}"] if missing else [])
         raise InputError("; ".join(parts) + f"; the model takes {names}")
+
+
+def np_dtype(name: str) -> np.dtype:
+    """The numpy dtype of an IR element type name: ml_dtypes' for bfloat16 and the float8
+    family (numpy spells those differently); a name the IR does not know goes to numpy as is."""
+    from ..ir import dtypes
+
+    try:
+        return np.dtype(dtypes.parse(name).numpy)
+    except ValueError:
+        return np.dtype(name)
 
 
 def check_array(spec: TensorSpec, dtype: str, shape) -> None:
