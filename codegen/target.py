@@ -39,7 +39,8 @@ class Capabilities:
 
 
 def native_dtype(dt: DType) -> bool:
-    """Element types generated code handles (no strings, complex, sub-byte ints or fp8 yet)."""
+    """Element types every target's generated code handles (no strings or complex; sub-byte
+    ints and float8 only where a target adds them: the llvm target does)."""
     if dt.kind in ("string", "complex"):
         return False
     if dt.is_float:

@@ -7,8 +7,8 @@ through `compiler.codegen.onnx_backend_llvm.LLVMBackend` and grouping failures b
 
 The big groups: ops with no lowering rule yet (Attention, GridSample, TopK...),
 ops that can never be one static native entry (control flow, sequences, strings, random
-numbers, data-dependent output shapes), element types native code lacks (float8e8m0, float4,
-4/2-bit ints), and shapes that are computed at run time (static shapes only, for now).
+numbers, data-dependent output shapes), element types native code lacks (float8e8m0,
+float4), and shapes that are computed at run time (static shapes only, for now).
 """
 from __future__ import annotations
 
@@ -152,54 +152,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_bitcast_uint16_to_int16',
         'test_bitcast_uint32_to_int32',
     ),
-    'Cast: a value has element type i2, which native code does not support yet': (
-        'test_cast_FLOAT16_to_INT2',
-        'test_cast_FLOAT_to_INT2',
-        'test_cast_INT2_to_FLOAT',
-        'test_cast_INT2_to_FLOAT16',
-        'test_cast_INT2_to_INT8',
-        'test_castlike_FLOAT16_to_INT2_expanded',
-        'test_castlike_FLOAT_to_INT2_expanded',
-        'test_castlike_INT2_to_FLOAT16_expanded',
-        'test_castlike_INT2_to_FLOAT_expanded',
-        'test_castlike_INT2_to_INT8_expanded',
-    ),
-    'Cast: a value has element type i4, which native code does not support yet': (
-        'test_cast_FLOAT16_to_INT4',
-        'test_cast_FLOAT_to_INT4',
-        'test_cast_INT4_to_FLOAT',
-        'test_cast_INT4_to_FLOAT16',
-        'test_cast_INT4_to_INT8',
-        'test_castlike_FLOAT16_to_INT4_expanded',
-        'test_castlike_FLOAT_to_INT4_expanded',
-        'test_castlike_INT4_to_FLOAT16_expanded',
-        'test_castlike_INT4_to_FLOAT_expanded',
-        'test_castlike_INT4_to_INT8_expanded',
-    ),
-    'Cast: a value has element type u2, which native code does not support yet': (
-        'test_cast_FLOAT16_to_UINT2',
-        'test_cast_FLOAT_to_UINT2',
-        'test_cast_UINT2_to_FLOAT',
-        'test_cast_UINT2_to_FLOAT16',
-        'test_cast_UINT2_to_UINT8',
-        'test_castlike_FLOAT16_to_UINT2_expanded',
-        'test_castlike_FLOAT_to_UINT2_expanded',
-        'test_castlike_UINT2_to_FLOAT16_expanded',
-        'test_castlike_UINT2_to_FLOAT_expanded',
-        'test_castlike_UINT2_to_UINT8_expanded',
-    ),
-    'Cast: a value has element type u4, which native code does not support yet': (
-        'test_cast_FLOAT16_to_UINT4',
-        'test_cast_FLOAT_to_UINT4',
-        'test_cast_UINT4_to_FLOAT',
-        'test_cast_UINT4_to_FLOAT16',
-        'test_cast_UINT4_to_UINT8',
-        'test_castlike_FLOAT16_to_UINT4_expanded',
-        'test_castlike_FLOAT_to_UINT4_expanded',
-        'test_castlike_UINT4_to_FLOAT16_expanded',
-        'test_castlike_UINT4_to_FLOAT_expanded',
-        'test_castlike_UINT4_to_UINT8_expanded',
-    ),
     'DFT: no lowering rule for this op yet': (
         'test_dft',
         'test_dft_axis',
@@ -323,34 +275,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_string_split_empty_tensor',
         'test_string_split_maxsplit',
         'test_string_split_no_delimiter',
-    ),
-    'CastLike: a value has element type i2, which native code does not support yet': (
-        'test_castlike_FLOAT16_to_INT2',
-        'test_castlike_FLOAT_to_INT2',
-        'test_castlike_INT2_to_FLOAT',
-        'test_castlike_INT2_to_FLOAT16',
-        'test_castlike_INT2_to_INT8',
-    ),
-    'CastLike: a value has element type i4, which native code does not support yet': (
-        'test_castlike_FLOAT16_to_INT4',
-        'test_castlike_FLOAT_to_INT4',
-        'test_castlike_INT4_to_FLOAT',
-        'test_castlike_INT4_to_FLOAT16',
-        'test_castlike_INT4_to_INT8',
-    ),
-    'CastLike: a value has element type u2, which native code does not support yet': (
-        'test_castlike_FLOAT16_to_UINT2',
-        'test_castlike_FLOAT_to_UINT2',
-        'test_castlike_UINT2_to_FLOAT',
-        'test_castlike_UINT2_to_FLOAT16',
-        'test_castlike_UINT2_to_UINT8',
-    ),
-    'CastLike: a value has element type u4, which native code does not support yet': (
-        'test_castlike_FLOAT16_to_UINT4',
-        'test_castlike_FLOAT_to_UINT4',
-        'test_castlike_UINT4_to_FLOAT',
-        'test_castlike_UINT4_to_FLOAT16',
-        'test_castlike_UINT4_to_UINT8',
     ),
     'Compress: the output shape depends on the input values': (
         'test_compress_0',
@@ -502,18 +426,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     'DequantizeLinear: a value has element type f4e2m1, which native code does not support yet': (
         'test_dequantizelinear_float4e2m1',
     ),
-    'DequantizeLinear: a value has element type i2, which native code does not support yet': (
-        'test_dequantizelinear_int2',
-    ),
-    'DequantizeLinear: a value has element type i4, which native code does not support yet': (
-        'test_dequantizelinear_int4',
-    ),
-    'DequantizeLinear: a value has element type u2, which native code does not support yet': (
-        'test_dequantizelinear_uint2',
-    ),
-    'DequantizeLinear: a value has element type u4, which native code does not support yet': (
-        'test_dequantizelinear_uint4',
-    ),
     'Einsum: Einsum with an ellipsis': (
         'test_einsum_batch_diagonal',
     ),
@@ -555,18 +467,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     ),
     'QuantizeLinear: a value has element type f4e2m1, which native code does not support yet': (
         'test_quantizelinear_float4e2m1',
-    ),
-    'QuantizeLinear: a value has element type i2, which native code does not support yet': (
-        'test_quantizelinear_int2',
-    ),
-    'QuantizeLinear: a value has element type i4, which native code does not support yet': (
-        'test_quantizelinear_int4',
-    ),
-    'QuantizeLinear: a value has element type u2, which native code does not support yet': (
-        'test_quantizelinear_uint2',
-    ),
-    'QuantizeLinear: a value has element type u4, which native code does not support yet': (
-        'test_quantizelinear_uint4',
     ),
     'Resize: a value has shape [...], not static (shapes computed at run time)': (
         'test_upsample_nearest',

@@ -37,7 +37,7 @@ def value_type(dt: DType) -> ir.Type:
     if dt.kind == "bool":
         return I1
     if dt.kind in ("int", "uint"):
-        return ir.IntType(dt.bits)
+        return ir.IntType(dt.bits)  # 4 and 2-bit integers too: LLVM widens them as it needs
     if dt is dtypes.float32:
         return ir.FloatType()
     if dt is dtypes.float64:
@@ -54,7 +54,7 @@ def memory_type(dt: DType) -> ir.Type:
     float8 its 8-bit codes)."""
     if dt is dtypes.bfloat16:
         return ir.IntType(16)
-    if dt in FLOAT8:
+    if dt in FLOAT8 or _sub_byte(dt):
         return I8
     return I8 if dt.kind == "bool" else value_type(dt)
 
@@ -434,6 +434,8 @@ class FunctionEmitter(Renderer):
             return b.trunc(b.lshr(top, self._const_like(v, i32, 16)), self._like(v, ir.IntType(16)))
         if dt in FLOAT8:
             return float8.encode(self.b, v, dt, lambda name, args: self.call_intrinsic("llvm." + name, args))
+        if _sub_byte(dt):  # ml_dtypes keeps a 4 or 2-bit integer in the low bits of a byte, the rest zero
+            return self.b.zext(v, self._like(v, I8))
         if dt.kind != "bool":
             return v
         return self.b.zext(v, self._like(v, I8))
@@ -445,6 +447,8 @@ class FunctionEmitter(Renderer):
             return b.bitcast(wide, self._like(v, ir.FloatType()))
         if dt in FLOAT8:
             return float8.decode(self.b, v, dt)
+        if _sub_byte(dt):
+            return self.b.trunc(v, self._like(v, ir.IntType(dt.bits)))
         if dt.kind != "bool":
             return v
         return self.b.icmp_unsigned("!=", v, ir.Constant(v.type, None))
@@ -471,6 +475,8 @@ class FunctionEmitter(Renderer):
             return b.uitofp(v, ty) if dst.is_float else b.zext(v, ty)
         if src.is_float and dst.is_float:
             return b.fpext(v, ty) if dst.bits > src.bits else b.fptrunc(v, ty)
+        if src.is_float and _sub_byte(dst):  # toward zero, then wrapped to the width (as ml_dtypes)
+            return b.trunc(b.fptosi(v, self._like(v, I64)), ty)
         if src.is_float:
             return b.fptosi(v, ty) if dst.kind == "int" else b.fptoui(v, ty)
         if dst.is_float:
@@ -594,6 +600,11 @@ class FunctionEmitter(Renderer):
             c = ir.Constant(I32, lane)
             out = self.b.insert_element(out, self.b.call(fn, [self.b.extract_element(a, c) for a in args]), c)
         return out
+
+
+def _sub_byte(dt: DType) -> bool:
+    """A 4 or 2-bit integer (int4, uint4, int2, uint2): a byte per element in memory."""
+    return dt.kind in ("int", "uint") and dt.bits < 8
 
 
 def _constant(e: L.Const):

@@ -51,7 +51,9 @@ CPU_EXTRA_FEATURES = {
 
 CAPABILITIES = Capabilities(
     loop_kinds=CPU_LOOP_KINDS, scopes=frozenset({"global", "local"}),
-    dtypes=frozenset(d.name for d in dtypes.ALL_DTYPES if native_dtype(d)) | {d.name for d in FLOAT8},  # float8: emitter
+    # and the types the llvm emitter stores as bytes: float8 (codes), 4 and 2-bit integers
+    dtypes=(frozenset(d.name for d in dtypes.ALL_DTYPES if native_dtype(d)) | {d.name for d in FLOAT8}
+            | {d.name for d in dtypes.INT_DTYPES if d.bits < 8}),
     gpu=False,
     extern_kernels=("gemm", "conv", "depthwise_conv", "attention"))
 

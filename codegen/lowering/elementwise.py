@@ -162,7 +162,7 @@ def _bitshift(ctx, xs):
 
 def _cast(ctx, xs):
     src, dst = ctx.inputs[0].dtype, ctx.out_dtype()
-    if dst.kind in ("string",) or src.kind == "string" or dst.bits < 8 and dst.kind != "bool":
+    if dst.kind in ("string",) or src.kind == "string" or dst.bits < 8 and dst.kind not in ("bool", "int", "uint"):
         raise NotLowerable(f"Cast from {src} to {dst}")
     if dst in FLOAT8 and ctx.attrs.get("saturate", 1):  # out of range -> the largest finite value
         return saturate(L.cast(xs[0], dtypes.float32), dst)

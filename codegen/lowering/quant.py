@@ -9,7 +9,7 @@ a float32 scale, a product float64 holds exactly and float32 rounds once, like t
 back. 32-bit integers keep float64 (their codes need more than 24 bits)."""
 from __future__ import annotations
 
-import numpy as np
+import ml_dtypes
 
 from ...ir import dtypes
 from .. import loop_ir as L
@@ -36,8 +36,8 @@ def _param(ctx: LowerContext, i: int, idx, rank: int):
 
 
 def _integer_target(dt):
-    if not (dt.is_int and dt.bits >= 8) and dt not in FLOAT8:
-        raise NotLowerable(f"quantization to {dt} (only 8, 16 and 32-bit integers and float8 are lowered)")
+    if not dt.is_int and dt not in FLOAT8:
+        raise NotLowerable(f"quantization to {dt} (only integers and float8 are lowered)")
 
 
 def _work_type(integer) -> dtypes.DType:
@@ -59,7 +59,7 @@ def _quantize(ctx: LowerContext):
             return saturate(q, out) if ctx.attrs.get("saturate", 1) else q
 
         return [Compute(ctx.out_shape(), out, element)]
-    info = np.iinfo(out.numpy)
+    info = ml_dtypes.iinfo(out.numpy)  # numpy's iinfo does not know 4 and 2-bit integers
 
     def element(idx):
         scale = wide(_param(ctx, 1, idx, x.rank))
