@@ -7,8 +7,8 @@ through `compiler.codegen.onnx_backend_llvm.LLVMBackend` and grouping failures b
 
 The big groups: ops with no lowering rule yet (Attention, GridSample, TopK...),
 ops that can never be one static native entry (control flow, sequences, strings, random
-numbers, data-dependent output shapes), element types native code lacks (float8e8m0,
-float4), and shapes that are computed at run time (static shapes only, for now).
+numbers, data-dependent output shapes), element types native code lacks
+(float8e8m0), and shapes that are computed at run time (static shapes only, for now).
 """
 from __future__ import annotations
 
@@ -199,16 +199,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_image_decoder_decode_tiff_rgb',
         'test_image_decoder_decode_webp_rgb',
     ),
-    'Cast: a value has element type f4e2m1, which native code does not support yet': (
-        'test_cast_FLOAT16_to_FLOAT4E2M1',
-        'test_cast_FLOAT4E2M1_to_FLOAT',
-        'test_cast_FLOAT4E2M1_to_FLOAT16',
-        'test_cast_FLOAT_to_FLOAT4E2M1',
-        'test_castlike_FLOAT16_to_FLOAT4E2M1_expanded',
-        'test_castlike_FLOAT4E2M1_to_FLOAT16_expanded',
-        'test_castlike_FLOAT4E2M1_to_FLOAT_expanded',
-        'test_castlike_FLOAT_to_FLOAT4E2M1_expanded',
-    ),
     'TfIdfVectorizer: string tensors have no native representation': (
         'test_tfidfvectorizer_tf_batch_onlybigrams_skip0',
         'test_tfidfvectorizer_tf_batch_onlybigrams_skip5',
@@ -302,12 +292,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_cast_e8m0_FLOAT8E8M0_to_FLOAT',
         'test_cast_e8m0_FLOAT8E8M0_to_FLOAT16',
         'test_cast_e8m0_FLOAT_to_FLOAT8E8M0',
-    ),
-    'CastLike: a value has element type f4e2m1, which native code does not support yet': (
-        'test_castlike_FLOAT16_to_FLOAT4E2M1',
-        'test_castlike_FLOAT4E2M1_to_FLOAT',
-        'test_castlike_FLOAT4E2M1_to_FLOAT16',
-        'test_castlike_FLOAT_to_FLOAT4E2M1',
     ),
     'DeformConv: no lowering rule for this op yet': (
         'test_basic_deform_conv_with_padding',
@@ -423,9 +407,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_adam',
         'test_adam_multiple',
     ),
-    'DequantizeLinear: a value has element type f4e2m1, which native code does not support yet': (
-        'test_dequantizelinear_float4e2m1',
-    ),
     'Einsum: Einsum with an ellipsis': (
         'test_einsum_batch_diagonal',
     ),
@@ -464,9 +445,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     ),
     'QLinearConv: no lowering rule for this op yet': (
         'test_qlinearconv',
-    ),
-    'QuantizeLinear: a value has element type f4e2m1, which native code does not support yet': (
-        'test_quantizelinear_float4e2m1',
     ),
     'Resize: a value has shape [...], not static (shapes computed at run time)': (
         'test_upsample_nearest',

@@ -22,8 +22,8 @@ from ...ir import dtypes
 from ...ir.dtypes import DType
 from .. import loop_ir as L
 from ..renderer import CodegenError, Renderer
-from ..float8_formats import FLOAT8
-from . import float8
+from ..narrow_floats import NARROW_FLOATS
+from . import narrow_float
 from .parallel_abi import PARALLEL, TASK_COUNT, TASK_INDEX
 from .vector_math import pow_fast, vector_f32_math
 
@@ -44,7 +44,7 @@ def value_type(dt: DType) -> ir.Type:
         return ir.DoubleType()
     if dt is dtypes.float16:
         return ir.HalfType()
-    if dt is dtypes.bfloat16 or dt in FLOAT8:
+    if dt is dtypes.bfloat16 or dt in NARROW_FLOATS:
         return ir.FloatType()  # bfloat16 and float8 values live in float32 registers, rounded when converted
     raise CodegenError(f"element type {dt} has no LLVM lowering yet")
 
@@ -54,7 +54,7 @@ def memory_type(dt: DType) -> ir.Type:
     float8 its 8-bit codes)."""
     if dt is dtypes.bfloat16:
         return ir.IntType(16)
-    if dt in FLOAT8 or _sub_byte(dt):
+    if dt in NARROW_FLOATS or _sub_byte(dt):
         return I8
     return I8 if dt.kind == "bool" else value_type(dt)
 
@@ -432,8 +432,8 @@ class FunctionEmitter(Renderer):
             nan = b.fcmp_unordered("uno", v, v)
             top = b.select(nan, self._const_like(v, i32, 0x7FC00000), rounded)
             return b.trunc(b.lshr(top, self._const_like(v, i32, 16)), self._like(v, ir.IntType(16)))
-        if dt in FLOAT8:
-            return float8.encode(self.b, v, dt, lambda name, args: self.call_intrinsic("llvm." + name, args))
+        if dt in NARROW_FLOATS:
+            return narrow_float.encode(self.b, v, dt, lambda name, args: self.call_intrinsic("llvm." + name, args))
         if _sub_byte(dt):  # ml_dtypes keeps a 4 or 2-bit integer in the low bits of a byte, the rest zero
             return self.b.zext(v, self._like(v, I8))
         if dt.kind != "bool":
@@ -445,8 +445,8 @@ class FunctionEmitter(Renderer):
             b, i32 = self.b, ir.IntType(32)
             wide = b.shl(b.zext(v, self._like(v, i32)), self._const_like(v, i32, 16))
             return b.bitcast(wide, self._like(v, ir.FloatType()))
-        if dt in FLOAT8:
-            return float8.decode(self.b, v, dt)
+        if dt in NARROW_FLOATS:
+            return narrow_float.decode(self.b, v, dt)
         if _sub_byte(dt):
             return self.b.trunc(v, self._like(v, ir.IntType(dt.bits)))
         if dt.kind != "bool":
@@ -457,9 +457,9 @@ class FunctionEmitter(Renderer):
         """numpy-style conversions (float -> bool is x != 0, bool -> number is 0/1)."""
         if src is dst:
             return v
-        if dst is dtypes.bfloat16 or dst in FLOAT8:  # convert to float32, then round to dst's precision
+        if dst is dtypes.bfloat16 or dst in NARROW_FLOATS:  # convert to float32, then round to dst's precision
             return self.from_memory(self.to_memory(self.convert(v, src, dtypes.float32), dst), dst)
-        if src is dtypes.bfloat16 or src in FLOAT8:
+        if src is dtypes.bfloat16 or src in NARROW_FLOATS:
             src = dtypes.float32
             if dst is src:
                 return v

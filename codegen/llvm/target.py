@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from ...ir import dtypes
 from ...ir.errors import TargetError
-from ..float8_formats import FLOAT8
+from ..narrow_floats import NARROW_FLOATS
 from ..target import CPU_LOOP_KINDS, Capabilities, CodegenTarget, native_dtype
 from ..amx_permission import AMX_FEATURES, request_amx
 
@@ -52,7 +52,7 @@ CPU_EXTRA_FEATURES = {
 CAPABILITIES = Capabilities(
     loop_kinds=CPU_LOOP_KINDS, scopes=frozenset({"global", "local"}),
     # and the types the llvm emitter stores as bytes: float8 (codes), 4 and 2-bit integers
-    dtypes=(frozenset(d.name for d in dtypes.ALL_DTYPES if native_dtype(d)) | {d.name for d in FLOAT8}
+    dtypes=(frozenset(d.name for d in dtypes.ALL_DTYPES if native_dtype(d)) | {d.name for d in NARROW_FLOATS}
             | {d.name for d in dtypes.INT_DTYPES if d.bits < 8}),
     gpu=False,
     extern_kernels=("gemm", "conv", "depthwise_conv", "attention"))

@@ -10,7 +10,7 @@ import math
 
 from ...ir import dtypes
 from .. import loop_ir as L
-from ..float8_formats import FLOAT8, max_finite
+from ..narrow_floats import NARROW_FLOATS, max_finite
 from ..te import Compute, wide
 from .context import LowerContext, NotLowerable
 
@@ -162,9 +162,10 @@ def _bitshift(ctx, xs):
 
 def _cast(ctx, xs):
     src, dst = ctx.inputs[0].dtype, ctx.out_dtype()
-    if dst.kind in ("string",) or src.kind == "string" or dst.bits < 8 and dst.kind not in ("bool", "int", "uint"):
+    narrow = dst.kind in ("bool", "int", "uint") or dst in NARROW_FLOATS  # the sub-byte types native code stores
+    if dst.kind in ("string",) or src.kind == "string" or dst.bits < 8 and not narrow:
         raise NotLowerable(f"Cast from {src} to {dst}")
-    if dst in FLOAT8 and ctx.attrs.get("saturate", 1):  # out of range -> the largest finite value
+    if dst in NARROW_FLOATS and ctx.attrs.get("saturate", 1):  # out of range -> the largest finite value
         return saturate(L.cast(xs[0], dtypes.float32), dst)
     return xs[0]  # the stage casts to the output type when storing
 

@@ -13,7 +13,7 @@ import ml_dtypes
 
 from ...ir import dtypes
 from .. import loop_ir as L
-from ..float8_formats import FLOAT8
+from ..narrow_floats import NARROW_FLOATS
 from ..te import Compute, wide
 from .context import LowerContext, NotLowerable
 from .elementwise import saturate
@@ -36,7 +36,7 @@ def _param(ctx: LowerContext, i: int, idx, rank: int):
 
 
 def _integer_target(dt):
-    if not dt.is_int and dt not in FLOAT8:
+    if not dt.is_int and dt not in NARROW_FLOATS:
         raise NotLowerable(f"quantization to {dt} (only integers and float8 are lowered)")
 
 
@@ -50,7 +50,7 @@ def _quantize(ctx: LowerContext):
     out = ctx.out_dtype()
     _integer_target(out)
     work = _work_type(out)
-    if out in FLOAT8:  # no rounding to integers: the store rounds to out's grid; saturate clamps first
+    if out in NARROW_FLOATS:  # no rounding to integers: the store rounds to out's grid; saturate clamps first
         def element(idx):
             scale = wide(_param(ctx, 1, idx, x.rank))
             q = L.cast(L.div(L.cast(wide(x[idx]), scale.dtype), scale), work)
