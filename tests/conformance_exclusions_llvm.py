@@ -419,30 +419,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
     'OptionalGetElement: sequences and optionals are not tensors of a fixed shape': (
         'test_optional_get_element_tensor',
     ),
-    'Pow: Pow with f32 ** i32 (only matching float types are lowered)': (
-        'test_pow_types_float32_int32',
-    ),
-    'Pow: Pow with f32 ** i64 (only matching float types are lowered)': (
-        'test_pow_types_float32_int64',
-    ),
-    'Pow: Pow with f32 ** u32 (only matching float types are lowered)': (
-        'test_pow_types_float32_uint32',
-    ),
-    'Pow: Pow with f32 ** u64 (only matching float types are lowered)': (
-        'test_pow_types_float32_uint64',
-    ),
-    'Pow: Pow with i32 ** f32 (only matching float types are lowered)': (
-        'test_pow_types_int32_float32',
-    ),
-    'Pow: Pow with i32 ** i32 (only matching float types are lowered)': (
-        'test_pow_types_int32_int32',
-    ),
-    'Pow: Pow with i64 ** f32 (only matching float types are lowered)': (
-        'test_pow_types_int64_float32',
-    ),
-    'Pow: Pow with i64 ** i64 (only matching float types are lowered)': (
-        'test_pow_types_int64_int64',
-    ),
     'QLinearConv: no lowering rule for this op yet': (
         'test_qlinearconv',
     ),

@@ -113,10 +113,18 @@ def _mod(ctx, xs):
 
 
 def _pow(ctx, xs):
+    """x ** y in x's type: matching float types natively, any other mix in float64 and
+    converted back (truncating, for an integer base). Integer powers are exact while the
+    result fits float64's 53 bits, as onnxruntime's (std::pow in double) are; past that the
+    reference's numpy wraps around, and this does not (a square-and-multiply chain in one
+    expression would copy its operands at every step)."""
     x, y = xs
-    if not (x.dtype.is_float and y.dtype is x.dtype):
-        raise NotLowerable(f"Pow with {x.dtype} ** {y.dtype} (only matching float types are lowered)")
-    return L.binary("pow", x, y)
+    if x.dtype.is_float and y.dtype is x.dtype:
+        return L.binary("pow", x, y)
+    if not all(v.dtype.is_float or v.dtype.is_int for v in (x, y)):
+        raise NotLowerable(f"Pow with {x.dtype} ** {y.dtype}")
+    f64 = dtypes.float64
+    return L.cast(L.binary("pow", L.cast(x, f64), L.cast(y, f64)), x.dtype)
 
 
 def _clip(ctx, xs):
