@@ -76,12 +76,14 @@ class TunedSchedules(Schedules):
         miss is tuned now (on the same per-problem budget) and recorded."""
         from .loop_kernels import LoopTask, tune_loop_kernel
 
-        task = LoopTask(plan, rebuild, consts)
-        if task.why_not_tunable() is not None:
-            return plan
         cache = TuningDatabase(device_of(target, self.threads))
         if self._loop_entries is None:  # one read for the whole build, not one per kernel
             self._loop_entries = {k: e for k, e in cache.entries().items() if k.startswith("loop:")}
+        if not self._loop_entries and not self.tune:  # nothing recorded: no kernel's key is worth its text
+            return plan
+        task = LoopTask(plan, rebuild, consts)
+        if task.why_not_tunable() is not None:
+            return plan
         entry = self._loop_entries.get(task.key)
         if entry is not None:
             tuned = task.schedule_plan(entry["schedule"])
