@@ -34,6 +34,13 @@ def tuning_target():
     return t
 
 
+@pytest.fixture
+def private_tuning_cache(tmp_path, monkeypatch):
+    """A tuning database (and compile cache) of the test's own: nothing read from or left in
+    the user's cache."""
+    monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "cache"))
+
+
 def pytest_collection_modifyitems(config, items):
     if _has_gpu():
         return

@@ -52,14 +52,12 @@ PROBLEMS = {
 SAMPLE = 10  # candidates per problem compiled and run (plus the extremes of every knob)
 
 
+pytestmark = pytest.mark.usefixtures("private_tuning_cache")
+
+
 @pytest.fixture(scope="module")
 def target(tuning_target):
     return tuning_target
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def rand(rng, *shape):

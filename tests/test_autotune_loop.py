@@ -32,14 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from make_example import build_tiny_cnn  # noqa: E402
 
 
+pytestmark = pytest.mark.usefixtures("private_tuning_cache")
+
+
 @pytest.fixture(scope="module")
 def target(tuning_target):
     return tuning_target
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _model(op: str, shape: list, attrs: dict | None = None, extra_inputs=(), initializers=()) -> onnx.ModelProto:

@@ -36,9 +36,7 @@ def cluster(target):
     ray.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("COMPILER_CACHE_DIR", str(tmp_path / "cache"))
+pytestmark = pytest.mark.usefixtures("private_tuning_cache")
 
 
 def _decisive(timings: list, margin: float = 1.15) -> bool:
