@@ -23,7 +23,7 @@ TUNING_QUANT = (1.0, 0)
 
 def tuning_problem(problem):
     """The problem as tuned and keyed: `canonical_problem`, with an int8 problem's
-    quantization replaced by TUNING_QUANT."""
+    quantization replaced by TUNING_QUANT (and weights given as codes keyed as any int8 weights)."""
     p = canonical_problem(problem)
     if getattr(p, "quant", None) is not None:
         p = dataclasses.replace(p, quant=TUNING_QUANT)
@@ -31,6 +31,8 @@ def tuning_problem(problem):
         p = dataclasses.replace(p, out_quant=TUNING_QUANT)
     if getattr(p, "res_quant", None) is not None:
         p = dataclasses.replace(p, res_quant=TUNING_QUANT)
+    if getattr(p, "b_codes", False):  # how the weights were quantized: packing only, the same code
+        p = dataclasses.replace(p, b_codes=False)
     return p
 
 

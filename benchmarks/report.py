@@ -228,7 +228,11 @@ def markdown(report: dict) -> str:
                                     ("ours-int8", "onnxruntime-int8", "Ours in int8 against onnxruntime int8 "
                                      "(quantize_static QDQ)"),
                                     ("ours-int8", "openvino", "Ours in int8 against OpenVINO's default (bf16)"),
-                                    ("ours-int8", "ours", "Ours in int8 against ours in fp32")):
+                                    ("ours-int8", "ours", "Ours in int8 against ours in fp32"),
+                                    ("ours-dynamic", "onnxruntime-dynamic", "Ours against onnxruntime on "
+                                     "quantize_dynamic's int8 file"),
+                                    ("ours-dynamic", "ours", "Ours on quantize_dynamic's int8 file against ours "
+                                     "in fp32")):
         extra = comparison_markdown(report, system, baseline)
         if extra:
             lines += [f"### {title}", "", extra.rstrip("\n"), ""]

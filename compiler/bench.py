@@ -215,6 +215,31 @@ def _setup_onnxruntime_int8(spec: ModelSpec, threads: int) -> Runner:
     return replace(runner, label=runner.label.replace("(CPU)", "(CPU, int8 QDQ from quantize_static)"))
 
 
+def ort_dynamic_model(spec: ModelSpec) -> str:
+    """The path of `spec.model` quantized by onnxruntime's `quantize_dynamic` (its defaults:
+    int8 weights, uint8 activations quantized at run time by DynamicQuantizeLinear, products
+    as MatMulInteger), the int8 recipe onnxruntime documents for transformers; cached beside
+    the model. No calibration: the file is the same for every system that runs it."""
+    import hashlib
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    recipe = "quantize_dynamic qint8 weights"
+    key = hashlib.sha256(Path(spec.model).read_bytes() + recipe.encode()).hexdigest()[:12]
+    quantized = Path(spec.model).with_name(f"{Path(spec.model).stem}.ort-dynamic-{key}.onnx")
+    if not quantized.exists():
+        tmp = quantized.with_suffix(".partial.onnx")
+        quantize_dynamic(spec.model, str(tmp), weight_type=QuantType.QInt8)
+        tmp.replace(quantized)  # complete files only
+    return str(quantized)
+
+
+def _setup_dynamic(setup: Callable[[ModelSpec, int], Runner], spec: ModelSpec, threads: int) -> Runner:
+    """`setup` (ours or onnxruntime) on the model onnxruntime's dynamic quantization wrote."""
+    runner = setup(replace(spec, model=ort_dynamic_model(spec)), threads)
+    return replace(runner, label=f"{runner.label} on quantize_dynamic's int8 file")
+
+
 def _setup_tvm(spec: ModelSpec, threads: int) -> Runner:
     import onnx
     import tvm
@@ -290,6 +315,8 @@ SYSTEMS: dict[str, Callable[[ModelSpec, int], Runner]] = {
     "ours-tuned": lambda spec, threads: _setup_ours(replace(spec, tuned=True), threads),
     "onnxruntime": _setup_onnxruntime,
     "onnxruntime-int8": _setup_onnxruntime_int8,
+    "ours-dynamic": lambda spec, threads: _setup_dynamic(_setup_ours, spec, threads),
+    "onnxruntime-dynamic": lambda spec, threads: _setup_dynamic(_setup_onnxruntime, spec, threads),
     "openvino": _setup_openvino,
     "openvino-f32": lambda spec, threads: _setup_openvino(spec, threads, precision="f32"),
     "tvm": _setup_tvm,

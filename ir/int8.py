@@ -8,7 +8,9 @@ VNNI microkernels all call these functions, so they agree bit for bit on the int
       exactly like the reference (a division could round a tie the other way);
   weights: int8, symmetric, per output channel:
       scale[c] = max|w[c]| / 127 (1 for an all-zero channel),  q = clamp(rint(w / scale), -127, 127)
-      (-128 is never used, so a u8 x s8 multiply-add never needs the saturating form).
+      (-128 is never used, so a u8 x s8 multiply-add never needs the saturating form);
+      or, for a product whose `weight_codes` attribute says so (a MatMulInteger that arrived
+      with its int8 weights), w holds the codes themselves, integers in [-127, 127], scale 1.
 
 The product then is (sum_k (qa - za) * qw) * (scale_a * scale_w[c]), exact in int32 up to
 the one float32 rounding of the final scaling. Why uint8 x int8 (not int8 x int8): the
@@ -57,9 +59,14 @@ def weight_scales(w: np.ndarray, axis: int) -> np.ndarray:
     return np.where(scales > 0, scales, np.float32(1.0)).astype(np.float32)
 
 
-def quantize_weights(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """(int8 codes shaped like w, float32 scales along `axis`)."""
+def quantize_weights(w: np.ndarray, axis: int, codes: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 codes shaped like w, float32 scales along `axis`); with `codes`, w's own values
+    (`are_weight_codes`) and scales of 1."""
     w = np.asarray(w, np.float32)
+    if codes:
+        if not are_weight_codes(w):
+            raise ValueError("weight_codes: the weights must be integers in [-127, 127]")
+        return w.astype(np.int8), np.ones(w.shape[axis % w.ndim] if w.ndim else 1, np.float32)
     scales = weight_scales(w, axis)
     shape = [1] * w.ndim
     shape[axis % w.ndim] = -1
@@ -67,9 +74,15 @@ def quantize_weights(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return q, scales
 
 
-def fake_quantize_weights(w: np.ndarray, axis: int) -> np.ndarray:
-    """w on the int8 grid, in float32: what the product multiplies by."""
-    q, scales = quantize_weights(w, axis)
+def are_weight_codes(w: np.ndarray) -> bool:
+    """Whether w can be taken as int8 weight codes as it is: integers in [-127, 127]."""
+    w = np.asarray(w, np.float64)  # not int8 itself: abs(-128) wraps to -128 there
+    return bool(np.all(np.abs(w) <= WEIGHT_QMAX) and np.all(np.rint(w) == w))
+
+
+def fake_quantize_weights(w: np.ndarray, axis: int, codes: bool = False) -> np.ndarray:
+    """w on the int8 grid, in float32: what the product multiplies by (w itself with `codes`)."""
+    q, scales = quantize_weights(w, axis, codes)
     shape = [1] * q.ndim
     shape[axis % q.ndim] = -1
     return q.astype(np.float32) * scales.reshape(shape)

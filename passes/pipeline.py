@@ -32,6 +32,7 @@ from .eliminate_dead_code import eliminate_dead_code
 from .fold_batchnorm import fold_batchnorm
 from .fold_constants import fold_constants
 from .decompose_qlinear import decompose_qlinear
+from .fold_integer_matmul import fold_integer_matmul
 from .fold_qdq import fold_qdq
 from .fold_shapes import fold_shapes
 from .fuse import fuse
@@ -56,8 +57,10 @@ RECOGNIZE = fixed_point("recognize", [recognize_patterns, SIMPLIFY])
 
 # The layout passes of CPU targets whose convolutions and pools run channels-last, on
 # float32 product kernels (16-bit float products widened around them); 1-D and
-# non-overlapping transposed convolutions first take forms those kernels run.
-CHANNELS_LAST = (conv_forms, decompose_qlinear, to_channels_last, fold_qdq, widen_products, SIMPLIFY)
+# non-overlapping transposed convolutions first take forms those kernels run, and a model's
+# own quantized products (QLinear ops, integer matmuls) forms the int8 kernels run.
+CHANNELS_LAST = (conv_forms, decompose_qlinear, fold_integer_matmul, to_channels_last, fold_qdq, widen_products,
+                 SIMPLIFY)
 
 # Decompositions into ops native code has rules for, run first at every level by the
 # targets that generate code (the interpreter runs the original ops as they are).

@@ -77,6 +77,12 @@ def _quant(attrs: dict) -> tuple[float, int] | None:
     return float(attrs["act_scale"]), int(attrs["act_zero_point"])
 
 
+def _int8_without_vnni(fields: dict, target) -> bool:
+    """An int8 product on a target without AVX512-VNNI (a model that arrived quantized,
+    compiled for an older CPU): the loop-IR rule computes the same integers instead."""
+    return fields.get("quant") is not None and "avx512vnni" not in target.required
+
+
 def _int8_fields(attrs: dict, x, y, residual=None) -> dict:
     """The int8 fields of a product's problem: quant, and in an int8 chain a_codes (X is
     uint8 codes), out_quant (Y is) and res_quant (the residual is)."""
@@ -84,7 +90,8 @@ def _int8_fields(attrs: dict, x, y, residual=None) -> dict:
     if quant is None:
         return {}
     out = (float(attrs["out_scale"]), int(attrs["out_zero_point"])) if attrs.get("out_scale") else None
-    fields = {"quant": quant, "a_codes": x.type.dtype.name == "uint8", "out_quant": out}
+    fields = {"quant": quant, "a_codes": x.type.dtype.name == "uint8", "out_quant": out,
+              "b_codes": bool(attrs.get("weight_codes"))}
     if _residual_codes(attrs, residual):
         fields["res_quant"] = (float(attrs["residual_scale"]), int(attrs["residual_zero_point"]))
     return fields
@@ -117,8 +124,10 @@ def _gemm_plan(a, b: np.ndarray, y, target, schedules, attrs: dict, bias=None, r
     if m == 0 or n == 0 or k == 0:
         return None  # empty: the loop-IR rules handle (or skip) empty tensors
     epilogue = _epilogue(attrs, bias=bias is not None, residual=residual is not None)
-    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, **_narrow_float(attrs, a, y),
-                          **_int8_fields(attrs, a, y))
+    int8_fields = _int8_fields(attrs, a, y)
+    if _int8_without_vnni(int8_fields, target):
+        return None
+    problem = GemmProblem(AOperand.matrix(m, k), n, epilogue=epilogue, **_narrow_float(attrs, a, y), **int8_fields)
     if problem.fp16 and "f16c" not in target.required:
         return None  # no vcvtph2ps: the loop-IR rule rounds the operands instead
     try:
@@ -216,7 +225,10 @@ def lower_conv_nhwc(node, consts, target, schedules) -> ExternPlan | None:
                            tuple(attrs["strides"]), tuple(attrs["pads"]), tuple(attrs["dilations"]), attrs["group"],
                            epilogue)
         if not conv.depthwise:
-            conv = replace(conv, **_narrow_float(attrs, x, y), **_int8_fields(attrs, x, y, residual))
+            int8_fields = _int8_fields(attrs, x, y, residual)
+            if _int8_without_vnni(int8_fields, target):
+                return None
+            conv = replace(conv, **_narrow_float(attrs, x, y), **int8_fields)
         elif _quant(attrs) is not None:
             return None  # depthwise int8: the loop-IR rule (the precision pass keeps these fp32)
         lanes = target_lanes(target)

@@ -145,7 +145,8 @@ def _conv_nhwc(ctx: LowerContext):
     residual = ctx.inputs[3] if ctx.has(3) else None
     packed = ctx.const(1) is not None
     if is_int8(ctx.attrs):  # the weights on their int8 grid, once, at compile time
-        weights = int8.fake_quantize_weights(ctx.require_const(1, "int8 weights"), 0).astype(w.dtype.numpy)
+        codes = bool(ctx.attrs.get("weight_codes"))
+        weights = int8.fake_quantize_weights(ctx.require_const(1, "int8 weights"), 0, codes).astype(w.dtype.numpy)
     else:
         weights = ctx.const(1)
     if packed:

@@ -107,7 +107,8 @@ def _linear(ctx: LowerContext):
     acc = _acc(b.dtype)
     operand, a_operand = compute_operand(ctx.attrs.get("compute"), acc), activation_operand(ctx.attrs, acc)
     if is_int8(ctx.attrs):  # the weights on their int8 grid, once, at compile time
-        b = ctx.pack(int8.fake_quantize_weights(ctx.require_const(1, "int8 weights"), -1).astype(b.dtype.numpy))
+        codes = bool(ctx.attrs.get("weight_codes"))
+        b = ctx.pack(int8.fake_quantize_weights(ctx.require_const(1, "int8 weights"), -1, codes).astype(b.dtype.numpy))
     act, out = activation_fn(ctx.attrs, ctx.node.op), product_output(ctx.attrs)
     bias = ctx.inputs[2] if ctx.has(2) else None
     rank = len(ctx.out_shape())

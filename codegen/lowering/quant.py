@@ -88,14 +88,16 @@ def _dequantize(ctx: LowerContext):
 
 
 def _dynamic_quantize(ctx: LowerContext):
-    """uint8 with scale (max(x, 0) - min(x, 0)) / 255 and the zero point that maps 0 exactly."""
+    """uint8 with scale (max(x, 0) - min(x, 0)) / 255 and the zero point that maps 0 exactly.
+    The range is reduced with the vectorized row reductions (`ctx`), and the scale and zero
+    point computed once into scalars the quantizing stage reads (not again per element)."""
     from .reduction import reduce_over
 
     x = ctx.input(0)
     f32 = dtypes.float32
     axes = list(range(x.rank))
-    lo = ctx.temp(reduce_over(x, axes, False, "min", acc=f32))
-    hi = ctx.temp(reduce_over(x, axes, False, "max", acc=f32))
+    lo = ctx.temp(reduce_over(x, axes, False, "min", acc=f32, ctx=ctx))
+    hi = ctx.temp(reduce_over(x, axes, False, "max", acc=f32, ctx=ctx))
     zero = L.const(0.0, f32)
 
     def scale(_=None):
@@ -107,13 +109,16 @@ def _dynamic_quantize(ctx: LowerContext):
         zp = L.binary("min", L.binary("max", zp, zero), L.const(255.0, f32))
         return L.select(L.binary("eq", s, zero), zero, zp)  # an all-zero input: zeros quantize to 0
 
+    s_t, zp_t = ctx.temp(Compute((), f32, scale)), ctx.temp(Compute((), f32, zero_point))
+
     def element(idx):
-        s = scale()
-        q = L.add(L.call("round", L.div(L.cast(wide(x[idx]), f32), s)), zero_point())
+        s = s_t[[]]
+        q = L.add(L.call("round", L.div(L.cast(wide(x[idx]), f32), s)), zp_t[[]])
         q = L.binary("min", L.binary("max", q, zero), L.const(255.0, f32))
         return L.select(L.binary("eq", s, zero), zero, q)
 
-    return [Compute(x.shape, dtypes.uint8, element), Compute((), f32, scale), Compute((), dtypes.uint8, zero_point)]
+    return [Compute(x.shape, dtypes.uint8, element), Compute((), f32, lambda _=None: s_t[[]]),
+            Compute((), dtypes.uint8, lambda _=None: zp_t[[]])]
 
 
 RULES = {"QuantizeLinear": _quantize, "DequantizeLinear": _dequantize, "DynamicQuantizeLinear": _dynamic_quantize}

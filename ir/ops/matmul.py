@@ -35,8 +35,11 @@ def accumulator(dtype: np.dtype) -> np.dtype:
 # uint8 tensors, the producer's epilogue quantizing what the consumer reads. Likewise a
 # bfloat16 product may take its activation as bfloat16 (X of type bfloat16: the rounding it
 # would do is done) and with `out_dtype`=bfloat16 give its result rounded to bfloat16.
+# `weight_codes`=1 (int8 only): the constant weights are the int8 codes themselves, scale 1,
+# not float weights to put on the grid (an imported MatMulInteger's, `passes.fold_integer_matmul`).
 COMPUTE_ATTR = {"compute": Attr("dtype", None), "act_scale": Attr("float", 0.0), "act_zero_point": Attr("int", 0),
-                "out_scale": Attr("float", 0.0), "out_zero_point": Attr("int", 0), "out_dtype": Attr("dtype", None)}
+                "out_scale": Attr("float", 0.0), "out_zero_point": Attr("int", 0), "out_dtype": Attr("dtype", None),
+                "weight_codes": Attr("int", 0)}
 COMPUTE_TYPES = ("bfloat16", "float16", "int8")
 
 
@@ -63,6 +66,8 @@ def product_types(ctx: InferContext, x_dtype, w_dtype):
     if compute is None or compute.name != "int8":
         if out_scale:
             raise ctx.error("out_scale (uint8 output codes) needs compute=int8")
+        if ctx.attrs.get("weight_codes"):
+            raise ctx.error("weight_codes (int8 weight codes) needs compute=int8")
         if x_dtype != w_dtype:
             raise ctx.error(f"operands have element types {x_dtype} and {w_dtype}, expected one type")
         if compute is not None and (compute.name not in COMPUTE_TYPES or x_dtype.name != "float32"):
@@ -101,7 +106,7 @@ def product_operands(attrs: dict, x: np.ndarray, w: np.ndarray, channel_axis: in
         if x.dtype == np.uint8:  # already codes
             x = int8.dequantize_activation(x, scale, zp)
         return (int8.fake_quantize_activation(x, scale, zp),
-                int8.fake_quantize_weights(w, channel_axis).astype(w.dtype, copy=False))
+                int8.fake_quantize_weights(w, channel_axis, bool(attrs.get("weight_codes"))).astype(w.dtype, copy=False))
     w = w.astype(compute.numpy).astype(w.dtype)
     if x.dtype == compute.numpy:  # a bfloat16 chain's X: rounded already
         return x.astype(w.dtype), w

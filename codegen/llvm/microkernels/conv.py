@@ -54,6 +54,7 @@ class ConvProblem:
     a_bf16: bool = False  # bfloat16: X holds bfloat16 bits (`GemmProblem.a_bf16`); not depthwise
     out_bf16: bool = False  # bfloat16: Y as bfloat16 bits (`GemmProblem.out_bf16`); not depthwise
     res_quant: tuple[float, int] | None = None  # int8: the residual as uint8 codes (`GemmProblem.res_quant`)
+    b_codes: bool = False  # int8: W holds its int8 codes (`GemmProblem.b_codes`)
 
     def __post_init__(self):
         if self.in_c % self.groups or self.out_c % self.groups:
@@ -84,7 +85,8 @@ class ConvProblem:
         a = G.AOperand(self.batch, self.in_h, self.in_w, self.in_c, self.out_h, self.out_w, self.in_c // self.groups,
                        self.kh, self.kw, self.stride, self.pads[:2], self.dilation)
         return G.GemmProblem(a, self.out_c // self.groups, self.groups, self.out_c, self.epilogue, self.bf16, self.quant,
-                             self.a_codes, self.out_quant, self.fp16, self.a_bf16, self.out_bf16, self.res_quant)
+                             self.a_codes, self.out_quant, self.fp16, self.a_bf16, self.out_bf16, self.res_quant,
+                             self.b_codes)
 
 
 @dataclass(frozen=True)

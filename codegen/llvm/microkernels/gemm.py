@@ -139,6 +139,7 @@ class GemmProblem:
     a_bf16: bool = False  # bf16: A arrives as bfloat16 bits (a bfloat16 chain), not float32
     out_bf16: bool = False  # bf16: C leaves as bfloat16 bits, rounded once in the epilogue
     res_quant: tuple[float, int] | None = None  # int8: the residual arrives as uint8 codes of (scale, zero point)
+    b_codes: bool = False  # int8: B holds its int8 codes, scale 1 (`ir.int8.quantize_weights`)
 
     @property
     def narrow_out(self) -> bool:
@@ -512,7 +513,8 @@ def _pack_int8_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProbl
     g, k, n = b.shape
     nr = schedule.nr
     panels = -(-n // nr)
-    q, scales = int8.quantize_weights(b, axis=2) if g == 1 else _per_group_columns(b)
+    q, scales = int8.quantize_weights(b, axis=2, codes=problem.b_codes) if g == 1 else \
+        _per_group_columns(b, problem.b_codes)
     padded = np.zeros((g, k, panels * nr), np.int8)
     padded[:, :, :n] = q
     parts = []
@@ -528,10 +530,10 @@ def _pack_int8_weights(b: np.ndarray, schedule: GemmSchedule, problem: GemmProbl
     return np.concatenate([panels_bits, compensation.view(np.float32), dequant])
 
 
-def _per_group_columns(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _per_group_columns(b: np.ndarray, codes: bool) -> tuple[np.ndarray, np.ndarray]:
     """int8 codes and scales of a grouped B [g, K, N]: a channel is one (group, column)."""
     g, k, n = b.shape
-    q, scales = int8.quantize_weights(b.transpose(1, 0, 2).reshape(k, g * n), axis=1)
+    q, scales = int8.quantize_weights(b.transpose(1, 0, 2).reshape(k, g * n), axis=1, codes=codes)
     return q.reshape(k, g, n).transpose(1, 0, 2), scales
 
 
