@@ -228,9 +228,16 @@ def ort_dynamic_model(spec: ModelSpec) -> str:
     key = hashlib.sha256(Path(spec.model).read_bytes() + recipe.encode()).hexdigest()[:12]
     quantized = Path(spec.model).with_name(f"{Path(spec.model).stem}.ort-dynamic-{key}.onnx")
     if not quantized.exists():
-        tmp = quantized.with_suffix(".partial.onnx")
-        quantize_dynamic(spec.model, str(tmp), weight_type=QuantType.QInt8)
-        tmp.replace(quantized)  # complete files only
+        import shutil
+        import tempfile
+
+        # in a private folder: quantize_dynamic writes a shape-inferred copy beside its input,
+        # which two systems set up at once would share; the finished file moves in whole
+        with tempfile.TemporaryDirectory(dir=quantized.parent) as tmp:
+            source = Path(tmp) / "model.onnx"
+            shutil.copyfile(spec.model, source)
+            quantize_dynamic(str(source), str(Path(tmp) / "dynamic.onnx"), weight_type=QuantType.QInt8)
+            (Path(tmp) / "dynamic.onnx").replace(quantized)
     return str(quantized)
 
 

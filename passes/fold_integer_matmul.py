@@ -24,7 +24,18 @@ float32 once; here the kernel converts its int32 sum of codes * weights to float
 adds the float32 correction, two roundings of numbers below 2**24 * 255 (an error of at most
 a few units of the integer sum where it exceeds 2**24, far below the quantization's own).
 A MatMulInteger whose weights or zero points are of any other form keeps its exact integer
-rule. ConvInteger is not rewritten: its padding taps would need the run-time zero point's code.
+rule.
+
+ConvInteger (2-D, not depthwise: `quantize_dynamic` on a CNN) the same way, on the int8 conv
+kernel, channels-last:
+
+    Cast(ConvInteger(x, W, zp, 0), float32)
+        -> Transpose(ConvNhwc(Pad(Transpose(x), zp), float(W), bias=float(zp) * -sum(W[m]), ...))
+
+The padding is explicit, filled with the zero point's code (ONNX pads ConvInteger's input
+with the zero point, a real 0), so every tap of every window is a real input and the
+correction is the same per-channel bias everywhere. The Transposes meet their neighbours'
+in the layout passes.
 """
 from __future__ import annotations
 
@@ -46,34 +57,105 @@ def _per_tensor(v: Value | None) -> bool:
     return v is None or (v.type.is_static and int(np.prod(v.type.shape, dtype=np.int64)) == 1)
 
 
-def _integer_product(node: Node, rw: Rewriter):
-    """Cast(MatMulInteger(...), float32) -> the int8 Linear with its zero-point correction."""
+_INT8_ATTRS = {"compute": dtypes.int8, "act_scale": 1.0, "act_zero_point": 0, "weight_codes": 1}
+
+
+def _correction(rw: Rewriter, name: str, zp: Value, codes: np.ndarray, axes: tuple[int, ...]) -> Value:
+    """float(zp) * -sum(codes over `axes`): the per-output-channel bias that subtracts the
+    zero point's share of every sum (exact in float32: |sum| < 2**24)."""
+    negated_sums = -codes.sum(axis=axes, dtype=np.float64).astype(np.float32)
+    zp = rw.op("Reshape", zp, rw.constant(np.array([1], np.int64), f"{name}_one"), name=f"{name}_zp")
+    zp = rw.op("Cast", zp, name=f"{name}_zp_float", to=dtypes.float32)
+    return rw.op("Mul", zp, rw.constant(negated_sums, f"{name}_channel_sums"), name=f"{name}_correction")
+
+
+def _integer_operands(rw: Rewriter, product: Node, rank: int):
+    """(x, zero point or None, weight codes as float32) of a MatMulInteger / ConvInteger the
+    int8 kernels can take as it is, else None."""
+    if not rw.single_use(product.outputs[0]):
+        return None
+    x, w = product.inputs[0], product.inputs[1]
+    x_zp = product.inputs[2] if len(product.inputs) > 2 else None
+    w_zp = product.inputs[3] if len(product.inputs) > 3 else None
+    weights = const_of(w)
+    if (x.type.dtype is not dtypes.uint8 or not x.type.is_static or x.type.rank < 1 or weights is None
+            or weights.dtype != np.int8 or weights.ndim != rank or weights.size == 0
+            or not int8.are_weight_codes(weights) or not _per_tensor(x_zp) or not _is_zero_or_absent(w_zp)):
+        return None
+    return x, None if _is_zero_or_absent(x_zp) else x_zp, weights.astype(np.float32)
+
+
+def _cast_to_float(node: Node, rw: Rewriter, op: str) -> Node | None:
     if node.attrs.get("to") is not dtypes.float32:
         return None
-    mm = rw.producer_op(node.inputs[0], "MatMulInteger")
-    if mm is None or not rw.single_use(mm.outputs[0]):
+    return rw.producer_op(node.inputs[0], op)
+
+
+def _integer_conv(node: Node, rw: Rewriter):
+    """Cast(ConvInteger(...), float32) -> the int8 ConvNhwc on explicitly padded codes."""
+    conv = _cast_to_float(node, rw, "ConvInteger")
+    found = _integer_operands(rw, conv, 4) if conv is not None else None
+    if found is None or conv.inputs[0].type.rank != 4 or conv.attrs.get("auto_pad", "NOTSET") != "NOTSET":
         return None
-    a, b = mm.inputs[0], mm.inputs[1]
-    a_zp = mm.inputs[2] if len(mm.inputs) > 2 else None
-    b_zp = mm.inputs[3] if len(mm.inputs) > 3 else None
-    weights = const_of(b)
-    if (a.type.dtype is not dtypes.uint8 or not a.type.is_static or a.type.rank < 1 or weights is None
-            or weights.dtype != np.int8 or weights.ndim != 2 or weights.size == 0
-            or not int8.are_weight_codes(weights) or not _per_tensor(a_zp) or not _is_zero_or_absent(b_zp)):
+    x, zp, codes = found
+    group = int(conv.attrs.get("group", 1))
+    if group > 1 and group == x.type.shape[1] == codes.shape[0]:
+        return None  # depthwise: no int8 kernel; the exact rule is as fast
+    pads = list(conv.attrs.get("pads") or [0, 0, 0, 0])
+    nhwc = rw.op("Transpose", x, name=f"{conv.name}_to_nhwc", perm=[0, 2, 3, 1])
+    if any(pads) and zp is not None:
+        t, l, b, r = pads
+        fill = rw.op("Reshape", zp, rw.constant(np.zeros(0, np.int64), f"{conv.name}_scalar"), name=f"{conv.name}_fill")
+        nhwc = rw.op("Pad", nhwc, rw.constant(np.array([0, t, l, 0, 0, b, r, 0], np.int64), f"{conv.name}_pads"), fill,
+                     name=f"{conv.name}_pad")
+        pads = [0, 0, 0, 0]
+    inputs = [nhwc, rw.constant(codes, f"{conv.name}_weight_codes")]
+    if zp is not None:
+        inputs.append(_correction(rw, conv.name, zp, codes, (1, 2, 3)))
+    attrs = {"strides": list(conv.attrs.get("strides") or [1, 1]), "pads": pads,
+             "dilations": list(conv.attrs.get("dilations") or [1, 1]), "group": group, **_INT8_ATTRS}
+    y = rw.emit("ConvNhwc", inputs, attrs, name=conv.name)[0]
+    return [rw.op("Transpose", y, name=f"{conv.name}_to_nchw", perm=[0, 3, 1, 2])]
+
+
+def _integer_product(node: Node, rw: Rewriter):
+    """Cast(MatMulInteger(...), float32) -> the int8 Linear with its zero-point correction."""
+    mm = _cast_to_float(node, rw, "MatMulInteger")
+    found = _integer_operands(rw, mm, 2) if mm is not None else None
+    if found is None:
         return None
-    codes = weights.astype(np.float32)
-    attrs = {"compute": dtypes.int8, "act_scale": 1.0, "act_zero_point": 0, "weight_codes": 1}
+    a, zp, codes = found
     inputs = [a, rw.constant(codes, f"{mm.name}_weight_codes")]
-    if not _is_zero_or_absent(a_zp):
-        negated_sums = -codes.sum(axis=0, dtype=np.float64).astype(np.float32)  # exact: |sum| < 2**24
-        zp = rw.op("Reshape", a_zp, rw.constant(np.array([1], np.int64), f"{mm.name}_one"), name=f"{mm.name}_zp")
-        zp = rw.op("Cast", zp, name=f"{mm.name}_zp_float", to=dtypes.float32)
-        inputs.append(rw.op("Mul", zp, rw.constant(negated_sums, f"{mm.name}_column_sums"), name=f"{mm.name}_correction"))
-    return rw.emit("Linear", inputs, attrs, name=mm.name)
+    if zp is not None:
+        inputs.append(_correction(rw, mm.name, zp, codes, (0,)))
+    return rw.emit("Linear", inputs, _INT8_ATTRS, name=mm.name)
 
 
-RULES = rule_table([Rule("Cast", _integer_product,
-                         "sum (a - zp) * w = sum a * w - zp * colsum(w): the int8 kernel's product plus a per-column bias")])
+def _quantize_transposed(node: Node, rw: Rewriter):
+    """DynamicQuantizeLinear(x) whose codes only Transposes of one perm read (the int8 conv's
+    channels-last input) -> the codes of DynamicQuantizeLinear(Transpose(x)), transposed back:
+    a per-tensor quantization commutes with any permutation, the back-and-forth pair cancels in
+    simplification, and the float transpose meets the producer's own (a channels-last conv's)
+    in the layout passes, instead of the quantizing kernel reading across channels."""
+    codes = node.outputs[0]
+    readers = [n for n in rw.graph.nodes if any(i is codes for i in n.inputs)] if rw.used(codes) else []
+    perms = {tuple(n.attrs.get("perm") or ()) for n in readers}
+    if (not readers or any(n.op != "Transpose" for n in readers) or len(perms) != 1 or rw.is_output(codes)
+            or rw.producer_op(node.inputs[0], "Transpose") is not None):
+        return None
+    perm = list(perms.pop())
+    moved = rw.op("Transpose", node.inputs[0], name=f"{node.name}_first", perm=perm)
+    q, scale, zero_point = rw.emit("DynamicQuantizeLinear", [moved], {}, name=node.name)
+    inverse = [int(i) for i in np.argsort(perm)]
+    return [rw.op("Transpose", q, name=f"{node.name}_back", perm=inverse), scale, zero_point]
+
+
+RULES = rule_table([
+    Rule("Cast", _integer_product,
+         "sum (a - zp) * w = sum a * w - zp * colsum(w): the int8 kernel's product plus a per-column bias"),
+    Rule("Cast", _integer_conv, "the same per output channel, every tap a real input once the padding holds zp"),
+    Rule("DynamicQuantizeLinear", _quantize_transposed, "a per-tensor quantization commutes with a permutation"),
+])
 
 
 @graph_pass

@@ -221,3 +221,95 @@ def test_weight_codes_must_be_codes():
             int8.quantize_weights(np.array(bad, np.float32), -1, codes=True)
     q, scales = int8.quantize_weights(np.array([[3.0, -4.0], [1.0, 0.0]], np.float32), -1, codes=True)
     assert q.dtype == np.int8 and q.tolist() == [[3, -4], [1, 0]] and scales.tolist() == [1.0, 1.0]
+
+
+def _integer_conv(w: np.ndarray, x_shape=(2, 8, 9, 9), zp="input", **attrs) -> onnx.ModelProto:
+    """Cast(ConvInteger(x, W, zp), float32), x uint8 NCHW."""
+    inputs = [helper.make_tensor_value_info("x", TensorProto.UINT8, list(x_shape))]
+    names = ["x", "w"]
+    inits = [numpy_helper.from_array(w, "w")]
+    if zp == "input":
+        inputs.append(helper.make_tensor_value_info("zp", TensorProto.UINT8, []))
+        names.append("zp")
+    nodes = [helper.make_node("ConvInteger", names, ["i"], **attrs), helper.make_node("Cast", ["i"], ["y"], to=TensorProto.FLOAT)]
+    return _model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+
+
+@pytest.mark.parametrize("attrs", [{"pads": [1, 1, 1, 1]}, {"pads": [0, 2, 1, 0], "strides": [2, 2]},
+                                   {"dilations": [2, 2], "pads": [2, 2, 2, 2]}, {"group": 2, "pads": [1, 0, 1, 0]}, {}])
+@pytest.mark.parametrize("zp", ["input", None])
+def test_integer_conv_runs_on_the_int8_conv_kernel_exactly(attrs, zp):
+    """ConvInteger: one int8 ConvNhwc on the codes, the padding made explicit with the zero
+    point's code (ONNX's padding is the zero point, a real 0), the zero point's correction as
+    the bias; the result is the reference's integers exactly, at the borders too."""
+    group = attrs.get("group", 1)
+    w = np.random.default_rng(6).integers(-127, 128, (12, 8 // group, 3, 3)).astype(np.int8)
+    model = _integer_conv(w, zp=zp, **attrs)
+    graph = _optimized(model)
+    assert not [n for n in graph.nodes if n.op == "ConvInteger"]
+    convs = [n for n in graph.nodes if n.op == "ConvNhwc"]
+    assert len(convs) == 1 and convs[0].attrs["weight_codes"] == 1 and convs[0].attrs["compute"] is dtypes.int8
+    if zp is not None and any(attrs.get("pads", [])):
+        assert list(convs[0].attrs["pads"]) == [0, 0, 0, 0] and [n for n in graph.nodes if n.op == "Pad"]
+    rng = np.random.default_rng(7)
+    feeds = {"x": rng.integers(0, 256, (2, 8, 9, 9)).astype(np.uint8)}
+    if zp is not None:
+        feeds["zp"] = np.array(201, np.uint8)
+    want = run_graph(import_model(model), feeds)["y"]
+    np.testing.assert_array_equal(compiler.compile(model).run(feeds)["y"], want)
+    if "avx512vnni" in parse_target("llvm").backend.cpu(parse_target("llvm")).required:
+        assert len(_int8_gemms(graph)) == 1
+
+
+def test_depthwise_integer_conv_keeps_the_exact_rule():
+    w = np.random.default_rng(8).integers(-127, 128, (8, 1, 3, 3)).astype(np.int8)
+    model = _integer_conv(w, group=8, pads=[1, 1, 1, 1])
+    assert [n.op for n in _optimized(model).nodes if n.op == "ConvInteger"] == ["ConvInteger"]
+    feeds = {"x": np.random.default_rng(9).integers(0, 256, (2, 8, 9, 9)).astype(np.uint8), "zp": np.array(5, np.uint8)}
+    np.testing.assert_array_equal(compiler.compile(model).run(feeds)["y"], run_graph(import_model(model), feeds)["y"])
+
+
+def _cnn() -> onnx.ModelProto:
+    """Conv 3x3 -> Relu -> Conv 3x3/2 -> Relu -> Conv 1x1 (two readers of one activation) -> Add."""
+    rng = np.random.default_rng(0)
+
+    def w(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32), name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Relu", ["c2"], ["r2"]), helper.make_node("Conv", ["r2", "w3"], ["c3"]),
+             helper.make_node("Conv", ["r2", "w4"], ["c4"]), helper.make_node("Add", ["c3", "c4"], ["y"])]
+    return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 16, 16])],
+                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 24, 8, 8])],
+                  [w("w1", 16, 3, 3, 3), w("b1", 16), w("w2", 32, 16, 3, 3), w("b2", 32), w("w3", 24, 32, 1, 1),
+                   w("w4", 24, 32, 1, 1)])
+
+
+def test_onnxruntime_dynamic_quantization_of_a_cnn_runs_on_the_int8_conv_kernels(tmp_path):
+    """`quantize_dynamic` on a CNN writes ConvInteger: every conv becomes an int8 ConvNhwc,
+    each run-time quantization happens channels-last (commuted with the conv's Transpose, so
+    no quantizing kernel reads across channels), and the result agrees with onnxruntime and
+    our reference interpreter, and stays close to fp32."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src, dst = tmp_path / "fp32.onnx", tmp_path / "dynamic.onnx"
+    onnx.save(_cnn(), src)
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+    assert "ConvInteger" in {n.op_type for n in onnx.load(dst).graph.node}
+    graph = _optimized(str(dst))
+    assert not [n for n in graph.nodes if n.op == "ConvInteger"]
+    assert [n.attrs.get("weight_codes") for n in graph.nodes if n.op == "ConvNhwc"] == [1] * 4
+    producers = {v: n for n in graph.nodes for v in n.outputs}
+    moved = [n for n in graph.nodes if n.op == "Transpose" and n.inputs[0] in producers
+             and producers[n.inputs[0]].op == "DynamicQuantizeLinear"]
+    assert not moved  # the convs read the codes as they were quantized
+    feeds = {"x": np.random.default_rng(3).standard_normal((2, 3, 16, 16)).astype(np.float32)}
+    got = compiler.compile(str(dst)).run(feeds)["y"]
+    ref = run_graph(import_model(str(dst)), feeds)["y"]
+    want = ort.InferenceSession(str(dst), providers=["CPUExecutionProvider"]).run(["y"], feeds)[0]
+    step = float(np.abs(ref).max()) / 64
+    np.testing.assert_allclose(got, ref, rtol=0, atol=step)
+    np.testing.assert_allclose(got, want, rtol=0, atol=step)
+    assert _cosine(got, compiler.compile(_cnn()).run(feeds)["y"]) > 0.99
