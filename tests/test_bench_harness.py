@@ -108,6 +108,30 @@ def test_worker_protocol_times_runs_and_saves_outputs(tiny, tmp_path):
     np.testing.assert_allclose(saved[0], saved[1], rtol=1e-4, atol=1e-5)
 
 
+def test_dynamic_quantization_systems_run_onnxruntimes_file(tiny, tmp_path):
+    """ours-dynamic and onnxruntime-dynamic, set up at once in their own processes, both run
+    the file onnxruntime's quantize_dynamic writes (made once, beside the model, whole), and
+    agree on the answer."""
+    import shutil
+
+    model = tmp_path / "tiny_cnn.onnx"
+    shutil.copyfile(tiny, model)
+    spec = _spec(model, tmp_path, target="llvm")
+    procs = [SystemProcess(s, spec, 1, str(tmp_path)) for s in ("ours-dynamic", "onnxruntime-dynamic")]
+    try:
+        assert all(p.wait_ready(timeout=300) for p in procs), [p.error for p in procs]
+        assert all(p.label.endswith("on quantize_dynamic's int8 file") for p in procs)
+        bench.measure_interleaved(procs, Plan(runs=2, warmup=1, rounds=1))
+        saved = [np.load(p.save_outputs(str(tmp_path / f"{p.system}.npz")))["arr_0"] for p in procs]
+    finally:
+        for p in procs:
+            p.close()
+    quantized = list(tmp_path.glob("tiny_cnn.ort-dynamic-*.onnx"))
+    assert len(quantized) == 1 and "ConvInteger" in {n.op_type for n in onnx.load(quantized[0]).graph.node}
+    assert not [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith("tmp")]  # no leftovers
+    np.testing.assert_allclose(saved[0], saved[1], rtol=0, atol=float(np.abs(saved[1]).max()) / 32)
+
+
 class _FakeWorker:
     """A worker that records the run counts it is asked for and times every run at `ms`."""
 

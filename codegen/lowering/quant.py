@@ -87,17 +87,33 @@ def _dequantize(ctx: LowerContext):
     return [Compute(ctx.out_shape(), ctx.out_dtype(), element)]
 
 
-def _dynamic_quantize(ctx: LowerContext):
-    """uint8 with scale (max(x, 0) - min(x, 0)) / 255 and the zero point that maps 0 exactly.
-    The range is reduced with the vectorized row reductions (`ctx`), and the scale and zero
-    point computed once into scalars the quantizing stage reads (not again per element)."""
+# Below this many elements on the last axis the range is reduced as one flattened row.
+_COLUMNS_WORTH_KEEPING = 16
+
+
+def _tensor_range(ctx: LowerContext, x, combiner: str):
+    """min or max over all of x, as a scalar temp. With a long enough last axis, first per
+    last-axis position over the other axes (a stage whose output axis is the contiguous one:
+    vector loads, per-channel operands of a fused producer loaded as vectors, threads over
+    column blocks), then over those; else one vectorized row reduction of the flattened
+    tensor (whose lanes would need a division per element to find a channel)."""
     from .reduction import reduce_over
 
-    x = ctx.input(0)
     f32 = dtypes.float32
     axes = list(range(x.rank))
-    lo = ctx.temp(reduce_over(x, axes, False, "min", acc=f32, ctx=ctx))
-    hi = ctx.temp(reduce_over(x, axes, False, "max", acc=f32, ctx=ctx))
+    if x.rank >= 2 and x.shape[-1] >= _COLUMNS_WORTH_KEEPING:
+        columns = ctx.temp(reduce_over(x, axes[:-1], False, combiner, acc=f32))
+        return ctx.temp(reduce_over(columns, [0], False, combiner, acc=f32, ctx=ctx))
+    return ctx.temp(reduce_over(x, axes, False, combiner, acc=f32, ctx=ctx))
+
+
+def _dynamic_quantize(ctx: LowerContext):
+    """uint8 with scale (max(x, 0) - min(x, 0)) / 255 and the zero point that maps 0 exactly.
+    The range is reduced once (`_tensor_range`), and the scale and zero point computed once
+    into scalars the quantizing stage reads (not again per element)."""
+    x = ctx.input(0)
+    f32 = dtypes.float32
+    lo, hi = _tensor_range(ctx, x, "min"), _tensor_range(ctx, x, "max")
     zero = L.const(0.0, f32)
 
     def scale(_=None):
