@@ -224,6 +224,11 @@ class OpDef:
     flops: Callable | None = None
     # Why this op cannot become native code ("" when it can); see the reasons above.
     not_lowerable: str = ""
+    # Whether fusion may fold a data-moving producer (transpose, slice, gather: an injective
+    # chain) into its kernel. False for a reduction whose kernel reads its whole input in
+    # several passes (DynamicQuantizeLinear: min, max, then quantize), where the moved data
+    # would be gathered again in every pass instead of once by its own kernel.
+    injective_prologue: bool = True
     # What later layers register against this op (see `register`): not part of its identity.
     registered: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 

@@ -35,7 +35,8 @@ kernel, channels-last:
 The padding is explicit, filled with the zero point's code (ONNX pads ConvInteger's input
 with the zero point, a real 0), so every tap of every window is a real input and the
 correction is the same per-channel bias everywhere. The Transposes meet their neighbours'
-in the layout passes.
+in the layout passes. A depthwise ConvInteger (no int8 kernel) becomes a float32 Conv of
+x - zp, exact since a window's sums are integers below 2**24, on the float depthwise kernel.
 """
 from __future__ import annotations
 
@@ -100,7 +101,7 @@ def _integer_conv(node: Node, rw: Rewriter):
     x, zp, codes = found
     group = int(conv.attrs.get("group", 1))
     if group > 1 and group == x.type.shape[1] == codes.shape[0]:
-        return None  # depthwise: no int8 kernel; the exact rule is as fast
+        return _depthwise_in_float(rw, conv, x, zp, codes)
     pads = list(conv.attrs.get("pads") or [0, 0, 0, 0])
     nhwc = rw.op("Transpose", x, name=f"{conv.name}_to_nhwc", perm=[0, 2, 3, 1])
     if any(pads) and zp is not None:
@@ -116,6 +117,21 @@ def _integer_conv(node: Node, rw: Rewriter):
              "dilations": list(conv.attrs.get("dilations") or [1, 1]), "group": group, **_INT8_ATTRS}
     y = rw.emit("ConvNhwc", inputs, attrs, name=conv.name)[0]
     return [rw.op("Transpose", y, name=f"{conv.name}_to_nchw", perm=[0, 3, 1, 2])]
+
+
+def _depthwise_in_float(rw: Rewriter, conv: Node, x: Value, zp: Value | None, codes: np.ndarray):
+    """A depthwise ConvInteger (no int8 kernel) as a float32 Conv of (x - zp) and the codes,
+    which the float depthwise kernel runs: every product and sum of a window is an integer
+    below 2**24 (taps x 255 x 127), so float32 holds them exactly and the result is the
+    integer rule's; shifted before padding, the padding is a real 0 as ONNX's zero point is."""
+    if codes.shape[2] * codes.shape[3] * 255 * 127 >= 2 ** 24:
+        return None
+    shifted = rw.op("Cast", x, name=f"{conv.name}_float", to=dtypes.float32)
+    if zp is not None:
+        zp = rw.op("Cast", zp, name=f"{conv.name}_zp_float", to=dtypes.float32)
+        shifted = rw.op("Sub", shifted, zp, name=f"{conv.name}_shifted")
+    attrs = {k: v for k, v in conv.attrs.items() if k in ("auto_pad", "dilations", "group", "kernel_shape", "pads", "strides")}
+    return [rw.op("Conv", shifted, rw.constant(codes, f"{conv.name}_weight_codes"), name=conv.name, **attrs)]
 
 
 def _integer_product(node: Node, rw: Rewriter):

@@ -10,7 +10,9 @@ a cycle. What may merge is decided by each group's fusion kind:
     epilogue     conv/matmul (out) absorbs the elementwise chain after it: bias,
                  activation, residual add, requantize
     injective    elementwise, broadcast and injective chains merge, and fold into a
-                 reduction after them (reduction prologue); reshape-like views also fold
+                 reduction after them (reduction prologue; a data-moving chain not into
+                 one that reads its input in several passes, `OpDef.injective_prologue`);
+                 reshape-like views also fold
                  into a conv/matmul reading them; a computed value read broadcast
                  (BROADCAST_SPLIT) stays apart rather than be recomputed per element
     reduction    a reduction absorbs the elementwise chain after it (softmax, norms)
@@ -184,10 +186,17 @@ class Partition:
             return False
         if phase.name == "injective" and self.kind[g] != VIEW and self._read_broadcast(g, region - {g}):
             return False
+        if self.kind[d] == REDUCE and not self._takes_injective_prologue(d) and \
+                any(self.kind[x] == INJECTIVE for x in region - {d}):
+            return False
         if self.kind[d] in phase.into:
             return True
         # Reshape-like views feeding a conv/matmul cost nothing: fold them into its input.
         return phase.name == "injective" and self.kind[d] == OUT and all(self.kind[x] == VIEW for x in region - {d})
+
+    def _takes_injective_prologue(self, g: int) -> bool:
+        """Whether every op of group g lets a data-moving chain fold into its kernel (`OpDef.injective_prologue`)."""
+        return all(REGISTRY[self.graph.nodes[m].op].injective_prologue for m in self.members[g])
 
     def _read_broadcast(self, g: int, rest: set[int]) -> bool:
         """Whether `rest` reads a value of g over a domain BROADCAST_SPLIT times its size or more."""

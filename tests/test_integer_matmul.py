@@ -261,11 +261,18 @@ def test_integer_conv_runs_on_the_int8_conv_kernel_exactly(attrs, zp):
         assert len(_int8_gemms(graph)) == 1
 
 
-def test_depthwise_integer_conv_keeps_the_exact_rule():
+@pytest.mark.parametrize("zp", ["input", None])
+def test_depthwise_integer_conv_runs_exactly_in_float(zp):
+    """A depthwise ConvInteger (no int8 kernel) runs as the float depthwise conv of x - zp:
+    its window sums are integers float32 holds exactly, so the result is the reference's,
+    padding included (a real 0 after the shift, as ONNX's zero point is)."""
     w = np.random.default_rng(8).integers(-127, 128, (8, 1, 3, 3)).astype(np.int8)
-    model = _integer_conv(w, group=8, pads=[1, 1, 1, 1])
-    assert [n.op for n in _optimized(model).nodes if n.op == "ConvInteger"] == ["ConvInteger"]
-    feeds = {"x": np.random.default_rng(9).integers(0, 256, (2, 8, 9, 9)).astype(np.uint8), "zp": np.array(5, np.uint8)}
+    model = _integer_conv(w, zp=zp, group=8, pads=[1, 1, 1, 1], strides=[2, 2])
+    graph = _optimized(model)
+    assert not [n for n in graph.nodes if n.op == "ConvInteger"] and [n for n in graph.nodes if n.op == "ConvNhwc"]
+    feeds = {"x": np.random.default_rng(9).integers(0, 256, (2, 8, 9, 9)).astype(np.uint8)}
+    if zp is not None:
+        feeds["zp"] = np.array(250, np.uint8)
     np.testing.assert_array_equal(compiler.compile(model).run(feeds)["y"], run_graph(import_model(model), feeds)["y"])
 
 
@@ -313,3 +320,27 @@ def test_onnxruntime_dynamic_quantization_of_a_cnn_runs_on_the_int8_conv_kernels
     np.testing.assert_allclose(got, ref, rtol=0, atol=step)
     np.testing.assert_allclose(got, want, rtol=0, atol=step)
     assert _cosine(got, compiler.compile(_cnn()).run(feeds)["y"]) > 0.99
+
+
+def test_a_transpose_is_not_gathered_again_in_every_pass_of_the_quantization():
+    """DynamicQuantizeLinear reads its input in three passes (min, max, quantize): a Transpose
+    before it stays out of its kernel (`OpDef.injective_prologue`), while an elementwise
+    producer alone still folds into it."""
+    def model(transpose: bool):
+        nodes = ([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1])] if transpose else []) + [
+            helper.make_node("Relu", ["t" if transpose else "x"], ["r"]),
+            helper.make_node("DynamicQuantizeLinear", ["r"], ["y", "s", "z"])]
+        shape = [2, 48, 64] if transpose else [2, 64, 48]
+        return _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 64, 48])],
+                      [helper.make_tensor_value_info("y", TensorProto.UINT8, shape),
+                       helper.make_tensor_value_info("s", TensorProto.FLOAT, []),
+                       helper.make_tensor_value_info("z", TensorProto.UINT8, [])], [])
+
+    feeds = {"x": np.random.default_rng(10).standard_normal((2, 64, 48)).astype(np.float32)}
+    for transpose in (True, False):
+        cm = compiler.compile(model(transpose))
+        quantizing = [set(call["ops"]) for call in cm.calls if "DynamicQuantizeLinear" in call["ops"]]
+        assert quantizing == [{"DynamicQuantizeLinear"} if transpose else {"DynamicQuantizeLinear", "Relu"}], cm.calls
+        got, want = cm.run(feeds), run_graph(import_model(model(transpose)), feeds)
+        for name in ("y", "s", "z"):
+            np.testing.assert_array_equal(got[name], want[name])

@@ -180,5 +180,6 @@ OPS = [
           doc="y = (x - x_zero_point) * x_scale, per tensor, axis or block."),
     OpDef("DynamicQuantizeLinear", ("x",), ("y", "y_scale", "y_zero_point"), _infer_dynamic_quantize,
           _ref_dynamic_quantize, Category.REDUCTION, Precision.EXACT,  # min/max over the whole tensor
+          injective_prologue=False,
           doc="Quantize a float tensor to uint8 with a scale and zero point computed from its range."),
 ]
