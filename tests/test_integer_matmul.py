@@ -211,6 +211,10 @@ def test_a_cpu_without_vnni_computes_the_same_integers():
     target = "llvm -mcpu=x86-64-v3"
     assert not _int8_gemms(_optimized(model, target), target)
     np.testing.assert_array_equal(compiler.compile(model, target=target).run(feeds)["y"], exact.astype(np.float32))
+    conv = _integer_conv(np.random.default_rng(6).integers(-127, 128, (12, 8, 3, 3)).astype(np.int8), pads=[1, 1, 1, 1])
+    feeds = {"x": np.random.default_rng(7).integers(0, 256, (2, 8, 9, 9)).astype(np.uint8), "zp": np.array(9, np.uint8)}
+    np.testing.assert_array_equal(compiler.compile(conv, target=target).run(feeds)["y"],
+                                  run_graph(import_model(conv), feeds)["y"])
 
 
 def test_weight_codes_must_be_codes():
