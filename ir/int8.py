@@ -10,7 +10,8 @@ VNNI microkernels all call these functions, so they agree bit for bit on the int
       scale[c] = max|w[c]| / 127 (1 for an all-zero channel),  q = clamp(rint(w / scale), -127, 127)
       (-128 is never used, so a u8 x s8 multiply-add never needs the saturating form);
       or, for a product whose `weight_codes` attribute says so (a MatMulInteger that arrived
-      with its int8 weights), w holds the codes themselves, integers in [-127, 127], scale 1.
+      with its int8 weights), w holds the codes themselves, any int8 integers, scale 1
+      (-128 too: `vpdpbusd` widens every u8 x s8 product exactly, 255 x -128 included).
 
 The product then is (sum_k (qa - za) * qw) * (scale_a * scale_w[c]), exact in int32 up to
 the one float32 rounding of the final scaling. Why uint8 x int8 (not int8 x int8): the
@@ -65,7 +66,7 @@ def quantize_weights(w: np.ndarray, axis: int, codes: bool = False) -> tuple[np.
     w = np.asarray(w, np.float32)
     if codes:
         if not are_weight_codes(w):
-            raise ValueError("weight_codes: the weights must be integers in [-127, 127]")
+            raise ValueError("weight_codes: the weights must be integers in [-128, 127]")
         return w.astype(np.int8), np.ones(w.shape[axis % w.ndim] if w.ndim else 1, np.float32)
     scales = weight_scales(w, axis)
     shape = [1] * w.ndim
@@ -75,9 +76,9 @@ def quantize_weights(w: np.ndarray, axis: int, codes: bool = False) -> tuple[np.
 
 
 def are_weight_codes(w: np.ndarray) -> bool:
-    """Whether w can be taken as int8 weight codes as it is: integers in [-127, 127]."""
-    w = np.asarray(w, np.float64)  # not int8 itself: abs(-128) wraps to -128 there
-    return bool(np.all(np.abs(w) <= WEIGHT_QMAX) and np.all(np.rint(w) == w))
+    """Whether w can be taken as int8 weight codes as it is: integers in [-128, 127]."""
+    w = np.asarray(w, np.float64)
+    return bool(np.all((w >= -128) & (w <= 127)) and np.all(np.rint(w) == w))
 
 
 def fake_quantize_weights(w: np.ndarray, axis: int, codes: bool = False) -> np.ndarray:

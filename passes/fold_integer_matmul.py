@@ -14,8 +14,9 @@ run-time zero point, which the kernel's epilogue adds. So
         -> Linear(A, float(W), bias=float(zp) * -colsum(W), compute=int8, act_scale=1,
                   act_zero_point=0, weight_codes=1)
 
-for any uint8 A with a per-tensor zero point (run-time or constant) and constant int8 weights
-in [-127, 127] with zero points of 0 (onnxruntime's symmetric QInt8 weights). The rest of
+for any uint8 A with a per-tensor zero point (run-time or constant) and constant weights whose
+integers W - W_zp fit int8 (onnxruntime's QInt8 weights, per tensor or per channel; its
+asymmetric QUInt8 weights rarely fit and keep the exact rule), taken as those codes. The rest of
 the pattern (the scale multiply, the bias) stays as it is and fuses into one elementwise
 kernel after the product.
 
@@ -23,8 +24,8 @@ The result differs from the ONNX text only in rounding: ONNX rounds the exact in
 float32 once; here the kernel converts its int32 sum of codes * weights to float32 and then
 adds the float32 correction, two roundings of numbers below 2**24 * 255 (an error of at most
 a few units of the integer sum where it exceeds 2**24, far below the quantization's own).
-A MatMulInteger whose weights or zero points are of any other form keeps its exact integer
-rule.
+A MatMulInteger whose weights or zero points are of any other form (run-time weights, a
+zero point per row, integers past int8, a signed activation) keeps its exact integer rule.
 
 ConvInteger (2-D, not depthwise: `quantize_dynamic` on a CNN) the same way, on the int8 conv
 kernel, channels-last:
@@ -70,7 +71,23 @@ def _correction(rw: Rewriter, name: str, zp: Value, codes: np.ndarray, axes: tup
     return rw.op("Mul", zp, rw.constant(negated_sums, f"{name}_channel_sums"), name=f"{name}_correction")
 
 
-def _integer_operands(rw: Rewriter, product: Node, rank: int):
+def _weight_codes(w: Value, w_zp: Value | None, channel_axis: int) -> np.ndarray | None:
+    """The weights' integers w - w_zp (a zero point per tensor or per output channel along
+    `channel_axis`), as float32, when they are constant and fit int8."""
+    weights = const_of(w)
+    zp = np.zeros(1, np.int64) if w_zp is None else const_of(w_zp)
+    if weights is None or zp is None or weights.dtype not in (np.int8, np.uint8) or weights.size == 0:
+        return None
+    zp = np.asarray(zp, np.int64).reshape(-1)
+    if zp.size not in (1, weights.shape[channel_axis]):
+        return None
+    shape = [1] * weights.ndim
+    shape[channel_axis] = -1
+    codes = (weights.astype(np.int64) - zp.reshape(shape)).astype(np.float32)
+    return codes if int8.are_weight_codes(codes) else None
+
+
+def _integer_operands(rw: Rewriter, product: Node, rank: int, channel_axis: int):
     """(x, zero point or None, weight codes as float32) of a MatMulInteger / ConvInteger the
     int8 kernels can take as it is, else None."""
     if not rw.single_use(product.outputs[0]):
@@ -78,12 +95,13 @@ def _integer_operands(rw: Rewriter, product: Node, rank: int):
     x, w = product.inputs[0], product.inputs[1]
     x_zp = product.inputs[2] if len(product.inputs) > 2 else None
     w_zp = product.inputs[3] if len(product.inputs) > 3 else None
-    weights = const_of(w)
-    if (x.type.dtype is not dtypes.uint8 or not x.type.is_static or x.type.rank < 1 or weights is None
-            or weights.dtype != np.int8 or weights.ndim != rank or weights.size == 0
-            or not int8.are_weight_codes(weights) or not _per_tensor(x_zp) or not _is_zero_or_absent(w_zp)):
+    if (x.type.dtype is not dtypes.uint8 or not x.type.is_static or x.type.rank < 1 or w.type.rank != rank
+            or not _per_tensor(x_zp)):
         return None
-    return x, None if _is_zero_or_absent(x_zp) else x_zp, weights.astype(np.float32)
+    codes = _weight_codes(w, w_zp, channel_axis)
+    if codes is None:
+        return None
+    return x, None if _is_zero_or_absent(x_zp) else x_zp, codes
 
 
 def _cast_to_float(node: Node, rw: Rewriter, op: str) -> Node | None:
@@ -95,7 +113,7 @@ def _cast_to_float(node: Node, rw: Rewriter, op: str) -> Node | None:
 def _integer_conv(node: Node, rw: Rewriter):
     """Cast(ConvInteger(...), float32) -> the int8 ConvNhwc on explicitly padded codes."""
     conv = _cast_to_float(node, rw, "ConvInteger")
-    found = _integer_operands(rw, conv, 4) if conv is not None else None
+    found = _integer_operands(rw, conv, 4, 0) if conv is not None else None
     if found is None or conv.inputs[0].type.rank != 4 or conv.attrs.get("auto_pad", "NOTSET") != "NOTSET":
         return None
     x, zp, codes = found
@@ -137,7 +155,7 @@ def _depthwise_in_float(rw: Rewriter, conv: Node, x: Value, zp: Value | None, co
 def _integer_product(node: Node, rw: Rewriter):
     """Cast(MatMulInteger(...), float32) -> the int8 Linear with its zero-point correction."""
     mm = _cast_to_float(node, rw, "MatMulInteger")
-    found = _integer_operands(rw, mm, 2) if mm is not None else None
+    found = _integer_operands(rw, mm, 2, 1) if mm is not None else None
     if found is None:
         return None
     a, zp, codes = found

@@ -67,7 +67,7 @@ def _int8_gemms(graph, target="llvm") -> list:
 
 
 def _weights(k, n, seed=0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(-127, 128, (k, n)).astype(np.int8)
+    return np.random.default_rng(seed).integers(-128, 128, (k, n)).astype(np.int8)
 
 
 @pytest.mark.parametrize("zp", ["input", 131, None])
@@ -100,7 +100,7 @@ def test_sums_past_float32_integers_round_like_float32():
     two float32 spacings of the exact value (ONNX's one Cast rounds once)."""
     k, n = 3072, 32
     w = np.full((k, n), 127, np.int8)
-    w[:, 1::2] = -127
+    w[:, 1::2] = -128  # the int8 extreme: 255 x -128 per product
     w[::3, 2] = 5
     a = np.full((2, 5, k), 255, np.uint8)
     a[0, 1, ::2] = 0
@@ -111,18 +111,16 @@ def test_sums_past_float32_integers_round_like_float32():
     assert np.all(np.abs(got - exact) <= 2 * np.spacing(np.abs(exact).astype(np.float32)).astype(np.float64))
 
 
-@pytest.mark.parametrize("case", ["weight_code_-128", "weight_zero_point", "per_row_zero_point", "int8_activation"])
+@pytest.mark.parametrize("case", ["weight_zero_point", "per_row_zero_point", "int8_activation"])
 def test_forms_the_kernel_cannot_take_keep_the_exact_rule(case):
-    """Weights using -128 (outside the kernel's symmetric grid), a non-zero weight zero point,
-    a zero point per row, a signed activation: the MatMulInteger stays, and the result is the
-    reference's integers exactly."""
+    """Weights whose integers leave int8 after their zero point (-127 - 3), a zero point per
+    row, a signed activation: the MatMulInteger stays, and the result is the reference's
+    integers exactly."""
     rng = np.random.default_rng(2)
     w = _weights(24, 16)
     a_type, zp, w_zp, a_dtype = TensorProto.UINT8, "input", None, np.uint8
-    if case == "weight_code_-128":
-        w[3, 4] = -128
-    elif case == "weight_zero_point":
-        w_zp = 3
+    if case == "weight_zero_point":
+        w[3, 4], w_zp = -127, 3
     elif case == "int8_activation":
         a_type, a_dtype = TensorProto.INT8, np.int8
     model = _integer_matmul(w, rows=(6,), zp=zp, w_zp=w_zp, a_type=a_type)
@@ -211,7 +209,7 @@ def test_a_cpu_without_vnni_computes_the_same_integers():
     target = "llvm -mcpu=x86-64-v3"
     assert not _int8_gemms(_optimized(model, target), target)
     np.testing.assert_array_equal(compiler.compile(model, target=target).run(feeds)["y"], exact.astype(np.float32))
-    conv = _integer_conv(np.random.default_rng(6).integers(-127, 128, (12, 8, 3, 3)).astype(np.int8), pads=[1, 1, 1, 1])
+    conv = _integer_conv(np.random.default_rng(6).integers(-128, 128, (12, 8, 3, 3)).astype(np.int8), pads=[1, 1, 1, 1])
     feeds = {"x": np.random.default_rng(7).integers(0, 256, (2, 8, 9, 9)).astype(np.uint8), "zp": np.array(9, np.uint8)}
     np.testing.assert_array_equal(compiler.compile(conv, target=target).run(feeds)["y"],
                                   run_graph(import_model(conv), feeds)["y"])
@@ -219,9 +217,10 @@ def test_a_cpu_without_vnni_computes_the_same_integers():
 
 def test_weight_codes_must_be_codes():
     assert int8.are_weight_codes(np.array([[-127, 0, 127]], np.float32))
-    for bad in ([[0.5]], [[-128.0]], [[128.0]]):
+    assert int8.are_weight_codes(np.array([[-128, 127]], np.int8))
+    for bad in ([[0.5]], [[-129.0]], [[128.0]]):
         assert not int8.are_weight_codes(np.array(bad, np.float32))
-        with pytest.raises(ValueError, match=r"integers in \[-127, 127\]"):
+        with pytest.raises(ValueError, match=r"integers in \[-128, 127\]"):
             int8.quantize_weights(np.array(bad, np.float32), -1, codes=True)
     q, scales = int8.quantize_weights(np.array([[3.0, -4.0], [1.0, 0.0]], np.float32), -1, codes=True)
     assert q.dtype == np.int8 and q.tolist() == [[3, -4], [1, 0]] and scales.tolist() == [1.0, 1.0]
@@ -247,7 +246,7 @@ def test_integer_conv_runs_on_the_int8_conv_kernel_exactly(attrs, zp):
     point's code (ONNX's padding is the zero point, a real 0), the zero point's correction as
     the bias; the result is the reference's integers exactly, at the borders too."""
     group = attrs.get("group", 1)
-    w = np.random.default_rng(6).integers(-127, 128, (12, 8 // group, 3, 3)).astype(np.int8)
+    w = np.random.default_rng(6).integers(-128, 128, (12, 8 // group, 3, 3)).astype(np.int8)
     model = _integer_conv(w, zp=zp, **attrs)
     graph = _optimized(model)
     assert not [n for n in graph.nodes if n.op == "ConvInteger"]
@@ -270,7 +269,7 @@ def test_depthwise_integer_conv_runs_exactly_in_float(zp):
     """A depthwise ConvInteger (no int8 kernel) runs as the float depthwise conv of x - zp:
     its window sums are integers float32 holds exactly, so the result is the reference's,
     padding included (a real 0 after the shift, as ONNX's zero point is)."""
-    w = np.random.default_rng(8).integers(-127, 128, (8, 1, 3, 3)).astype(np.int8)
+    w = np.random.default_rng(8).integers(-128, 128, (8, 1, 3, 3)).astype(np.int8)
     model = _integer_conv(w, zp=zp, group=8, pads=[1, 1, 1, 1], strides=[2, 2])
     graph = _optimized(model)
     assert not [n for n in graph.nodes if n.op == "ConvInteger"] and [n for n in graph.nodes if n.op == "ConvNhwc"]
