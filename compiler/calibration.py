@@ -27,9 +27,11 @@ from .ir.graph import Graph
 
 
 def _read_npz(path) -> dict[str, np.ndarray]:
+    import zipfile
+
     try:
         data = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise CompilerError(f"calibration {os.fspath(path)}: cannot read it as an .npz archive ({e})") from None
     if not hasattr(data, "files"):
         raise CompilerError(f"calibration {os.fspath(path)}: a single .npy array, expected an .npz "
@@ -37,7 +39,7 @@ def _read_npz(path) -> dict[str, np.ndarray]:
     try:
         with data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError, EOFError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise CompilerError(f"calibration {os.fspath(path)}: cannot read it as an .npz archive ({e})") from None
 
 

@@ -267,11 +267,16 @@ def _print_precision(graph, args) -> int:
 
 
 def _load_npz(path: str) -> dict[str, np.ndarray]:
+    import zipfile
+
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not hasattr(data, "files"):
+            raise CompilerError(f"{path}: a single .npy array; inputs are an .npz archive with one array per input")
+        with data:
             return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise CompilerError(f"{path}: cannot read inputs as .npz: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise CompilerError(f"{path}: cannot read inputs as .npz: {e or type(e).__name__}") from None
 
 
 def _random_input(spec, rng) -> np.ndarray:

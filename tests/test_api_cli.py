@@ -154,3 +154,26 @@ def test_llvm_default_needs_static_shapes_and_says_how(model_path, capsys):
     err = capsys.readouterr().err
     assert "input 'image': type f32[batch,3,32,32] is not a static-shaped tensor" in err
     assert "--input-shape image=1,3,32,32" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated", "npy"])
+def test_cli_inputs_that_are_not_an_npz_are_named(model_path, image, tmp_path, capsys, kind):
+    """`compile run --inputs` and `compile inspect --inputs` with an empty file, a truncated
+    archive or a single .npy array: an error naming the file, never a traceback."""
+    art = tmp_path / "m.cmod"
+    assert cli_main([str(model_path), "--target", "reference", "-o", str(art)]) == 0
+    good = tmp_path / "good.npz"
+    np.savez(good, image=image)
+    bad = tmp_path / f"{kind}.npz"
+    if kind == "empty":
+        bad.write_bytes(b"")
+    elif kind == "truncated":
+        bad.write_bytes(good.read_bytes()[:100])
+    else:
+        bad = tmp_path / "one.npy"
+        np.save(bad, image)
+    capsys.readouterr()
+    assert cli_main(["run", str(art), "--inputs", str(bad)]) == 1
+    assert cli_main(["inspect", str(model_path), "--precision", "bf16", "--inputs", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"error: {bad}:") == 2 and "Traceback" not in err, err

@@ -13,7 +13,8 @@ import threading
 import numpy as np
 
 from ..ir.errors import ArtifactError
-from .gpu_program import GpuProgramModel, np_dtype
+from .gpu_program import GpuProgramModel
+from .signature import np_dtype
 
 
 class EmulatedModel(GpuProgramModel):
