@@ -140,9 +140,9 @@ def _integer_conv(node: Node, rw: Rewriter):
 def _depthwise_in_float(rw: Rewriter, conv: Node, x: Value, zp: Value | None, codes: np.ndarray):
     """A depthwise ConvInteger (no int8 kernel) as a float32 Conv of (x - zp) and the codes,
     which the float depthwise kernel runs: every product and sum of a window is an integer
-    below 2**24 (taps x 255 x 127), so float32 holds them exactly and the result is the
+    below 2**24 (taps x 255 x 128), so float32 holds them exactly and the result is the
     integer rule's; shifted before padding, the padding is a real 0 as ONNX's zero point is."""
-    if codes.shape[2] * codes.shape[3] * 255 * 127 >= 2 ** 24:
+    if codes.shape[2] * codes.shape[3] * 255 * 128 >= 2 ** 24:
         return None
     shifted = rw.op("Cast", x, name=f"{conv.name}_float", to=dtypes.float32)
     if zp is not None:
@@ -173,9 +173,9 @@ def _quantize_transposed(node: Node, rw: Rewriter):
     in the layout passes, instead of the quantizing kernel reading across channels."""
     codes = node.outputs[0]
     readers = [n for n in rw.graph.nodes if any(i is codes for i in n.inputs)] if rw.used(codes) else []
-    perms = {tuple(n.attrs.get("perm") or ()) for n in readers}
-    if (not readers or any(n.op != "Transpose" for n in readers) or len(perms) != 1 or rw.is_output(codes)
-            or rw.producer_op(node.inputs[0], "Transpose") is not None):
+    perms = {tuple(n.attrs.get("perm") or ()) for n in readers}  # () : the default reversal, left alone
+    if (not readers or any(n.op != "Transpose" for n in readers) or len(perms) != 1 or () in perms
+            or rw.is_output(codes) or rw.producer_op(node.inputs[0], "Transpose") is not None):
         return None
     perm = list(perms.pop())
     moved = rw.op("Transpose", node.inputs[0], name=f"{node.name}_first", perm=perm)
