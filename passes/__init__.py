@@ -14,6 +14,9 @@ lists the passes of each -O level (with a target's layout and legalization passe
     conv_forms                                               1-D/3-D convs and patch ConvTranspose
                                                              in the forms the conv kernels run
     to_channels_last                                         the CPU layout: NHWC conv chains, epilogues
+    decompose_qlinear, fold_integer_matmul, fold_qdq         models that arrive quantized (QLinear ops,
+                                                             integer matmuls, Q -> DQ pairs) onto the
+                                                             int8 kernels
     fuse                                                     FusedKernel nodes (post-dominator regions)
     plan_memory                                              the arena planner (offsets over call lifetimes)
 """

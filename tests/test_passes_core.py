@@ -34,7 +34,8 @@ def test_every_level_is_an_explicit_list_of_named_passes():
     assert names[1] == ["simplify"]
     assert names[2] == ["simplify", "fold_batchnorm", "recognize"]
     assert names[3] == names[2] + ["fuse"]
-    layout = ["conv_forms", "decompose_qlinear", "to_channels_last", "fold_qdq", "widen_products", "simplify"]
+    layout = ["conv_forms", "decompose_qlinear", "fold_integer_matmul", "to_channels_last", "fold_qdq", "widen_products",
+              "simplify"]
     assert [p.name for p in pipeline(2, CHANNELS_LAST)] == names[2] + layout
     assert all(isinstance(p, Pass) for passes in PIPELINES.values() for p in passes)
 
