@@ -46,13 +46,12 @@ import numpy as np
 from ..ir import dtypes, int8
 from ..ir.graph import Graph, Node, Value
 from .core import PassContext, graph_pass
-from .match import const_of
+from .match import const_of, is_filled
 from .rewriter import Rewriter, Rule, apply_rules, rule_table
 
 
 def _is_zero_or_absent(v: Value | None) -> bool:
-    c = const_of(v)
-    return v is None or (c is not None and c.size > 0 and bool(np.all(c == 0)))
+    return v is None or is_filled(v, 0)
 
 
 def _per_tensor(v: Value | None) -> bool:

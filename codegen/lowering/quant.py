@@ -119,13 +119,15 @@ def _dynamic_quantize(ctx: LowerContext):
     def scale(_=None):
         return L.div(L.sub(L.binary("max", hi[[]], zero), L.binary("min", lo[[]], zero)), L.const(255.0, f32))
 
+    s_t = ctx.temp(Compute((), f32, scale))
+
     def zero_point(_=None):
-        s = scale()
+        s = s_t[[]]
         zp = L.call("round", L.div(L.call("neg", L.binary("min", lo[[]], zero)), s))
         zp = L.binary("min", L.binary("max", zp, zero), L.const(255.0, f32))
         return L.select(L.binary("eq", s, zero), zero, zp)  # an all-zero input: zeros quantize to 0
 
-    s_t, zp_t = ctx.temp(Compute((), f32, scale)), ctx.temp(Compute((), f32, zero_point))
+    zp_t = ctx.temp(Compute((), f32, zero_point))
 
     def element(idx):
         s = s_t[[]]
