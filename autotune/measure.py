@@ -66,16 +66,20 @@ class Workload:
         vectors = max(self.columns, self.out_shape[-1])
         self.vectors = {name: aligned(normal(vectors)) for name in ("bias", "scale", "shift")}
         self.residual = aligned(normal(*self.out_shape))
-        # a narrow chain's activation arrives as uint8 codes or bfloat16, and its output leaves so
+        # a narrow chain's activation arrives as uint8 codes, bfloat16 or float16, and its output leaves so
         if getattr(problem, "a_codes", False):
             self.x = rng.integers(0, 256, self.x.shape, dtype=np.uint8)
         elif getattr(problem, "a_bf16", False):
             self.x = self.x.astype(ml_dtypes.bfloat16)
+        elif getattr(problem, "a_f16", False):
+            self.x = self.x.astype(np.float16)
         self.x = aligned(self.x)
         if getattr(problem, "out_quant", None) is not None:
             self.y_dtype = np.dtype(np.uint8)
         elif getattr(problem, "out_bf16", False):
             self.y_dtype = np.dtype(ml_dtypes.bfloat16)
+        elif getattr(problem, "out_f16", False):
+            self.y_dtype = np.dtype(np.float16)
         else:
             self.y_dtype = np.dtype(np.float32)
 
@@ -97,12 +101,12 @@ class Workload:
 
     def agrees(self, y: np.ndarray, reference: np.ndarray) -> bool:
         """Same result up to fp32 summation order (K terms of unit variance), which moves a
-        narrow output by at most one step of its grid (one uint8 code, one bfloat16 ulp)."""
+        narrow output by at most one step of its grid (one uint8 code, one bfloat16 or float16 ulp)."""
         got, want = self.written(y).astype(np.float64), self.written(reference).astype(np.float64)
         tol = 1e-4 * np.sqrt(self.k)
         if y.dtype == np.uint8:
             return bool(np.abs(got - want).max(initial=0) <= 1)
-        rtol = 2 ** -7 if y.dtype == ml_dtypes.bfloat16 else 1e-4
+        rtol = 2 ** -7 if y.dtype == ml_dtypes.bfloat16 else 2 ** -10 if y.dtype == np.float16 else 1e-4
         return bool(np.isfinite(got).all() and np.allclose(got, want, rtol=rtol, atol=tol))
 
 

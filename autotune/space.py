@@ -55,12 +55,12 @@ def tile_score(problem: GemmProblem, mr: int, nr: int, lanes: int) -> float:
 
 def pack_a_fits(problem: GemmProblem, s: GemmSchedule) -> bool:
     """pack_a as the problem allows: off only in float32 A (bfloat16 and int8 convert A as
-    they pack it), and on only when the packed block fits the stack limit; half_b only in
+    they pack it, a float16 A is widened there), and on only when the packed block fits the stack limit; half_b only in
     float16 problems."""
     if s.half_b and not problem.fp16:
         return False  # float16 B belongs to float16 problems
     if not s.pack_a:
-        return problem.k_per_slot == 1
+        return problem.k_per_slot == 1 and not problem.a_f16
     return packed_a_bytes(problem, s.mr, s.kc, s.mc_tiles, s.slot_align) <= PACK_A_STACK_BYTES
 
 

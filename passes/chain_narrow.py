@@ -1,8 +1,13 @@
 """Narrow chains: a product whose every reader is a product of the same reduced precision
-hands them its output already narrowed, as uint8 codes (int8) or bfloat16 (bf16).
+hands them its output already narrowed, as uint8 codes (int8), bfloat16 (bf16) or float16
+(fp16).
 
 After `lower_precision` each int8 product quantizes its float32 activation as it packs it,
-and each bf16 product rounds it to bfloat16. Where a product's output is read only by such
+and each bf16 product rounds it to bfloat16. An fp16 product keeps float16 weights and reads
+float32 activations; in a chain it reads float16 ones, which is fp16 as the storage type of
+activations too (issue 18's "weights and activations in fp16, computed in fp32"): the
+producer rounds its result to float16 once, in its epilogue, and the readers widen it as
+they pack it (`GemmProblem.a_f16`). Where a product's output is read only by such
 products (VGG's conv -> conv, ResNet's bottleneck 1x1 -> 3x3 -> 1x1, SqueezeNet's squeeze
 conv -> both expand convs, a conv feeding the next stage's convs), all of them narrow it the
 same way - int8 ranges belong to the value, bfloat16 rounding is one function - so the
@@ -12,11 +17,14 @@ producer can do it once, in its epilogue, and write a narrow tensor:
   readers take the codes as they are (`ir.int8`; the kernels copy bytes instead of
   converting floats, and padding reads the zero point's code);
 - bf16: the producer gets out_dtype=bfloat16, its output becomes bfloat16 and the readers
-  copy the bits instead of rounding floats (zero is zero bits).
+  copy the bits instead of rounding floats (zero is zero bits);
+- fp16: the producer gets out_dtype=float16 and its readers take float16.
 
-The arithmetic is unchanged: the readers' reference narrows what it reads, which gives the
-same codes or bits back. What moves through memory is a quarter (int8) or half (bf16) of
-the bytes.
+For int8 and bf16 the arithmetic is unchanged: the readers' reference narrows what it reads,
+which gives the same codes or bits back. fp16 rounds the chained activations, which the
+fp16 products alone would not (their precision report says so); float16's 11-bit
+significand is finer than bfloat16's 8, but its range ends at 65504. What moves through
+memory is a quarter (int8) or half (bf16, fp16) of the bytes.
 
 A max pool between products (VGG's stage ends) runs on the narrow values: quantizing and
 rounding are monotone, so max commutes with them, and the producer narrows for the pool's
@@ -30,10 +38,10 @@ calibrated on the joined values, and the Concat is written in place by them as b
 value that is a graph output, or that any other op reads (an average pool, a float Add),
 stays float32.
 
-bf16 only: a value that an elementwise node computes (DenseNet's concatenated features
+bf16 and fp16: a value that an elementwise node computes (DenseNet's concatenated features
 after BatchNorm and ReLU, a pre-activation block's ReLU) and that only bf16 products read
 (directly or through max pools, by the same test as products' outputs) gets a Cast to
-bfloat16 right after its producer. Fusion puts the Cast at the end of the
+bfloat16 (float16) right after its producer. Fusion puts the Cast at the end of the
 producer's kernel, whose stores then round (the same round-to-nearest-even the readers
 would do), so that kernel writes half the bytes and the readers copy bits (DenseNet-121's
 kernels: 9.6 -> 9.3 ms, 2 threads). Producers of other kinds are left alone: a Transpose or
@@ -53,20 +61,23 @@ from .core import PassContext, graph_pass
 from .fuse import ELEMENTWISE, fusion_kind
 from .match import concat_axis
 from .rewriter import all_names
+from .widen_products import reads_float16_cheaply
 
 _PRODUCTS = ("ConvNhwc", "Linear")
 _BF16 = ("bf16",)  # the form of a bfloat16 reader: rounding has no parameters
+_FP16 = ("fp16",)  # the form of a float16 reader (float16 storage)
+_FLOAT_FORMS = {_BF16: dtypes.bfloat16, _FP16: dtypes.float16}  # narrow float form -> the type it stores
 
 
 def _form(node: Node) -> tuple | None:
-    """How a reduced-precision product narrows its activation: ("int8", scale, zero point)
-    or ("bf16",); None for any other node."""
+    """How a reduced-precision product narrows its activation: ("int8", scale, zero point),
+    ("bf16",) or ("fp16",); None for any other node."""
     compute = node.attrs.get("compute")
     if node.op not in _PRODUCTS or compute is None:
         return None
     if compute.name == "int8":
         return ("int8", node.attrs["act_scale"], node.attrs["act_zero_point"])
-    return _BF16 if compute.name == "bfloat16" else None
+    return {"bfloat16": _BF16, "float16": _FP16}.get(compute.name)
 
 
 def _reader_form(v: Value, users: dict, outputs: set, through: list, concats: dict | None = None) -> tuple | None:
@@ -87,6 +98,8 @@ def _reader_form(v: Value, users: dict, outputs: set, through: list, concats: di
             through.append(reader)
             forms.add(inner)
         elif _form(reader) is not None and not any(u is v for u in reader.inputs[1:]):
+            if _form(reader) == _FP16 and not reads_float16_cheaply(reader):
+                return None  # it would widen float16 once per tap: slower than reading float32
             forms.add(_form(reader))
         elif _adds_as_residual(reader, v):
             residual = True
@@ -115,7 +128,8 @@ def _narrowed(node: Node, form: tuple | None) -> tuple[dict, object]:
         return node.attrs, None
     if form[0] == "int8":
         return {**node.attrs, "out_scale": form[1], "out_zero_point": form[2]}, dtypes.uint8
-    return {**node.attrs, "out_dtype": dtypes.bfloat16}, dtypes.bfloat16
+    dtype = _FLOAT_FORMS[form]
+    return {**node.attrs, "out_dtype": dtype}, dtype
 
 
 def _code_concats(graph: Graph, users: dict, outputs: set) -> dict:
@@ -149,19 +163,20 @@ def chain_narrow(graph: Graph, ctx: PassContext) -> Graph:
     narrow: dict[Value, Value] = {}  # float32 value -> the narrow value that replaces it
     chained: dict[int, tuple] = {}  # id(product) -> the form its output leaves in
     pools: dict[int, object] = {}  # id(max pool) running on narrow values -> their dtype
-    rounded: dict[int, Value] = {}  # id(elementwise producer) -> its output, rounded by a Cast after it
+    rounded: dict[int, tuple] = {}  # id(elementwise producer) -> (its output, the type a Cast after it rounds to)
     for node in graph.nodes:
         form = _form(node)
         through: list[Node] = []
         if form is not None and not node.attrs.get("out_scale") and node.attrs.get("out_dtype") is None:
             readers = _reader_form(node.outputs[0], users, outputs, through, concats)
-            if readers is not None and readers[0] == form[0]:  # int8 feeds int8, bf16 feeds bf16
+            if readers is not None and readers[0] == form[0]:  # int8 feeds int8, bf16 bf16, fp16 fp16
                 chained[id(node)] = readers
                 pools.update((id(p), _narrowed(node, readers)[1]) for p in through)
         elif form is None and len(node.outputs) == 1 and fusion_kind(node) == ELEMENTWISE:
-            if _reader_form(node.outputs[0], users, outputs, through) == _BF16:
-                rounded[id(node)] = node.outputs[0]
-                pools.update((id(p), dtypes.bfloat16) for p in through)
+            form = _reader_form(node.outputs[0], users, outputs, through)
+            if form in _FLOAT_FORMS:
+                rounded[id(node)] = (node.outputs[0], _FLOAT_FORMS[form])
+                pools.update((id(p), _FLOAT_FORMS[form]) for p in through)
     for form, through in concats.values():
         pools.update((id(p), dtypes.uint8) for p in through)
     if not chained and not rounded:
@@ -196,10 +211,12 @@ def chain_narrow(graph: Graph, ctx: PassContext) -> Graph:
             node = dataclasses.replace(node, inputs=inputs, attrs=attrs)
         nodes.append(node)
         if produced in rounded:  # the Cast that fusion appends to this producer's kernel
-            y = rounded[produced]
-            out = Value(names.unique(f"{y.name}_bf16"), TensorType(y.type.shape, dtypes.bfloat16))
-            nodes.append(Node("Cast", [y], [out], {"to": dtypes.bfloat16}, node_scope.unique(f"{node.name}_bf16")))
+            y, dtype = rounded[produced]
+            suffix = "_bf16" if dtype is dtypes.bfloat16 else "_fp16"
+            out = Value(names.unique(f"{y.name}{suffix}"), TensorType(y.type.shape, dtype))
+            nodes.append(Node("Cast", [y], [out], {"to": dtype}, node_scope.unique(f"{node.name}{suffix}")))
             narrow[y] = out
     ctx.analyses["int8_chains"] = sorted(v.name for v in narrow.values() if v.type.dtype is dtypes.uint8)
     ctx.analyses["bf16_chains"] = sorted(v.name for v in narrow.values() if v.type.dtype is dtypes.bfloat16)
+    ctx.analyses["fp16_chains"] = sorted(v.name for v in narrow.values() if v.type.dtype is dtypes.float16)
     return dataclasses.replace(graph, nodes=nodes)

@@ -21,8 +21,9 @@ multiply-add per loaded weight: bound by memory, not by arithmetic).
 fp16 (`lower_precision("fp16", exclude)`): the same products get compute=float16, which on
 the CPU is weight storage, as in OpenVINO's compressed fp16 weights: the weights are rounded
 to float16 and, where they stream from memory, kept so (half the bytes; `vcvtph2ps` in the
-kernel, `codegen/llvm/microkernels/gemm.py`), while activations and arithmetic stay float32
-(`ir.ops.matmul.rounds_activation`).
+kernel, `codegen/llvm/microkernels/gemm.py`), while arithmetic stays float32
+(`ir.ops.matmul.rounds_activation`). Activations that only fp16 products read cross memory
+as float16 (`passes.chain_narrow`).
 
 int8 (`lower_precision("int8", exclude, calibration)`): the same products get compute=int8
 with their activation operand's uint8 scale and zero point (`ir.int8`), from ranges observed
@@ -51,7 +52,8 @@ from .match import const_of
 # The compute type each reduced precision (`ir.registry.PRECISIONS`) gives products.
 COMPUTE_TYPE_OF = {"bf16": dtypes.bfloat16, "fp16": dtypes.float16, "int8": dtypes.int8}
 _LOWERED_REASON = {"bf16": "product: bf16 operands, fp32 accumulation",
-                   "fp16": "product: fp16 weights (stored), fp32 activations and arithmetic",
+                   "fp16": "product: fp16 weights (stored), fp32 arithmetic; activations fp16 in memory "
+                           "between fp16 products (chain_narrow), else fp32",
                    "int8": "product: uint8 activations x per-channel int8 weights, int32 accumulation"}
 # Why a product arrived with its `compute` already set: the model itself chose it.
 _MODEL_CHOSE = {"int8": "quantized in the model (QuantizeLinear/DequantizeLinear)",

@@ -61,13 +61,16 @@ def _epilogue(attrs: dict, **flags) -> Epilogue:
 
 def _narrow_float(attrs: dict, x, y) -> dict:
     """The GemmProblem fields of a product whose `compute` attribute (the precision pass's,
-    or `widen_products`' for a float16 model) is a 16-bit float; in a bfloat16 chain
-    (`passes.chain_narrow`) X and Y may be bfloat16 themselves."""
+    or `widen_products`' for a float16 model) is a 16-bit float; in a bfloat16 or float16
+    chain (`passes.chain_narrow`) X and Y may be of that type themselves."""
     compute = attrs.get("compute")
     name = compute.name if compute is not None else None
-    if name != "bfloat16":
-        return {"fp16": name == "float16"}
-    return {"bf16": True, "a_bf16": x.type.dtype.name == "bfloat16", "out_bf16": y.type.dtype.name == "bfloat16"}
+    a_narrow, out_narrow = x.type.dtype.name == name, y.type.dtype.name == name
+    if name == "float16":
+        return {"fp16": True, "a_f16": a_narrow, "out_f16": out_narrow}
+    if name == "bfloat16":
+        return {"bf16": True, "a_bf16": a_narrow, "out_bf16": out_narrow}
+    return {}
 
 
 def _quant(attrs: dict) -> tuple[float, int] | None:
@@ -104,11 +107,11 @@ def _residual_codes(attrs: dict, residual) -> bool:
 
 
 def _product_types_ok(attrs: dict, x, y, *floats) -> bool:
-    """float32 operands and result, but an int8 chain's uint8 X or Y, or a bfloat16 chain's
-    bfloat16 X or Y; all static."""
+    """float32 operands and result, but an int8 chain's uint8 X or Y, or a bfloat16 (float16)
+    chain's bfloat16 (float16) X or Y; all static."""
     compute = attrs.get("compute")
-    chained = "bfloat16" if compute is not None and compute.name == "bfloat16" else "uint8" if is_int8(attrs) else None
-    narrow = [v for v in (x, y) if v.type.dtype.name in ("uint8", "bfloat16") and v.type.is_static]
+    chained = "uint8" if is_int8(attrs) else compute.name if compute is not None else None
+    narrow = [v for v in (x, y) if v.type.dtype.name in ("uint8", "bfloat16", "float16") and v.type.is_static]
     if any(v.type.dtype.name != chained for v in narrow):
         return False
     return _f32(*[v for v in (x, y) if v not in narrow], *floats)

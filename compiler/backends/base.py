@@ -113,10 +113,10 @@ class Backend:
         if precision == "fp32":
             return ()
         lowered = lower_precision(precision, options.exclude, options.calibration)
-        if precision in ("int8", "bf16"):
+        if precision in ("int8", "bf16", "fp16"):
             from ..passes.chain_narrow import chain_narrow
 
-            # products read by int8 (bf16) products only hand them uint8 codes (bfloat16)
+            # products read by int8 (bf16, fp16) products only hand them uint8 codes (bfloat16, float16)
             return (lowered, chain_narrow)
         return (lowered,)
 
@@ -147,8 +147,9 @@ class Backend:
         if "int8_ranges" in ctx.analyses:
             details["int8_ranges"] = ctx.analyses["int8_ranges"].as_dict()
             details["int8_chains"] = ctx.analyses.get("int8_chains", [])
-        if "bf16_chains" in ctx.analyses:
-            details["bf16_chains"] = ctx.analyses["bf16_chains"]
+        for chains in ("bf16_chains", "fp16_chains"):
+            if chains in ctx.analyses:
+                details[chains] = ctx.analyses[chains]
         return BuildPlan(optimized, level, program.call_listing(), len(program.kernels), program.memory, details,
                          program)
 

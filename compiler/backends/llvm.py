@@ -88,6 +88,8 @@ class LLVMBackend(Backend):
             artifact.manifest["precision"]["uint8_values"] = plan.details["int8_chains"]
         if plan.details.get("bf16_chains"):  # values that cross memory as bfloat16
             artifact.manifest["precision"]["bfloat16_values"] = plan.details["bf16_chains"]
+        if plan.details.get("fp16_chains"):  # values that cross memory as float16
+            artifact.manifest["precision"]["float16_values"] = plan.details["fp16_chains"]
         artifact.timings = {**plan.details["phase_seconds"], **build.timings}
         return artifact
 

@@ -34,13 +34,16 @@ def accumulator(dtype: np.dtype) -> np.dtype:
 # its result as uint8 codes of (out_scale, out_zero_point): chains of int8 products then pass
 # uint8 tensors, the producer's epilogue quantizing what the consumer reads. Likewise a
 # bfloat16 product may take its activation as bfloat16 (X of type bfloat16: the rounding it
-# would do is done) and with `out_dtype`=bfloat16 give its result rounded to bfloat16.
+# would do is done) and with `out_dtype`=bfloat16 give its result rounded to bfloat16; a
+# float16 product (float16 weight storage) likewise takes and gives float16 activations,
+# which is float16 as a storage type for activations too.
 # `weight_codes`=1 (int8 only): the constant weights are the int8 codes themselves, scale 1,
 # not float weights to put on the grid (an imported MatMulInteger's, `passes.fold_integer_matmul`).
 COMPUTE_ATTR = {"compute": Attr("dtype", None), "act_scale": Attr("float", 0.0), "act_zero_point": Attr("int", 0),
                 "out_scale": Attr("float", 0.0), "out_zero_point": Attr("int", 0), "out_dtype": Attr("dtype", None),
                 "weight_codes": Attr("int", 0)}
 COMPUTE_TYPES = ("bfloat16", "float16", "int8")
+NARROW_CHAIN_TYPES = ("bfloat16", "float16")  # compute types whose products pass narrowed floats along a chain
 
 
 def check_uint8_params(ctx: InferContext, scale_attr: str, zp_attr: str, what: str) -> None:
@@ -57,12 +60,12 @@ def product_types(ctx: InferContext, x_dtype, w_dtype):
     (`out_scale`). Without `compute` both operands share one type."""
     compute = ctx.attrs["compute"]
     out_scale, out_dtype = ctx.attrs["out_scale"], ctx.attrs["out_dtype"]
-    bf16 = compute is not None and compute.name == "bfloat16"
-    if out_dtype is not None and not (bf16 and out_dtype.name == "bfloat16" and w_dtype.name == "float32"):
-        raise ctx.error(f"out_dtype={out_dtype.name} (a narrowed result) is bfloat16 of a compute=bfloat16 "
-                        f"product of float32 weights")
-    if bf16 and x_dtype.name == "bfloat16" and w_dtype.name == "float32":
-        return w_dtype, out_dtype or w_dtype  # a bfloat16 chain: X arrives rounded
+    narrow_float = compute is not None and compute.name in NARROW_CHAIN_TYPES
+    if out_dtype is not None and not (narrow_float and out_dtype.name == compute.name and w_dtype.name == "float32"):
+        raise ctx.error(f"out_dtype={out_dtype.name} (a narrowed result) is the compute type of a compute="
+                        f"{'|'.join(NARROW_CHAIN_TYPES)} product of float32 weights")
+    if narrow_float and x_dtype.name == compute.name and w_dtype.name == "float32":
+        return w_dtype, out_dtype or w_dtype  # a bfloat16 / float16 chain: X arrives narrowed
     if compute is None or compute.name != "int8":
         if out_scale:
             raise ctx.error("out_scale (uint8 output codes) needs compute=int8")
@@ -108,17 +111,17 @@ def product_operands(attrs: dict, x: np.ndarray, w: np.ndarray, channel_axis: in
         return (int8.fake_quantize_activation(x, scale, zp),
                 int8.fake_quantize_weights(w, channel_axis, bool(attrs.get("weight_codes"))).astype(w.dtype, copy=False))
     w = w.astype(compute.numpy).astype(w.dtype)
-    if x.dtype == compute.numpy:  # a bfloat16 chain's X: rounded already
+    if x.dtype == compute.numpy:  # a bfloat16 / float16 chain's X: rounded already
         return x.astype(w.dtype), w
     return (x.astype(compute.numpy).astype(x.dtype) if rounds_activation(compute) else x), w
 
 
 def product_result(attrs: dict, y: np.ndarray, float_dtype) -> np.ndarray:
     """The product's float result as its output: uint8 codes with `out_scale` (int8 chains),
-    bfloat16 with `out_dtype` (bfloat16 chains), else in `float_dtype`."""
+    bfloat16 or float16 with `out_dtype` (narrow float chains), else in `float_dtype`."""
     if attrs.get("out_scale"):
         return int8.quantize_activation(y, attrs["out_scale"], attrs["out_zero_point"])
-    if attrs.get("out_dtype") is not None:  # a bfloat16 chain: rounded once, from float32
+    if attrs.get("out_dtype") is not None:  # a bfloat16 / float16 chain: rounded once, from float32
         return y.astype(np.float32, copy=False).astype(attrs["out_dtype"].numpy)
     return y.astype(float_dtype, copy=False)
 

@@ -55,6 +55,8 @@ class ConvProblem:
     out_bf16: bool = False  # bfloat16: Y as bfloat16 bits (`GemmProblem.out_bf16`); not depthwise
     res_quant: tuple[float, int] | None = None  # int8: the residual as uint8 codes (`GemmProblem.res_quant`)
     b_codes: bool = False  # int8: W holds its int8 codes (`GemmProblem.b_codes`)
+    a_f16: bool = False  # float16: X holds float16 (`GemmProblem.a_f16`); not depthwise
+    out_f16: bool = False  # float16: Y as float16 (`GemmProblem.out_f16`); not depthwise
 
     def __post_init__(self):
         if self.in_c % self.groups or self.out_c % self.groups:
@@ -86,7 +88,7 @@ class ConvProblem:
                        self.kh, self.kw, self.stride, self.pads[:2], self.dilation)
         return G.GemmProblem(a, self.out_c // self.groups, self.groups, self.out_c, self.epilogue, self.bf16, self.quant,
                              self.a_codes, self.out_quant, self.fp16, self.a_bf16, self.out_bf16, self.res_quant,
-                             self.b_codes)
+                             self.b_codes, self.a_f16, self.out_f16)
 
 
 @dataclass(frozen=True)

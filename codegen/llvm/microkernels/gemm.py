@@ -76,7 +76,7 @@ from . import amx as AMX
 from . import epilogue as E
 from .irutil import (F32, F32P, HALF, I8, I8P, I16, I32, I64, VOID, broadcast, counted_loop, declare, dot_bf16,
                      dot_u8s8, entry_alloca, fconst, fma, i64, imin, load_codes, load_half_vec, load_vec, new_function,
-                     store_codes, store_narrow, store_vec, to_bf16, u8_codes, vec_type)
+                     store_codes, store_narrow, store_vec, to_bf16, to_f16_bits, u8_codes, vec_type)
 
 # ------------------------------------------------------------------ problem description
 
@@ -140,12 +140,14 @@ class GemmProblem:
     out_bf16: bool = False  # bf16: C leaves as bfloat16 bits, rounded once in the epilogue
     res_quant: tuple[float, int] | None = None  # int8: the residual arrives as uint8 codes of (scale, zero point)
     b_codes: bool = False  # int8: B holds its int8 codes, scale 1 (`ir.int8.quantize_weights`)
+    a_f16: bool = False  # fp16: A arrives as float16 (a float16 chain), widened to float32 as it is packed
+    out_f16: bool = False  # fp16: C leaves as float16, rounded once in the epilogue
 
     @property
     def narrow_out(self) -> bool:
-        """C leaves narrower than float32 (uint8 codes or bfloat16): no home for float32
-        partial sums, so K stays in one chunk."""
-        return self.out_quant is not None or self.out_bf16
+        """C leaves narrower than float32 (uint8 codes, bfloat16 or float16): no home for
+        float32 partial sums, so K stays in one chunk."""
+        return self.out_quant is not None or self.out_bf16 or self.out_f16
 
     @property
     def k_per_slot(self) -> int:
@@ -299,8 +301,8 @@ def default_schedule(target, problem: GemmProblem | None = None) -> GemmSchedule
     # A packed block is then reused across all column panels (BLIS order, nc_panels=all).
     aliasing_rows = a is not None and a.pointwise and a.pixel_stride % 1024 == 0
     pack_a = int((short_runs or aliasing_rows) and problem.groups == 1)
-    if problem is not None and problem.k_per_slot > 1:
-        pack_a = 1  # the packing step is where A becomes bfloat16 pairs or uint8 quads
+    if problem is not None and (problem.k_per_slot > 1 or problem.a_f16):
+        pack_a = 1  # the packing step is where A becomes bfloat16 pairs, uint8 quads or float32 (from float16)
     mc_tiles = 16
     one_chunk = problem is not None and problem.narrow_out  # uint8 / bfloat16 C: no partial sums
     if one_chunk:
@@ -595,6 +597,18 @@ def _convert_run(b: ir.IRBuilder, src, dst, n, narrow: ir.IntType, convert=None,
             b.call(store, [convert(x), b.bitcast(b.gep(dst, [whole]), vn.as_pointer()), ir.Constant(I32, size), mask])
 
 
+def _widen_run(b: ir.IRBuilder, src, dst, n) -> None:
+    """dst[0:n] = src[0:n] widened (float16 bits at i16* src -> float* dst, n an i64 value):
+    16 at a time (`vcvtph2ps`), the rest one by one (a tap's run ends at most 15 short)."""
+    v16h = ir.VectorType(HALF, 16)
+    whole = b.mul(b.udiv(n, i64(16)), i64(16))
+    counted_loop(b, i64(0), whole, lambda c: b.store(
+        b.fpext(b.load(b.bitcast(b.gep(src, [c]), v16h.as_pointer()), align=2), vec_type(16)),
+        b.bitcast(b.gep(dst, [c]), vec_type(16).as_pointer()), align=4), step=16, name="wd")
+    counted_loop(b, whole, n, lambda c: b.store(
+        b.fpext(b.load(b.bitcast(b.gep(src, [c]), HALF.as_pointer()), align=2), F32), b.gep(dst, [c])), name="wt")
+
+
 def _copy_bytes(b: ir.IRBuilder, src, dst, n) -> None:
     """dst[0:n] = src[0:n] (i8*, n an i64 value): 64 bytes a step, the rest under a lane
     mask. Inline: a memcpy call per kernel-row run of a few hundred bytes costs more than
@@ -653,14 +667,18 @@ class _Gen:
             raise CompilerError(f"gemm {name}: res_quant describes a residual the epilogue does not add")
         if (prob.a_bf16 or prob.out_bf16) and not prob.bf16:
             raise CompilerError(f"gemm {name}: bfloat16 A or C belong to bfloat16 problems (bf16 is unset)")
+        if (prob.a_f16 or prob.out_f16) and not prob.fp16:
+            raise CompilerError(f"gemm {name}: float16 A or C belong to float16 problems (fp16 is unset)")
+        if prob.a_f16 and not sched.pack_a:
+            raise CompilerError(f"gemm {name}: a float16 A is widened as it is packed; the schedule has pack_a=0")
         if prob.narrow_out and len(self.chunks) > 1:
-            kind = "uint8" if prob.out_quant is not None else "bfloat16"
+            kind = "uint8" if prob.out_quant is not None else "bfloat16" if prob.out_bf16 else "float16"
             raise CompilerError(f"gemm {name}: a {kind} output needs K in one chunk; the schedule's kc={sched.kc} "
                                 f"splits K={prob.k} into {len(self.chunks)}")
         zero_len = max(prob.a.cin * prob.a.kw, 1)
         # what a padding tap reads: float zeros, or (A as codes) the code of zero, the zero
         # point; bfloat16 zero bits are zero
-        elem = I8 if prob.a_codes else I16 if prob.a_bf16 else F32
+        elem = I8 if prob.a_codes else I16 if prob.a_bf16 or prob.a_f16 else F32  # float16 zero bits are zero too
         self.x_type = elem.as_pointer()
         self.zero = ir.GlobalVariable(module, ir.ArrayType(elem, zero_len), f"{name}.zero")
         self.zero.linkage = "internal"
@@ -849,6 +867,9 @@ class _Gen:
             at = b.mul(b.sub(t, A["tap_lo"]), clen)
             for i, src in enumerate(row_at(t)):
                 dst = b.gep(A["apack"], [b.add(at, i64(i * self.ks))])
+                if self.p.a_f16:  # a float16 chain's A: widened here, so the k loops see float32
+                    _widen_run(b, b.gep(src, [A["c_lo"]]), dst, clen)
+                    continue
                 b.call(memcpy, [b.bitcast(dst, I8P), b.bitcast(b.gep(src, [A["c_lo"]]), I8P), nbytes,
                                 ir.Constant(ir.IntType(1), 0)])
 
@@ -1169,6 +1190,9 @@ class _Gen:
                     store_codes(b, codes, b.gep(b.bitcast(A["y"], I8P), [pos]), lanes_of[v])
                 elif self.p.out_bf16:  # a bfloat16 chain: rounded once, half the bytes stored
                     store_narrow(b, to_bf16(b, y), b.gep(b.bitcast(A["y"], I16.as_pointer()), [pos]), lanes_of[v])
+                elif self.p.out_f16:  # a float16 chain: rounded once (`vcvtps2ph`), half the bytes stored
+                    store_narrow(b, to_f16_bits(b, y), b.gep(b.bitcast(A["y"], I16.as_pointer()), [pos]),
+                                 lanes_of[v])
                 else:
                     store_vec(b, y, c_ptr(A["y"], rows[i], v), L, lanes_of[v])
 

@@ -227,6 +227,12 @@ def store_codes(b: ir.IRBuilder, codes, ptr, count) -> None:
 HALF = ir.HalfType()
 
 
+def to_f16_bits(b: ir.IRBuilder, vec):
+    """<L x float> -> <L x i16> float16 bits, rounding to nearest even (`vcvtps2ph`, F16C)."""
+    lanes = vec.type.count
+    return b.bitcast(b.fptrunc(vec, ir.VectorType(HALF, lanes)), ir.VectorType(I16, lanes))
+
+
 def load_half_vec(b: ir.IRBuilder, ptr, lanes: int):
     """`lanes` float16 values at `ptr` (half*) as a float vector (`vcvtph2ps`, F16C)."""
     vec = b.load(b.bitcast(ptr, ir.VectorType(HALF, lanes).as_pointer()), align=2)
