@@ -206,6 +206,8 @@ def _lowered(name: str, nodes: list, consts: dict, escaping: set, target, schedu
             args.append(("temp", t.buffer.size * t.buffer.dtype.itemsize))
             stages.append((stage, t))
         for v, stage in zip(node.outputs, outs):
+            if v is None or stage is None:  # an optional output the node does not have
+                continue
             inline = (len(nodes) > 1 and v not in escaping and not isinstance(stage.fn([L.const(0)] * len(stage.shape)), Reduce))
             if inline:
                 tensors[v] = InlineTensor(stage)

@@ -229,3 +229,56 @@ def test_bf16_attention_loop_ir_rule_rounds_like_the_reference():
         assert np.mean(np.isclose(got[name], want, rtol=1e-5, atol=1e-5)) > 0.98
         fp32 = run_graph(_attention_graph(False, None, softcap=30.0)[0], feeds)[name]
         assert 0 < np.abs(got[name] - fp32).max() < 0.05  # rounded, by bf16's error
+
+
+# ---------------------------------------------------------------- KV caches (the loop-IR rule)
+
+KV_CASES = {  # Hq, Hkv, Sq, past (P) or nonpad lengths, causal, packed, qk output mode
+    "decode_step_gqa_causal": (4, 2, 1, 37, True, False, 3),
+    "prefill_after_cache_packed": (4, 4, 6, 11, True, True, 2),
+    "external_cache_causal": (4, 2, 3, [9, 4], True, False, 0),
+    "cache_window_softcap": (2, 1, 5, 7, False, False, 1),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KV_CASES))
+def test_attention_with_kv_cache_compiles_to_the_reference(case):
+    """Attention with an internal cache (past_key/past_value -> present_key/present_value)
+    or an external one (nonpad_kv_seqlen), natively: every output, qk_matmul_output
+    included, against the reference interpreter; the cache's concatenation exactly."""
+    from compiler.ir import dtypes
+    from compiler.ir.types import TensorType
+
+    hq, hkv, sq, cache, causal, packed, mode = KV_CASES[case]
+    rng = np.random.default_rng(len(case))
+    b, d, skv = 2, 8, 5
+    internal = isinstance(cache, int)
+    skv = skv if internal else 12  # an external cache: K and V hold the whole buffer
+    randn = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    q, k, v = randn(b, hq, sq, d), randn(b, hkv, skv, d), randn(b, hkv, skv, d)
+    if packed:
+        q, k, v = (_heads_to_packed(t) for t in (q, k, v))
+    arrays = [q, k, v, None]
+    attrs = {"is_causal": int(causal), "qk_matmul_output_mode": mode}
+    if packed:
+        attrs.update(q_num_heads=hq, kv_num_heads=hkv)
+    if case == "cache_window_softcap":
+        attrs.update(softcap=2.0, left_window_size=3)
+    if internal:
+        arrays += [randn(b, hkv, cache, d), randn(b, hkv, cache, d), None]
+    else:
+        arrays += [None, None, np.array(cache, np.int64)]
+    g = GraphBuilder()
+    inputs = [None if a is None else g.input(f"x{i}", TensorType(a.shape, dtypes.from_numpy(a.dtype)))
+              for i, a in enumerate(arrays)]
+    outs = g.node("Attention", inputs, attrs, num_outputs=4)
+    g.output(*outs)
+    graph = g.build()
+    feeds = {f"x{i}": a for i, a in enumerate(arrays) if a is not None}
+    want = run_graph(graph, feeds)
+    got = compile_graph_for(graph).run(feeds)
+    for v_out in outs:
+        np.testing.assert_allclose(got[v_out.name], want[v_out.name], rtol=1e-4, atol=1e-5, err_msg=v_out.name)
+    if internal:  # present = past then new, bit for bit
+        assert got[outs[1].name].shape[2] == cache + skv
+        np.testing.assert_array_equal(got[outs[1].name][:, :, :cache], arrays[4])

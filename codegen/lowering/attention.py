@@ -14,9 +14,16 @@ per thread would need it). The fp32 cases without a KV cache, softcap or window 
 fused kernel instead (`llvm/microkernels/attention.py`, via `llvm/extern_lowering.lower_attention`),
 whose scores live in a per-thread block of rows; this rule covers the rest.
 
-Refused with NotLowerable naming the input/attribute: a KV cache (past_key/past_value,
-nonpad_kv_seqlen), the present_key/present_value/qk_matmul_output outputs, and a
-softmax_precision other than the accumulator type.
+KV caches: an internal one (past_key/past_value, 4-D) is read as the keys and values before
+the new ones (key j < P from the cache, the rest from K and V: both loads clamped in range),
+and query i sits at position i + P for the causal and window bounds; present_key and
+present_value are that concatenation, written out. An external one (nonpad_kv_seqlen[b]
+valid keys of K and V) masks the keys past it and offsets query i to nonpad - Sq + i. The
+qk_matmul_output output is the scores at the stage its mode names (scaled products, after
+softcap, after the bias, or the probabilities).
+
+Refused with NotLowerable naming the attribute: a softmax_precision narrower than the
+accumulator type.
 """
 from __future__ import annotations
 
@@ -34,16 +41,17 @@ def _acc(dt):
     return dtypes.float32 if is_narrow_float(dt) else dt
 
 
-def _check_supported(ctx: LowerContext, acc) -> None:
-    for i, name in ((4, "past_key"), (5, "past_value"), (6, "nonpad_kv_seqlen")):
-        if ctx.has(i):
-            raise NotLowerable(f"input {name} (KV cache) is not lowered")
-    for i, name in ((1, "present_key"), (2, "present_value"), (3, "qk_matmul_output")):
-        if len(ctx.out_types) > i and ctx.out_types[i] is not None:
-            raise NotLowerable(f"output {name} is not lowered")
+def _accumulator(ctx: LowerContext, dt):
+    """The type scores, softmax and sums compute in: float32 for 16-bit floats, else the
+    operands' own, or a wider softmax_precision the node asks for (float64: every stage in
+    it, which is at least as exact as a float64 softmax of float32 scores)."""
+    acc = _acc(dt)
     precision = ctx.attrs.get("softmax_precision")
-    if precision is not None and precision is not acc:
-        raise NotLowerable(f"softmax_precision={precision} (only the accumulator type {acc} is lowered)")
+    if precision is None or precision is acc:
+        return acc
+    if precision.is_float and precision.bits > acc.bits:
+        return precision
+    raise NotLowerable(f"softmax_precision={precision} (the accumulator type {acc} or a wider float is lowered)")
 
 
 def mask_strides(mask_shape: tuple, b: int, h: int, s: int, t: int) -> tuple[int, int, int, int] | None:
@@ -70,9 +78,11 @@ def _operand(t, packed: bool, heads: int):
     return lambda b, h, s, d: t[[b, s, L.add(L.mul(h, width), d)]]
 
 
-def _bias(ctx: LowerContext, mask, idx, total: int, acc):
+def _bias(ctx: LowerContext, mask, idx, total: int, acc, past: int = 0, nonpad=None, sq: int = 0):
     """Additive bias at score index (b, h, i, j): the mask (bool: 0 / -inf; shorter than the
-    keys: padded with -inf) plus -inf outside the causal/window band. None when there is none."""
+    keys: padded with -inf) plus -inf outside the causal/window band, whose query i sits at
+    i + `past` (an internal cache) or i + nonpad[b] - sq (an external one, whose keys from
+    nonpad[b] on are masked too). None when there is none."""
     i, j = idx[2], idx[3]
     terms = []
     minus_inf = L.const(float("-inf"), acc)
@@ -95,7 +105,13 @@ def _bias(ctx: LowerContext, mask, idx, total: int, acc):
             allowed = both(allowed, value)
         else:
             terms.append(L.cast(wide(value), acc))
-    distance = L.sub(i, j)  # how far key j lies behind query i (no cache: offset 0)
+    if nonpad is not None:
+        valid = L.cast(nonpad[[idx[0]]], L.INDEX)
+        allowed = both(allowed, L.binary("lt", j, valid))
+        position = L.add(i, L.sub(valid, L.const(sq)))
+    else:
+        position = L.add(i, L.const(past)) if past else i
+    distance = L.sub(position, j)  # how far key j lies behind query i
     if ctx.attrs["is_causal"]:
         allowed = both(allowed, L.binary("ge", distance, L.const(0)))
     if ctx.attrs["left_window_size"] >= 0:
@@ -114,8 +130,7 @@ def _bias(ctx: LowerContext, mask, idx, total: int, acc):
 
 def _attention(ctx: LowerContext):
     q, k, v = ctx.input(0), ctx.input(1), ctx.input(2)
-    acc = _acc(q.dtype)
-    _check_supported(ctx, acc)
+    acc = _accumulator(ctx, q.dtype)
     packed = q.rank == 3
     if packed:
         hq, hkv = ctx.attrs["q_num_heads"], ctx.attrs["kv_num_heads"]
@@ -130,7 +145,14 @@ def _attention(ctx: LowerContext):
     scale = ctx.attrs["scale"] if ctx.attrs["scale"] is not None else 1.0 / math.sqrt(head)
     softcap = float(ctx.attrs["softcap"] or 0.0)
     mask = ctx.inputs[3] if ctx.has(3) else None
+    nonpad = ctx.input(6) if ctx.has(6) else None
     q_at, k_at, v_at = _operand(q, packed, hq), _operand(k, packed, hkv), _operand(v, packed, hkv)
+    past = 0
+    if ctx.has(4):  # an internal KV cache: its keys and values come first
+        past_k, past_v = ctx.input(4), ctx.input(5)
+        past = past_k.shape[2]
+        k_at, v_at = _after_cache(past_k, k_at, past), _after_cache(past_v, v_at, past)
+        total += past
     # bf16 attention (the precision pass's compute=bfloat16): Q, K, V and the unnormalized
     # probabilities rounded to bfloat16 where they enter a product, as the reference does
     narrow = compute_operand(ctx.attrs.get("compute"), acc)
@@ -153,10 +175,22 @@ def _attention(ctx: LowerContext):
             if softcap > 0:
                 cap = L.const(softcap, acc)
                 s = L.mul(cap, L.call("tanh", L.div(s, cap)))
-            bias = _bias(ctx, mask, idx, total, acc)
+            bias = _bias(ctx, mask, idx, total, acc, past, nonpad, sq)
             return s if bias is None else L.add(s, bias)
 
         return Reduce("sum", (head,), product, finalize, acc)
+
+    def scaled(idx, capped: bool):  # qk_matmul_output modes 0 and 1: before the bias
+        b, h, i, j = idx
+
+        def finalize(s):
+            s = L.mul(s, L.const(scale, acc))
+            if capped and softcap > 0:
+                cap = L.const(softcap, acc)
+                s = L.mul(cap, L.call("tanh", L.div(s, cap)))
+            return s
+        return Reduce("sum", (head,), lambda r: L.mul(narrow(q_at(b, h, i, r[0])), kt[[b, kv_head(h), r[0], j]]),
+                      finalize, acc)
 
     rows = (batch, hq, sq)
     scores = ctx.temp(Compute(rows + (total,), acc, score, name="scores"))
@@ -184,10 +218,45 @@ def _attention(ctx: LowerContext):
                       lambda s: L.mul(s, scale_row), acc)
 
     if not packed:
-        return [Compute(ctx.out_shape(), ctx.out_dtype(), weighted)]
-    y = ctx.temp(Compute(rows + (v_head,), acc, weighted, name="heads"))
-    return [Compute(ctx.out_shape(), ctx.out_dtype(),
-                    lambda idx: y[[idx[0], L.div(idx[2], v_head), idx[1], L.mod(idx[2], v_head)]])]
+        outs = [Compute(ctx.out_shape(), ctx.out_dtype(), weighted)]
+    else:
+        y = ctx.temp(Compute(rows + (v_head,), acc, weighted, name="heads"))
+        outs = [Compute(ctx.out_shape(), ctx.out_dtype(),
+                        lambda idx: y[[idx[0], L.div(idx[2], v_head), idx[1], L.mod(idx[2], v_head)]])]
+    for i, operand in ((1, k_at), (2, v_at)):  # present_key / present_value: cache and new, 4-D
+        outs.append(_present(ctx, i, operand))
+    if _wants(ctx, 3):
+        mode = ctx.attrs["qk_matmul_output_mode"]
+        probability = lambda idx: L.mul(e[idx], inv[list(idx[:3]) + [L.const(0)]])  # noqa: E731
+        element = {0: lambda idx: scaled(idx, False), 1: lambda idx: scaled(idx, True), 2: lambda idx: scores[idx],
+                   3: probability}[mode]
+        outs.append(Compute(ctx.out_shape(3), ctx.out_dtype(3), element))
+    return outs
+
+
+def _wants(ctx: LowerContext, i: int) -> bool:
+    return len(ctx.out_types) > i and ctx.out_types[i] is not None
+
+
+def _present(ctx: LowerContext, i: int, operand):
+    """present_key (i=1) or present_value (i=2) when the node has it: [B, Hkv, P + T, D]."""
+    if not _wants(ctx, i):
+        return None
+    return Compute(ctx.out_shape(i), ctx.out_dtype(i), lambda idx: operand(*idx))
+
+
+def _after_cache(past, new_at, length: int):
+    """(b, head, j, d) -> key/value j of the cache (`past`, 4-D, `length` long) followed by
+    the new ones (`new_at`); each load's index clamped into its own tensor."""
+    if length == 0:
+        return new_at
+
+    def at(b, h, j, d):
+        in_cache = L.binary("lt", j, L.const(length))
+        cached = past[[b, h, L.binary("min", j, L.const(length - 1)), d]]
+        fresh = new_at(b, h, L.binary("max", L.sub(j, L.const(length)), L.const(0)), d)
+        return L.select(in_cache, cached, fresh)
+    return at
 
 
 def _rotary_embedding(ctx: LowerContext):
