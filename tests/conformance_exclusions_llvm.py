@@ -64,21 +64,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_sequence_map_identity_2_sequences',
         'test_sequence_map_identity_2_sequences_expanded',
     ),
-    'CausalConvWithState: no lowering rule for this op yet': (
-        'test_causal_conv_with_state_b1_c1_degenerate',
-        'test_causal_conv_with_state_basic',
-        'test_causal_conv_with_state_decode_step',
-        'test_causal_conv_with_state_fp16',
-        'test_causal_conv_with_state_kernel_size_one',
-        'test_causal_conv_with_state_short_input_no_past_state',
-        'test_causal_conv_with_state_silu',
-        'test_causal_conv_with_state_silu_fp16',
-        'test_causal_conv_with_state_silu_with_past_state',
-        'test_causal_conv_with_state_swish_alias',
-        'test_causal_conv_with_state_with_bias',
-        'test_causal_conv_with_state_with_bias_and_past_state',
-        'test_causal_conv_with_state_with_past_state',
-    ),
     'preview.FlexAttention: no lowering rule for this op yet': (
         'test_flexattention',
         'test_flexattention_causal_mask',
@@ -292,11 +277,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_split_to_sequence_1',
         'test_split_to_sequence_2',
         'test_split_to_sequence_nokeepdims',
-    ),
-    'TensorScatter: no lowering rule for this op yet': (
-        'test_tensorscatter',
-        'test_tensorscatter_3d',
-        'test_tensorscatter_circular',
     ),
     'an input: type opt<f32[...]> is not a static-shaped tensor': (
         'test_optional_get_element_optional_tensor',

@@ -315,4 +315,42 @@ def _rotary_embedding(ctx: LowerContext):
     return [Compute(shape, x.dtype, element)]
 
 
-RULES = {"Attention": _attention, "RotaryEmbedding": _rotary_embedding}
+def _causal_conv_with_state(ctx: LowerContext):
+    """CausalConvWithState: a depthwise causal conv over [state, input] along time, the state
+    being past_state (zeros without one), plus bias, the sum rounded to the input's type,
+    then SiLU if asked; present_state is the last taps-1 steps of [state, input]."""
+    x, w = ctx.input(0), ctx.input(1)
+    bias = ctx.input(2) if ctx.has(2) else None
+    past = ctx.input(3) if ctx.has(3) else None
+    length, taps = x.shape[2], w.shape[2]
+    keep = taps - 1
+    acc = _acc(x.dtype)
+
+    def joined(b, c, u):  # [state, input] at time u, every load's index clamped in range
+        fresh = x[[b, c, L.binary("max", L.sub(u, L.const(keep)), L.const(0))]]
+        if keep == 0:
+            return fresh
+        old = past[[b, c, L.binary("min", u, L.const(keep - 1))]] if past is not None else L.const(0, x.dtype)
+        return L.select(L.binary("lt", u, L.const(keep)), old, fresh)
+
+    def element(idx):
+        b, c, t = idx
+
+        def finalize(s):
+            if bias is not None:
+                s = L.add(s, L.cast(wide(bias[[c]]), acc))
+            s = L.cast(wide(L.cast(s, x.dtype)), acc)  # the convolution rounds before the activation
+            if ctx.attrs["activation"] in ("silu", "swish"):
+                s = L.div(s, L.add(L.const(1.0, acc), L.call("exp", L.call("neg", s))))
+            return s
+        return Reduce("sum", (taps,), lambda r: L.mul(L.cast(wide(w[[c, L.const(0), r[0]]]), acc),
+                                                      L.cast(wide(joined(b, c, L.add(t, r[0]))), acc)), finalize, acc)
+
+    outs = [Compute(ctx.out_shape(), ctx.out_dtype(), element)]
+    if _wants(ctx, 1):
+        outs.append(Compute(ctx.out_shape(1), ctx.out_dtype(1), lambda idx: joined(idx[0], idx[1],
+                                                                                   L.add(idx[2], L.const(length)))))
+    return outs
+
+
+RULES = {"Attention": _attention, "RotaryEmbedding": _rotary_embedding, "CausalConvWithState": _causal_conv_with_state}

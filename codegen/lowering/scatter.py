@@ -1,5 +1,5 @@
 """Lowering rules of Einsum and the scatters, as reductions over the positions that can
-reach each output element.
+reach each output element (TensorScatter's one position per row is a select).
 
 A scatter is turned around: instead of each update writing somewhere, each output
 element looks for the updates aimed at it (the last one wins for reduction="none",
@@ -142,4 +142,28 @@ def _scatter_nd(ctx: LowerContext):
     return _scatter(ctx, data, qshape, matches, update_at)
 
 
-RULES = {"Einsum": _einsum, "ScatterElements": _scatter_elements, "ScatterND": _scatter_nd}
+def _tensor_scatter(ctx: LowerContext):
+    """TensorScatter (a KV cache update): position j along `axis` of batch row b takes update
+    row s = j - write_indices[b] (mod the cache length in circular mode) where 0 <= s < the
+    update's length, else keeps the cache's value."""
+    cache, update = ctx.input(0), ctx.input(1)
+    starts = ctx.input(2) if ctx.has(2) else None
+    axis = ctx.attrs["axis"] % cache.rank
+    length, rows = cache.shape[axis], update.shape[axis]
+    circular = ctx.attrs["mode"] == "circular"
+
+    def element(idx):
+        j = idx[axis]
+        s = j if starts is None else L.sub(j, L.cast(starts[[idx[0]]], L.INDEX))
+        if circular:
+            s = L.mod(L.add(L.mod(s, L.const(length)), L.const(length)), L.const(length))
+        written = L.binary("and", L.binary("ge", s, L.const(0)), L.binary("lt", s, L.const(rows)))
+        at = list(idx)
+        at[axis] = L.binary("max", L.binary("min", s, L.const(rows - 1)), L.const(0))
+        return L.select(written, update[at], cache[idx])
+
+    return [Compute(ctx.out_shape(), ctx.out_dtype(), element)]
+
+
+RULES = {"Einsum": _einsum, "ScatterElements": _scatter_elements, "ScatterND": _scatter_nd,
+         "TensorScatter": _tensor_scatter}

@@ -486,8 +486,7 @@ CAUSAL_CONV_WITH_STATE = OpDef(
     infer=_causal_conv_infer, reference=_causal_conv_reference,
     category=Category.OPAQUE, precision=Precision.ACCUMULATE_FP32,
     attrs={"activation": Attr("string", "none")},
-    doc="Depthwise causal 1-D convolution over [past_state, input], optional SiLU; returns the new carry state.",
-    not_lowerable=PENDING_RULE)
+    doc="Depthwise causal 1-D convolution over [past_state, input], optional SiLU; returns the new carry state.")
 
 
 # ---- SwiGLU -------------------------------------------------------------------------------
@@ -553,8 +552,7 @@ TENSOR_SCATTER = OpDef(
     infer=_tensor_scatter_infer, reference=_tensor_scatter_reference,
     category=Category.OPAQUE, precision=Precision.EXACT,
     attrs={"mode": Attr("string", "linear"), "axis": Attr("int", -2)},
-    doc="KV-cache update: writes `update` into `past_cache` along `axis` at each batch row's write index.",
-    not_lowerable=PENDING_RULE)
+    doc="KV-cache update: writes `update` into `past_cache` along `axis` at each batch row's write index.")
 
 
 # ---- RNN, GRU, LSTM ------------------------------------------------------------------------
