@@ -21,7 +21,6 @@ PENDING = {
     "MaxUnpool", "MelWeightMatrix",
     "QLinearConv", "RNN", "Range",
     "RoiAlign", "STFT", "Shape", "Size",
-    "TopK",
     "ml.TreeEnsemble", "preview.FlexAttention",
     "FusedKernel",
 }

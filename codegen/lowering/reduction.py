@@ -519,7 +519,53 @@ def _cumulative(combiner: str):
     return rule
 
 
+def _top_k(ctx: LowerContext):
+    """TopK by ranks: element i's rank along the axis is how many elements come before it in
+    the order (larger first, or smaller first; NaN counts as the largest, as the reference's
+    sort has it; ties by lower index). Output position j holds the element whose rank is j.
+    Two reductions over the axis per element: quadratic in its length (a classifier's top-5
+    over 1000 classes is a million comparisons; a detector's top 1000 of 20000 anchors would
+    want a sort instead)."""
+    x = ctx.input(0)
+    axis = ctx.attrs["axis"] % x.rank
+    n = x.shape[axis]
+    largest = bool(ctx.attrs["largest"])
+
+    def greater(a, b):  # a sorts after b ascending; NaN above every number
+        if not x.dtype.is_float:
+            return L.binary("gt", a, b)
+        nan_a, nan_b = L.call("isnan", a), L.call("isnan", b)
+        return L.binary("or", L.binary("gt", a, b), L.binary("and", nan_a, L.call("not", nan_b)))
+
+    def equal(a, b):
+        same = L.binary("eq", a, b)
+        return L.binary("or", same, L.binary("and", L.call("isnan", a), L.call("isnan", b))) if x.dtype.is_float else same
+
+    def at(idx, i):
+        where = list(idx)
+        where[axis] = i
+        return where
+
+    def rank_of(idx):
+        mine = x[idx]
+
+        def before(r):
+            other = x[at(idx, r[0])]
+            ahead = greater(other, mine) if largest else greater(mine, other)
+            tie_lower = L.binary("and", equal(other, mine), L.binary("lt", r[0], idx[axis]))
+            return L.select(L.binary("or", ahead, tie_lower), L.const(1), L.const(0))
+        return Reduce("sum", (n,), before, None, L.INDEX)
+
+    rank = ctx.temp(Compute(x.shape, L.INDEX, rank_of, name="rank"))
+    chosen = ctx.temp(Compute(ctx.out_shape(1), L.INDEX, lambda idx: Reduce(
+        "sum", (n,), lambda r: L.select(L.binary("eq", rank[at(idx, r[0])], idx[axis]), r[0], L.const(0)),
+        None, L.INDEX), name="chosen"))
+    values = Compute(ctx.out_shape(0), ctx.out_dtype(0), lambda idx: x[at(idx, chosen[idx])])
+    return [values, Compute(ctx.out_shape(1), ctx.out_dtype(1), lambda idx: chosen[idx])]
+
+
 RULES = {
+    "TopK": _top_k,
     "RMSNormalization": _rms_norm,
     "LpNormalization": _lp_norm,
     "MeanVarianceNormalization": _mvn,

@@ -343,7 +343,7 @@ OPS = _REDUCE_OPS + [
           reference=_topk_reference, category=Category.OPAQUE, precision=Precision.EXACT,
           doc="The K largest (or smallest) elements along an axis and their indices; ties by lower index.",
           attrs={"axis": Attr("int", -1), "largest": Attr("int", 1), "sorted": Attr("int", 1)},
-          not_lowerable=PENDING_RULE),
+          shape_inputs=("K",)),
     OpDef(name="Det", inputs=("X",), outputs=("Y",), infer=_infer_det, reference=_det_reference,
           category=Category.OPAQUE, precision=Precision.FP32, doc="Determinant of each square matrix in [..., M, M].",
           not_lowerable=PENDING_RULE),
