@@ -27,14 +27,13 @@ from .ir.ops import REGISTRY
 
 
 def shape_bound_inputs(model: onnx.ModelProto) -> list[str]:
-    """Graph inputs read at a shape-determining slot of an op that has native code."""
-    from .codegen import lowering  # noqa: F401 - registers the rules the check below reads
-
+    """Graph inputs read at a shape-determining slot (of an op with native code, or one that
+    folds away once they are known: Range, ConstantOfShape)."""
     inputs = {i.name for i in model.graph.input} - {t.name for t in model.graph.initializer}
     found = []
     for node in model.graph.node:
         op = REGISTRY.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        if op is None or op.lowering is None:
+        if op is None:
             continue
         for slot in op.shape_input_slots:
             if slot < len(node.input) and node.input[slot] in inputs and node.input[slot] not in found:

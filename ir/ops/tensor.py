@@ -982,10 +982,11 @@ OPS = [
         not_lowerable=PENDING_RULE),
     _op("ConstantOfShape", ("input",), ("output",), _infer_constant_of_shape, _ref_constant_of_shape,
         Category.OPAQUE, attrs={"value": Attr("tensor", None)},
-        doc="A tensor of the given shape filled with `value` (default float32 zero).", not_lowerable=PENDING_RULE),
+        doc="A tensor of the given shape filled with `value` (default float32 zero).",
+        shape_inputs=("input",), not_lowerable=VALUE_DEPENDENT_SHAPE),  # folds once its input is known
     _op("Range", ("start", "limit", "delta"), ("output",), _infer_range, _ref_range, Category.OPAQUE,
         attrs={"stash_type": Attr("dtype", dtypes.float32)}, doc="start, start + delta, ... up to limit (exclusive).",
-        not_lowerable=PENDING_RULE),
+        shape_inputs=("start", "limit", "delta"), not_lowerable=VALUE_DEPENDENT_SHAPE),  # likewise
     _op("EyeLike", ("input",), ("output",), _infer_eye_like, _ref_eye_like,
         attrs={"dtype": Attr("dtype", None), "k": Attr("int", 0)},
         doc="Ones on the k-th diagonal of a matrix shaped like the input."),
