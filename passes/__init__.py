@@ -5,8 +5,8 @@ A pass is a named `Graph -> Graph` function (`core`); `pipeline.pipeline(level, 
 lists the passes of each -O level (with a target's layout and legalization passes) and
 `optimize` runs one. One pass per module:
 
-    unroll_recurrent                                         RNN/GRU/LSTM as per-step ops (native
-                                                             targets' legalization, every level)
+    unroll_recurrent, unroll_scan                            RNN/GRU/LSTM and Scan as per-step ops
+                                                             (native targets' legalization, every level)
     fold_constants, fold_shapes, simplify_algebra,          simplification (rule tables
     eliminate_dead_code, eliminate_common_subexpressions     run by `rewriter.apply_rules`)
     fold_batchnorm                                           BN into Conv/Gemm/MatMul weights

@@ -40,6 +40,7 @@ from .recognize_patterns import recognize_patterns
 from .simplify_algebra import simplify_algebra
 from .to_channels_last import to_channels_last
 from .unroll_recurrent import unroll_recurrent
+from .unroll_scan import unroll_scan
 from .widen_products import widen_products
 
 SIMPLIFY = fixed_point("simplify", [
@@ -64,7 +65,7 @@ CHANNELS_LAST = (conv_forms, decompose_qlinear, fold_integer_matmul, to_channels
 
 # Decompositions into ops native code has rules for, run first at every level by the
 # targets that generate code (the interpreter runs the original ops as they are).
-LEGALIZE = (unroll_recurrent,)
+LEGALIZE = (unroll_recurrent, unroll_scan)
 
 LEVELS = (0, 1, 2, 3)
 DEFAULT_LEVEL = 3

@@ -13,25 +13,6 @@ numbers, data-dependent output shapes), element types native code lacks
 from __future__ import annotations
 
 EXCLUDED: dict[str, tuple[str, ...]] = {
-    'Scan: control flow runs subgraphs chosen at run time': (
-        'test_linear_attention_decode_step_expanded',
-        'test_linear_attention_delta_expanded',
-        'test_linear_attention_explicit_scale_expanded',
-        'test_linear_attention_fp16_expanded',
-        'test_linear_attention_gated_delta_beta_scalar_expanded',
-        'test_linear_attention_gated_delta_expanded',
-        'test_linear_attention_gated_delta_gqa_expanded',
-        'test_linear_attention_gated_delta_mqa_expanded',
-        'test_linear_attention_gated_expanded',
-        'test_linear_attention_gated_per_head_decay_expanded',
-        'test_linear_attention_linear_expanded',
-        'test_linear_attention_linear_t1_no_past_expanded',
-        'test_linear_attention_no_past_explicit_zeros_expanded',
-        'test_linear_attention_prefill_with_past_expanded',
-        'test_scan9_multi_state',
-        'test_scan9_scalar',
-        'test_scan9_sum',
-    ),
     'LinearAttention: no lowering rule for this op yet': (
         'test_linear_attention_decode_step',
         'test_linear_attention_delta',
@@ -113,17 +94,15 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_nonmaxsuppression_two_batches',
         'test_nonmaxsuppression_two_classes',
     ),
-    'Range: no lowering rule for this op yet': (
+    'Range: its limit is computed at run time from a graph input (shapes computed at run time)': (
+        'test_affine_grid_3d_align_corners_expanded',
+        'test_affine_grid_3d_expanded',
         'test_blackmanwindow_expanded',
         'test_blackmanwindow_symmetric_expanded',
         'test_hammingwindow_expanded',
         'test_hammingwindow_symmetric_expanded',
         'test_hannwindow_expanded',
         'test_hannwindow_symmetric_expanded',
-        'test_range_bfloat16_type_positive_delta',
-        'test_range_float16_type_positive_delta',
-        'test_range_float_type_positive_delta',
-        'test_range_int32_type_negative_delta',
     ),
     'ImageDecoder: decodes image files (data-dependent)': (
         'test_image_decoder_decode_bmp_rgb',
@@ -200,13 +179,6 @@ EXCLUDED: dict[str, tuple[str, ...]] = {
         'test_compress_bfloat16',
         'test_compress_default_axis',
         'test_compress_negative_axis',
-    ),
-    'ConstantOfShape: no lowering rule for this op yet': (
-        'test_affine_grid_3d_align_corners_expanded',
-        'test_affine_grid_3d_expanded',
-        'test_constantofshape_float_ones',
-        'test_constantofshape_int_shape_zero',
-        'test_constantofshape_int_zeros',
     ),
     'StringConcat: string tensors have no native representation': (
         'test_string_concat',
