@@ -12,6 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 
 from ..codegen.llvm.microkernels.gemm import target_lanes
+from ..ir.errors import CompilerError
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,12 @@ def default_threads() -> int:
 
 
 def device_of(target, threads: int | None = None) -> Device:
-    """The Device for an llvm CPUTarget; `threads` None = the runtime's default thread count."""
-    return Device(target.cpu, tuple(sorted(target.required)), target_lanes(target), os.cpu_count() or 1,
+    """The Device for an llvm CPUTarget; `threads` None = the runtime's default thread count.
+    A CPU below AVX2+FMA has no microkernels but still runs loop-IR kernels (tuned or not):
+    its lanes are its vector width."""
+    try:
+        lanes = target_lanes(target)
+    except CompilerError:
+        lanes = max(1, target.vector_bits // 32)
+    return Device(target.cpu, tuple(sorted(target.required)), lanes, os.cpu_count() or 1,
                   threads or default_threads())

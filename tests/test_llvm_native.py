@@ -300,3 +300,27 @@ def test_cli_compile_and_run(tmp_path, tiny_cnn):
     assert main(["run", str(art), "-o", str(out)]) == 0
     with np.load(out) as data:
         assert data["probs"].shape == (1, 10)
+
+
+def test_a_cpu_below_avx2_compiles_on_loop_ir_kernels():
+    """x86-64-v2 (SSE4.2, no AVX2/FMA) has no microkernels: a conv model and a float16 one
+    still compile, on loop-IR kernels, and agree with the reference (the device key of the
+    tuning database takes the vector width for lanes instead of refusing the target)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import compiler
+
+    rng = np.random.default_rng(4)
+    for dtype, proto in ((np.float32, TensorProto.FLOAT), (np.float16, TensorProto.FLOAT16)):
+        w = numpy_helper.from_array(rng.standard_normal((6, 3, 3, 3)).astype(dtype), "w")
+        graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                                   helper.make_node("Relu", ["c"], ["y"])], "g",
+                                  [helper.make_tensor_value_info("x", proto, [1, 3, 8, 8])],
+                                  [helper.make_tensor_value_info("y", proto, None)], [w])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        x = rng.standard_normal((1, 3, 8, 8)).astype(dtype)
+        got = compiler.compile(model, target="llvm -mcpu=x86-64-v2", cache=False).run({"x": x})["y"]
+        want = compiler.compile(model, target="reference").run({"x": x})["y"]
+        tol = 2e-3 if dtype == np.float16 else 1e-5
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32), rtol=tol, atol=tol)
