@@ -22,11 +22,12 @@ from .ir.errors import CompilerError
 from .model import load
 
 
-def import_model(model, input_shapes: Mapping[str, Sequence] | None = None):
-    """Any supported model form -> IR Graph (ONNX path/bytes/ModelProto for now)."""
+def import_model(model, input_shapes: Mapping[str, Sequence] | None = None, inline: frozenset[str] = frozenset()):
+    """Any supported model form -> IR Graph (ONNX path/bytes/ModelProto for now); `inline`:
+    registry ops to import as their ONNX function body (`Backend.inlined_ops`)."""
     from .frontend.onnx_import import import_onnx
 
-    return import_onnx(model, input_shapes=input_shapes)
+    return import_onnx(model, input_shapes=input_shapes, inline=inline)
 
 
 def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence] | None = None,
@@ -103,7 +104,7 @@ def compile(model, target: str = "llvm", *, input_shapes: Mapping[str, Sequence]
             return load(entry, num_threads=num_threads)
         except Exception:  # a stale or corrupt cache entry is rebuilt, never trusted
             entry.unlink(missing_ok=True)
-    graph = import_model(model, input_shapes)
+    graph = import_model(model, input_shapes, backend.inlined_ops())
     _check_exclusions(graph, options.exclude)
     if samples is not None:
         samples = check_samples(samples, graph, where)

@@ -618,7 +618,8 @@ def profile_native(model, input_shapes: dict | None, feeds: dict, runs: int = 10
     calibration = Calibration((feeds,)) if precision == "int8" else None
     options = BuildOptions(opt_level=opt_level, num_threads=threads, profile=True, precision=precision,
                            calibration=calibration)
-    compiled = tgt.backend.compile_model(import_model(model, input_shapes), tgt, options, "profiling build")
+    compiled = tgt.backend.compile_model(import_model(model, input_shapes, tgt.backend.inlined_ops()), tgt, options,
+                                         "profiling build")
     compiled.run(feeds)  # warm-up: first-touch of the arena and the weights
     sites = call_sites(compiled.calls)
     events = []

@@ -178,13 +178,14 @@ def cmd_inspect(argv: list[str]) -> int:
     _add_shape_arg(p)
     args = p.parse_args(argv)
     from .api import import_model
+    from .backends import parse_target
     from .ir.printer import type_text
 
     if args.inputs and args.precision == "fp32":  # said, not silently ignored
         raise CompilerError(f"--inputs {args.inputs}: the inputs per-layer errors are measured on; they go with "
                             f"--precision bf16|fp16|int8")
 
-    graph = import_model(args.model, _shapes(args))
+    graph = import_model(args.model, _shapes(args), parse_target(args.target).backend.inlined_ops())
     if args.precision != "fp32":
         return _print_precision(graph, args)
     optimized = summary = None
@@ -362,7 +363,8 @@ def cmd_tune(argv: list[str]) -> int:
         print(f"{args.import_file}: imported {database.import_records(args.import_file)} records")
     if args.model is not None:
         try:
-            reports = target.backend.tune(import_model(args.model, _shapes(args)), target, args.threads,
+            reports = target.backend.tune(import_model(args.model, _shapes(args), target.backend.inlined_ops()),
+                                          target, args.threads,
                                           args.budget, retune=args.retune, precision=args.precision, ray=args.ray)
         except OSError as exc:  # an unreadable model file
             raise CompilerError(f"{args.model}: {exc.strerror or exc}") from None

@@ -65,7 +65,9 @@ class CompiledRep(BackendRep):
 
     def _compile(self, model: onnx.ModelProto):
         options = BuildOptions(check_types=True)
-        return self.target.backend.compile_model(import_onnx(model), self.target, options, "conformance")
+        backend = self.target.backend
+        return backend.compile_model(import_onnx(model, inline=backend.inlined_ops()), self.target, options,
+                                     "conformance")
 
     def run(self, inputs: Any, **kwargs) -> tuple:
         if isinstance(inputs, dict):

@@ -56,10 +56,12 @@ def _ops_changed_since(graph: onnx.GraphProto, opset: int) -> list[str]:
     return sorted(changed)
 
 
-def import_onnx(model, input_shapes: Mapping[str, Sequence] | None = None) -> Graph:
+def import_onnx(model, input_shapes: Mapping[str, Sequence] | None = None, inline: frozenset[str] = frozenset()) -> Graph:
     """Import an ONNX model (path, bytes or ModelProto) as a verified IR Graph.
 
     `input_shapes` overrides the declared shapes of named inputs (ints or symbol names).
+    `inline` names registry ops to import as their function body where ONNX defines one
+    (a target's ops without native code, `Backend.inlined_ops`).
     """
     proto = load_model_proto(model)
     opsets = model_opsets(proto)
@@ -75,7 +77,7 @@ def import_onnx(model, input_shapes: Mapping[str, Sequence] | None = None) -> Gr
     unsupported = find_unsupported(proto.graph, opsets, functions)
     if unsupported:
         raise UnsupportedOpsError(unsupported)
-    importer = _GraphImporter(opsets, functions)
+    importer = _GraphImporter(opsets, functions, inline)
     graph = importer.import_graph(proto.graph, outer={}, input_shapes=dict(input_shapes or {}), is_main=True)
     from ..ir.verify import verify_graph
 
@@ -166,9 +168,10 @@ def _outer_reads(g: onnx.GraphProto) -> set[str]:
 
 
 class _GraphImporter:
-    def __init__(self, opsets: Mapping[str, int], functions: FunctionLibrary):
+    def __init__(self, opsets: Mapping[str, int], functions: FunctionLibrary, inline: frozenset[str] = frozenset()):
         self.opsets = dict(opsets)
         self.functions = functions
+        self.inline = inline
 
     def import_graph(self, g: onnx.GraphProto, outer: Mapping[str, Value], input_shapes: dict | None = None,
                      is_main: bool = False, input_hints: Sequence = ()) -> Graph:
@@ -303,7 +306,12 @@ class _GraphImporter:
         converter = CONVERTERS.get((domain, op_type))
         if converter is not None:
             return converter(ctx, inputs, attrs)
-        return ctx.emit_same(inputs, attrs, op=registry_name(domain, op_type) or f"{domain}::{op_type}")
+        op = registry_name(domain, op_type) or f"{domain}::{op_type}"
+        if op in self.inline and self.functions.body_for(domain, op_type, opset, inputs, attrs,
+                                                          len(output_names)) is not None:
+            names = [n if n else f"{node_name}_unused{i}" for i, n in enumerate(output_names)]
+            return self._expand(opsets, ctx, op, inputs, dict(attrs), len(output_names), names, opset)
+        return ctx.emit_same(inputs, attrs, op=op)
 
     def _expand(self, opsets: Mapping[str, int], ctx: ImportContext, op: str, inputs: list[Value | None],
                 attrs: dict[str, Any], num_outputs: int, names: list[str] | None, opset: int | None) -> list[Value]:
@@ -319,9 +327,12 @@ class _GraphImporter:
         renamed = {formal: name for formal, name in zip(fn.output, names or []) if name}
         for i, inner in enumerate(fn.node):
             inner_attrs = {}
+            inner_domain = node_domain(inner)  # a Scan/Loop body inside may leave its inputs untyped
+            hints = body_input_types(inner_domain, inner.op_type, body_opsets.get(inner_domain, 1),
+                                     [local.get(x) if x else None for x in inner.input], inner.attribute)
             for a in inner.attribute:
                 if not a.ref_attr_name:
-                    inner_attrs[a.name] = self._decode(a, local)
+                    inner_attrs[a.name] = self._decode(a, local, hints)
                 elif a.ref_attr_name in attrs:
                     inner_attrs[a.name] = attrs[a.ref_attr_name]
                 elif a.ref_attr_name in defaults:

@@ -85,6 +85,20 @@ class Backend:
             raise TargetError(f"target {text!r}: unknown option(s) {unknown}; {self.kind} takes {takes}")
         return options
 
+    def inlined_ops(self) -> frozenset[str]:
+        """Registry ops this target would rather import as their ONNX function body: a code
+        generator's ops that wait for a rule of their own (`PENDING_RULE`). The frontend
+        inlines them where ONNX defines one (LinearAttention, FlexAttention...), as it does
+        for ops the registry lacks; the interpreter runs every op as it is."""
+        if self.capabilities is None:
+            return frozenset()
+        from ..codegen import lowering  # noqa: F401 - registers the rules read below
+        from ..ir.ops import REGISTRY
+        from ..ir.registry import PENDING_RULE
+
+        return frozenset(name for name, op in REGISTRY.items() if op.lowering is None
+                         and op.not_lowerable == PENDING_RULE)
+
     def level(self, options: BuildOptions) -> int:
         return self.default_opt_level if options.opt_level is None else options.opt_level
 
