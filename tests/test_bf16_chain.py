@@ -182,17 +182,22 @@ def _lowered(model):
                                                  BuildOptions(precision="bf16"))
 
 
-def test_bf16_chain_narrows_only_values_every_reader_rounds():
-    """conv1 (through the pool) hands conv2 bfloat16; conv2 is a graph output and conv3 is
-    read by a residual Add, so both stay float32; the last conv reads float32."""
-    graph = _lowered(_chain_model())
+def assert_only_the_first_conv_narrows(graph, dtype) -> None:
+    """The first conv writes `dtype` (out_dtype set) into a max pool that runs on it and
+    feeds the second conv; every later conv writes float32."""
     convs = [n for n in graph.nodes if n.op == "ConvNhwc"]
     pool = next(n for n in graph.nodes if n.op == "MaxPoolNhwc")
-    assert convs[0].outputs[0].type.dtype is dtypes.bfloat16 and convs[0].attrs["out_dtype"] is dtypes.bfloat16
-    assert pool.inputs[0].type.dtype is dtypes.bfloat16 and pool.outputs[0].type.dtype is dtypes.bfloat16
+    assert convs[0].outputs[0].type.dtype is dtype and convs[0].attrs["out_dtype"] is dtype
+    assert pool.inputs[0].type.dtype is dtype and pool.outputs[0].type.dtype is dtype
     assert convs[1].inputs[0] is pool.outputs[0]
     assert [c.outputs[0].type.dtype for c in convs[1:]] == [dtypes.float32] * (len(convs) - 1)
     assert all(c.attrs.get("out_dtype") is None for c in convs[1:])
+
+
+def test_bf16_chain_narrows_only_values_every_reader_rounds():
+    """conv1 (through the pool) hands conv2 bfloat16; conv2 is a graph output and conv3 is
+    read by a residual Add, so both stay float32; the last conv reads float32."""
+    assert_only_the_first_conv_narrows(_lowered(_chain_model()), dtypes.bfloat16)
 
 
 def test_bf16_chain_compiled_equals_the_lowered_reference():

@@ -36,7 +36,7 @@ from compiler.ir.interpreter import run_graph
 from compiler.passes.core import PassContext
 
 from test_amx_kernels import rand
-from test_bf16_chain import _dense_block_model, _init
+from test_bf16_chain import _dense_block_model, _init, assert_only_the_first_conv_narrows
 from test_microkernels import conv_reference
 
 GEMMS = [(33, 17, 100), (5, 40, 64), (40, 33, 70)]  # 17 and 33 columns: one-lane edge vectors
@@ -176,13 +176,7 @@ def test_fp16_chain_narrows_only_values_every_reader_widens_cheaply():
     """conv1 (through the pool) hands the pointwise conv2 float16; conv2's reader is a 3x3
     conv over 24 channels, which would widen float16 once per tap (`reads_float16_cheaply`),
     and conv3 is read by a residual Add: both stay float32."""
-    graph = _lowered(_chain_model())
-    convs = [n for n in graph.nodes if n.op == "ConvNhwc"]
-    pool = next(n for n in graph.nodes if n.op == "MaxPoolNhwc")
-    assert convs[0].outputs[0].type.dtype is dtypes.float16 and convs[0].attrs["out_dtype"] is dtypes.float16
-    assert pool.inputs[0].type.dtype is dtypes.float16 and pool.outputs[0].type.dtype is dtypes.float16
-    assert convs[1].inputs[0] is pool.outputs[0]
-    assert [c.outputs[0].type.dtype for c in convs[1:]] == [dtypes.float32] * (len(convs) - 1)
+    assert_only_the_first_conv_narrows(_lowered(_chain_model()), dtypes.float16)
 
 
 def test_fp16_chain_compiled_equals_the_lowered_reference():
