@@ -307,18 +307,21 @@ class _GraphImporter:
         if converter is not None:
             return converter(ctx, inputs, attrs)
         op = registry_name(domain, op_type) or f"{domain}::{op_type}"
-        if op in self.inline and self.functions.body_for(domain, op_type, opset, inputs, attrs,
-                                                          len(output_names)) is not None:
+        fn = self.functions.body_for(domain, op_type, opset, inputs, attrs, len(output_names)) \
+            if op in self.inline else None
+        if fn is not None:  # built once: a context-dependent body is made per node
             names = [n if n else f"{node_name}_unused{i}" for i, n in enumerate(output_names)]
-            return self._expand(opsets, ctx, op, inputs, dict(attrs), len(output_names), names, opset)
+            return self._expand(opsets, ctx, op, inputs, dict(attrs), len(output_names), names, opset, fn)
         return ctx.emit_same(inputs, attrs, op=op)
 
     def _expand(self, opsets: Mapping[str, int], ctx: ImportContext, op: str, inputs: list[Value | None],
-                attrs: dict[str, Any], num_outputs: int, names: list[str] | None, opset: int | None) -> list[Value]:
-        """Inline the function body of `op` (an op the registry lacks) in place of the node."""
+                attrs: dict[str, Any], num_outputs: int, names: list[str] | None, opset: int | None,
+                fn: onnx.FunctionProto | None = None) -> list[Value]:
+        """Inline the function body of `op` (an op the registry lacks, or one the target
+        inlines; `fn` when the caller has it already) in place of the node."""
         same = op in (registry_name(ctx.domain, ctx.op_type), f"{ctx.domain}::{ctx.op_type}")
         domain, op_type = (ctx.domain, ctx.op_type) if same else ("", op)
-        fn = self.functions.body_for(domain, op_type, opset, inputs, attrs, num_outputs)
+        fn = fn or self.functions.body_for(domain, op_type, opset, inputs, attrs, num_outputs)
         if fn is None:
             raise UnsupportedOpsError({(domain, op_type, ctx.opset if opset is None else opset): [ctx.node_name]})
         body_opsets = function_opsets(fn, opsets)
