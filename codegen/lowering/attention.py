@@ -163,7 +163,9 @@ def _attention(ctx: LowerContext):
     kt = ctx.temp(Compute((batch, hkv, head, total), acc, lambda idx: narrow(k_at(idx[0], idx[1], idx[3], idx[2])),
                           name="kt"))
 
-    def score(idx):
+    def score(idx, capped: bool = True, biased: bool = True):
+        """scale * Q.K^T at score index (b, h, i, j), then softcap and the bias; without them
+        for qk_matmul_output's modes 0 (neither) and 1 (softcap only)."""
         b, h, i, j = idx
 
         def product(r):
@@ -172,25 +174,13 @@ def _attention(ctx: LowerContext):
 
         def finalize(s):
             s = L.mul(s, L.const(scale, acc))
-            if softcap > 0:
-                cap = L.const(softcap, acc)
-                s = L.mul(cap, L.call("tanh", L.div(s, cap)))
-            bias = _bias(ctx, mask, idx, total, acc, past, nonpad, sq)
-            return s if bias is None else L.add(s, bias)
-
-        return Reduce("sum", (head,), product, finalize, acc)
-
-    def scaled(idx, capped: bool):  # qk_matmul_output modes 0 and 1: before the bias
-        b, h, i, j = idx
-
-        def finalize(s):
-            s = L.mul(s, L.const(scale, acc))
             if capped and softcap > 0:
                 cap = L.const(softcap, acc)
                 s = L.mul(cap, L.call("tanh", L.div(s, cap)))
-            return s
-        return Reduce("sum", (head,), lambda r: L.mul(narrow(q_at(b, h, i, r[0])), kt[[b, kv_head(h), r[0], j]]),
-                      finalize, acc)
+            bias = _bias(ctx, mask, idx, total, acc, past, nonpad, sq) if biased else None
+            return s if bias is None else L.add(s, bias)
+
+        return Reduce("sum", (head,), product, finalize, acc)
 
     rows = (batch, hq, sq)
     scores = ctx.temp(Compute(rows + (total,), acc, score, name="scores"))
@@ -228,8 +218,8 @@ def _attention(ctx: LowerContext):
     if _wants(ctx, 3):
         mode = ctx.attrs["qk_matmul_output_mode"]
         probability = lambda idx: L.mul(e[idx], inv[list(idx[:3]) + [L.const(0)]])  # noqa: E731
-        element = {0: lambda idx: scaled(idx, False), 1: lambda idx: scaled(idx, True), 2: lambda idx: scores[idx],
-                   3: probability}[mode]
+        element = {0: lambda idx: score(idx, False, False), 1: lambda idx: score(idx, True, False),
+                   2: lambda idx: scores[idx], 3: probability}[mode]
         outs.append(Compute(ctx.out_shape(3), ctx.out_dtype(3), element))
     return outs
 
@@ -245,18 +235,20 @@ def _present(ctx: LowerContext, i: int, operand):
     return Compute(ctx.out_shape(i), ctx.out_dtype(i), lambda idx: operand(*idx))
 
 
+def _joined(j, length: int, earlier, later):
+    """Element j of `length` earlier elements followed by later ones (a cache or state, then
+    the new steps): `earlier(k)` / `later(k)` load position k of each, every index clamped
+    into its own tensor, the select keeping the one that is right."""
+    if length == 0:
+        return later(j)
+    return L.select(L.binary("lt", j, L.const(length)), earlier(L.binary("min", j, L.const(length - 1))),
+                    later(L.binary("max", L.sub(j, L.const(length)), L.const(0))))
+
+
 def _after_cache(past, new_at, length: int):
     """(b, head, j, d) -> key/value j of the cache (`past`, 4-D, `length` long) followed by
-    the new ones (`new_at`); each load's index clamped into its own tensor."""
-    if length == 0:
-        return new_at
-
-    def at(b, h, j, d):
-        in_cache = L.binary("lt", j, L.const(length))
-        cached = past[[b, h, L.binary("min", j, L.const(length - 1)), d]]
-        fresh = new_at(b, h, L.binary("max", L.sub(j, L.const(length)), L.const(0)), d)
-        return L.select(in_cache, cached, fresh)
-    return at
+    the new ones (`new_at`)."""
+    return lambda b, h, j, d: _joined(j, length, lambda k: past[[b, h, k, d]], lambda k: new_at(b, h, k, d))
 
 
 def _rotary_embedding(ctx: LowerContext):
@@ -326,12 +318,9 @@ def _causal_conv_with_state(ctx: LowerContext):
     keep = taps - 1
     acc = _acc(x.dtype)
 
-    def joined(b, c, u):  # [state, input] at time u, every load's index clamped in range
-        fresh = x[[b, c, L.binary("max", L.sub(u, L.const(keep)), L.const(0))]]
-        if keep == 0:
-            return fresh
-        old = past[[b, c, L.binary("min", u, L.const(keep - 1))]] if past is not None else L.const(0, x.dtype)
-        return L.select(L.binary("lt", u, L.const(keep)), old, fresh)
+    def joined(b, c, u):  # [state, input] at time u
+        state = (lambda k: past[[b, c, k]]) if past is not None else (lambda k: L.const(0, x.dtype))
+        return _joined(u, keep, state, lambda k: x[[b, c, k]])
 
     def element(idx):
         b, c, t = idx
